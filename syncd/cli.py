@@ -1,0 +1,180 @@
+"""Argument parsing only: each command calls one function."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import anyio
+
+from . import config as config_module
+from .config import ConfigError
+from .dsn import world_readable
+
+EXIT_CONFIG = 2
+
+
+def run_async(func: Callable[..., Awaitable[int]], *args) -> int:
+    try:
+        import uvloop  # noqa: F401
+
+        options = {"use_uvloop": True}
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        options = {}
+    return anyio.run(func, *args, backend="asyncio", backend_options=options)
+
+
+def load_config(path: str) -> config_module.Config:
+    config = config_module.load(path)
+    for warning in config.warnings:
+        logging.getLogger("syncd.config").warning("%s", warning)
+    return config
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = config_module.load(args.config)
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for path, key in _secret_files(config):
+        if not path.exists():
+            print(
+                f"warning: {key}: {path} does not exist here (fine if only the service "
+                "sees it, e.g. a systemd credential)",
+                file=sys.stderr,
+            )
+        elif world_readable(path):
+            print(f"warning: {key}: {path} is readable by every user", file=sys.stderr)
+    print(f"{args.config}: ok ({len(config.sources)} sources, {len(config.datasets)} datasets)")
+    return 0
+
+
+def _secret_files(config: config_module.Config) -> list[tuple[Path, str]]:
+    files = []
+    if config.destination.password_file:
+        files.append((config.destination.password_file, "destination.password_file"))
+    if config.http.token_file:
+        files.append((config.http.token_file, "http.token_file"))
+    files += [
+        (s.password_file, f"source {s.id} password_file") for s in config.sources if s.password_file
+    ]
+    return files
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    from .once import run_once
+
+    config = config_module.select(load_config(args.config), args.source or [], args.dataset or [])
+    return run_async(run_once, config)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .once import run_status
+
+    return run_async(run_status, load_config(args.config))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .daemon import run_daemon
+
+    return run_daemon(args.config)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(
+        once=args.once,
+        data_dir=args.data_dir,
+        municipalities=args.municipalities,
+        citizens=args.citizens,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="syncd",
+        description="Keep a central analytical PostgreSQL fed from municipal e-SUS APS PEC databases.",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        choices=["debug", "info", "warning", "error"],
+        help="default: info (warning for `once` on a terminal)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", "-c", required=True, metavar="FILE", help="the YAML config")
+
+    p = sub.add_parser("run", help="the daemon, in the foreground (systemd runs it)")
+    with_config(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("once", help="one pass over the selection, then a summary")
+    with_config(p)
+    p.add_argument("--source", action="append", metavar="ID", help="only this source (repeatable)")
+    p.add_argument(
+        "--dataset", action="append", metavar="NAME", help="only this dataset (repeatable)"
+    )
+    p.set_defaults(func=cmd_once)
+
+    p = sub.add_parser("check-config", help="validate the config offline")
+    with_config(p)
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser(
+        "status", help="per municipality and dataset: last success, age, rows, error"
+    )
+    with_config(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("demo", help="embedded PostgreSQL, synthetic municipalities, the daemon")
+    p.add_argument("--once", action="store_true", help="one pass, then exit")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        metavar="DIR",
+        help="where the demo's PostgreSQL lives (default: a new temporary directory)",
+    )
+    p.add_argument("--municipalities", type=int, default=20, metavar="N")
+    p.add_argument(
+        "--citizens",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="citizens per municipality (consultations: 3x)",
+    )
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def setup_logging(level: str | None, command: str) -> None:
+    if level is None:
+        level = "warning" if command == "once" and sys.stderr.isatty() else "info"
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("asyncio").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level, args.command)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

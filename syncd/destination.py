@@ -1,0 +1,273 @@
+"""The analytical side: dataset tables, staging, the atomic swap, and cleanup.
+
+Each dataset is one table in `destination.schema`, LIST-partitioned by `source_column`, with one
+partition per municipality. A sync loads the municipality's rows into a fresh staging table (in
+its own committed transaction, with COPY FREEZE), then swaps: in one short transaction, under a
+lock_timeout, the old partition is dropped and the staging table is renamed and attached in its
+place. A CHECK constraint on the staging table matches the partition bound, so ATTACH does not
+scan it. Readers see the whole old snapshot or the whole new one, and wait at most a moment.
+Dropping the old partition (not DELETE) means no dead rows: repeated passes do not bloat.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+
+from . import config, ledger, sql
+from .copy import CopyOut, Transfer, pipe
+from .dsn import connect_password
+from .errors import FinalError
+from .source import APPLICATION_NAME, Shape, copy_row_count
+
+STAGING_SUFFIX = "__staging"
+_TYPMOD = re.compile(r"\(\d+(?:\s*,\s*-?\d+)?\)")
+
+_FIND_PARTITION_SQL = """
+SELECT n.nspname::text AS schema, c.relname::text AS name
+FROM pg_catalog.pg_inherits i
+JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE i.inhparent = $1::text::regclass AND pg_catalog.pg_get_expr(c.relpartbound, c.oid) = $2
+"""
+
+_PARENT_SQL = """
+SELECT c.oid::int AS oid, c.relkind::text AS relkind,
+       CASE WHEN c.relkind = 'p' THEN pg_catalog.pg_get_partkeydef(c.oid) END AS partkey
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relname = $2
+"""
+
+_COLUMNS_SQL = """
+SELECT a.attname::text AS name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type
+FROM pg_catalog.pg_attribute a
+WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+
+def base_type(type_sql: str) -> str:
+    """A type without its modifier: varchar(15) and varchar(20) are one type to compare."""
+    return _TYPMOD.sub("", type_sql)
+
+
+def partition_name(dataset: str, source_id: str) -> str:
+    """`<dataset>__<source id>`; the dataset part shortened (with a hash) so staging fits 63 bytes."""
+    room = sql.MAX_IDENT_BYTES - len(STAGING_SUFFIX) - 2 - len(source_id)
+    return f"{sql.shorten(dataset, room)}__{source_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where one dataset of one source lands."""
+
+    dataset: str
+    source_id: str
+    columns: tuple[str, ...]  # what the source sends, in order
+
+    @property
+    def partition(self) -> str:
+        return partition_name(self.dataset, self.source_id)
+
+    @property
+    def staging(self) -> str:
+        return self.partition + STAGING_SUFFIX
+
+
+class Destination:
+    """The analytical database: a connection pool and the DDL syncd runs there."""
+
+    def __init__(self, settings: config.Destination, timeouts: config.Timeouts, *, pool_size: int):
+        self.settings = settings
+        self.timeouts = timeouts
+        self.schema = settings.schema
+        self.source_column = settings.source_column
+        self.pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        # parent columns seen, per dataset: lets most syncs skip the catalog round trips
+        self._columns: dict[str, dict[str, str]] = {}
+
+    async def open(self) -> None:
+        self._pool = await asyncpg.create_pool(
+            self.settings.dsn.raw,
+            password=connect_password(self.settings.password_file),
+            min_size=0,
+            max_size=self.pool_size,
+            max_inactive_connection_lifetime=60,
+            timeout=self.timeouts.connect,
+            server_settings={"application_name": APPLICATION_NAME},
+        )
+        try:
+            async with self._pool.acquire() as conn:
+                await ledger.migrate(conn)
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1, 1)", ledger.LOCK_NAMESPACE)
+                    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {sql.ident(self.schema)}")
+        except BaseException:
+            await self.close()
+            raise
+
+    async def connect(self) -> asyncpg.Connection:
+        """A connection of its own, outside the pool (for the session advisory locks)."""
+        return await asyncpg.connect(
+            self.settings.dsn.raw,
+            password=connect_password(self.settings.password_file),
+            timeout=self.timeouts.connect,
+            server_settings={"application_name": APPLICATION_NAME},
+        )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await pool.close()
+            except Exception:
+                pool.terminate()
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        if self._pool is None:
+            raise RuntimeError("destination is not open")
+        async with self._pool.acquire() as conn:
+            yield conn
+
+    def parent(self, dataset: str) -> str:
+        return sql.qualified(self.schema, dataset)
+
+    async def prepare(self, conn: asyncpg.Connection, shape: Shape, source_id: str) -> Target:
+        """Make sure the dataset table can take this source's columns; returns where they go."""
+        if self.source_column in shape.column_names:
+            raise FinalError(
+                f"the dataset has a column named {self.source_column!r}, which syncd fills with "
+                "the source id (destination.source_column); rename it in the query"
+            )
+        known = self._columns.get(shape.dataset)
+        if known is None or any(
+            c.name not in known or base_type(known[c.name]) != base_type(c.type)
+            for c in shape.columns
+        ):
+            self._columns.pop(shape.dataset, None)
+            known = await self._ensure_parent(conn, shape)
+            self._columns[shape.dataset] = known
+        return Target(shape.dataset, source_id, tuple(shape.column_names))
+
+    def forget(self, dataset: str) -> None:
+        """Drop what we believe about a dataset table (after an error that may mean it changed)."""
+        self._columns.pop(dataset, None)
+
+    async def _ensure_parent(self, conn: asyncpg.Connection, shape: Shape) -> dict[str, str]:
+        parent = self.parent(shape.dataset)
+        key_column = sql.ident(self.source_column)
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL lock_timeout = {int(self.timeouts.lock * 1000)}")
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                ledger.LOCK_NAMESPACE,
+                f"{self.schema}.{shape.dataset}",
+            )
+            rel = await conn.fetchrow(_PARENT_SQL, self.schema, shape.dataset)
+            if rel is None:
+                columns = ", ".join(f"{sql.ident(c.name)} {c.type}" for c in shape.columns)
+                await conn.execute(
+                    f"CREATE TABLE {parent} ({columns}, {key_column} text NOT NULL) "
+                    f"PARTITION BY LIST ({key_column})"
+                )
+                await conn.execute(
+                    f"COMMENT ON TABLE {parent} IS "
+                    f"{sql.literal(f'syncd dataset {shape.dataset}: one partition per source, replaced atomically by syncd; read-only for everyone else')}"
+                )
+                rel = await conn.fetchrow(_PARENT_SQL, self.schema, shape.dataset)
+            expected_key = f"LIST ({self.source_column})"
+            if rel["relkind"] != "p" or rel["partkey"] != expected_key:
+                raise FinalError(
+                    f"{self.schema}.{shape.dataset} exists but is not a syncd dataset table "
+                    f"(partitioned by {expected_key}); rename or drop it"
+                )
+            existing = {r["name"]: r["type"] for r in await conn.fetch(_COLUMNS_SQL, rel["oid"])}
+            conflicts = [
+                f"column {c.name!r} is {c.type} on the source but {existing[c.name]} in "
+                f"{self.schema}.{shape.dataset}"
+                for c in shape.columns
+                if c.name in existing and base_type(existing[c.name]) != base_type(c.type)
+            ]
+            if conflicts:
+                raise FinalError("; ".join(conflicts))
+            for c in shape.columns:
+                if c.name not in existing:
+                    # a newer PEC version: the column appears for everyone, NULL where unknown
+                    await conn.execute(
+                        f"ALTER TABLE {parent} ADD COLUMN {sql.ident(c.name)} {c.type}"
+                    )
+                    existing[c.name] = c.type
+        return existing
+
+    async def load(
+        self,
+        conn: asyncpg.Connection,
+        target: Target,
+        copy_out: CopyOut,
+        *,
+        idle_timeout: float,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> Transfer:
+        """COPY the source's stream into a fresh staging table, committed but not yet visible."""
+        staging = sql.qualified(self.schema, target.staging)
+        key = sql.ident(self.source_column)
+        value = sql.literal(target.source_id)
+
+        async def copy_in(chunks: AsyncIterable[bytes]) -> int:
+            status = await conn.copy_to_table(
+                target.staging,
+                schema_name=self.schema,
+                columns=list(target.columns),
+                source=chunks,
+                format="binary",
+                freeze=True,
+            )
+            return copy_row_count(status)
+
+        async with conn.transaction():
+            await conn.execute(
+                f"DROP TABLE IF EXISTS {staging};"
+                f"CREATE TABLE {staging} (LIKE {self.parent(target.dataset)} INCLUDING DEFAULTS "
+                f"INCLUDING INDEXES INCLUDING STORAGE, "
+                f"CONSTRAINT syncd_partition CHECK ({key} = {value}));"
+                f"ALTER TABLE {staging} ALTER COLUMN {key} SET DEFAULT {value}"
+            )
+            transfer = await pipe(copy_out, copy_in, idle_timeout=idle_timeout, on_bytes=on_bytes)
+            await conn.execute(f"ANALYZE {staging}")
+        return transfer
+
+    async def swap(self, conn: asyncpg.Connection, targets: Sequence[Target]) -> None:
+        """Replace each target's partition by its staging table, all in one short transaction."""
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL lock_timeout = {int(self.timeouts.lock * 1000)}")
+            # one lock order for everyone: concurrent swaps of other sources cannot deadlock
+            for target in sorted(targets, key=lambda t: t.dataset):
+                parent = self.parent(target.dataset)
+                bound = f"FOR VALUES IN ({sql.literal(target.source_id)})"
+                old = await conn.fetchrow(_FIND_PARTITION_SQL, parent, bound)
+                statements = []
+                if old is not None:
+                    statements.append(f"DROP TABLE {sql.qualified(old['schema'], old['name'])}")
+                partition = sql.qualified(self.schema, target.partition)
+                statements += [
+                    f"DROP TABLE IF EXISTS {partition}",
+                    f"ALTER TABLE {sql.qualified(self.schema, target.staging)} "
+                    f"RENAME TO {sql.ident(target.partition)}",
+                    f"ALTER TABLE {parent} ATTACH PARTITION {partition} {bound}",
+                ]
+                await conn.execute(";".join(statements))
+
+    async def drop_staging(self, conn: asyncpg.Connection, targets: Sequence[Target]) -> None:
+        """Remove the staging tables of these targets (after a cancel or a failed swap)."""
+        if targets:
+            await conn.execute(
+                ";".join(
+                    f"DROP TABLE IF EXISTS {sql.qualified(self.schema, t.staging)}" for t in targets
+                )
+            )

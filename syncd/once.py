@@ -1,0 +1,87 @@
+"""`syncd once`: one pass over the selected municipalities, then a summary and an exit code."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from typing import TextIO
+
+import anyio
+
+from . import ledger
+from .config import Config
+from .destination import Destination
+from .errors import classify
+from .limits import Limits
+from .report import LiveProgress, status_table, summary
+from .sync import OK, Engine, SourceLocks, SourceResult, sync_many
+
+log = logging.getLogger("syncd.once")
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def destination_for(config: Config) -> Destination:
+    # writers hold a connection for each COPY; the rest serve the ledger and the swaps
+    return Destination(
+        config.destination, config.timeouts, pool_size=config.concurrency.writers + 4
+    )
+
+
+async def run_once(config: Config, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    started = time.monotonic()
+    destination = destination_for(config)
+    try:
+        await destination.open()
+    except Exception as exc:
+        print(f"destination {config.destination.dsn}: {classify(exc).reason}", file=err)
+        return EXIT_FAILED
+    progress = LiveProgress(len(config.sources), err)
+    locks = SourceLocks(destination)
+    engine = Engine(config, destination, Limits(config.concurrency), locks, progress=progress)
+    results: list[SourceResult] = []
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(progress.run)
+            tg.start_soon(_cancel_on_signal, tg.cancel_scope)
+            results = await sync_many(engine, config.sources, config.datasets)
+            tg.cancel_scope.cancel()
+    finally:
+        progress.clear()
+        with anyio.CancelScope(shield=True):
+            await locks.close()
+            await destination.close()
+    if not results:  # interrupted before the pass ended
+        print("interrupted: the pass was cancelled; nothing half-written was kept", file=err)
+        return EXIT_FAILED
+    print(summary(results, config, time.monotonic() - started), file=out)
+    return EXIT_OK if all(r.status == OK for r in results) else EXIT_FAILED
+
+
+async def _cancel_on_signal(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.warning(
+                "%s: cancelling the pass (in-flight syncs change nothing)",
+                signal.Signals(signum).name,
+            )
+            scope.cancel()
+            return
+
+
+async def run_status(config: Config, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    destination = Destination(config.destination, config.timeouts, pool_size=1)
+    try:
+        conn = await destination.connect()
+    except Exception as exc:
+        print(f"destination {config.destination.dsn}: {classify(exc).reason}", file=err)
+        return EXIT_FAILED
+    try:
+        has_ledger = await conn.fetchval("SELECT to_regclass('syncd.latest') IS NOT NULL")
+        entries = await ledger.latest(conn) if has_ledger else []
+    finally:
+        await conn.close()
+    print(status_table(config, entries), file=out)
+    return EXIT_OK

@@ -1,0 +1,182 @@
+"""What syncd prints for people: the live progress line, the summary of a pass, the status table."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TextIO
+
+import anyio
+
+from .config import Config
+from .ledger import DatasetStatus
+from .sync import OK, SKIPPED, Progress, SourceResult, now
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(count) < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"
+
+
+def human_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int] | None = None
+) -> str:
+    right = right or set()
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(cells)
+        ]
+        return "  ".join(parts).rstrip()
+
+    out = [line(headers), line(["-" * w for w in widths])]
+    out += [line(row) for row in rows]
+    return "\n".join(out)
+
+
+class LiveProgress(Progress):
+    """Sources done / failed / running and the byte rate, redrawn in place on a TTY."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr):
+        self.total = total
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.running = 0
+        self.done = 0
+        self.failed = 0
+        self.rows = 0
+        self.bytes = 0
+        self.started = time.monotonic()
+        self._shown = False
+
+    def source_started(self, source_id: str) -> None:
+        self.running += 1
+
+    def source_finished(self, result: SourceResult) -> None:
+        self.running -= 1
+        self.done += 1
+        if result.status != OK:
+            self.failed += 1
+        self.rows += result.rows
+
+    def bytes_moved(self, count: int) -> None:
+        self.bytes += count
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        return (
+            f"sources {self.done}/{self.total} done, {self.failed} failed, {self.running} running"
+            f" | {self.rows / elapsed:,.0f} rows/s, {human_bytes(self.bytes / elapsed)}/s"
+            f" | {elapsed:.0f}s"
+        )
+
+    def clear(self) -> None:
+        if self.tty and self._shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self._shown = False
+
+    async def run(self, every: float = 0.5) -> None:
+        """Redraw until cancelled (only on a TTY)."""
+        if not self.tty:
+            return
+        try:
+            while True:
+                self.stream.write("\r\033[K" + self.line())
+                self.stream.flush()
+                self._shown = True
+                await anyio.sleep(every)
+        finally:
+            self.clear()
+
+
+def summary(results: Sequence[SourceResult], config: Config, seconds: float) -> str:
+    names = {s.id: s.name or "" for s in config.sources}
+    rows = []
+    for r in results:
+        ok = sum(1 for d in r.datasets.values() if d.status == OK)
+        took = (r.ended_at - r.started_at).total_seconds() if r.ended_at else 0.0
+        rows.append(
+            [
+                r.source_id,
+                names.get(r.source_id, ""),
+                r.status,
+                f"{ok}/{len(r.datasets)}",
+                f"{r.rows:,}",
+                human_bytes(r.bytes),
+                f"{took:.1f}s",
+            ]
+        )
+    out = [
+        table(["source", "name", "status", "datasets", "rows", "size", "time"], rows, {3, 4, 5, 6})
+    ]
+    failures = [
+        f"  {r.source_id} {d.name}: {d.error}"
+        for r in results
+        for d in r.datasets.values()
+        if d.status not in (OK,) and d.error
+    ]
+    ok_count = sum(1 for r in results if r.status == OK)
+    skipped = sum(1 for r in results if r.status == SKIPPED)
+    total_rows = sum(r.rows for r in results)
+    total_bytes = sum(r.bytes for r in results)
+    out.append("")
+    out.append(
+        f"{ok_count} of {len(results)} sources ok"
+        + (f", {skipped} skipped" if skipped else "")
+        + f"; {total_rows:,} rows, {human_bytes(total_bytes)} in {seconds:.1f}s"
+    )
+    if failures:
+        out.append("failed:")
+        out += failures
+    return "\n".join(out)
+
+
+def status_table(
+    config: Config, entries: Sequence[DatasetStatus], at: datetime | None = None
+) -> str:
+    at = at or now()
+    by_key = {(e.source_id, e.dataset): e for e in entries}
+    rows = []
+    for source in config.sources:
+        for dataset in config.datasets:
+            e = by_key.get((source.id, dataset.name))
+            if e is None:
+                rows.append([source.id, dataset.name, "never", "-", "-", "-", ""])
+                continue
+            age = (at - e.last_success).total_seconds() if e.last_success else None
+            rows.append(
+                [
+                    source.id,
+                    dataset.name,
+                    e.last_success.strftime("%Y-%m-%d %H:%M:%S%z") if e.last_success else "never",
+                    human_age(age),
+                    f"{e.last_rows:,}" if e.last_rows is not None else "-",
+                    e.last_status or "-",
+                    (e.last_error or "") if e.last_status != OK else "",
+                ]
+            )
+    return table(
+        ["source", "dataset", "last success", "age", "rows", "last", "last error"], rows, {3, 4}
+    )

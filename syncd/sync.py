@@ -1,0 +1,408 @@
+"""One municipality: its snapshot, its datasets in order, retries, the swap, its ledger rows.
+
+    lock source -> ledger rows 'running' -> [source slot: open snapshot -> for each dataset:
+    savepoint, describe, writer slot: staging + COPY pipe] -> swap all loaded datasets at once
+    -> ledger rows final
+
+Failures are sorted by `errors.classify`:
+- a dataset's own final error (bad query, missing table, type conflict) fails that dataset only;
+- a retryable error with the source session intact (destination lost, statement timeout) retries
+  that dataset in the same snapshot, after a backoff;
+- a lost or stalled source session restarts the whole municipality on a new snapshot, so every
+  dataset of the pass still comes from one snapshot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+
+import anyio
+
+from . import ledger
+from .config import Config, Dataset, Source
+from .destination import Destination, Target
+from .errors import Failure, classify
+from .limits import Limits
+from .source import SourceSession
+
+log = logging.getLogger("syncd.sync")
+
+OK, FAILED, ABORTED, SKIPPED = "ok", "failed", "aborted", "skipped"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class DatasetResult:
+    name: str
+    status: str = "pending"  # pending -> loaded -> ok | failed | aborted
+    rows: int = 0
+    bytes: int = 0
+    attempts: int = 0
+    error: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+    def fail(self, reason: str, status: str = FAILED) -> None:
+        self.status, self.error, self.ended_at = status, reason, now()
+
+    def entry(self) -> ledger.Entry:
+        done = self.status in (OK, FAILED, ABORTED)
+        return ledger.Entry(
+            self.name,
+            self.status if done else ABORTED,
+            self.started_at,
+            self.ended_at,
+            self.rows if self.status == OK else None,
+            self.bytes if self.status == OK else None,
+            self.attempts,
+            self.error,
+        )
+
+
+@dataclass(slots=True)
+class SourceResult:
+    source_id: str
+    datasets: dict[str, DatasetResult]
+    pass_id: int | None = None
+    status: str = "running"  # ok | failed | aborted | skipped
+    error: str | None = None  # why the whole source failed, when it did
+    started_at: datetime = field(default_factory=now)
+    ended_at: datetime | None = None
+
+    @property
+    def rows(self) -> int:
+        return sum(d.rows for d in self.datasets.values() if d.status == OK)
+
+    @property
+    def bytes(self) -> int:
+        return sum(d.bytes for d in self.datasets.values() if d.status == OK)
+
+    def settle(self) -> None:
+        statuses = {d.status for d in self.datasets.values()}
+        if self.status != SKIPPED:
+            self.status = OK if statuses <= {OK} else (ABORTED if ABORTED in statuses else FAILED)
+        self.ended_at = now()
+
+
+class Progress:
+    """What a pass reports as it goes; the TTY display and the daemon's status override it."""
+
+    def source_started(self, source_id: str) -> None: ...
+
+    def source_finished(self, result: SourceResult) -> None: ...
+
+    def bytes_moved(self, count: int) -> None: ...
+
+
+class SourceLocks:
+    """Session advisory locks on the destination: one syncd at a time per municipality.
+
+    Held on one dedicated connection, so they vanish with it when a syncd dies.
+    """
+
+    def __init__(self, destination: Destination):
+        self.destination = destination
+        self._conn = None
+        self._lock = anyio.Lock()
+
+    @staticmethod
+    def key(source_id: str) -> int:
+        digest = hashlib.sha256(b"syncd-source:" + source_id.encode()).digest()
+        return int.from_bytes(digest[:8], "big", signed=True)
+
+    async def _connection(self):
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await self.destination.connect()
+        return self._conn
+
+    async def try_lock(self, source_id: str) -> bool:
+        async with self._lock:
+            conn = await self._connection()
+            return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.key(source_id)))
+
+    async def unlock(self, source_id: str) -> None:
+        async with self._lock:
+            if self._conn is not None and not self._conn.is_closed():
+                await self._conn.execute("SELECT pg_advisory_unlock($1)", self.key(source_id))
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                await conn.close(timeout=5)
+            except Exception:
+                conn.terminate()
+
+
+@dataclass
+class Engine:
+    """What every municipality sync shares."""
+
+    config: Config
+    destination: Destination
+    limits: Limits
+    locks: SourceLocks
+    instance: str = field(default_factory=ledger.instance_name)
+    progress: Progress = field(default_factory=Progress)
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter: half fixed, half random, capped."""
+        retry = self.config.retry
+        delay = min(retry.max_backoff, retry.backoff * 2 ** max(attempt - 1, 0))
+        return delay / 2 + random.uniform(0, delay / 2)
+
+
+class _SessionLost(Exception):
+    def __init__(self, failure: Failure):
+        super().__init__(failure.reason)
+        self.failure = failure
+
+
+async def sync_source(engine: Engine, source: Source, datasets: Sequence[Dataset]) -> SourceResult:
+    result = SourceResult(source.id, {d.name: DatasetResult(d.name) for d in datasets})
+    engine.progress.source_started(source.id)
+    locked = False
+    try:
+        locked = await _retrying(engine, lambda: engine.locks.try_lock(source.id))
+        if not locked:
+            result.status = SKIPPED
+            result.error = "another syncd instance is syncing this source now"
+            for d in result.datasets.values():
+                d.fail(result.error, SKIPPED)
+            return result
+        result.pass_id = await _retrying(engine, lambda: _begin(engine, source, datasets))
+        await _sync(engine, source, datasets, result)
+    except anyio.get_cancelled_exc_class():
+        for d in result.datasets.values():
+            if d.status not in (OK, FAILED):
+                d.fail("cancelled: syncd was stopping", ABORTED)
+        raise
+    except Exception as exc:  # the destination is gone, or a bug: this source fails, others go on
+        failure = classify(exc)
+        result.error = failure.reason
+        for d in result.datasets.values():
+            if d.status not in (OK, FAILED):
+                d.fail(failure.reason)
+        log.error("source %s failed: %s", source.id, failure.reason)
+    finally:
+        result.settle()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(15):
+            await _finish(engine, source, result)
+            if locked:
+                await engine.locks.unlock(source.id)
+        engine.progress.source_finished(result)
+    return result
+
+
+async def _retrying(engine: Engine, operation: Callable[[], Awaitable]):
+    """A destination round trip, retried while the failure is retryable."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await operation()
+        except Exception as exc:
+            failure = classify(exc, "destination")
+            if not failure.retryable or attempt >= engine.config.retry.attempts:
+                raise
+            await engine.sleep(engine.backoff(attempt))
+
+
+async def _begin(engine: Engine, source: Source, datasets: Sequence[Dataset]) -> int:
+    async with engine.destination.acquire() as conn:
+        pass_id = await ledger.begin_pass(
+            conn, source.id, [d.name for d in datasets], engine.instance
+        )
+        stale = await ledger.abort_stale(conn, source.id, pass_id)
+    if stale:
+        log.warning(
+            "source %s: %d ledger rows of an interrupted pass marked aborted", source.id, stale
+        )
+    return pass_id
+
+
+async def _sync(
+    engine: Engine, source: Source, datasets: Sequence[Dataset], result: SourceResult
+) -> None:
+    retry = engine.config.retry
+    attempt = 0
+    loaded: dict[str, Target] = {}
+    while True:
+        attempt += 1
+        pending = [d for d in datasets if result.datasets[d.name].status != FAILED]
+        loaded = {}
+        try:
+            async with engine.limits.source_slot(source.dsn.host_key):
+                session = await _open(engine, source, pending, result)
+                try:
+                    for dataset in pending:
+                        target = await _copy_dataset(
+                            engine, session, source, dataset, result.datasets[dataset.name]
+                        )
+                        if target is not None:
+                            loaded[dataset.name] = target
+                finally:
+                    await session.close()
+            break
+        except _SessionLost as lost:
+            failure = lost.failure
+            if failure.retryable and attempt < retry.attempts:
+                delay = engine.backoff(attempt)
+                log.warning(
+                    "source %s: %s; new snapshot in %.1fs (attempt %d of %d)",
+                    source.id,
+                    failure.reason,
+                    delay,
+                    attempt + 1,
+                    retry.attempts,
+                )
+                await engine.sleep(delay)
+                continue
+            result.error = failure.reason
+            for d in pending:
+                if d.name not in loaded:
+                    result.datasets[d.name].fail(failure.reason)
+            break
+    if loaded:
+        await _swap(engine, source, list(loaded.values()), result)
+
+
+async def _open(
+    engine: Engine, source: Source, pending: Sequence[Dataset], result: SourceResult
+) -> SourceSession:
+    try:
+        return await SourceSession.open(source, engine.config.timeouts)
+    except Exception as exc:
+        failure = classify(exc, "source")
+        for d in pending:
+            result.datasets[d.name].attempts += 1
+        raise _SessionLost(failure) from exc
+
+
+async def _copy_dataset(
+    engine: Engine, session: SourceSession, source: Source, dataset: Dataset, res: DatasetResult
+) -> Target | None:
+    """Load one dataset into staging; None when it failed for good (recorded in `res`)."""
+    timeouts, retry = engine.config.timeouts, engine.config.retry
+    while True:
+        res.attempts += 1
+        res.started_at = res.started_at or now()
+        try:
+            async with session.savepoint():
+                shape = await session.describe(dataset)
+                async with engine.limits.writers, engine.destination.acquire() as conn:
+                    target = await engine.destination.prepare(conn, shape, source.id)
+                    transfer = await engine.destination.load(
+                        conn,
+                        target,
+                        partial(session.copy_out, shape),
+                        idle_timeout=timeouts.idle_stream,
+                        on_bytes=engine.progress.bytes_moved,
+                    )
+        except Exception as exc:
+            failure = classify(exc)
+            if failure.code == "IdleStreamTimeout" or not session.alive:
+                await session.abort()  # the snapshot is gone or hung: a new one for everything
+                raise _SessionLost(failure) from exc
+            engine.destination.forget(dataset.name)
+            if failure.retryable and res.attempts < retry.attempts:
+                delay = engine.backoff(res.attempts)
+                log.warning(
+                    "source %s dataset %s: %s; retry in %.1fs (attempt %d of %d)",
+                    source.id,
+                    dataset.name,
+                    failure.reason,
+                    delay,
+                    res.attempts + 1,
+                    retry.attempts,
+                )
+                await engine.sleep(delay)
+                continue
+            log.warning("source %s dataset %s failed: %s", source.id, dataset.name, failure.reason)
+            res.fail(failure.reason)
+            return None
+        res.status, res.rows, res.bytes = "loaded", transfer.rows, transfer.bytes
+        log.info(
+            "source %s dataset %s: %d rows, %d bytes in %.2fs",
+            source.id,
+            dataset.name,
+            transfer.rows,
+            transfer.bytes,
+            transfer.seconds,
+        )
+        return target
+
+
+async def _swap(
+    engine: Engine, source: Source, targets: list[Target], result: SourceResult
+) -> None:
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            async with engine.destination.acquire() as conn:
+                await engine.destination.swap(conn, targets)
+        except Exception as exc:
+            failure = classify(exc, "destination")
+            if failure.retryable and attempt < engine.config.retry.attempts:
+                await engine.sleep(engine.backoff(attempt))
+                continue
+            reason = f"swap failed: {failure.reason}"
+            for t in targets:
+                result.datasets[t.dataset].fail(reason)
+            log.warning("source %s: %s", source.id, reason)
+            with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                async with engine.destination.acquire() as conn:
+                    await engine.destination.drop_staging(conn, targets)
+            return
+        ended = now()
+        for t in targets:
+            res = result.datasets[t.dataset]
+            res.status, res.ended_at = OK, ended
+        return
+
+
+async def _finish(engine: Engine, source: Source, result: SourceResult) -> None:
+    """Ledger rows final; staging of anything not swapped removed. Never raises."""
+    unfinished = [name for name, d in result.datasets.items() if d.status not in (OK, SKIPPED)]
+    try:
+        async with engine.destination.acquire() as conn:
+            if unfinished:
+                await engine.destination.drop_staging(
+                    conn, [Target(name, source.id, ()) for name in unfinished]
+                )
+            if result.pass_id is not None:
+                await ledger.finish_pass(
+                    conn, result.pass_id, source.id, [d.entry() for d in result.datasets.values()]
+                )
+    except Exception as exc:
+        log.error(
+            "source %s: could not record the pass in the ledger: %s",
+            source.id,
+            classify(exc).reason,
+        )
+
+
+async def sync_many(
+    engine: Engine, sources: Sequence[Source], datasets: Sequence[Dataset]
+) -> list[SourceResult]:
+    """Every source at once, as far as the limits allow; results in the order given."""
+    results: dict[str, SourceResult] = {}
+
+    async def one(source: Source) -> None:
+        results[source.id] = await sync_source(engine, source, datasets)
+
+    async with anyio.create_task_group() as tg:
+        for source in sources:
+            tg.start_soon(one, source)
+    return [results[s.id] for s in sources]

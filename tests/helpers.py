@@ -1,0 +1,125 @@
+"""Shared checks: compare source and destination row by row and byte by byte."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+
+from syncd.config import Config
+from syncd.once import run_once
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = "syncd_data"
+KEY = "municipio_id_sus"
+
+
+async def run_pass(config: Config) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = await run_once(config, out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def run_cli(
+    *args: str, timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "syncd", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+
+
+async def binary_copy(conn: asyncpg.Connection, query: str) -> bytes:
+    chunks: list[bytes] = []
+
+    async def sink(chunk: bytes) -> None:
+        chunks.append(chunk)
+
+    await conn.copy_from_query(query, output=sink, format="binary")
+    return b"".join(chunks)
+
+
+async def column_names(conn: asyncpg.Connection, query: str) -> list[str]:
+    stmt = await conn.prepare(f"SELECT * FROM ({query}) AS q LIMIT 0")
+    return [a.name for a in stmt.get_attributes()]
+
+
+def _cols(names: list[str]) -> str:
+    return ", ".join('"' + n.replace('"', '""') + '"' for n in names)
+
+
+async def assert_dataset_exact(
+    src: asyncpg.Connection,
+    dst: asyncpg.Connection,
+    source_id: str,
+    dataset: str,
+    source_query: str,
+    order: str = "1",
+) -> int:
+    """The destination's rows of this source are the source's rows: same text, same bytes."""
+    names = await column_names(src, source_query)
+    cols = _cols(names)
+    src_sql = f"SELECT {cols} FROM ({source_query}) AS q ORDER BY {order}"
+    literal = "'" + source_id.replace("'", "''") + "'"
+    dst_sql = f'SELECT {cols} FROM {SCHEMA}."{dataset}" WHERE {KEY} = {literal} ORDER BY {order}'
+    for conn in (src, dst):
+        await conn.execute("SET TimeZone = 'UTC'")
+    src_rows = [r[0] for r in await src.fetch(f"SELECT ROW({cols})::text FROM ({src_sql}) AS s")]
+    dst_rows = [r[0] for r in await dst.fetch(f"SELECT ROW({cols})::text FROM ({dst_sql}) AS s")]
+    assert len(src_rows) == len(dst_rows), (
+        f"{dataset}: {len(src_rows)} rows at the source, {len(dst_rows)} landed"
+    )
+    for i, (a, b) in enumerate(zip(src_rows, dst_rows, strict=True)):
+        assert a == b, f"{dataset} row {i} differs:\n source: {a[:300]}\n   dest: {b[:300]}"
+    assert await binary_copy(src, src_sql) == await binary_copy(dst, dst_sql), (
+        f"{dataset}: binary representations differ"
+    )
+    return len(src_rows)
+
+
+async def fingerprint(
+    conn: asyncpg.Connection, dataset: str, source_id: str | None = None
+) -> tuple:
+    """(rows, md5 of every row as text): equal fingerprints, equal contents."""
+    where = f"WHERE {KEY} = $1" if source_id is not None else ""
+    args = [source_id] if source_id is not None else []
+    return tuple(
+        await conn.fetchrow(
+            f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) "
+            f'FROM {SCHEMA}."{dataset}" AS t {where}',
+            *args,
+        )
+    )
+
+
+async def relations(conn: asyncpg.Connection) -> list[tuple[str, str]]:
+    """Every relation syncd owns in the destination (tables, partitions, indexes, TOAST)."""
+    rows = await conn.fetch(
+        """
+        SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname IN ('syncd', 'syncd_data')
+        UNION ALL
+        SELECT 'toast of', c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_class t ON t.oid = c.reltoastrelid WHERE n.nspname = 'syncd_data'
+        ORDER BY 1, 2
+        """
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+async def data_size(conn: asyncpg.Connection) -> int:
+    return await conn.fetchval(
+        """
+        SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'syncd_data' AND c.relkind = 'r'
+        """
+    )
