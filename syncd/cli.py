@@ -84,13 +84,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
+    from .embedded import EmbeddedPostgresError
 
-    return run_demo(
-        once=args.once,
-        data_dir=args.data_dir,
-        municipalities=args.municipalities,
-        citizens=args.citizens,
-    )
+    try:
+        return run_demo(
+            once=args.once,
+            data_dir=args.data_dir,
+            municipalities=args.municipalities,
+            citizens=args.citizens,
+        )
+    except EmbeddedPostgresError as exc:
+        print(f"syncd demo: {exc}", file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -449,7 +449,7 @@ def _dsn(section: _Section, key: str, warnings: list[str]) -> Dsn | None:
 def _destination(
     sec: _Section, root: _Section, base: Path, warnings: list[str]
 ) -> Destination | None:
-    if not root.has("destination"):
+    if "destination" not in root.value:
         root.problem("destination", "is required")
         return None
     if not sec.is_mapping("with dsn, password_file, schema, source_column"):

@@ -119,6 +119,17 @@ def wheel_bin_dir() -> Path:
     return copied_bin
 
 
+def _check_reachable(directory: Path, user: pwd.struct_passwd) -> None:
+    """The server user must be able to reach the data directory's parent."""
+    for path in [directory, *directory.parents]:
+        mode = path.stat().st_mode
+        if not (mode & 0o001 or (path.stat().st_uid == user.pw_uid and mode & 0o100)):
+            raise EmbeddedPostgresError(
+                f"{path} is not reachable by the {user.pw_name} account PostgreSQL runs as "
+                "(we are root); use a directory under /tmp or chmod o+x the path"
+            )
+
+
 def debian_bin_dir(major: int) -> Path | None:
     """Debian's PostgreSQL binaries for `major`, when installed."""
     path = Path(DEBIAN_BIN.format(major=major))
@@ -161,6 +172,8 @@ class Cluster:
     ) -> Cluster:
         """initdb a new cluster in `data_dir` (which must not exist) and start it."""
         user = _server_user()
+        if user is not None:
+            _check_reachable(data_dir.parent, user)
         data_dir.mkdir(mode=0o700)
         if user is not None:
             os.chown(data_dir, user.pw_uid, user.pw_gid)

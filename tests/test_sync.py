@@ -6,6 +6,9 @@ import time
 
 import anyio
 import asyncpg
+
+from syncd import pec
+
 from conftest import QUERY_DATASETS, TABLE_DATASETS
 from helpers import (
     assert_dataset_exact,
@@ -14,8 +17,6 @@ from helpers import (
     relations,
     run_pass,
 )
-
-from syncd import pec
 
 
 def _source_query(dataset: dict) -> str:
