@@ -269,3 +269,8 @@ def test_check_config_exit_codes_and_no_traceback(tmp_path: Path):
         result = run_cli(*args)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_example_config_is_valid():
+    result = run_cli("check-config", "--config", "config/syncd.example.yaml")
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,120 @@
+"""`make bench`: numbers and ratios, never pass/fail.
+
+python -m bench [--only single|many] [--rows N] [--rounds N] [--municipalities N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+from syncd import embedded
+
+from . import many, single_table
+from .common import BENCH_SETTINGS, ROOT, Clusters, table
+
+LISTA = str(ROOT / "config" / "listas" / "hipertensos.sql")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--only", choices=["single", "many"])
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--municipalities", type=int, default=650)
+    parser.add_argument("--citizens", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+
+    results: dict = {
+        "machine": f"{platform.machine()}, {_cpus()} CPUs, Python {platform.python_version()}"
+    }
+    lines = [f"machine: {results['machine']}"]
+    if args.only in (None, "single"):
+        clusters = _clusters("syncd-bench-single-")
+        try:
+            r = single_table.run(clusters, args.rows, args.rounds)
+        finally:
+            clusters.destroy()
+        results["single_table"] = r
+        lines += [
+            "",
+            "(a) one PEC-shaped table, syncd once vs the psql binary COPY pipe",
+            table(
+                ["rows", "size", "psql pipe (median)", "syncd once (median)", "ratio"],
+                [
+                    [
+                        f"{r['rows']:,}",
+                        f"{r['bytes'] / 1e6:.0f} MB",
+                        f"{r['pipe_median_s']:.2f} s",
+                        f"{r['syncd_median_s']:.2f} s",
+                        f"{r['ratio']:.2f}x",
+                    ]
+                ],
+            ),
+            f"runs: pipe {_list(r['pipe_s'])}; syncd {_list(r['syncd_s'])}",
+        ]
+    if args.only in (None, "many"):
+        clusters = _clusters("syncd-bench-many-", source_fast=True)
+        try:
+            r = many.run(clusters, args.municipalities, args.citizens, args.concurrency, LISTA)
+        finally:
+            clusters.destroy()
+        results["many"] = r
+        lines += [
+            "",
+            f"(b) {r['municipalities']} municipalities x {r['datasets']} datasets",
+            table(
+                ["municipalities", "concurrency", "wall", "peak RSS", "peak source connections"],
+                [
+                    [
+                        str(r["municipalities"]),
+                        str(r["concurrency"]),
+                        f"{r['wall_s']:.1f} s",
+                        f"{r['peak_rss_mb']:.0f} MB",
+                        str(r["peak_source_connections"]),
+                    ]
+                ],
+            ),
+            f"syncd: {r['summary']}",
+        ]
+    text = "\n".join(lines)
+    print(text)
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (out / f"{stamp}.json").write_text(json.dumps(results, indent=2))
+    (out / "latest.md").write_text(text + "\n")
+
+
+def _clusters(prefix: str, source_fast: bool = False) -> Clusters:
+    base = embedded.make_base_dir(prefix)
+    bin_dir = embedded.wheel_bin_dir()
+    source_settings = (
+        {**embedded.FAST_SETTINGS, "listen_addresses": _loopbacks()}
+        if source_fast
+        else BENCH_SETTINGS
+    )
+    source = embedded.Cluster.create(bin_dir, base / "municipal", settings=source_settings)
+    dest = embedded.Cluster.create(bin_dir, base / "analytics", settings=BENCH_SETTINGS)
+    return Clusters(source, dest, base)
+
+
+def _loopbacks() -> str:
+    return ",".join(f"127.0.0.{i}" for i in range(1, many.HOSTS + 1))
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+def _list(values: list[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
+if __name__ == "__main__":
+    main()
