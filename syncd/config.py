@@ -83,6 +83,8 @@ class Schedule:
     window: Window | None = None
     timezone: str = "America/Sao_Paulo"
     jitter: float = 600.0
+    failed_backoff: float = 300.0  # a failed source is retried this much later, doubling...
+    failed_backoff_max: float = 7200.0  # ...up to this
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,7 +483,7 @@ def _concurrency(sec: _Section) -> Concurrency:
 
 
 def _schedule(sec: _Section) -> Schedule:
-    if not sec.is_mapping("interval, window, timezone, jitter"):
+    if not sec.is_mapping("interval, window, timezone, jitter, failed_backoff, ..."):
         return Schedule()
     interval = sec.duration("interval", 86400.0, minimum=1.0)
     window = None
@@ -497,8 +499,10 @@ def _schedule(sec: _Section) -> Schedule:
         sec.problem("timezone", f"{tz!r} is not a known time zone (like America/Sao_Paulo)")
         tz = "America/Sao_Paulo"
     jitter = sec.duration("jitter", 600.0)
+    failed_backoff = sec.duration("failed_backoff", 300.0, minimum=1.0)
+    failed_backoff_max = sec.duration("failed_backoff_max", 7200.0, minimum=1.0)
     sec.check_unknown()
-    return Schedule(interval, window, tz, jitter)
+    return Schedule(interval, window, tz, jitter, failed_backoff, failed_backoff_max)
 
 
 def parse_window(text: str) -> Window | None:

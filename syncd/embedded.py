@@ -246,6 +246,8 @@ class Cluster:
                     "start",
                 ],
                 user=self.user,
+                # its own session: a Ctrl-C meant for the demo must not stop the server under it
+                start_new_session=True,
             )
             if result.returncode == 0:
                 return

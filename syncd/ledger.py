@@ -182,7 +182,9 @@ async def abort_stale(conn: asyncpg.Connection, source_id: str, current_pass: in
     """
     status = await conn.execute(
         """
-        UPDATE syncd.ledger SET status = 'aborted', ended_at = clock_timestamp(),
+        UPDATE syncd.ledger SET status = 'aborted',
+               -- it ended, at the latest, when this pass of the same source began
+               ended_at = (SELECT min(started_at) FROM syncd.ledger WHERE pass_id = $2),
                error = coalesce(error, 'syncd stopped before this pass ended (crash or kill)')
         WHERE source_id = $1 AND status = 'running' AND pass_id <> $2
         """,
@@ -212,3 +214,31 @@ async def latest(conn: asyncpg.Connection) -> list[DatasetStatus]:
         """
     )
     return [DatasetStatus(**dict(r)) for r in rows]
+
+
+async def oldest_success(
+    conn: asyncpg.Connection, source_id: str, datasets: Sequence[str]
+) -> datetime | None:
+    """The oldest last success among these datasets of the source; None if one never succeeded."""
+    row = await conn.fetchrow(
+        """
+        SELECT min(last_success) AS oldest, count(last_success) AS n FROM syncd.latest
+        WHERE source_id = $1 AND dataset = ANY($2::text[])
+        """,
+        source_id,
+        list(datasets),
+    )
+    return row["oldest"] if row["n"] == len(set(datasets)) else None
+
+
+async def last_successes(conn: asyncpg.Connection, datasets: Sequence[str]) -> dict[str, datetime]:
+    """Per source: when all these datasets last succeeded (the oldest of their last successes)."""
+    rows = await conn.fetch(
+        """
+        SELECT source_id, min(last_success) AS oldest, count(last_success) AS n FROM syncd.latest
+        WHERE dataset = ANY($1::text[]) GROUP BY source_id
+        """,
+        list(datasets),
+    )
+    wanted = len(set(datasets))
+    return {r["source_id"]: r["oldest"] for r in rows if r["n"] == wanted}

@@ -77,6 +77,7 @@ class SourceResult:
     error: str | None = None  # why the whole source failed, when it did
     started_at: datetime = field(default_factory=now)
     ended_at: datetime | None = None
+    synced_elsewhere: datetime | None = None  # skipped: another instance synced it then
 
     @property
     def rows(self) -> int:
@@ -101,6 +102,31 @@ class Progress:
     def source_finished(self, result: SourceResult) -> None: ...
 
     def bytes_moved(self, count: int) -> None: ...
+
+    def retried(self, source_id: str, dataset: str | None, failure: Failure) -> None: ...
+
+
+class Fanout(Progress):
+    """Several listeners as one."""
+
+    def __init__(self, *listeners: Progress):
+        self.listeners = listeners
+
+    def source_started(self, source_id: str) -> None:
+        for listener in self.listeners:
+            listener.source_started(source_id)
+
+    def source_finished(self, result: SourceResult) -> None:
+        for listener in self.listeners:
+            listener.source_finished(result)
+
+    def bytes_moved(self, count: int) -> None:
+        for listener in self.listeners:
+            listener.bytes_moved(count)
+
+    def retried(self, source_id: str, dataset: str | None, failure: Failure) -> None:
+        for listener in self.listeners:
+            listener.retried(source_id, dataset, failure)
 
 
 class SourceLocks:
@@ -143,7 +169,7 @@ class SourceLocks:
                 conn.terminate()
 
 
-@dataclass
+@dataclass(eq=False)
 class Engine:
     """What every municipality sync shares."""
 
@@ -168,18 +194,28 @@ class _SessionLost(Exception):
         self.failure = failure
 
 
-async def sync_source(engine: Engine, source: Source, datasets: Sequence[Dataset]) -> SourceResult:
+async def sync_source(
+    engine: Engine,
+    source: Source,
+    datasets: Sequence[Dataset],
+    *,
+    check_others: bool = False,
+    known_success: datetime | None = None,
+) -> SourceResult:
+    """Sync one municipality. With `check_others`, skip it when the ledger shows that another
+    instance synced every dataset after `known_success` (what this instance knew)."""
     result = SourceResult(source.id, {d.name: DatasetResult(d.name) for d in datasets})
     engine.progress.source_started(source.id)
     locked = False
     try:
         locked = await _retrying(engine, lambda: engine.locks.try_lock(source.id))
         if not locked:
-            result.status = SKIPPED
-            result.error = "another syncd instance is syncing this source now"
-            for d in result.datasets.values():
-                d.fail(result.error, SKIPPED)
-            return result
+            return _skip(result, "another syncd instance is syncing this source now")
+        if check_others:
+            synced = await _retrying(engine, lambda: _synced_since(engine, source, datasets))
+            if synced is not None and (known_success is None or synced > known_success):
+                result.synced_elsewhere = synced
+                return _skip(result, f"already synced by another instance at {synced:%H:%M:%S}")
         result.pass_id = await _retrying(engine, lambda: _begin(engine, source, datasets))
         await _sync(engine, source, datasets, result)
     except anyio.get_cancelled_exc_class():
@@ -202,6 +238,21 @@ async def sync_source(engine: Engine, source: Source, datasets: Sequence[Dataset
                 await engine.locks.unlock(source.id)
         engine.progress.source_finished(result)
     return result
+
+
+def _skip(result: SourceResult, reason: str) -> SourceResult:
+    result.status, result.error = SKIPPED, reason
+    for d in result.datasets.values():
+        d.fail(reason, SKIPPED)
+    return result
+
+
+async def _synced_since(
+    engine: Engine, source: Source, datasets: Sequence[Dataset]
+) -> datetime | None:
+    """When every one of these datasets last succeeded (the oldest), if all ever did."""
+    async with engine.destination.acquire() as conn:
+        return await ledger.oldest_success(conn, source.id, [d.name for d in datasets])
 
 
 async def _retrying(engine: Engine, operation: Callable[[], Awaitable]):
@@ -257,6 +308,7 @@ async def _sync(
         except _SessionLost as lost:
             failure = lost.failure
             if failure.retryable and attempt < retry.attempts:
+                engine.progress.retried(source.id, None, failure)
                 delay = engine.backoff(attempt)
                 log.warning(
                     "source %s: %s; new snapshot in %.1fs (attempt %d of %d)",
@@ -316,6 +368,7 @@ async def _copy_dataset(
                 raise _SessionLost(failure) from exc
             engine.destination.forget(dataset.name)
             if failure.retryable and res.attempts < retry.attempts:
+                engine.progress.retried(source.id, dataset.name, failure)
                 delay = engine.backoff(res.attempts)
                 log.warning(
                     "source %s dataset %s: %s; retry in %.1fs (attempt %d of %d)",
@@ -355,6 +408,7 @@ async def _swap(
         except Exception as exc:
             failure = classify(exc, "destination")
             if failure.retryable and attempt < engine.config.retry.attempts:
+                engine.progress.retried(source.id, None, failure)
                 await engine.sleep(engine.backoff(attempt))
                 continue
             reason = f"swap failed: {failure.reason}"

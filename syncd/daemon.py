@@ -1,0 +1,494 @@
+"""The supervisor: one task group of side tasks (signals, dispatcher, HTTP, watchdog, ledger
+refresh) beside one task group of municipality syncs.
+
+Signals only set flags; every shutdown goes through one path (`_drain`): stop starting syncs,
+wait up to `timeouts.shutdown_grace` for in-flight ones, cancel the rest (a cancelled sync drops
+its staging tables and marks its ledger rows aborted: the destination is unchanged), exit 0.
+A side task that dies takes the daemon down with a clear log line and exit 1, so systemd restarts
+it instead of leaving a daemon that serves /healthz and syncs nothing.
+
+Reload (SIGHUP) builds and validates a whole new Config first; a bad one is logged, counted in
+`syncd_config_reloads_total{outcome="failure"}` and ignored. A good one is swapped in at once:
+limits resize in place, the scheduler and /status follow the new sources, and new syncs use the
+new config while in-flight ones finish on the one they started with.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import signal
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import anyio
+
+from . import config as config_module
+from . import ledger
+from .config import Config, ConfigError
+from .errors import classify
+from .http import Control, HttpServer
+from .limits import Limits
+from .metrics import Metrics
+from .notify import Notifier, watchdog_interval
+from .once import destination_for
+from .scheduler import Clock, Scheduler
+from .status import StatusBoard
+from .sync import OK, SKIPPED, Engine, Fanout, SourceLocks, SourceResult, sync_source
+
+log = logging.getLogger("syncd.daemon")
+
+LEDGER_REFRESH = 60.0  # seconds: pick up what other instances synced
+LOCKED_RETRY = 10.0  # seconds: look again at a source another instance is syncing
+DESTINATION_RETRY_MAX = 60.0
+
+
+class Wakeup:
+    """An event that can be waited on again and again (anyio Events are one-shot)."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float | None) -> None:
+        with anyio.move_on_after(timeout):
+            await self._event.wait()
+        self._event = anyio.Event()
+
+
+class Daemon:
+    def __init__(
+        self,
+        config_path: str | Path,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        notifier: Notifier | None = None,
+        shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+        side_tasks: dict[str, Callable[[], Awaitable[None]]] | None = None,
+    ):
+        self.config_path = Path(config_path)
+        self.config = config
+        self.clock = clock or Clock()
+        self.notifier = notifier or Notifier.from_env()
+        self.shutdown_trigger = shutdown_trigger
+        self.side_tasks = dict(side_tasks or {})
+        self.metrics = Metrics()
+        self.board = StatusBoard()
+        self.board.configure(config)
+        self.limits = Limits(config.concurrency)
+        self.metrics.watch_limits(self.limits.usage)
+        self.metrics.sources.set(len(config.sources))
+        self.scheduler = Scheduler(config.schedule, [s.id for s in config.sources], self.clock)
+        self.progress = Fanout(self.metrics, self.board)
+        self.engine: Engine | None = None
+        self._retired: list[Engine] = []
+        self.in_flight: dict[str, Engine] = {}  # source id -> the engine it runs on
+        self._hosts: dict[str, str] = {}  # source id -> host key, for the in-flight ones
+        self.stopping = anyio.Event()
+        self._idle = Wakeup()
+        self._wake = Wakeup()
+        self._reload_requested = False
+        self._token = _read_token(config)
+        self._http = HttpServer(
+            Control(self.ready, self.metrics.render, self.status, self.trigger, lambda: self._token)
+        )
+        self._ready_cache: tuple[float, bool, str] = (-1e9, False, "starting")
+
+    # -- the supervisor ------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        raise_open_files_limit()
+        host, port = self.config.http.host, self.config.http.port
+        try:
+            await self._http.start(host, port)
+        except OSError as exc:
+            log.error("cannot listen on %s:%d: %s", host, port, exc)
+            return 1
+        log.info(
+            "syncd %d sources, %d datasets; HTTP on http://%s:%d",
+            len(self.config.sources),
+            len(self.config.datasets),
+            host,
+            port,
+        )
+        try:
+            async with anyio.create_task_group() as syncs:
+                self._syncs = syncs
+                try:
+                    async with anyio.create_task_group() as side:
+                        side.start_soon(self._guard, "signals", self._signals)
+                        side.start_soon(self._guard, "dispatcher", self._dispatch)
+                        side.start_soon(self._guard, "watchdog", self._watchdog)
+                        side.start_soon(self._guard, "ledger refresh", self._refresh_ledger)
+                        if self.shutdown_trigger is not None:
+                            side.start_soon(self._guard, "shutdown trigger", self._on_trigger)
+                        for name, task in self.side_tasks.items():
+                            side.start_soon(self._guard, name, task)
+                        self.notifier.ready()
+                        await self.stopping.wait()
+                        self.notifier.stopping()
+                        await self._drain()
+                        side.cancel_scope.cancel()
+                finally:
+                    syncs.cancel_scope.cancel()
+        except* _SideTaskDied:
+            died = True
+        else:
+            died = False
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._close()
+        if died:
+            return 1
+        log.info("stopped")
+        return 0
+
+    async def _guard(self, name: str, task: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await task()
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:
+            log.critical(
+                "side task %r died, stopping syncd: %s", name, classify(exc).reason, exc_info=exc
+            )
+            raise _SideTaskDied(name) from exc
+        if not self.stopping.is_set():
+            log.critical("side task %r returned, stopping syncd", name)
+            raise _SideTaskDied(name)
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+        self._wake.set()
+
+    async def _on_trigger(self) -> None:
+        assert self.shutdown_trigger is not None
+        await self.shutdown_trigger()
+        self.request_stop()
+        await anyio.sleep_forever()
+
+    async def _signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    self._reload_requested = True
+                    self._wake.set()
+                else:
+                    log.info("%s received", signal.Signals(signum).name)
+                    self.request_stop()
+
+    async def _watchdog(self) -> None:
+        interval = watchdog_interval()
+        if interval is None:
+            await anyio.sleep_forever()
+        while True:  # pings come from the event loop itself: a stuck loop stops them
+            self.notifier.watchdog()
+            await anyio.sleep(interval)
+
+    async def _drain(self) -> None:
+        grace = self.config.timeouts.shutdown_grace
+        if self.in_flight:
+            log.info(
+                "stopping: waiting up to %gs for %d syncs in flight", grace, len(self.in_flight)
+            )
+            with anyio.move_on_after(grace):
+                while self.in_flight:
+                    await self._idle.wait(None)
+        if self.in_flight:
+            log.warning(
+                "cancelling %d syncs still running after %gs: %s",
+                len(self.in_flight),
+                grace,
+                ", ".join(sorted(self.in_flight)),
+            )
+        self._syncs.cancel_scope.cancel()
+
+    async def _close(self) -> None:
+        with anyio.move_on_after(10):
+            await self._http.stop()
+        engines = ([self.engine] if self.engine else []) + self._retired
+        for engine in engines:
+            await _close_engine(engine)
+
+    # -- the dispatcher ------------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        while not self.stopping.is_set():
+            if self._reload_requested:
+                self._reload_requested = False
+                await self._reload()
+            if self.engine is None:
+                await self._connect()
+                continue
+            self._start_due()
+            await self._wake.wait(self._seconds_to_next())
+
+    def _seconds_to_next(self) -> float | None:
+        wakeup = self.scheduler.next_wakeup()
+        if wakeup is None:
+            return None
+        return max((wakeup - self.clock.now()).total_seconds(), 0.05)
+
+    async def _connect(self) -> None:
+        """Open the destination (and run its migrations); retry until it answers."""
+        delay = 1.0
+        while not self.stopping.is_set() and not self._reload_requested:
+            engine = self._new_engine(self.config)
+            try:
+                await engine.destination.open()
+                async with engine.destination.acquire() as conn:
+                    entries = await ledger.latest(conn)
+                    successes = await ledger.last_successes(
+                        conn, [d.name for d in self.config.datasets]
+                    )
+            except Exception as exc:
+                await _close_engine(engine)
+                log.warning(
+                    "destination %s: %s; retrying in %.0fs",
+                    self.config.destination.dsn,
+                    classify(exc).reason,
+                    delay,
+                )
+                self._ready_cache = (self.clock.monotonic(), False, classify(exc).reason)
+                await self._wake.wait(delay)
+                delay = min(delay * 2, DESTINATION_RETRY_MAX)
+                continue
+            self.board.seed(entries)
+            for sid, when in successes.items():
+                self.scheduler.seen_success(sid, when)
+            self.engine = engine
+            self._ready_cache = (-1e9, False, "")
+            return
+
+    def _new_engine(self, config: Config) -> Engine:
+        destination = destination_for(config)
+        return Engine(
+            config, destination, self.limits, SourceLocks(destination), progress=self.progress
+        )
+
+    def _start_due(self) -> None:
+        assert self.engine is not None
+        capacity = int(self.limits.sources.total_tokens)
+        per_host = self.config.concurrency.per_host
+        hosts = Counter(self._hosts.values())
+        waiting = 0
+        for sid in self.scheduler.due():
+            if sid in self.in_flight:
+                continue
+            source = self.config.source(sid)
+            if source is None:
+                continue
+            if len(self.in_flight) >= capacity or hosts[source.dsn.host_key] >= per_host:
+                waiting += 1
+                continue
+            hosts[source.dsn.host_key] += 1
+            triggered = self.scheduler.is_triggered(sid)
+            self.scheduler.started(sid)
+            self.in_flight[sid] = self.engine
+            self._hosts[sid] = source.dsn.host_key
+            self._syncs.start_soon(self._run_sync, source, self.engine, triggered)
+        self.metrics.due.set(waiting)
+
+    async def _run_sync(self, source, engine: Engine, triggered: bool) -> None:
+        try:
+            known = self.scheduler.last_success(source.id)
+            result = await sync_source(
+                engine,
+                source,
+                engine.config.datasets,
+                check_others=not triggered,
+                known_success=known,
+            )
+            self._record(result)
+        finally:
+            self.in_flight.pop(source.id, None)
+            self._hosts.pop(source.id, None)
+            await self._release(engine)
+            self._wake.set()
+            if not self.in_flight:
+                self._idle.set()
+
+    def _record(self, result: SourceResult) -> None:
+        sid = result.source_id
+        if result.status == OK:
+            self.scheduler.succeeded(sid, result.started_at)
+        elif result.status == SKIPPED:
+            if result.synced_elsewhere is not None:
+                self.scheduler.seen_success(sid, result.synced_elsewhere)
+            else:  # another instance holds it right now: look again in a while
+                self.scheduler.defer(sid, timedelta(seconds=LOCKED_RETRY))
+        else:
+            self.scheduler.failed(sid, self.clock.now())
+
+    async def _release(self, engine: Engine) -> None:
+        """Close a retired destination once no sync uses it any more."""
+        for retired in list(self._retired):
+            if retired.destination is engine.destination and not any(
+                e.destination is retired.destination for e in self.in_flight.values()
+            ):
+                self._retired.remove(retired)
+                await _close_engine(retired)
+
+    async def _refresh_ledger(self) -> None:
+        while True:
+            await anyio.sleep(LEDGER_REFRESH)
+            engine = self.engine
+            if engine is None:
+                continue
+            try:
+                async with engine.destination.acquire() as conn:
+                    entries = await ledger.latest(conn)
+                    successes = await ledger.last_successes(
+                        conn, [d.name for d in engine.config.datasets]
+                    )
+            except Exception as exc:
+                log.warning("reading the ledger: %s", classify(exc).reason)
+                continue
+            self.board.seed(entries)  # what other instances did shows in /status too
+            for sid, when in successes.items():
+                self.scheduler.seen_success(sid, when)
+            self._wake.set()
+
+    # -- reload --------------------------------------------------------------------------------
+
+    async def _reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            new = config_module.load(self.config_path)
+        except ConfigError as exc:
+            first = exc.problems[0] if exc.problems else "invalid config"
+            more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
+            log.error("reload rejected, still running the previous config: %s%s", first, more)
+            self.metrics.reloads.labels("failure").inc()
+            self.metrics.reload_ok.set(0)
+            self.notifier.ready("reload rejected: running the previous config")
+            return
+        old = self.config
+        self.config = new
+        self.limits.resize(new.concurrency)
+        self.scheduler.update(new.schedule, [s.id for s in new.sources])
+        self.board.configure(new)
+        self.metrics.forget_sources([s.id for s in new.sources])
+        self.metrics.sources.set(len(new.sources))
+        self._token = _read_token(new)
+        if (new.http.host, new.http.port) != (old.http.host, old.http.port):
+            try:
+                await self._http.start(new.http.host, new.http.port)
+            except OSError as exc:
+                log.error(
+                    "reload: cannot listen on %s:%d (%s); still on %s:%d",
+                    new.http.host,
+                    new.http.port,
+                    exc.strerror or exc,
+                    old.http.host,
+                    old.http.port,
+                )
+        if self.engine is not None:
+            if _same_destination(old, new):
+                self.engine = replace(self.engine, config=new)
+            else:  # new connections for new syncs; the old pool closes when its syncs end
+                self._retired.append(self.engine)
+                self.engine = None
+                await self._release(self._retired[-1])
+        self.metrics.reloads.labels("success").inc()
+        self.metrics.reload_ok.set(1)
+        removed = {s.id for s in old.sources} - {s.id for s in new.sources}
+        added = {s.id for s in new.sources} - {s.id for s in old.sources}
+        log.info(
+            "config reloaded: %d sources (+%d, -%d), %d datasets; concurrency %d/%d/%d",
+            len(new.sources),
+            len(added),
+            len(removed),
+            len(new.datasets),
+            new.concurrency.sources,
+            new.concurrency.per_host,
+            new.concurrency.writers,
+        )
+        self.notifier.ready()
+
+    # -- what HTTP asks ------------------------------------------------------------------------
+
+    async def ready(self) -> tuple[bool, str]:
+        at, ok, reason = self._ready_cache
+        if self.clock.monotonic() - at < 5:
+            return ok, reason
+        engine = self.engine
+        if engine is None:
+            return False, reason or "connecting to the destination"
+        try:
+            with anyio.fail_after(3):
+                async with engine.destination.acquire() as conn:
+                    await conn.fetchval("SELECT 1")
+            ok, reason = True, ""
+        except Exception as exc:
+            ok, reason = False, f"destination: {classify(exc).reason}"
+        self._ready_cache = (self.clock.monotonic(), ok, reason)
+        self.metrics.ready.set(int(ok))
+        return ok, reason
+
+    def status(self) -> dict:
+        due = {s.id: self.scheduler.next_due(s.id) for s in self.config.sources}
+        return self.board.snapshot(due)
+
+    def trigger(self, source_id: str) -> dict | None:
+        if self.config.source(source_id) is None or not self.scheduler.trigger(source_id):
+            return None
+        self._wake.set()
+        return {"source": source_id, "queued": True, "running": source_id in self.in_flight}
+
+
+class _SideTaskDied(Exception):
+    pass
+
+
+def _same_destination(old: Config, new: Config) -> bool:
+    return (
+        old.destination == new.destination
+        and old.timeouts == new.timeouts
+        and old.concurrency.writers == new.concurrency.writers
+    )
+
+
+async def _close_engine(engine: Engine) -> None:
+    with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+        await engine.locks.close()
+        await engine.destination.close()
+
+
+def _read_token(config: Config) -> str | None:
+    path = config.http.token_file
+    if path is None:
+        return None
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        log.error("http.token_file %s: %s; POST endpoints disabled", path, exc.strerror or exc)
+        return None
+    if not token:
+        log.error("http.token_file %s is empty; POST endpoints disabled", path)
+        return None
+    return token
+
+
+def raise_open_files_limit() -> None:
+    """Many sources mean many sockets: take the soft open-files limit up to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
+def run_daemon(config_path: str) -> int:
+    from .cli import load_config, run_async
+
+    config = load_config(config_path)  # ConfigError -> exit 2 in the CLI
+    daemon = Daemon(config_path, config)
+    return run_async(daemon.run)

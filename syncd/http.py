@@ -1,0 +1,112 @@
+"""The HTTP side (aiohttp): health, readiness, metrics, status, and the manual trigger.
+
+No endpoint shows a password or the token; the token is compared in constant time; without a
+token configured the POST endpoints answer 403 (an unprotected trigger is worse than none).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from .metrics import CONTENT_TYPE
+
+log = logging.getLogger("syncd.http")
+
+MAX_BODY = 4096  # the POST endpoints take no body; anything large is refused
+
+
+@dataclass
+class Control:
+    """What the HTTP side may ask of the daemon."""
+
+    ready: Callable[[], Awaitable[tuple[bool, str]]]
+    metrics: Callable[[], bytes]
+    status: Callable[[], dict]
+    trigger: Callable[[str], dict | None]  # None: unknown source
+    token: Callable[[], str | None]
+
+
+def _json(data: dict, status: int = 200) -> web.Response:
+    return web.Response(
+        text=json.dumps(data, ensure_ascii=False), status=status, content_type="application/json"
+    )
+
+
+@web.middleware
+async def _limits(request: web.Request, handler):
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        return _json({"error": "request body too large"}, 413)
+    return await handler(request)
+
+
+def build_app(control: Control) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[_limits])
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(request: web.Request) -> web.Response:
+        ready, reason = await control.ready()
+        return _json({"ready": ready, "reason": reason}, 200 if ready else 503)
+
+    async def metrics(request: web.Request) -> web.Response:
+        response = web.Response(body=control.metrics())
+        response.headers["Content-Type"] = CONTENT_TYPE
+        return response
+
+    async def status(request: web.Request) -> web.Response:
+        return _json(control.status())
+
+    async def trigger(request: web.Request) -> web.Response:
+        token = control.token()
+        if token is None:
+            return _json({"error": "no http.token_file configured: triggers are disabled"}, 403)
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), token.encode()
+        ):
+            return web.Response(
+                status=401,
+                text="unauthorized\n",
+                headers={"WWW-Authenticate": 'Bearer realm="syncd"'},
+            )
+        result = control.trigger(request.match_info["id"])
+        if result is None:
+            return _json({"error": "unknown source"}, 404)
+        log.info("manual sync of %s requested over HTTP", request.match_info["id"])
+        return _json(result, 202)
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/status", status)
+    app.router.add_post("/sources/{id}/sync", trigger)
+    return app
+
+
+class HttpServer:
+    """An aiohttp app on one host:port; can move to another on reload."""
+
+    def __init__(self, control: Control):
+        self.runner = web.AppRunner(build_app(control), access_log=None, handle_signals=False)
+        self.site: web.TCPSite | None = None
+        self.address: tuple[str, int] | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        if self.runner.server is None:
+            await self.runner.setup()
+        site = web.TCPSite(self.runner, host, port, reuse_address=True)
+        await site.start()
+        if self.site is not None:
+            await self.site.stop()
+        self.site, self.address = site, (host, port)
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()

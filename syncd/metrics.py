@@ -1,0 +1,177 @@
+"""Prometheus metrics. Every name starts with `syncd_`; label sets are bounded.
+
+Per-source labels appear on two gauges only (`syncd_last_success_timestamp_seconds` and
+`syncd_source_consecutive_failures`): 5,570 municipalities make 11,140 series, not a cardinality
+explosion. Everything else is labelled by dataset (tens), outcome, reason or limiter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from . import __version__
+from .errors import Failure
+from .limits import Usage
+from .sync import OK, Progress, SourceResult
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800)
+
+
+def retry_reason(failure: Failure) -> str:
+    """A bounded label for why something was retried."""
+    code = failure.code
+    if code in ("connection", "timeout", "tls"):
+        return code
+    if code == "IdleStreamTimeout":
+        return "idle_stream"
+    if code == "57014":
+        return "statement_timeout"
+    if code == "55P03":
+        return "lock_timeout"
+    if code[:2] in ("08", "57"):
+        return "server_restart" if code in ("57P01", "57P02", "57P03") else "connection"
+    if code[:2] == "53":
+        return "server_resources"
+    if code in ("40001", "40P01"):
+        return "conflict"
+    return "other"
+
+
+class Metrics(Progress):
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.build = Gauge("syncd_build_info", "syncd version", ["version"], registry=r)
+        self.build.labels(__version__).set(1)
+        self.duration = Histogram(
+            "syncd_sync_duration_seconds",
+            "Duration of one municipality sync",
+            ["outcome"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.syncs = Counter(
+            "syncd_syncs_total", "Municipality syncs by outcome", ["outcome"], registry=r
+        )
+        self.datasets = Counter(
+            "syncd_dataset_syncs_total",
+            "Dataset syncs by outcome",
+            ["dataset", "outcome"],
+            registry=r,
+        )
+        self.rows = Counter(
+            "syncd_rows_total", "Rows landed in the destination", ["dataset"], registry=r
+        )
+        self.bytes = Counter(
+            "syncd_bytes_total", "Binary COPY bytes landed", ["dataset"], registry=r
+        )
+        self.streamed = Counter(
+            "syncd_streamed_bytes_total",
+            "Bytes through the COPY pipe, counted as they move",
+            registry=r,
+        )
+        self.retries = Counter("syncd_retries_total", "Retries by reason", ["reason"], registry=r)
+        self.reloads = Counter(
+            "syncd_config_reloads_total", "Config reloads by outcome", ["outcome"], registry=r
+        )
+        self.reload_ok = Gauge(
+            "syncd_config_last_reload_successful",
+            "1 if the last reload applied, 0 if it was rejected",
+            registry=r,
+        )
+        self.reload_ok.set(1)
+        self.in_flight = Gauge(
+            "syncd_syncs_in_flight", "Municipality syncs running now", registry=r
+        )
+        self.sources = Gauge("syncd_sources", "Sources in the config", registry=r)
+        self.due = Gauge("syncd_sources_due", "Sources due and waiting to start", registry=r)
+        self.ready = Gauge(
+            "syncd_ready", "1 once the config is loaded and the destination answers", registry=r
+        )
+        self.last_success = Gauge(
+            "syncd_last_success_timestamp_seconds",
+            "Unix time of the last sync of the source in which every dataset succeeded",
+            ["source"],
+            registry=r,
+        )
+        self.failures_in_row = Gauge(
+            "syncd_source_consecutive_failures",
+            "Consecutive failed syncs of the source",
+            ["source"],
+            registry=r,
+        )
+        self._limits: Callable[[], dict[str, Usage]] | None = None
+        r.register(_LimiterCollector(self))
+
+    def watch_limits(self, usage: Callable[[], dict[str, Usage]]) -> None:
+        self._limits = usage
+
+    def forget_sources(self, keep: Iterable[str]) -> None:
+        """After a reload: drop the series of removed sources."""
+        keep = set(keep)
+        for gauge in (self.last_success, self.failures_in_row):
+            # prometheus_client has no public way to list the label sets of a metric
+            for labels in list(gauge._metrics):
+                if labels[0] not in keep:
+                    gauge.remove(*labels)
+
+    # Progress hooks
+
+    def source_started(self, source_id: str) -> None:
+        self.in_flight.inc()
+
+    def source_finished(self, result: SourceResult) -> None:
+        self.in_flight.dec()
+        self.syncs.labels(result.status).inc()
+        if result.ended_at is not None:
+            seconds = (result.ended_at - result.started_at).total_seconds()
+            self.duration.labels(result.status).observe(seconds)
+        for d in result.datasets.values():
+            if d.status in ("pending", "loaded"):
+                continue
+            self.datasets.labels(d.name, d.status).inc()
+            if d.status == OK:
+                self.rows.labels(d.name).inc(d.rows)
+                self.bytes.labels(d.name).inc(d.bytes)
+        if result.status == OK and result.ended_at is not None:
+            self.last_success.labels(result.source_id).set(result.ended_at.timestamp())
+            self.failures_in_row.labels(result.source_id).set(0)
+        elif result.status in ("failed", "aborted"):
+            self.failures_in_row.labels(result.source_id).inc()
+
+    def bytes_moved(self, count: int) -> None:
+        self.streamed.inc(count)
+
+    def retried(self, source_id: str, dataset: str | None, failure: Failure) -> None:
+        self.retries.labels(retry_reason(failure)).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _LimiterCollector(Collector):
+    """In use, waiting and capacity of each limiter, read at scrape time."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def collect(self):
+        in_use = GaugeMetricFamily("syncd_limiter_in_use", "Slots taken", labels=["limiter"])
+        waiting = GaugeMetricFamily(
+            "syncd_limiter_waiting", "Tasks waiting for a slot", labels=["limiter"]
+        )
+        capacity = GaugeMetricFamily("syncd_limiter_capacity", "Slots in all", labels=["limiter"])
+        usage = self.metrics._limits() if self.metrics._limits else {}
+        for name, u in usage.items():
+            in_use.add_metric([name], u.in_use)
+            waiting.add_metric([name], u.waiting)
+            capacity.add_metric([name], u.total)
+        yield from (in_use, waiting, capacity)
+
+    def describe(self):
+        return []
