@@ -12,7 +12,7 @@ import time
 
 from syncd import embedded
 
-from . import many, single_table
+from . import many, single_table, tracing
 from .common import BENCH_SETTINGS, ROOT, Clusters, table
 
 LISTA = str(ROOT / "config" / "listas" / "hipertensos.sql")
@@ -20,7 +20,7 @@ LISTA = str(ROOT / "config" / "listas" / "hipertensos.sql")
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--only", choices=["single", "many"])
+    parser.add_argument("--only", choices=["single", "many", "tracing"])
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--municipalities", type=int, default=650)
@@ -79,6 +79,33 @@ def main() -> None:
                 ],
             ),
             f"syncd: {r['summary']}",
+        ]
+    if args.only in (None, "tracing"):
+        clusters = _clusters("syncd-bench-tracing-", source_fast=True)
+        count = min(args.municipalities, 200)
+        try:
+            r = tracing.run(
+                clusters, count, args.citizens, args.concurrency, LISTA, max(args.rounds, 4)
+            )
+        finally:
+            clusters.destroy()
+        results["tracing"] = r
+        lines += [
+            "",
+            f"(c) tracing cost: {count} municipalities, spans exported over OTLP/HTTP "
+            "to a local receiver vs no exporter",
+            table(
+                ["no exporter (median)", "exporting (median)", "overhead"],
+                [
+                    [
+                        f"{r['off_median_s']:.2f} s",
+                        f"{r['on_median_s']:.2f} s",
+                        f"{r['overhead'] * 100:+.1f}%",
+                    ]
+                ],
+            ),
+            f"runs: off {_list(r['off_s'])}; on {_list(r['on_s'])}; "
+            f"{r['export_requests']} export requests received",
         ]
     text = "\n".join(lines)
     print(text)

@@ -71,7 +71,7 @@ class Run:
     output: str
 
 
-def run_syncd(*args: str) -> Run:
+def run_syncd(*args: str, env: dict | None = None) -> Run:
     """Run the syncd command as an operator would; wall time and the child's peak RSS."""
     started = time.perf_counter()
     proc = subprocess.Popen(
@@ -79,6 +79,7 @@ def run_syncd(*args: str) -> Run:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
     )
     output = proc.stdout.read().decode() if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)

@@ -63,11 +63,27 @@ def _secret_files(config: config_module.Config) -> list[tuple[Path, str]]:
     return files
 
 
+def traced(command: Callable[[], int]) -> int:
+    """Run a command with tracing set up from OTEL_*; spans are flushed on every exit."""
+    from . import telemetry
+
+    try:
+        tel = telemetry.setup()
+    except telemetry.TelemetryError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return command()
+    finally:
+        tel.shutdown()
+
+
 def cmd_once(args: argparse.Namespace) -> int:
-    from .once import run_once
+    from .once import MetricsOutput, run_once
 
     config = config_module.select(load_config(args.config), args.source or [], args.dataset or [])
-    return run_async(run_once, config)
+    output = MetricsOutput(args.metrics_textfile, args.metrics_pushgateway)
+    return traced(lambda: run_async(run_once, config, sys.stdout, sys.stderr, output))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -79,7 +95,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import run_daemon
 
-    return run_daemon(args.config)
+    return traced(lambda: run_daemon(args.config))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -87,11 +103,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .embedded import EmbeddedPostgresError
 
     try:
-        return run_demo(
-            once=args.once,
-            data_dir=args.data_dir,
-            municipalities=args.municipalities,
-            citizens=args.citizens,
+        return traced(
+            lambda: run_demo(
+                once=args.once,
+                data_dir=args.data_dir,
+                municipalities=args.municipalities,
+                citizens=args.citizens,
+            )
         )
     except EmbeddedPostgresError as exc:
         print(f"syncd demo: {exc}", file=sys.stderr)
@@ -109,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="default: info (warning for `once` on a terminal)",
     )
+    parser.add_argument(
+        "--log-format",
+        default="json",
+        choices=["json", "text"],
+        help="log lines on stderr: json (default, with trace ids) or text",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
     def with_config(p: argparse.ArgumentParser) -> None:
@@ -123,6 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", action="append", metavar="ID", help="only this source (repeatable)")
     p.add_argument(
         "--dataset", action="append", metavar="NAME", help="only this dataset (repeatable)"
+    )
+    p.add_argument(
+        "--metrics-textfile",
+        metavar="FILE",
+        help="write the pass's metrics here (node_exporter textfile collector)",
+    )
+    p.add_argument(
+        "--metrics-pushgateway",
+        metavar="URL",
+        help="push the pass's metrics to this Prometheus Pushgateway",
     )
     p.set_defaults(func=cmd_once)
 
@@ -156,21 +190,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(level: str | None, command: str) -> None:
+def setup_logging(level: str | None, fmt: str, command: str) -> None:
+    from .telemetry import setup_logging as setup
+
     if level is None:
         level = "warning" if command == "once" and sys.stderr.isatty() else "info"
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("asyncio").setLevel(logging.WARNING)
+    setup(level, fmt)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.log_level, args.command)
+    setup_logging(args.log_level, args.log_format, args.command)
     try:
         return args.func(args)
     except ConfigError as exc:

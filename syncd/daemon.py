@@ -243,6 +243,7 @@ class Daemon:
             try:
                 await engine.destination.open()
                 async with engine.destination.acquire() as conn:
+                    await ledger.register(conn, ledger.pairs(self.config), replace=True)
                     entries = await ledger.latest(conn)
                     successes = await ledger.last_successes(
                         conn, [d.name for d in self.config.datasets]
@@ -260,8 +261,10 @@ class Daemon:
                 delay = min(delay * 2, DESTINATION_RETRY_MAX)
                 continue
             self.board.seed(entries)
+            self.metrics.seed(successes)
             for sid, when in successes.items():
                 self.scheduler.seen_success(sid, when)
+            self.metrics.ready.set(1)
             self.engine = engine
             self._ready_cache = (-1e9, False, "")
             return
@@ -351,6 +354,7 @@ class Daemon:
                 log.warning("reading the ledger: %s", classify(exc).reason)
                 continue
             self.board.seed(entries)  # what other instances did shows in /status too
+            self.metrics.seed({sid: w for sid, w in successes.items() if self.config.source(sid)})
             for sid, when in successes.items():
                 self.scheduler.seen_success(sid, when)
             self._wake.set()
@@ -392,6 +396,7 @@ class Daemon:
         if self.engine is not None:
             if _same_destination(old, new):
                 self.engine = replace(self.engine, config=new)
+                await self._register(self.engine)
             else:  # new connections for new syncs; the old pool closes when its syncs end
                 self._retired.append(self.engine)
                 self.engine = None
@@ -411,6 +416,15 @@ class Daemon:
             new.concurrency.writers,
         )
         self.notifier.ready()
+
+    async def _register(self, engine: Engine) -> None:
+        try:
+            async with engine.destination.acquire() as conn:
+                await ledger.register(conn, ledger.pairs(engine.config), replace=True)
+        except Exception as exc:
+            log.warning(
+                "recording the configured sources in syncd.catalog: %s", classify(exc).reason
+            )
 
     # -- what HTTP asks ------------------------------------------------------------------------
 

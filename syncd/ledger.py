@@ -54,6 +54,29 @@ MIGRATIONS: list[str] = [
     COMMENT ON TABLE syncd.latest IS
         'Per (source, dataset): the last outcome and the last success, kept by syncd';
     """,
+    # 2: what is configured, and how fresh it is, for the SQL users who do not open Grafana
+    """
+    CREATE TABLE syncd.catalog (
+        source_id   text NOT NULL,
+        dataset     text NOT NULL,
+        source_name text,
+        PRIMARY KEY (source_id, dataset)
+    );
+    COMMENT ON TABLE syncd.catalog IS
+        'The (source, dataset) pairs syncd is configured to keep fresh';
+    CREATE VIEW syncd.freshness AS
+    SELECT c.source_id, c.source_name, c.dataset, l.last_success,
+           now() - l.last_success AS age,
+           CASE WHEN l.last_success IS NULL THEN 'never'
+                WHEN l.last_success < now() - interval '72 hours' THEN 'critical'
+                WHEN l.last_success < now() - interval '48 hours' THEN 'late'
+                ELSE 'ok' END AS state,
+           l.last_status, l.last_ended, l.last_error
+    FROM syncd.catalog c
+    LEFT JOIN syncd.latest l USING (source_id, dataset);
+    COMMENT ON VIEW syncd.freshness IS
+        'Per municipality and dataset: last success and state (ok, late > 48 h, critical > 72 h, never)';
+    """,
 ]
 
 
@@ -242,3 +265,38 @@ async def last_successes(conn: asyncpg.Connection, datasets: Sequence[str]) -> d
     )
     wanted = len(set(datasets))
     return {r["source_id"]: r["oldest"] for r in rows if r["n"] == wanted}
+
+
+async def register(
+    conn: asyncpg.Connection, pairs: Sequence[tuple[str, str, str | None]], *, replace: bool
+) -> None:
+    """Record the configured (source, dataset, source name) triples in syncd.catalog.
+
+    The daemon replaces the catalog with its config; `syncd once` only adds what it syncs.
+    """
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1, 2)", LOCK_NAMESPACE)
+        await conn.execute(
+            """
+            INSERT INTO syncd.catalog (source_id, dataset, source_name)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+            ON CONFLICT (source_id, dataset) DO UPDATE SET source_name = excluded.source_name
+            """,
+            [p[0] for p in pairs],
+            [p[1] for p in pairs],
+            [p[2] for p in pairs],
+        )
+        if replace:
+            await conn.execute(
+                """
+                DELETE FROM syncd.catalog c WHERE NOT EXISTS (
+                    SELECT 1 FROM unnest($1::text[], $2::text[]) AS k(source_id, dataset)
+                    WHERE k.source_id = c.source_id AND k.dataset = c.dataset)
+                """,
+                [p[0] for p in pairs],
+                [p[1] for p in pairs],
+            )
+
+
+def pairs(config) -> list[tuple[str, str, str | None]]:
+    return [(s.id, d.name, s.name) for s in config.sources for d in config.datasets]

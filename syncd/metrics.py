@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -19,6 +27,7 @@ from .limits import Usage
 from .sync import OK, Progress, SourceResult
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+disable_created_metrics()  # no *_created series: they double the series count for nothing
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800)
 
 
@@ -46,6 +55,8 @@ class Metrics(Progress):
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # process_* as syncd_process_*: start time (restarts), memory, open files
+        ProcessCollector(namespace="syncd", registry=r)
         self.build = Gauge("syncd_build_info", "syncd version", ["version"], registry=r)
         self.build.labels(__version__).set(1)
         self.duration = Histogram(
@@ -106,14 +117,26 @@ class Metrics(Progress):
             registry=r,
         )
         self._limits: Callable[[], dict[str, Usage]] | None = None
+        self._last: dict[str, float] = {}
         r.register(_LimiterCollector(self))
 
     def watch_limits(self, usage: Callable[[], dict[str, Usage]]) -> None:
         self._limits = usage
 
+    def seed(self, successes: dict) -> None:
+        """Last successes known to the ledger (at start, and what other instances did)."""
+        for source_id, when in successes.items():
+            self._succeeded(source_id, when.timestamp())
+
+    def _succeeded(self, source_id: str, timestamp: float) -> None:
+        if timestamp > self._last.get(source_id, 0.0):
+            self._last[source_id] = timestamp
+            self.last_success.labels(source_id).set(timestamp)
+
     def forget_sources(self, keep: Iterable[str]) -> None:
         """After a reload: drop the series of removed sources."""
         keep = set(keep)
+        self._last = {k: v for k, v in self._last.items() if k in keep}
         for gauge in (self.last_success, self.failures_in_row):
             # prometheus_client has no public way to list the label sets of a metric
             for labels in list(gauge._metrics):
@@ -139,7 +162,7 @@ class Metrics(Progress):
                 self.rows.labels(d.name).inc(d.rows)
                 self.bytes.labels(d.name).inc(d.bytes)
         if result.status == OK and result.ended_at is not None:
-            self.last_success.labels(result.source_id).set(result.ended_at.timestamp())
+            self._succeeded(result.source_id, result.ended_at.timestamp())
             self.failures_in_row.labels(result.source_id).set(0)
         elif result.status in ("failed", "aborted"):
             self.failures_in_row.labels(result.source_id).inc()

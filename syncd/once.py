@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from typing import TextIO
 
 import anyio
@@ -16,11 +17,33 @@ from .destination import Destination
 from .errors import classify
 from .limits import Limits
 from .report import LiveProgress, status_table, summary
-from .sync import OK, Engine, SourceLocks, SourceResult, sync_many
+from .sync import OK, Engine, Fanout, SourceLocks, SourceResult, sync_many
 
 log = logging.getLogger("syncd.once")
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class MetricsOutput:
+    """Where `syncd once` leaves its metrics: a textfile for node_exporter, a Pushgateway."""
+
+    textfile: str | None = None
+    pushgateway: str | None = None
+
+    def write(self, metrics, err: TextIO) -> None:
+        from prometheus_client import push_to_gateway, write_to_textfile
+
+        if self.textfile:
+            try:
+                write_to_textfile(self.textfile, metrics.registry)
+            except OSError as exc:
+                print(f"metrics textfile {self.textfile}: {exc.strerror or exc}", file=err)
+        if self.pushgateway:
+            try:
+                push_to_gateway(self.pushgateway, job="syncd_once", registry=metrics.registry)
+            except OSError as exc:
+                print(f"metrics pushgateway {self.pushgateway}: {exc}", file=err)
 
 
 def destination_for(config: Config) -> Destination:
@@ -30,17 +53,33 @@ def destination_for(config: Config) -> Destination:
     )
 
 
-async def run_once(config: Config, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+async def run_once(
+    config: Config,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    metrics_output: MetricsOutput | None = None,
+    tracer=None,
+) -> int:
+    from .metrics import Metrics
+
     started = time.monotonic()
     destination = destination_for(config)
     try:
         await destination.open()
+        async with destination.acquire() as conn:
+            await ledger.register(conn, ledger.pairs(config), replace=False)
     except Exception as exc:
+        await destination.close()
         print(f"destination {config.destination.dsn}: {classify(exc).reason}", file=err)
         return EXIT_FAILED
     progress = LiveProgress(len(config.sources), err)
+    metrics = Metrics()
     locks = SourceLocks(destination)
-    engine = Engine(config, destination, Limits(config.concurrency), locks, progress=progress)
+    limits = Limits(config.concurrency)
+    metrics.watch_limits(limits.usage)
+    engine = Engine(config, destination, limits, locks, progress=Fanout(progress, metrics))
+    if tracer is not None:
+        engine.tracer = tracer
     results: list[SourceResult] = []
     try:
         async with anyio.create_task_group() as tg:
@@ -57,6 +96,8 @@ async def run_once(config: Config, out: TextIO = sys.stdout, err: TextIO = sys.s
         print("interrupted: the pass was cancelled; nothing half-written was kept", file=err)
         return EXIT_FAILED
     print(summary(results, config, time.monotonic() - started), file=out)
+    if metrics_output is not None:
+        metrics_output.write(metrics, err)
     return EXIT_OK if all(r.status == OK for r in results) else EXIT_FAILED
 
 

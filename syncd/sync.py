@@ -23,8 +23,11 @@ from datetime import UTC, datetime
 from functools import partial
 
 import anyio
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
-from . import ledger
+from . import ledger, telemetry
 from .config import Config, Dataset, Source
 from .destination import Destination, Target
 from .errors import Failure, classify
@@ -180,6 +183,7 @@ class Engine:
     instance: str = field(default_factory=ledger.instance_name)
     progress: Progress = field(default_factory=Progress)
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+    tracer: trace.Tracer = field(default_factory=lambda: trace.get_tracer("syncd"))
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter: half fixed, half random, capped."""
@@ -203,21 +207,66 @@ async def sync_source(
     known_success: datetime | None = None,
 ) -> SourceResult:
     """Sync one municipality. With `check_others`, skip it when the ledger shows that another
-    instance synced every dataset after `known_success` (what this instance knew)."""
+    instance synced every dataset after `known_success` (what this instance knew).
+
+    One trace per municipality sync: this is its root span (a new trace, whatever called us)."""
     result = SourceResult(source.id, {d.name: DatasetResult(d.name) for d in datasets})
-    engine.progress.source_started(source.id)
+    attributes = {
+        "syncd.source.id": source.id,
+        "server.address": source.dsn.host,
+        "server.port": source.dsn.port,
+    }
+    if source.name:
+        attributes["syncd.source.name"] = source.name
+    with engine.tracer.start_as_current_span(
+        f"sync {source.id}",
+        context=otel_context.Context(),
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        engine.progress.source_started(source.id)
+        try:
+            await _locked_sync(engine, source, datasets, result, span, check_others, known_success)
+        finally:
+            span.set_attribute("syncd.status", result.status)
+            span.set_attribute("syncd.rows", result.rows)
+            span.set_attribute("syncd.bytes", result.bytes)
+            if result.status in (FAILED, ABORTED):
+                reasons = [f"{d.name}: {d.error}" for d in result.datasets.values() if d.error]
+                span.set_status(
+                    trace.Status(trace.StatusCode.ERROR, result.error or "; ".join(reasons)[:500])
+                )
+            elif result.status == SKIPPED:
+                span.set_attribute("syncd.skipped", result.error or "")
+            engine.progress.source_finished(result)
+    return result
+
+
+async def _locked_sync(
+    engine: Engine,
+    source: Source,
+    datasets: Sequence[Dataset],
+    result: SourceResult,
+    span: trace.Span,
+    check_others: bool,
+    known_success: datetime | None,
+) -> None:
     locked = False
     try:
         locked = await _retrying(engine, lambda: engine.locks.try_lock(source.id))
         if not locked:
-            return _skip(result, "another syncd instance is syncing this source now")
+            _skip(result, "another syncd instance is syncing this source now")
+            return
         if check_others:
             synced = await _retrying(engine, lambda: _synced_since(engine, source, datasets))
             if synced is not None and (known_success is None or synced > known_success):
                 result.synced_elsewhere = synced
-                return _skip(result, f"already synced by another instance at {synced:%H:%M:%S}")
+                _skip(result, f"already synced by another instance at {synced:%H:%M:%S}")
+                return
         result.pass_id = await _retrying(engine, lambda: _begin(engine, source, datasets))
-        await _sync(engine, source, datasets, result)
+        span.set_attribute("syncd.pass.id", result.pass_id)
+        await _sync(engine, source, datasets, result, span)
     except anyio.get_cancelled_exc_class():
         for d in result.datasets.values():
             if d.status not in (OK, FAILED):
@@ -229,15 +278,14 @@ async def sync_source(
         for d in result.datasets.values():
             if d.status not in (OK, FAILED):
                 d.fail(failure.reason)
-        log.error("source %s failed: %s", source.id, failure.reason)
+        telemetry.failed(span, failure)
+        log.error("source %s failed: %s", source.id, failure.reason, extra={"source": source.id})
     finally:
         result.settle()
         with anyio.CancelScope(shield=True), anyio.move_on_after(15):
             await _finish(engine, source, result)
             if locked:
                 await engine.locks.unlock(source.id)
-        engine.progress.source_finished(result)
-    return result
 
 
 def _skip(result: SourceResult, reason: str) -> SourceResult:
@@ -283,7 +331,11 @@ async def _begin(engine: Engine, source: Source, datasets: Sequence[Dataset]) ->
 
 
 async def _sync(
-    engine: Engine, source: Source, datasets: Sequence[Dataset], result: SourceResult
+    engine: Engine,
+    source: Source,
+    datasets: Sequence[Dataset],
+    result: SourceResult,
+    span: trace.Span,
 ) -> None:
     retry = engine.config.retry
     attempt = 0
@@ -310,6 +362,7 @@ async def _sync(
             if failure.retryable and attempt < retry.attempts:
                 engine.progress.retried(source.id, None, failure)
                 delay = engine.backoff(attempt)
+                telemetry.retried(span, failure, attempt + 1, delay)
                 log.warning(
                     "source %s: %s; new snapshot in %.1fs (attempt %d of %d)",
                     source.id,
@@ -317,10 +370,12 @@ async def _sync(
                     delay,
                     attempt + 1,
                     retry.attempts,
+                    extra={"source": source.id, "attempt": attempt + 1, "reason": failure.reason},
                 )
                 await engine.sleep(delay)
                 continue
             result.error = failure.reason
+            telemetry.failed(span, failure)
             for d in pending:
                 if d.name not in loaded:
                     result.datasets[d.name].fail(failure.reason)
@@ -345,7 +400,35 @@ async def _copy_dataset(
     engine: Engine, session: SourceSession, source: Source, dataset: Dataset, res: DatasetResult
 ) -> Target | None:
     """Load one dataset into staging; None when it failed for good (recorded in `res`)."""
+    collection = dataset.table or dataset.name
+    attributes = telemetry.db_attributes(source.dsn, "COPY", collection)
+    attributes.update({"syncd.dataset": dataset.name, "syncd.dataset.kind": dataset.kind})
+    with engine.tracer.start_as_current_span(
+        f"COPY {dataset.name}",
+        kind=SpanKind.CLIENT,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        target = await _copy_attempts(engine, session, source, dataset, res, span)
+        span.set_attribute("syncd.attempts", res.attempts)
+        if target is not None:
+            span.set_attribute("db.response.returned_rows", res.rows)
+            span.set_attribute("syncd.rows", res.rows)
+            span.set_attribute("syncd.bytes", res.bytes)
+        return target
+
+
+async def _copy_attempts(
+    engine: Engine,
+    session: SourceSession,
+    source: Source,
+    dataset: Dataset,
+    res: DatasetResult,
+    span: trace.Span,
+) -> Target | None:
     timeouts, retry = engine.config.timeouts, engine.config.retry
+    fields = {"source": source.id, "dataset": dataset.name}
     while True:
         res.attempts += 1
         res.started_at = res.started_at or now()
@@ -354,22 +437,35 @@ async def _copy_dataset(
                 shape = await session.describe(dataset)
                 async with engine.limits.writers, engine.destination.acquire() as conn:
                     target = await engine.destination.prepare(conn, shape, source.id)
-                    transfer = await engine.destination.load(
-                        conn,
-                        target,
-                        partial(session.copy_out, shape),
-                        idle_timeout=timeouts.idle_stream,
-                        on_bytes=engine.progress.bytes_moved,
-                    )
+                    with engine.tracer.start_as_current_span(
+                        f"COPY {engine.destination.schema}.{target.staging}",
+                        kind=SpanKind.CLIENT,
+                        attributes=telemetry.db_attributes(
+                            engine.destination.settings.dsn,
+                            "COPY",
+                            f"{engine.destination.schema}.{target.staging}",
+                        ),
+                        record_exception=False,
+                        set_status_on_exception=False,
+                    ):
+                        transfer = await engine.destination.load(
+                            conn,
+                            target,
+                            partial(session.copy_out, shape),
+                            idle_timeout=timeouts.idle_stream,
+                            on_bytes=engine.progress.bytes_moved,
+                        )
         except Exception as exc:
             failure = classify(exc)
             if failure.code == "IdleStreamTimeout" or not session.alive:
                 await session.abort()  # the snapshot is gone or hung: a new one for everything
+                telemetry.retried(span, failure, res.attempts, 0.0)
                 raise _SessionLost(failure) from exc
             engine.destination.forget(dataset.name)
             if failure.retryable and res.attempts < retry.attempts:
                 engine.progress.retried(source.id, dataset.name, failure)
                 delay = engine.backoff(res.attempts)
+                telemetry.retried(span, failure, res.attempts + 1, delay)
                 log.warning(
                     "source %s dataset %s: %s; retry in %.1fs (attempt %d of %d)",
                     source.id,
@@ -378,10 +474,18 @@ async def _copy_dataset(
                     delay,
                     res.attempts + 1,
                     retry.attempts,
+                    extra={**fields, "attempt": res.attempts + 1, "reason": failure.reason},
                 )
                 await engine.sleep(delay)
                 continue
-            log.warning("source %s dataset %s failed: %s", source.id, dataset.name, failure.reason)
+            telemetry.failed(span, failure)
+            log.warning(
+                "source %s dataset %s failed: %s",
+                source.id,
+                dataset.name,
+                failure.reason,
+                extra={**fields, "reason": failure.reason},
+            )
             res.fail(failure.reason)
             return None
         res.status, res.rows, res.bytes = "loaded", transfer.rows, transfer.bytes
@@ -392,12 +496,33 @@ async def _copy_dataset(
             transfer.rows,
             transfer.bytes,
             transfer.seconds,
+            extra={
+                **fields,
+                "rows": transfer.rows,
+                "bytes": transfer.bytes,
+                "seconds": round(transfer.seconds, 3),
+            },
         )
         return target
 
 
 async def _swap(
     engine: Engine, source: Source, targets: list[Target], result: SourceResult
+) -> None:
+    attributes = telemetry.db_attributes(engine.destination.settings.dsn, "ATTACH PARTITION")
+    attributes["syncd.datasets"] = len(targets)
+    with engine.tracer.start_as_current_span(
+        f"swap {source.id}",
+        kind=SpanKind.CLIENT,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        await _swap_attempts(engine, source, targets, result, span)
+
+
+async def _swap_attempts(
+    engine: Engine, source: Source, targets: list[Target], result: SourceResult, span: trace.Span
 ) -> None:
     attempt = 0
     while True:
@@ -409,12 +534,15 @@ async def _swap(
             failure = classify(exc, "destination")
             if failure.retryable and attempt < engine.config.retry.attempts:
                 engine.progress.retried(source.id, None, failure)
-                await engine.sleep(engine.backoff(attempt))
+                delay = engine.backoff(attempt)
+                telemetry.retried(span, failure, attempt + 1, delay)
+                await engine.sleep(delay)
                 continue
+            telemetry.failed(span, failure)
             reason = f"swap failed: {failure.reason}"
             for t in targets:
                 result.datasets[t.dataset].fail(reason)
-            log.warning("source %s: %s", source.id, reason)
+            log.warning("source %s: %s", source.id, reason, extra={"source": source.id})
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):
                 async with engine.destination.acquire() as conn:
                     await engine.destination.drop_staging(conn, targets)

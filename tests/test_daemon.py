@@ -401,3 +401,51 @@ def test_systemd_unit_verifies(tmp_path):
         "NoNewPrivileges=yes",
     ):
         assert needed in unit
+
+
+async def test_metrics_after_a_pass_names_types_and_bounded_labels(
+    make_sources, dest, daemon_config, daemons
+):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sources = await make_sources(3)
+    failing = {"name": "falta", "table": "public.nao_ha"}
+    path, port = daemon_config(dest, sources, [TABLE_DATASETS[3], failing])
+    daemon = daemons(path, port)
+    daemon.wait_ready()
+    daemon.wait_status(lambda s: all(v["state"] == "failed" for v in s["sources"].values()))
+    code, text = daemon.get("/metrics")
+    assert code == 200
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    expected = {
+        "syncd_sync_duration_seconds": "histogram",
+        "syncd_syncs": "counter",
+        "syncd_dataset_syncs": "counter",
+        "syncd_rows": "counter",
+        "syncd_bytes": "counter",
+        "syncd_retries": "counter",
+        "syncd_config_reloads": "counter",
+        "syncd_limiter_in_use": "gauge",
+        "syncd_limiter_waiting": "gauge",
+        "syncd_limiter_capacity": "gauge",
+        "syncd_last_success_timestamp_seconds": "gauge",
+        "syncd_source_consecutive_failures": "gauge",
+        "syncd_syncs_in_flight": "gauge",
+        "syncd_process_start_time_seconds": "gauge",
+    }
+    for name, kind in expected.items():
+        assert name in families and families[name].type == kind, name
+    assert all(name.startswith("syncd_") for name in families)
+    per_source = {f.name for f in families.values() if any("source" in s.labels for s in f.samples)}
+    assert per_source == {"syncd_source_consecutive_failures"}  # no success yet: no timestamp
+    buckets = [
+        s for s in families["syncd_sync_duration_seconds"].samples if s.name.endswith("_bucket")
+    ]
+    assert max(float(s.labels["le"]) for s in buckets if s.labels["le"] != "+Inf") >= 8 * 3600
+    outcomes = {
+        (s.labels["dataset"], s.labels["outcome"]): s.value
+        for s in families["syncd_dataset_syncs"].samples
+    }
+    assert outcomes[("dim_equipe", "ok")] == 3 and outcomes[("falta", "failed")] == 3
+    limiters = {s.labels["limiter"] for s in families["syncd_limiter_capacity"].samples}
+    assert limiters == {"sources", "per_host", "writers"}

@@ -1,0 +1,201 @@
+"""Traces (OpenTelemetry, for Grafana Tempo) and logs that point at them.
+
+Configured only by the standard variables: OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT),
+OTEL_EXPORTER_OTLP_PROTOCOL (grpc or http/protobuf, the default), OTEL_EXPORTER_OTLP_HEADERS,
+OTEL_SERVICE_NAME (default `syncd`), OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER[_ARG].
+With no endpoint set there is no exporter: spans are still made (log lines carry their ids) but
+nothing is sent, and a span costs a few microseconds against a COPY of seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+from . import __version__
+from .errors import redact
+
+log = logging.getLogger("syncd.telemetry")
+
+PROTOCOLS = ("grpc", "http/protobuf")
+
+
+class TelemetryError(ValueError):
+    pass
+
+
+def exporter_wanted(env: dict[str, str] | None = None) -> bool:
+    env = dict(os.environ) if env is None else env
+    if env.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
+        return False
+    return bool(
+        env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or env.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "otlp"
+    )
+
+
+def protocol(env: dict[str, str] | None = None) -> str:
+    env = dict(os.environ) if env is None else env
+    value = (
+        (
+            env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+            or "http/protobuf"
+        )
+        .strip()
+        .lower()
+    )
+    if value not in PROTOCOLS:
+        raise TelemetryError(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL={value!r}: syncd exports traces over grpc or http/protobuf"
+        )
+    return value
+
+
+def make_exporter(kind: str) -> SpanExporter:
+    # the exporters read endpoint, headers, timeout and TLS settings from OTEL_* themselves
+    if kind == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    return OTLPSpanExporter()
+
+
+@dataclass
+class Telemetry:
+    provider: TracerProvider
+    exporting: bool
+
+    @property
+    def tracer(self) -> trace.Tracer:
+        return self.provider.get_tracer("syncd", __version__)
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Send what is buffered, then stop (called on every exit, `syncd once` included)."""
+        try:
+            self.provider.force_flush(int(timeout_s * 1000))
+            self.provider.shutdown()
+        except Exception as exc:  # telemetry must never fail the job it observes
+            log.warning("flushing traces: %s", redact(str(exc)))
+
+
+def setup(exporter: SpanExporter | None = None, *, install: bool = True) -> Telemetry:
+    """A tracer provider from the environment; `exporter` overrides (tests)."""
+    attributes = {"service.version": __version__}
+    if not os.environ.get("OTEL_SERVICE_NAME"):
+        attributes["service.name"] = "syncd"
+    provider = TracerProvider(resource=Resource.create(attributes), shutdown_on_exit=False)
+    exporting = False
+    if exporter is None and exporter_wanted():
+        exporter = make_exporter(protocol())
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+        exporting = True
+    if install:
+        trace.set_tracer_provider(provider)
+    return Telemetry(provider, exporting)
+
+
+# -- logs ----------------------------------------------------------------------------------------
+
+FIELDS = ("source", "dataset", "pass_id", "rows", "bytes", "seconds", "attempt", "reason")
+
+
+def _trace_ids() -> dict[str, str]:
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return {}
+    return {
+        "trace_id": format(context.trace_id, "032x"),
+        "span_id": format(context.span_id, "016x"),
+    }
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; inside a sync it carries trace_id and span_id (Tempo links)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": redact(record.getMessage()),
+        }
+        for key in FIELDS:
+            value = getattr(record, key, None)
+            if value is not None:
+                entry[key] = value
+        entry.update(_trace_ids())
+        if record.exc_info:
+            entry["exc"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = redact(super().format(record))
+        ids = _trace_ids()
+        return f"{text} trace_id={ids['trace_id']}" if ids else text
+
+
+def setup_logging(level: str, fmt: str = "json") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper()))
+    for noisy in ("asyncio", "aiohttp.access", "opentelemetry"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# -- span helpers --------------------------------------------------------------------------------
+
+
+def failed(span: trace.Span, failure) -> None:
+    """ERROR status, and the exception as an event, with the redacted one-line reason only
+    (record_exception would put the raw message and a stack trace in the trace)."""
+    span.set_status(trace.Status(trace.StatusCode.ERROR, failure.reason))
+    span.set_attribute("error.type", failure.code)
+    span.add_event(
+        "exception", {"exception.type": failure.code, "exception.message": failure.reason}
+    )
+
+
+def retried(span: trace.Span, failure, attempt: int, delay: float) -> None:
+    span.add_event(
+        "retry",
+        {
+            "syncd.retry.attempt": attempt,
+            "syncd.retry.reason": failure.reason,
+            "syncd.retry.delay_s": round(delay, 3),
+            "error.type": failure.code,
+        },
+    )
+
+
+def db_attributes(dsn, operation: str, collection: str | None = None) -> dict:
+    """PostgreSQL database-client attributes (OpenTelemetry semantic conventions)."""
+    attributes = {
+        "db.system.name": "postgresql",
+        "db.operation.name": operation,
+        "server.address": dsn.host,
+        "server.port": dsn.port,
+    }
+    if dsn.database:
+        attributes["db.namespace"] = dsn.database
+    if collection:
+        attributes["db.collection.name"] = collection
+    return attributes
