@@ -440,6 +440,10 @@ def _dsn(section: _Section, key: str, warnings: list[str]) -> Dsn | None:
     except DsnError as exc:
         section.problem(key, str(exc))
         return None
+    for missing in dsn.missing_files():
+        warnings.append(
+            f"{_fmt_path((*section.path, key))}: {missing} (fine if only the service sees it)"
+        )
     if dsn.has_password and section.doc.file and world_readable(Path(section.doc.file)):
         warnings.append(
             f"{section.doc.file}: {_fmt_path((*section.path, key))} holds a password and the file "

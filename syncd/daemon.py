@@ -37,7 +37,7 @@ from .notify import Notifier, watchdog_interval
 from .once import destination_for
 from .scheduler import Clock, Scheduler
 from .status import StatusBoard
-from .sync import OK, SKIPPED, Engine, Fanout, SourceLocks, SourceResult, sync_source
+from .sync import OK, SKIPPED, Engine, Fanout, SourceLocks, SourceResult, sweep, sync_source
 
 log = logging.getLogger("syncd.daemon")
 
@@ -266,6 +266,10 @@ class Daemon:
                 self.scheduler.seen_success(sid, when)
             self.metrics.ready.set(1)
             self.engine = engine
+            try:
+                await sweep(engine)
+            except Exception as exc:
+                log.warning("cleaning up after an interrupted run: %s", classify(exc).reason)
             self._ready_cache = (-1e9, False, "")
             return
 

@@ -20,7 +20,7 @@ import asyncpg
 
 from . import config, ledger, sql
 from .copy import CopyOut, Transfer, pipe
-from .dsn import connect_password
+from .dsn import SERVER_KEEPALIVES, connect_password, enable_keepalive
 from .errors import FinalError
 from .source import APPLICATION_NAME, Shape, copy_row_count
 
@@ -34,6 +34,14 @@ JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE i.inhparent = $1::text::regclass AND pg_catalog.pg_get_expr(c.relpartbound, c.oid) = $2
 """
+
+_STAGING_SQL = r"""
+SELECT c.relname::text AS name, pg_catalog.obj_description(c.oid, 'pg_class') AS comment
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relkind = 'r' AND NOT c.relispartition
+  AND c.relname LIKE '%\_\_staging'
+"""
+_MARKER = re.compile(r"syncd staging: source=(\w+) dataset=(\w+)")
 
 _PARENT_SQL = """
 SELECT c.oid::int AS oid, c.relkind::text AS relkind,
@@ -93,13 +101,11 @@ class Destination:
 
     async def open(self) -> None:
         self._pool = await asyncpg.create_pool(
-            self.settings.dsn.raw,
-            password=connect_password(self.settings.password_file),
             min_size=0,
             max_size=self.pool_size,
             max_inactive_connection_lifetime=60,
-            timeout=self.timeouts.connect,
-            server_settings={"application_name": APPLICATION_NAME},
+            init=_init_connection,
+            **self._connect_kwargs(),
         )
         try:
             async with self._pool.acquire() as conn:
@@ -113,12 +119,23 @@ class Destination:
 
     async def connect(self) -> asyncpg.Connection:
         """A connection of its own, outside the pool (for the session advisory locks)."""
-        return await asyncpg.connect(
-            self.settings.dsn.raw,
-            password=connect_password(self.settings.password_file),
-            timeout=self.timeouts.connect,
-            server_settings={"application_name": APPLICATION_NAME},
-        )
+        conn = await asyncpg.connect(**self._connect_kwargs())
+        enable_keepalive(conn)
+        return conn
+
+    def _connect_kwargs(self) -> dict:
+        missing = self.settings.dsn.missing_files()
+        if missing:
+            raise FinalError(f"cannot connect: {'; '.join(missing)}")
+        return {
+            "dsn": self.settings.dsn.raw,
+            "password": connect_password(self.settings.password_file),
+            "timeout": self.timeouts.connect,
+            # no answer to a command for this long: the server or the link hangs; COPY and
+            # ANALYZE of a load pass their own, longer, timeout
+            "command_timeout": self.timeouts.idle_stream,
+            "server_settings": {"application_name": APPLICATION_NAME, **SERVER_KEEPALIVES},
+        }
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -219,6 +236,10 @@ class Destination:
         key = sql.ident(self.source_column)
         value = sql.literal(target.source_id)
 
+        # progress is watched by the pipe (idle_stream) and the source's statement timeout
+        # fires first; this only bounds a COPY that nothing else would stop
+        long = self.timeouts.statement + 2 * self.timeouts.idle_stream
+
         async def copy_in(chunks: AsyncIterable[bytes]) -> int:
             status = await conn.copy_to_table(
                 target.staging,
@@ -227,19 +248,22 @@ class Destination:
                 source=chunks,
                 format="binary",
                 freeze=True,
+                timeout=long,
             )
             return copy_row_count(status)
 
+        marker = sql.literal(f"syncd staging: source={target.source_id} dataset={target.dataset}")
         async with conn.transaction():
             await conn.execute(
                 f"DROP TABLE IF EXISTS {staging};"
                 f"CREATE TABLE {staging} (LIKE {self.parent(target.dataset)} INCLUDING DEFAULTS "
                 f"INCLUDING INDEXES INCLUDING STORAGE, "
                 f"CONSTRAINT syncd_partition CHECK ({key} = {value}));"
-                f"ALTER TABLE {staging} ALTER COLUMN {key} SET DEFAULT {value}"
+                f"ALTER TABLE {staging} ALTER COLUMN {key} SET DEFAULT {value};"
+                f"COMMENT ON TABLE {staging} IS {marker}"
             )
             transfer = await pipe(copy_out, copy_in, idle_timeout=idle_timeout, on_bytes=on_bytes)
-            await conn.execute(f"ANALYZE {staging}")
+            await conn.execute(f"ANALYZE {staging}", timeout=long)
         return transfer
 
     async def swap(self, conn: asyncpg.Connection, targets: Sequence[Target]) -> None:
@@ -263,6 +287,21 @@ class Destination:
                 ]
                 await conn.execute(";".join(statements))
 
+    async def leftovers(self, conn: asyncpg.Connection) -> dict[str, list[str]]:
+        """Staging tables in the data schema, by the source that made them (crash leftovers)."""
+        found: dict[str, list[str]] = {}
+        for row in await conn.fetch(_STAGING_SQL, self.schema):
+            match = _MARKER.fullmatch(row["comment"] or "")
+            if match:
+                found.setdefault(match.group(1), []).append(row["name"])
+        return found
+
+    async def drop_tables(self, conn: asyncpg.Connection, names: Sequence[str]) -> None:
+        if names:
+            await conn.execute(
+                ";".join(f"DROP TABLE IF EXISTS {sql.qualified(self.schema, n)}" for n in names)
+            )
+
     async def drop_staging(self, conn: asyncpg.Connection, targets: Sequence[Target]) -> None:
         """Remove the staging tables of these targets (after a cancel or a failed swap)."""
         if targets:
@@ -271,3 +310,7 @@ class Destination:
                     f"DROP TABLE IF EXISTS {sql.qualified(self.schema, t.staging)}" for t in targets
                 )
             )
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    enable_keepalive(conn)

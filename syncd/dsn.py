@@ -1,8 +1,11 @@
-"""Connection strings: parsed once, shown only redacted, passwords read when connecting."""
+"""Connection strings: parsed once, shown only redacted, passwords read when connecting.
+And what every connection syncd opens gets: TCP keepalives on both ends."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
@@ -34,6 +37,8 @@ class Dsn:
             parts = urlsplit(raw.strip())
         except ValueError as exc:
             raise DsnError(f"is not a valid URI ({exc})") from None
+        if "#" in raw:
+            raise DsnError("contains '#', which ends a URI: percent-encode it as %23")
         if parts.scheme not in SCHEMES:
             raise DsnError("must start with postgresql:// (key=value strings are not supported)")
         params = tuple(parse_qsl(parts.query, keep_blank_values=True))
@@ -53,6 +58,16 @@ class Dsn:
         user = unquote(parts.username) if parts.username else query.get("user")
         has_password = parts.password is not None or "password" in query
         return cls(raw.strip(), host, port or 5432, database, user, has_password, params)
+
+    def missing_files(self) -> list[str]:
+        """TLS files the DSN names that are not there (libpq's sslrootcert=system aside)."""
+        return [
+            f"{name} {value} not found"
+            for name, value in self.params
+            if name in ("sslrootcert", "sslcert", "sslkey", "sslcrl")
+            and value != "system"
+            and not Path(value).is_file()
+        ]
 
     @property
     def host_key(self) -> str:
@@ -97,3 +112,24 @@ def world_readable(path: Path) -> bool:
         return bool(os.stat(path).st_mode & 0o004)
     except OSError:
         return False
+
+
+# The server notices a dead syncd within minutes, not hours (PostgreSQL settings).
+SERVER_KEEPALIVES = {
+    "tcp_keepalives_idle": "60",
+    "tcp_keepalives_interval": "10",
+    "tcp_keepalives_count": "6",
+}
+
+
+def enable_keepalive(conn) -> None:
+    """TCP keepalives from our side too, so a silently dropped link is noticed."""
+    transport = getattr(conn, "_transport", None)  # asyncpg has no public accessor
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 6)

@@ -297,6 +297,19 @@ class Cluster:
     ) -> str:
         return f"postgresql://{user}@{host or self.host}:{port or self.port}/{dbname}"
 
+    def socket_dsn(self, dbname: str = "postgres", user: str = "postgres") -> str:
+        """Over the Unix socket (trust there even when TCP asks for passwords)."""
+        return f"postgresql://{user}@/{dbname}?host={self.data_dir}&port={self.port}"
+
+    def install_file(self, name: str, content: bytes, mode: int = 0o600) -> Path:
+        """A file in the data directory, owned by the server (TLS keys and certificates)."""
+        path = self.data_dir / name
+        path.write_bytes(content)
+        path.chmod(mode)
+        if self.user is not None:
+            os.chown(path, self.user.pw_uid, self.user.pw_gid)
+        return path
+
     def psql_command(self, dbname: str = "postgres") -> list[str]:
         return [str(self.bin_dir / "psql"), "-X", "-q", self.dsn(dbname)]
 

@@ -114,7 +114,8 @@ def classify(exc: BaseException, side: str | None = None) -> Failure:
     if isinstance(exc, ssl.SSLError):
         return Failure(False, _one_line(f"TLS error: {exc.reason or exc}"), "tls", side)
     if isinstance(exc, TimeoutError):
-        return Failure(True, _one_line(str(exc) or "timed out"), "timeout", side)
+        text = str(exc) or (f"the {side} did not answer in time" if side else "timed out")
+        return Failure(True, _one_line(text), "timeout", side)
     if isinstance(exc, ConnectionRefusedError):
         return Failure(True, "connection refused", "connection", side)
     if isinstance(exc, OSError):

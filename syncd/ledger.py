@@ -217,6 +217,24 @@ async def abort_stale(conn: asyncpg.Connection, source_id: str, current_pass: in
     return int(status.split()[-1])
 
 
+async def abort_orphans(conn: asyncpg.Connection, source_id: str) -> int:
+    """Mark every `running` row of the source `aborted`: called holding its lock, at start."""
+    status = await conn.execute(
+        """
+        UPDATE syncd.ledger SET status = 'aborted', ended_at = clock_timestamp(),
+               error = coalesce(error, 'syncd stopped before this pass ended (crash or kill)')
+        WHERE source_id = $1 AND status = 'running'
+        """,
+        source_id,
+    )
+    return int(status.split()[-1])
+
+
+async def running_sources(conn: asyncpg.Connection) -> list[str]:
+    rows = await conn.fetch("SELECT DISTINCT source_id FROM syncd.ledger WHERE status = 'running'")
+    return [r[0] for r in rows]
+
+
 @dataclass(frozen=True, slots=True)
 class DatasetStatus:
     source_id: str

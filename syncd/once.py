@@ -17,7 +17,7 @@ from .destination import Destination
 from .errors import classify
 from .limits import Limits
 from .report import LiveProgress, status_table, summary
-from .sync import OK, Engine, Fanout, SourceLocks, SourceResult, sync_many
+from .sync import OK, Engine, Fanout, SourceLocks, SourceResult, sweep, sync_many
 
 log = logging.getLogger("syncd.once")
 
@@ -80,6 +80,10 @@ async def run_once(
     engine = Engine(config, destination, limits, locks, progress=Fanout(progress, metrics))
     if tracer is not None:
         engine.tracer = tracer
+    try:
+        await sweep(engine)
+    except Exception as exc:  # not fatal: each sync replaces its own staging anyway
+        log.warning("cleaning up after an interrupted run: %s", classify(exc).reason)
     results: list[SourceResult] = []
     try:
         async with anyio.create_task_group() as tg:

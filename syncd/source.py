@@ -9,7 +9,6 @@ municipal database; `default_transaction_read_only` is on for the session as a s
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -17,8 +16,8 @@ import asyncpg
 
 from . import sql
 from .config import Dataset, Source, Timeouts
-from .dsn import connect_password
-from .errors import FinalError
+from .dsn import SERVER_KEEPALIVES, connect_password, enable_keepalive
+from .errors import FinalError, RetryableError
 
 APPLICATION_NAME = "syncd"
 FIRST_USER_OID = 16384  # below: built-in types, whose binary format every server shares
@@ -89,34 +88,31 @@ class SourceSession:
     def __init__(self, source: Source, conn: asyncpg.Connection):
         self.source = source
         self.conn = conn
-        self._savepoint_open = False
+        self.timeouts = Timeouts()
 
     @classmethod
-    async def open(
-        cls,
-        source: Source,
-        timeouts: Timeouts,
-        *,
-        connect: Callable[..., Awaitable[asyncpg.Connection]] = asyncpg.connect,
-    ) -> SourceSession:
-        conn = await connect(
+    async def open(cls, source: Source, timeouts: Timeouts) -> SourceSession:
+        missing = source.dsn.missing_files()
+        if missing:
+            raise FinalError(f"cannot connect: {'; '.join(missing)}")
+        conn = await asyncpg.connect(
             source.dsn.raw,
             password=connect_password(source.password_file),
             timeout=timeouts.connect,
+            # no answer to a command for this long: the server or the link hangs
+            command_timeout=timeouts.idle_stream,
             statement_cache_size=0,  # every statement runs once per pass
             server_settings={
                 "application_name": APPLICATION_NAME,
                 "default_transaction_read_only": "on",
                 "statement_timeout": str(int(timeouts.statement * 1000)),
-                # the server notices a dead syncd within a few minutes, not hours
-                "tcp_keepalives_idle": "60",
-                "tcp_keepalives_interval": "10",
-                "tcp_keepalives_count": "6",
+                **SERVER_KEEPALIVES,
             },
         )
         session = cls(source, conn)
+        session.timeouts = timeouts
         try:
-            _enable_keepalive(conn)
+            enable_keepalive(conn)
             await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             for name, value in source.params:
                 # bound value, validated name: dataset queries read current_setting('syncd.<name>')
@@ -133,9 +129,18 @@ class SourceSession:
         return not self.conn.is_closed()
 
     async def describe(self, dataset: Dataset) -> Shape:
-        if dataset.table is not None:
-            return await self._describe_table(dataset)
-        return await self._describe_query(dataset)
+        try:
+            if dataset.table is not None:
+                return await self._describe_table(dataset)
+            return await self._describe_query(dataset)
+        except TimeoutError:
+            raise self._no_answer() from None
+
+    def _no_answer(self) -> RetryableError:
+        return RetryableError(
+            f"no answer from the source within timeouts.idle_stream "
+            f"({self.timeouts.idle_stream:g}s)"
+        )
 
     async def _describe_table(self, dataset: Dataset) -> Shape:
         generated = "AND a.attgenerated = ''" if self.conn.get_server_version().major >= 12 else ""
@@ -190,7 +195,21 @@ class SourceSession:
         return Shape(dataset.name, tuple(columns), None, dataset.query)
 
     async def copy_out(self, shape: Shape, sink: Sink) -> int:
-        """Stream the dataset as binary COPY into `sink`; returns the row count."""
+        """Stream the dataset as binary COPY into `sink`; returns the row count.
+
+        The server's statement_timeout bounds a COPY; our own timer (a little longer) is there
+        for when the server's cancel cannot reach us through a slow or stuck link."""
+        try:
+            return await self._copy_out(
+                shape, sink, self.timeouts.statement + self.timeouts.idle_stream
+            )
+        except TimeoutError:
+            raise RetryableError(
+                f"statement timeout on the source: the COPY ran past timeouts.statement "
+                f"({self.timeouts.statement:g}s)"
+            ) from None
+
+    async def _copy_out(self, shape: Shape, sink: Sink, timeout: float) -> int:
         if shape.table is not None:
             status = await self.conn.copy_from_table(
                 shape.table[1],
@@ -198,16 +217,22 @@ class SourceSession:
                 columns=shape.column_names,
                 output=sink,
                 format="binary",
+                timeout=timeout,
             )
         else:
             assert shape.query is not None
-            status = await self.conn.copy_from_query(shape.query, output=sink, format="binary")
+            status = await self.conn.copy_from_query(
+                shape.query, output=sink, format="binary", timeout=timeout
+            )
         return copy_row_count(status)
 
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
         """A failing dataset rolls back to here; the snapshot stays for the next dataset."""
-        await self.conn.execute("SAVEPOINT syncd_dataset")
+        try:
+            await self.conn.execute("SAVEPOINT syncd_dataset")
+        except TimeoutError:
+            raise self._no_answer() from None
         try:
             yield
         except BaseException:
@@ -215,7 +240,10 @@ class SourceSession:
                 with contextlib.suppress(Exception):
                     await self.conn.execute("ROLLBACK TO SAVEPOINT syncd_dataset")
             raise
-        await self.conn.execute("RELEASE SAVEPOINT syncd_dataset")
+        try:
+            await self.conn.execute("RELEASE SAVEPOINT syncd_dataset")
+        except TimeoutError:
+            raise self._no_answer() from None
 
     async def close(self) -> None:
         if self.alive:
@@ -238,16 +266,3 @@ def copy_row_count(status: str | None) -> int:
         return int(status.split()[-1])
     except (ValueError, IndexError):
         return 0
-
-
-def _enable_keepalive(conn: asyncpg.Connection) -> None:
-    """TCP keepalives from our side too, so a silently dropped link is noticed."""
-    transport = getattr(conn, "_transport", None)
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 6)

@@ -30,7 +30,7 @@ from opentelemetry.trace import SpanKind
 from . import ledger, telemetry
 from .config import Config, Dataset, Source
 from .destination import Destination, Target
-from .errors import Failure, classify
+from .errors import Failure, FinalError, classify
 from .limits import Limits
 from .source import SourceSession
 
@@ -135,13 +135,16 @@ class Fanout(Progress):
 class SourceLocks:
     """Session advisory locks on the destination: one syncd at a time per municipality.
 
-    Held on one dedicated connection, so they vanish with it when a syncd dies.
+    Held on one dedicated connection, so they vanish with it when a syncd dies. If that
+    connection drops while syncd lives, the locks are taken again on a new one; a source that
+    another instance grabbed in between is reported lost, and its sync does not swap.
     """
 
     def __init__(self, destination: Destination):
         self.destination = destination
         self._conn = None
         self._lock = anyio.Lock()
+        self._held: set[str] = set()
 
     @staticmethod
     def key(source_id: str) -> int:
@@ -150,22 +153,48 @@ class SourceLocks:
 
     async def _connection(self):
         if self._conn is None or self._conn.is_closed():
+            reconnecting = self._conn is not None
             self._conn = await self.destination.connect()
+            if reconnecting:
+                for source_id in sorted(self._held):
+                    if not await self._take(source_id):
+                        self._held.discard(source_id)
+                        log.error(
+                            "source %s: lost its lock while the destination connection was down",
+                            source_id,
+                            extra={"source": source_id},
+                        )
         return self._conn
+
+    async def _take(self, source_id: str) -> bool:
+        return bool(
+            await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", self.key(source_id))
+        )
 
     async def try_lock(self, source_id: str) -> bool:
         async with self._lock:
-            conn = await self._connection()
-            return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.key(source_id)))
+            await self._connection()
+            if await self._take(source_id):
+                self._held.add(source_id)
+                return True
+            return False
+
+    async def confirm(self, source_id: str) -> bool:
+        """Still ours? (Reconnects and re-takes the locks if their connection dropped.)"""
+        async with self._lock:
+            await self._connection()
+            return source_id in self._held
 
     async def unlock(self, source_id: str) -> None:
         async with self._lock:
+            self._held.discard(source_id)
             if self._conn is not None and not self._conn.is_closed():
                 await self._conn.execute("SELECT pg_advisory_unlock($1)", self.key(source_id))
 
     async def close(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
+            self._held.clear()
             try:
                 await conn.close(timeout=5)
             except Exception:
@@ -391,6 +420,14 @@ async def _open(
         return await SourceSession.open(source, engine.config.timeouts)
     except Exception as exc:
         failure = classify(exc, "source")
+        if isinstance(exc, TimeoutError):
+            failure = Failure(
+                True,
+                f"no answer from {source.dsn.host_key} within "
+                f"timeouts.connect ({engine.config.timeouts.connect:g}s)",
+                "timeout",
+                "source",
+            )
         for d in pending:
             result.datasets[d.name].attempts += 1
         raise _SessionLost(failure) from exc
@@ -528,6 +565,11 @@ async def _swap_attempts(
     while True:
         attempt += 1
         try:
+            if not await engine.locks.confirm(source.id):
+                raise FinalError(
+                    "lost this source's lock while the destination connection was "
+                    "down; not swapping what another instance may be syncing"
+                )
             async with engine.destination.acquire() as conn:
                 await engine.destination.swap(conn, targets)
         except Exception as exc:
@@ -555,9 +597,10 @@ async def _swap_attempts(
 
 
 async def _finish(engine: Engine, source: Source, result: SourceResult) -> None:
-    """Ledger rows final; staging of anything not swapped removed. Never raises."""
+    """Ledger rows final; staging of anything not swapped removed. Retried; never raises."""
     unfinished = [name for name, d in result.datasets.items() if d.status not in (OK, SKIPPED)]
-    try:
+
+    async def record() -> None:
         async with engine.destination.acquire() as conn:
             if unfinished:
                 await engine.destination.drop_staging(
@@ -567,12 +610,43 @@ async def _finish(engine: Engine, source: Source, result: SourceResult) -> None:
                 await ledger.finish_pass(
                     conn, result.pass_id, source.id, [d.entry() for d in result.datasets.values()]
                 )
+
+    try:
+        await _retrying(engine, record)
     except Exception as exc:
         log.error(
             "source %s: could not record the pass in the ledger: %s",
             source.id,
             classify(exc).reason,
+            extra={"source": source.id},
         )
+
+
+async def sweep(engine: Engine) -> tuple[int, int]:
+    """What a dead syncd left: staging tables and `running` ledger rows of sources no live
+    instance holds. Returns (tables dropped, ledger rows aborted)."""
+    async with engine.destination.acquire() as conn:
+        leftovers = await engine.destination.leftovers(conn)
+        running = await ledger.running_sources(conn)
+    dropped = aborted = 0
+    for source_id in sorted(set(leftovers) | set(running)):
+        if not await engine.locks.try_lock(source_id):
+            continue  # another instance is syncing it: those are its tables and rows
+        try:
+            async with engine.destination.acquire() as conn:
+                await engine.destination.drop_tables(conn, leftovers.get(source_id, []))
+                aborted += await ledger.abort_orphans(conn, source_id)
+            dropped += len(leftovers.get(source_id, []))
+        finally:
+            await engine.locks.unlock(source_id)
+    if dropped or aborted:
+        log.warning(
+            "cleaned up after an interrupted run: %d staging tables dropped, "
+            "%d ledger rows marked aborted",
+            dropped,
+            aborted,
+        )
+    return dropped, aborted
 
 
 async def sync_many(

@@ -1,0 +1,306 @@
+"""TLS (verify-full against our own CA, wrong CA and wrong host refused clearly) and secrets
+(passwords from DSN, password_file or PGPASSWORD; never in logs, status, metrics or traces).
+
+The server is Debian's PostgreSQL 15 (the wheel's server is built without OpenSSL), with
+`ssl=on`, scram-sha-256 passwords and `hostnossl ... reject`: a connection that is not TLS is
+refused, so a landed dataset proves the link was encrypted.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from urllib.parse import quote
+
+import asyncpg
+import pytest
+import trustme
+
+from syncd import config as config_module
+from syncd import embedded, pec, telemetry
+
+from conftest import TABLE_DATASETS
+from helpers import run_cli, run_pass
+
+SOURCE_PASSWORD = "senha-municipal-Ç7!"
+DEST_PASSWORD = "senha-analitica-9#x"
+EQUIPES = TABLE_DATASETS[3]
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+async def tls_cluster(pg_base: Path, ca: trustme.CA):
+    bin_dir = embedded.debian_bin_dir(15)
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL with OpenSSL here (Debian's postgresql-15)")
+    cluster = embedded.Cluster.create(
+        bin_dir,
+        pg_base / "tls",
+        settings={**embedded.FAST_SETTINGS, "listen_addresses": "127.0.0.1,127.0.0.2"},
+        hba=[
+            "local all all trust",
+            "hostnossl all all 0.0.0.0/0 reject",
+            "hostssl all all 127.0.0.0/8 scram-sha-256",
+        ],
+        start=False,
+    )
+    cert = ca.issue_cert("localhost", "127.0.0.1")  # not 127.0.0.2: the wrong-host case
+    cluster.install_file("server.crt", b"".join(b.bytes() for b in cert.cert_chain_pems), 0o644)
+    cluster.install_file("server.key", cert.private_key_pem.bytes(), 0o600)
+    cluster.configure(
+        ssl="on",
+        ssl_cert_file=str(cluster.data_dir / "server.crt"),
+        ssl_key_file=str(cluster.data_dir / "server.key"),
+    )
+    cluster.start()
+    admin = await asyncpg.connect(cluster.socket_dsn())
+    try:
+        await admin.execute(f"CREATE ROLE esus_leitura LOGIN PASSWORD '{SOURCE_PASSWORD}'")
+        await admin.execute(f"CREATE ROLE syncd LOGIN PASSWORD '{DEST_PASSWORD}'")
+        await admin.execute("CREATE DATABASE esus")
+        await admin.execute("CREATE DATABASE analytics OWNER syncd")
+        conn = await asyncpg.connect(cluster.socket_dsn("esus"))
+        try:
+            await pec.create_municipality(conn, pec.Municipality("351570", 50))
+            await conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO esus_leitura")
+        finally:
+            await conn.close()
+    finally:
+        await admin.close()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+async def fresh_analytics(tls_cluster):
+    admin = await asyncpg.connect(tls_cluster.socket_dsn())
+    await admin.execute("DROP DATABASE IF EXISTS analytics WITH (FORCE)")
+    await admin.execute("CREATE DATABASE analytics OWNER syncd")
+    await admin.close()
+    return tls_cluster
+
+
+def write(tmp_path: Path, document: dict) -> Path:
+    import yaml
+
+    path = tmp_path / "syncd.yaml"
+    path.write_text(yaml.safe_dump(document, allow_unicode=True))
+    path.chmod(0o600)
+    return path
+
+
+def tls(
+    cluster,
+    dbname: str,
+    user: str,
+    ca_file: Path,
+    host: str = "127.0.0.1",
+    password: str | None = None,
+) -> str:
+    auth = f"{user}:{quote(password, safe='')}" if password else user
+    return (
+        f"postgresql://{auth}@{host}:{cluster.port}/{dbname}"
+        f"?sslmode=verify-full&sslrootcert={ca_file}"
+    )
+
+
+async def test_verify_full_for_source_and_destination(fresh_analytics, ca, tmp_path):
+    cluster = fresh_analytics
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    secret = tmp_path / "351570.pass"
+    secret.write_text(SOURCE_PASSWORD + "\n")
+    secret.chmod(0o600)
+    path = write(
+        tmp_path,
+        {
+            "destination": {
+                "dsn": tls(cluster, "analytics", "syncd", ca_file, password=DEST_PASSWORD)
+            },
+            "sources": [
+                {
+                    "id": "351570",
+                    "dsn": tls(cluster, "esus", "esus_leitura", ca_file),
+                    "password_file": str(secret),
+                }
+            ],
+            "datasets": [EQUIPES],
+        },
+    )
+    config = config_module.load(path)
+    code, out, err = await run_pass(config)
+    assert code == 0, out + err
+    conn = await asyncpg.connect(cluster.socket_dsn("analytics"))
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM syncd_data.dim_equipe") > 0
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("fault", ["wrong_ca", "wrong_host"])
+async def test_wrong_ca_or_host_is_refused_clearly(fresh_analytics, ca, tmp_path, fault):
+    cluster = fresh_analytics
+    good_ca = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(good_ca))
+    ca_file, host = good_ca, "127.0.0.1"
+    if fault == "wrong_ca":
+        ca_file = tmp_path / "other-ca.pem"
+        trustme.CA().cert_pem.write_to_path(str(ca_file))
+        expected = "TLS certificate rejected: unable to get local issuer certificate"
+    else:
+        host = "127.0.0.2"
+        expected = "TLS certificate rejected: IP address mismatch"
+    # the source with the bad trust settings, the destination fine
+    path = write(
+        tmp_path,
+        {
+            "destination": {
+                "dsn": tls(cluster, "analytics", "syncd", good_ca, password=DEST_PASSWORD)
+            },
+            "sources": [
+                {
+                    "id": "351570",
+                    "dsn": tls(
+                        cluster, "esus", "esus_leitura", ca_file, host, password=SOURCE_PASSWORD
+                    ),
+                }
+            ],
+            "datasets": [EQUIPES],
+        },
+    )
+    result = run_cli("once", "--config", str(path))
+    assert result.returncode == 1
+    line = next(line for line in result.stdout.splitlines() if line.startswith("  351570 "))
+    assert expected in line, line
+    assert "Traceback" not in result.stderr
+    # the destination with the bad trust settings
+    path = write(
+        tmp_path,
+        {
+            "destination": {
+                "dsn": tls(cluster, "analytics", "syncd", ca_file, host, password=DEST_PASSWORD)
+            },
+            "sources": [
+                {
+                    "id": "351570",
+                    "dsn": tls(cluster, "esus", "esus_leitura", good_ca, password=SOURCE_PASSWORD),
+                }
+            ],
+            "datasets": [EQUIPES],
+        },
+    )
+    result = run_cli("once", "--config", str(path))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("destination postgresql://syncd:***@")
+    assert expected in result.stderr
+    for output in (result.stdout, result.stderr):
+        assert SOURCE_PASSWORD not in output and DEST_PASSWORD not in output
+
+
+async def test_passwords_never_shown(fresh_analytics, ca, tmp_path, monkeypatch):
+    """A wrong password, a right one from PGPASSWORD: the reasons are clear, no secret leaks into
+    the summary, the logs, the ledger, the spans, /status or /metrics."""
+    cluster = fresh_analytics
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    wrong = "errada-" + SOURCE_PASSWORD
+    path = write(
+        tmp_path,
+        {
+            "destination": {"dsn": tls(cluster, "analytics", "syncd", ca_file)},  # PGPASSWORD
+            "sources": [
+                {
+                    "id": "351570",
+                    "dsn": tls(cluster, "esus", "esus_leitura", ca_file, password=SOURCE_PASSWORD),
+                },
+                {
+                    "id": "355030",
+                    "dsn": tls(cluster, "esus", "esus_leitura", ca_file, password=wrong),
+                },
+            ],
+            "datasets": [EQUIPES],
+        },
+    )
+    result = run_cli(
+        "--log-level", "debug", "once", "--config", str(path), env={"PGPASSWORD": DEST_PASSWORD}
+    )
+    assert result.returncode == 1
+    assert (
+        '355030 dim_equipe: password authentication failed for user "esus_leitura"' in result.stdout
+    )
+    everything = result.stdout + result.stderr
+    conn = await asyncpg.connect(cluster.socket_dsn("analytics"))
+    try:
+        everything += json.dumps(
+            [dict(r) for r in await conn.fetch("SELECT * FROM syncd.ledger")], default=str
+        )
+    finally:
+        await conn.close()
+
+    # spans, in process
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from syncd.once import run_once
+
+    exporter = InMemorySpanExporter()
+    tel = telemetry.setup(install=False)
+    tel.provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setenv("PGPASSWORD", DEST_PASSWORD)
+    await run_once(config_module.load(path), io.StringIO(), io.StringIO(), tracer=tel.tracer)
+    everything += "".join(s.to_json() for s in exporter.get_finished_spans())
+    for secret in (SOURCE_PASSWORD, wrong, DEST_PASSWORD):
+        assert secret not in everything
+
+
+def test_check_config_never_prints_a_password(tmp_path):
+    path = tmp_path / "syncd.yaml"
+    dest_pw, source_pw = quote(DEST_PASSWORD, safe=""), quote(SOURCE_PASSWORD, safe="")
+    path.write_text(
+        "destination: {dsn: 'postgresql://syncd:" + dest_pw + "@db:5432/x?sslmode=require'}\n"
+        "sources: [{id: a, dsn: 'postgresql://u:"
+        + source_pw
+        + "@h/e?password="
+        + source_pw
+        + "'}]\n"
+        "datasets: [{name: d, table: t}]\nbogus: 1\n"
+    )
+    path.chmod(0o644)
+    result = run_cli("check-config", "--config", str(path))
+    assert result.returncode == 2
+    assert "bogus: unknown key" in result.stderr
+    for secret in (DEST_PASSWORD, SOURCE_PASSWORD, dest_pw, source_pw):
+        assert secret not in result.stdout + result.stderr
+    path.write_text(path.read_text().replace("bogus: 1\n", ""))
+    result = run_cli("check-config", "--config", str(path))
+    assert result.returncode == 0
+    assert "readable by every user" in result.stderr
+    for secret in (DEST_PASSWORD, SOURCE_PASSWORD, dest_pw, source_pw):
+        assert secret not in result.stdout + result.stderr
+
+
+def test_dsn_redaction():
+    from syncd.dsn import Dsn
+
+    dsn = Dsn.parse("postgresql://u:p%40ss@h:5433/db?sslmode=verify-full&password=x")
+    assert str(dsn) == "postgresql://u:***@h:5433/db?sslmode=verify-full&password=***"
+    assert "p%40ss" not in repr(dsn) and "p@ss" not in repr(dsn)
+    assert dsn.host_key == "h:5433" and dsn.database == "db" and dsn.user == "u"
+
+
+def test_missing_tls_file_is_named(tmp_path):
+    path = tmp_path / "syncd.yaml"
+    path.write_text(
+        f"destination: {{dsn: 'postgresql://s@127.0.0.1:{embedded.free_port()}/x'}}\n"
+        "sources: [{id: a, dsn: 'postgresql://u@127.0.0.1:1/e?sslmode=verify-full&"
+        "sslrootcert=/nao/existe.pem'}]\n"
+        "datasets: [{name: d, table: t}]\n"
+    )
+    result = run_cli("check-config", "--config", str(path))
+    assert result.returncode == 0
+    assert "sslrootcert /nao/existe.pem not found" in result.stderr
