@@ -12,7 +12,7 @@ import time
 
 from syncd import embedded
 
-from . import many, single_table, tracing
+from . import incremental, many, single_table, tracing
 from .common import BENCH_SETTINGS, ROOT, Clusters, table
 
 LISTA = str(ROOT / "config" / "listas" / "hipertensos.sql")
@@ -20,7 +20,7 @@ LISTA = str(ROOT / "config" / "listas" / "hipertensos.sql")
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--only", choices=["single", "many", "tracing"])
+    parser.add_argument("--only", choices=["single", "many", "tracing", "incremental"])
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--municipalities", type=int, default=650)
@@ -106,6 +106,30 @@ def main() -> None:
             ),
             f"runs: off {_list(r['off_s'])}; on {_list(r['on_s'])}; "
             f"{r['export_requests']} export requests received",
+        ]
+    if args.only in (None, "incremental"):
+        clusters = _clusters("syncd-bench-incremental-", source_fast=True)
+        try:
+            r = incremental.run(clusters, args.municipalities, 1000)
+        finally:
+            clusters.destroy()
+        results["incremental"] = r
+        lines += [
+            "",
+            f"(d) incremental: {r['municipalities']} municipalities x "
+            f"{r['rows_each']:,} consultations, then {r['new_rows_each']} new rows each (0.5%)",
+            table(
+                ["first full load", "incremental pass", "fraction"],
+                [
+                    [
+                        f"{r['full_s']:.1f} s",
+                        f"{r['incremental_s']:.1f} s",
+                        f"{r['fraction'] * 100:.0f}%",
+                    ]
+                ],
+            ),
+            f"incremental passes over {r['grid_municipalities']} municipalities:",
+            table(["case", "incremental pass"], [[k, f"{v:.2f} s"] for k, v in r["grid"].items()]),
         ]
     text = "\n".join(lines)
     print(text)

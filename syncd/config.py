@@ -25,6 +25,8 @@ LOWER_IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # A PEC table name: schema.table or table, plain identifiers (quoted when used).
 TABLE_NAME = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_$]{0,62}\.)?[A-Za-z_][A-Za-z0-9_$]{0,62}")
 PARAM_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
+COLUMN_PATH = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_$]{0,62}\.){1,2}[A-Za-z_][A-Za-z0-9_$]{0,62}")
 DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 WINDOW = re.compile(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})")
@@ -124,14 +126,57 @@ class Source:
 
 
 @dataclass(frozen=True, slots=True)
-class Dataset:
-    name: str
+class Variant:
+    """One way to read a dataset; `when_*` probes the source to choose it (PEC versions)."""
+
     table: str | None = None
     query: str | None = None
+    when_column: str | None = None  # schema.table.column that must exist
+    when_table: str | None = None  # schema.table that must exist
+
+    @property
+    def probe(self) -> str:
+        if self.when_column:
+            return f"column {self.when_column}"
+        if self.when_table:
+            return f"table {self.when_table}"
+        return "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Incremental:
+    """Move only rows past the stored watermark of `cursor`, upserted by `key`."""
+
+    cursor: str
+    key: tuple[str, ...]
+    lookback: int | None = None  # cursor units (ids) back from the watermark...
+    lookback_seconds: float | None = None  # ...or a duration (dates, timestamps, YYYYMMDD keys)
+    full_refresh_every: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    name: str
+    variants: tuple[Variant, ...]
+    incremental: Incremental | None = None
+
+    @property
+    def table(self) -> str | None:
+        return self.variants[0].table if len(self.variants) == 1 else None
+
+    @property
+    def query(self) -> str | None:
+        return self.variants[0].query if len(self.variants) == 1 else None
 
     @property
     def kind(self) -> str:
+        if len(self.variants) > 1:
+            return "variants"
         return "table" if self.table else "query"
+
+    @property
+    def mode(self) -> str:
+        return "incremental" if self.incremental else "snapshot"
 
 
 @dataclass(frozen=True, slots=True)
@@ -667,6 +712,32 @@ def _dataset(sec: _Section, base: Path) -> Dataset | None:
         pattern=LOWER_IDENT,
         what="a lowercase identifier (letters, digits, _; up to 63)",
     )
+    variants: list[Variant] = []
+    if sec.has("variants"):
+        for key in ("table", "query", "query_file"):
+            if sec.has(key):
+                sec.problem(key, "give either variants or one of table, query, query_file")
+        for vsec in _items(sec, "variants"):
+            variant = _variant(vsec, base, with_probe=True)
+            if variant is not None:
+                variants.append(variant)
+        if not variants and isinstance(sec.raw("variants"), list):
+            sec.problem("variants", "needs at least one variant")
+        defaults = [v for v in variants if v.probe == "default"]
+        if len(defaults) > 1:
+            sec.problem("variants", "only one variant may go without `when`")
+    else:
+        variant = _variant(sec, base, with_probe=False)
+        if variant is not None:
+            variants.append(variant)
+    incremental = _incremental(sec)
+    sec.check_unknown()
+    if name is None or not variants:
+        return None
+    return Dataset(name, tuple(variants), incremental)
+
+
+def _variant(sec: _Section, base: Path, *, with_probe: bool) -> Variant | None:
     table = sec.string(
         "table", pattern=TABLE_NAME, what="a table name like public.tb_fat_cidadao_pec"
     )
@@ -685,10 +756,64 @@ def _dataset(sec: _Section, base: Path) -> Dataset | None:
         query = clean_query(query)
         if not query:
             sec.problem("query" if sec.has("query") else "query_file", "is empty")
-    sec.check_unknown()
-    if name is None or (table is None and not query):
+    when_column = when_table = None
+    if with_probe and sec.raw("when") is not None:
+        wsec = sec.sub("when")
+        if wsec.is_mapping("column: schema.table.column, or table: schema.table"):
+            when_column = wsec.string(
+                "column",
+                pattern=COLUMN_PATH,
+                what="schema.table.column (like public.tb_fat_cidadao_pec.nu_celular)",
+            )
+            when_table = wsec.string("table", pattern=TABLE_NAME, what="a table name")
+            if (when_column is None) == (when_table is None):
+                wsec.problem(None, "needs exactly one of column, table")
+            wsec.check_unknown()
+    if with_probe:
+        sec.check_unknown()
+    if table is None and not query:
         return None
-    return Dataset(name, table, query)
+    return Variant(table, query, when_column, when_table)
+
+
+def _incremental(sec: _Section) -> Incremental | None:
+    mode = sec.string("mode", "snapshot")
+    if mode not in ("snapshot", "incremental"):
+        sec.problem("mode", f"{mode!r} is not snapshot or incremental")
+        return None
+    keys = ("cursor", "key", "lookback", "full_refresh_every")
+    if mode == "snapshot":
+        for key in keys:
+            if sec.has(key):
+                sec.problem(key, "only for mode: incremental")
+        return None
+    cursor = sec.string("cursor", required=True, pattern=COLUMN_NAME, what="a column name")
+    raw_key = sec.raw("key")
+    key: tuple[str, ...] = ()
+    if raw_key is None:
+        sec.problem("key", "is required (the row identity, one column or a list)")
+    else:
+        names = raw_key if isinstance(raw_key, list) else [raw_key]
+        if not names or not all(isinstance(n, str) and COLUMN_NAME.fullmatch(n) for n in names):
+            sec.problem("key", "must be a column name or a list of column names")
+        else:
+            key = tuple(names)
+    lookback = lookback_seconds = None
+    raw = sec.raw("lookback")
+    if isinstance(raw, bool) or (raw is not None and not isinstance(raw, (int, str))):
+        sec.problem("lookback", "must be a whole number (cursor units) or a duration like 3d")
+    elif isinstance(raw, int):
+        if raw < 0:
+            sec.problem("lookback", "must not be negative")
+        lookback = raw
+    elif raw is not None:
+        lookback_seconds = sec.duration("lookback", 0.0)
+    full_refresh = None
+    if sec.has("full_refresh_every"):
+        full_refresh = sec.duration("full_refresh_every", 0.0, minimum=1.0)
+    if cursor is None or not key:
+        return None
+    return Incremental(cursor, key, lookback, lookback_seconds, full_refresh)
 
 
 def _read_query_file(sec: _Section, path: Path) -> str | None:

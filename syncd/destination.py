@@ -14,7 +14,8 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 
 import asyncpg
 
@@ -42,6 +43,16 @@ WHERE n.nspname = $1 AND c.relkind = 'r' AND NOT c.relispartition
   AND c.relname LIKE '%\_\_staging'
 """
 _MARKER = re.compile(r"syncd staging: source=(\w+) dataset=(\w+)")
+
+_MISSING_COLUMNS_SQL = """
+SELECT a.attname::text AS name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type
+FROM pg_catalog.pg_attribute a
+WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute s
+                  WHERE s.attrelid = $2::text::regclass AND s.attname = a.attname
+                    AND s.attnum > 0 AND NOT s.attisdropped)
+ORDER BY a.attnum
+"""
 
 _PARENT_SQL = """
 SELECT c.oid::int AS oid, c.relkind::text AS relkind,
@@ -76,6 +87,10 @@ class Target:
     dataset: str
     source_id: str
     columns: tuple[str, ...]  # what the source sends, in order
+    mode: str = "snapshot"  # snapshot | full_refresh | incremental
+    key: tuple[str, ...] = ()  # incremental datasets: the row identity (a unique index)
+    cursor: str | None = None
+    watermark: str | None = None  # incremental datasets: stored with the rows
 
     @property
     def partition(self) -> str:
@@ -263,8 +278,120 @@ class Destination:
                 f"COMMENT ON TABLE {staging} IS {marker}"
             )
             transfer = await pipe(copy_out, copy_in, idle_timeout=idle_timeout, on_bytes=on_bytes)
+            if target.key:  # incremental datasets upsert by key into this partition later
+                await self._unique_key(conn, staging, target, long)
             await conn.execute(f"ANALYZE {staging}", timeout=long)
         return transfer
+
+    async def _unique_key(
+        self, conn: asyncpg.Connection, table: str, target: Target, timeout: float
+    ) -> None:
+        columns = ", ".join(sql.ident(k) for k in target.key)
+        try:
+            await conn.execute(f"CREATE UNIQUE INDEX ON {table} ({columns})", timeout=timeout)
+        except asyncpg.UniqueViolationError:
+            raise FinalError(
+                f"key ({', '.join(target.key)}) is not unique at the source; an incremental "
+                "dataset needs a key that identifies each row"
+            ) from None
+
+    async def watermark(
+        self, conn: asyncpg.Connection, target: Target
+    ) -> tuple[str | None, datetime | None] | None:
+        """(watermark, last full refresh) of an incremental dataset, if its partition is there."""
+        row = await conn.fetchrow(
+            """
+            SELECT w.watermark, w.full_refresh_at FROM syncd.watermarks w
+            WHERE w.source_id = $1 AND w.dataset = $2 AND to_regclass($3) IS NOT NULL
+            """,
+            target.source_id,
+            target.dataset,
+            sql.qualified(self.schema, target.partition),
+        )
+        return (row["watermark"], row["full_refresh_at"]) if row else None
+
+    async def upsert(
+        self,
+        conn: asyncpg.Connection,
+        target: Target,
+        copy_out: CopyOut,
+        *,
+        cap: str,
+        idle_timeout: float,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> tuple[Transfer, str | None]:
+        """The rows of an incremental window: upserted by key into the municipality's partition,
+        with the new watermark (the highest cursor among them that `cap` admits, else the old
+        one), in one transaction. A crash leaves both as they were. Returns the watermark."""
+        columns = list(self._columns.get(target.dataset) or target.columns)
+        if self.source_column not in columns:
+            columns.append(self.source_column)
+        key = sql.ident(self.source_column)
+        long = self.timeouts.statement + 2 * self.timeouts.idle_stream
+
+        async def copy_in(chunks: AsyncIterable[bytes]) -> int:
+            status = await conn.copy_to_table(
+                "syncd_delta",
+                columns=list(target.columns),
+                source=chunks,
+                format="binary",
+                timeout=long,
+            )
+            return copy_row_count(status)
+
+        names = ", ".join(sql.ident(c) for c in columns)
+        updates = ", ".join(
+            f"{sql.ident(c)} = excluded.{sql.ident(c)}"
+            for c in columns
+            if c not in target.key and c != self.source_column
+        )
+        conflict = ", ".join(sql.ident(k) for k in target.key)
+        action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+        async with conn.transaction():
+            await conn.execute(
+                f"SET LOCAL lock_timeout = {int(self.timeouts.lock * 1000)};"
+                f"CREATE TEMP TABLE syncd_delta (LIKE {self.parent(target.dataset)} "
+                f"INCLUDING DEFAULTS) ON COMMIT DROP;"
+                f"ALTER TABLE syncd_delta ALTER COLUMN {key} SET DEFAULT "
+                f"{sql.literal(target.source_id)}"
+            )
+            transfer = await pipe(copy_out, copy_in, idle_timeout=idle_timeout, on_bytes=on_bytes)
+            try:
+                partition = sql.qualified(self.schema, target.partition)
+                insert = f"INSERT INTO {partition} ({names}) SELECT {names} FROM syncd_delta"  # noqa: S608
+                await conn.execute(f"{insert} ON CONFLICT ({conflict}) {action}", timeout=long)
+            except asyncpg.CardinalityViolationError:
+                raise FinalError(
+                    f"key ({', '.join(target.key)}) is not unique among the new rows"
+                ) from None
+            top = await conn.fetchval(
+                f"SELECT max(syncd_q.{sql.ident(target.cursor)})::text "  # noqa: S608
+                f"FROM syncd_delta AS syncd_q WHERE {cap}"
+            )
+            target = replace(target, watermark=top or target.watermark)
+            await self._store_watermark(conn, target, full=False)
+        return transfer, target.watermark
+
+    async def _store_watermark(
+        self, conn: asyncpg.Connection, target: Target, *, full: bool
+    ) -> None:
+        await conn.execute(
+            """
+            INSERT INTO syncd.watermarks AS w (source_id, dataset, cursor, watermark,
+                                               full_refresh_at, updated_at)
+            VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END, now())
+            ON CONFLICT (source_id, dataset) DO UPDATE
+            SET cursor = excluded.cursor,
+                watermark = coalesce(excluded.watermark, CASE WHEN NOT $5 THEN w.watermark END),
+                full_refresh_at = CASE WHEN $5 THEN now() ELSE w.full_refresh_at END,
+                updated_at = now()
+            """,
+            target.source_id,
+            target.dataset,
+            target.cursor,
+            target.watermark,
+            full,
+        )
 
     async def swap(self, conn: asyncpg.Connection, targets: Sequence[Target]) -> None:
         """Replace each target's partition by its staging table, all in one short transaction."""
@@ -279,6 +406,12 @@ class Destination:
                 if old is not None:
                     statements.append(f"DROP TABLE {sql.qualified(old['schema'], old['name'])}")
                 partition = sql.qualified(self.schema, target.partition)
+                staging = sql.qualified(self.schema, target.staging)
+                # columns another municipality (a newer PEC) added while this one was loading
+                for row in await conn.fetch(_MISSING_COLUMNS_SQL, parent, staging):
+                    statements.append(
+                        f"ALTER TABLE {staging} ADD COLUMN {sql.ident(row['name'])} {row['type']}"
+                    )
                 statements += [
                     f"DROP TABLE IF EXISTS {partition}",
                     f"ALTER TABLE {sql.qualified(self.schema, target.staging)} "
@@ -286,6 +419,8 @@ class Destination:
                     f"ALTER TABLE {parent} ATTACH PARTITION {partition} {bound}",
                 ]
                 await conn.execute(";".join(statements))
+                if target.mode == "full_refresh":  # the rows and their watermark, together
+                    await self._store_watermark(conn, target, full=True)
 
     async def leftovers(self, conn: asyncpg.Connection) -> dict[str, list[str]]:
         """Staging tables in the data schema, by the source that made them (crash leftovers)."""

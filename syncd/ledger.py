@@ -77,6 +77,23 @@ MIGRATIONS: list[str] = [
     COMMENT ON VIEW syncd.freshness IS
         'Per municipality and dataset: last success and state (ok, late > 48 h, critical > 72 h, never)';
     """,
+    # 3: incremental datasets
+    """
+    ALTER TABLE syncd.ledger ADD COLUMN mode text, ADD COLUMN watermark text;
+    COMMENT ON COLUMN syncd.ledger.mode IS 'snapshot, full_refresh or incremental';
+    COMMENT ON COLUMN syncd.ledger.watermark IS 'incremental datasets: the watermark after the pass';
+    CREATE TABLE syncd.watermarks (
+        source_id       text NOT NULL,
+        dataset         text NOT NULL,
+        cursor          text,
+        watermark       text,
+        full_refresh_at timestamptz,
+        updated_at      timestamptz NOT NULL,
+        PRIMARY KEY (source_id, dataset)
+    );
+    COMMENT ON TABLE syncd.watermarks IS
+        'Incremental datasets: how far each source has been read, and its last full refresh';
+    """,
 ]
 
 
@@ -132,6 +149,8 @@ class Entry:
     bytes: int | None
     attempts: int
     error: str | None
+    mode: str | None = None
+    watermark: str | None = None
 
 
 async def finish_pass(
@@ -150,10 +169,11 @@ async def _update_ledger(
         UPDATE syncd.ledger AS l
         SET status = e.status, started_at = coalesce(e.started_at, l.started_at),
             ended_at = coalesce(e.ended_at, clock_timestamp()), rows = e.rows, bytes = e.bytes,
-            attempts = e.attempts, error = e.error
+            attempts = e.attempts, error = e.error, mode = e.mode, watermark = e.watermark
         FROM unnest($3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::bigint[],
-                    $8::bigint[], $9::integer[], $10::text[])
-             AS e(dataset, status, started_at, ended_at, rows, bytes, attempts, error)
+                    $8::bigint[], $9::integer[], $10::text[], $11::text[], $12::text[])
+             AS e(dataset, status, started_at, ended_at, rows, bytes, attempts, error, mode,
+                  watermark)
         WHERE l.pass_id = $1 AND l.source_id = $2 AND l.dataset = e.dataset
         """,
         pass_id,
@@ -166,6 +186,8 @@ async def _update_ledger(
         [e.bytes for e in entries],
         [e.attempts for e in entries],
         [e.error for e in entries],
+        [e.mode for e in entries],
+        [e.watermark for e in entries],
     )
 
 

@@ -64,7 +64,8 @@ CREATE TABLE tb_fat_cidadao_pec (
     nu_latitude double precision,
     ds_observacao text,
     dt_atualizacao timestamp,
-    dt_atualizacao_tz timestamptz
+    dt_atualizacao_tz timestamptz,
+    co_dim_municipio bigint
 );
 CREATE TABLE tb_fat_atendimento_individual (
     co_seq_fat_atd_ind bigint PRIMARY KEY,
@@ -86,12 +87,20 @@ CREATE TABLE tb_fat_atendimento_individual (
     dt_inicial_atendimento timestamp,
     dt_final_atendimento timestamptz,
     nu_uuid_ficha varchar(44),
-    ds_observacao text
+    ds_observacao text,
+    co_dim_municipio bigint
 );
 CREATE INDEX ON tb_fat_atendimento_individual (co_fat_cidadao_pec);
+CREATE TABLE tb_dim_municipio (
+    co_seq_dim_municipio bigint PRIMARY KEY,
+    co_ibge varchar(7),
+    no_municipio varchar(255),
+    sg_uf varchar(2)
+);
 """
 
 PEC_TABLES = (
+    "tb_dim_municipio",
     "tb_dim_tempo",
     "tb_dim_unidade_saude",
     "tb_dim_equipe",
@@ -137,6 +146,7 @@ class Municipality:
 
     id: str
     citizens: int
+    version: int = 1  # 2: nu_telefone_celular renamed nu_celular, no_mae_cidadao added
 
     @property
     def seed(self) -> float:
@@ -153,28 +163,58 @@ def municipality_ids(count: int, start: int = 0) -> list[str]:
     return [str(110000 + (start + i) * 137 % 890000) for i in range(count)]
 
 
-async def create_schema(conn: asyncpg.Connection) -> None:
+async def create_schema(conn: asyncpg.Connection, version: int = 1) -> None:
     await conn.execute(SCHEMA_SQL)
+    if version >= 2:  # a newer PEC: one column renamed, one added
+        await conn.execute(
+            "ALTER TABLE tb_fat_cidadao_pec RENAME COLUMN nu_telefone_celular TO nu_celular;"
+            "ALTER TABLE tb_fat_cidadao_pec ADD COLUMN no_mae_cidadao varchar(500)"
+        )
 
 
 async def fill(conn: asyncpg.Connection, municipality: Municipality) -> None:
-    """Generate the rows of every PEC table. Deterministic for (id, citizens)."""
+    """Generate the rows of every PEC table. Deterministic for (id, citizens, version)."""
     n = max(municipality.citizens, 1)
     units = max(2, n // 800)
     teams = max(3, n // 300)
     async with conn.transaction():
         await conn.execute("SELECT setseed($1)", municipality.seed)
+        await conn.execute(
+            "INSERT INTO tb_dim_municipio VALUES (1, $1, $2, 'SP')",
+            municipality.id,
+            f"Município {municipality.id}",
+        )
         await conn.execute(_TEMPO_SQL)
         await conn.execute(_UNIDADE_SQL, units, municipality.id)
         await conn.execute(_EQUIPE_SQL, teams, units)
         await conn.execute(_CIDADAO_SQL, n, teams, units)
-        await conn.execute(_ATENDIMENTO_SQL, n * 3, n, teams, units)
+        await conn.execute(_ATENDIMENTO_SQL, n * 3, n, teams, units, 1)
+        if municipality.version >= 2:
+            await conn.execute(
+                "UPDATE tb_fat_cidadao_pec SET no_mae_cidadao = 'Mãe de ' || no_cidadao "
+                "WHERE co_seq_fat_cidadao_pec % 3 = 0"
+            )
     await conn.execute("ANALYZE")
 
 
 async def create_municipality(conn: asyncpg.Connection, municipality: Municipality) -> None:
-    await create_schema(conn)
+    await create_schema(conn, municipality.version)
     await fill(conn, municipality)
+
+
+async def append_atendimentos(
+    conn: asyncpg.Connection, municipality: Municipality, count: int
+) -> tuple[int, int]:
+    """New consultations after the last one (ids max+1..max+count), as a day's work brings.
+    Deterministic for (municipality, the ids). Returns the first and last new id."""
+    n = max(municipality.citizens, 1)
+    async with conn.transaction():
+        first = await conn.fetchval(
+            "SELECT coalesce(max(co_seq_fat_atd_ind), 0) + 1 FROM tb_fat_atendimento_individual"
+        )
+        await conn.execute("SELECT setseed($1)", (municipality.seed + first % 1000 / 1000) % 1)
+        await conn.execute(_ATENDIMENTO_SQL, count, n, max(3, n // 300), max(2, n // 800), first)
+    return first, first + count - 1
 
 
 _TEMPO_SQL = """
@@ -209,7 +249,7 @@ FROM generate_series(1, $1::int) AS e
 
 _CIDADAO_SQL = rf"""
 WITH awkward AS ({AWKWARD_SQL})
-INSERT INTO tb_fat_cidadao_pec
+INSERT INTO tb_fat_cidadao_pec  -- by position: a version 2 PEC renames one column, adds one last
 SELECT g,
        1000000 + g,
        coalesce(left(a.txt, 500),
@@ -241,7 +281,8 @@ SELECT g,
        CASE WHEN a.n IS NOT NULL THEN a.ts
             ELSE TIMESTAMP '2020-01-01' + random() * INTERVAL '2000 days' END,
        CASE WHEN a.n IS NOT NULL THEN a.tstz
-            ELSE TIMESTAMPTZ '2020-01-01Z' + random() * INTERVAL '2000 days' END
+            ELSE TIMESTAMPTZ '2020-01-01Z' + random() * INTERVAL '2000 days' END,
+       1
 FROM generate_series(1, $1::int) AS g
 LEFT JOIN awkward a ON a.n = g
 ORDER BY g
@@ -282,8 +323,9 @@ SELECT g,
             ELSE TIMESTAMPTZ '2019-01-01Z' + random() * INTERVAL '2800 days' END,
        CASE WHEN a.n IS NOT NULL THEN left(a.txt, 44)
             ELSE md5(g::text || $2::text) END,
-       CASE WHEN a.n IS NOT NULL THEN a.txt WHEN random() < 0.05 THEN 'Retorno em 30 dias' END
-FROM generate_series(1, $1::int) AS g
+       CASE WHEN a.n IS NOT NULL THEN a.txt WHEN random() < 0.05 THEN 'Retorno em 30 dias' END,
+       1
+FROM generate_series($5::int, $5::int + $1::int - 1) AS g
 LEFT JOIN awkward a ON a.n = g
 ORDER BY g
 """  # noqa: S608 - constant SQL, no input

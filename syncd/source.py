@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import asyncpg
 
 from . import sql
-from .config import Dataset, Source, Timeouts
+from .config import Dataset, Source, Timeouts, Variant
 from .dsn import SERVER_KEEPALIVES, connect_password, enable_keepalive
 from .errors import FinalError, RetryableError
+from .incremental import Window
 
 APPLICATION_NAME = "syncd"
 FIRST_USER_OID = 16384  # below: built-in types, whose binary format every server shares
@@ -39,10 +40,26 @@ class Shape:
     columns: tuple[Column, ...]
     table: tuple[str, str] | None  # (schema, name) when COPY can read the table directly
     query: str | None  # otherwise: the query COPY wraps
+    variant: str = "default"  # which variant's probe chose this reading
 
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    @property
+    def select(self) -> str:
+        """A SELECT of every column, to wrap (incremental windows, watermarks)."""
+        if self.table is None:
+            assert self.query is not None
+            return self.query
+        columns = ", ".join(sql.ident(c.name) for c in self.columns)
+        return f"SELECT {columns} FROM {sql.qualified(*self.table)}"  # noqa: S608
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise FinalError(f"column {name!r} is not in the dataset on this source")
 
 
 _TABLE_COLUMNS_SQL = """
@@ -57,6 +74,17 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
 WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped {generated}
 ORDER BY a.attnum
+"""
+
+_EXISTS_SQL = """
+SELECT EXISTS (
+    SELECT 1 FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN pg_catalog.pg_attribute a
+           ON a.attrelid = c.oid AND a.attname = $3 AND a.attnum > 0 AND NOT a.attisdropped
+    WHERE c.relname = $2
+      AND (n.nspname = $1 OR ($1 IS NULL AND n.nspname = ANY (current_schemas(false))))
+      AND ($3 IS NULL OR a.attname IS NOT NULL))
 """
 
 _TYPES_SQL = """
@@ -129,12 +157,44 @@ class SourceSession:
         return not self.conn.is_closed()
 
     async def describe(self, dataset: Dataset) -> Shape:
+        """How this source provides the dataset: the variant its probes choose, and the columns."""
         try:
-            if dataset.table is not None:
-                return await self._describe_table(dataset)
-            return await self._describe_query(dataset)
+            variant = await self._choose(dataset)
+            if variant.table is not None:
+                shape = await self._describe_table(dataset.name, variant.table)
+            else:
+                assert variant.query is not None
+                shape = await self._describe_query(dataset.name, variant.query)
         except TimeoutError:
             raise self._no_answer() from None
+        return replace(shape, variant=variant.probe)
+
+    async def _choose(self, dataset: Dataset) -> Variant:
+        if len(dataset.variants) == 1 and dataset.variants[0].probe == "default":
+            return dataset.variants[0]
+        default = None
+        for variant in dataset.variants:
+            if variant.when_column is not None:
+                *table, column = variant.when_column.split(".")
+                if await self._exists(".".join(table), column):
+                    return variant
+            elif variant.when_table is not None:
+                if await self._exists(variant.when_table, None):
+                    return variant
+            else:
+                default = variant
+        if default is None:
+            probes = ", ".join(v.probe for v in dataset.variants)
+            raise FinalError(f"no variant fits this source (none of: {probes})")
+        return default
+
+    async def _exists(self, table: str, column: str | None) -> bool:
+        schema, _, name = table.lower().rpartition(".")
+        return bool(
+            await self.conn.fetchval(
+                _EXISTS_SQL, schema or None, name, column.lower() if column else None
+            )
+        )
 
     def _no_answer(self) -> RetryableError:
         return RetryableError(
@@ -142,13 +202,13 @@ class SourceSession:
             f"({self.timeouts.idle_stream:g}s)"
         )
 
-    async def _describe_table(self, dataset: Dataset) -> Shape:
+    async def _describe_table(self, dataset: str, table: str) -> Shape:
         generated = "AND a.attgenerated = ''" if self.conn.get_server_version().major >= 12 else ""
         rows = await self.conn.fetch(
-            _TABLE_COLUMNS_SQL.format(generated=generated), sql.table_ref(dataset.table)
+            _TABLE_COLUMNS_SQL.format(generated=generated), sql.table_ref(table)
         )
         if not rows:
-            raise FinalError(f"table {dataset.table} has no columns")
+            raise FinalError(f"table {table} has no columns")
         columns = tuple(
             Column(
                 r["name"],
@@ -159,16 +219,14 @@ class SourceSession:
             for r in rows
         )
         relkind, schema, relname = rows[0]["relkind"], rows[0]["schema"], rows[0]["relname"]
+        shape = Shape(dataset, columns, (schema, relname), None)
         if relkind == "r":
-            return Shape(dataset.name, columns, (schema, relname), None)
+            return shape
         # views, materialized views, partitioned and foreign tables: COPY needs a SELECT
-        select = ", ".join(sql.ident(c.name) for c in columns)
-        query = f"SELECT {select} FROM {sql.qualified(schema, relname)}"  # noqa: S608
-        return Shape(dataset.name, columns, None, query)
+        return Shape(dataset, columns, None, shape.select)
 
-    async def _describe_query(self, dataset: Dataset) -> Shape:
-        assert dataset.query is not None
-        stmt = await self.conn.prepare(dataset.query)
+    async def _describe_query(self, dataset: str, query: str) -> Shape:
+        stmt = await self.conn.prepare(query)
         attributes = stmt.get_attributes()
         if not attributes:
             raise FinalError("the query returns no columns")
@@ -192,13 +250,21 @@ class SourceSession:
                     ),
                 )
             )
-        return Shape(dataset.name, tuple(columns), None, dataset.query)
+        return Shape(dataset, tuple(columns), None, query)
 
-    async def copy_out(self, shape: Shape, sink: Sink) -> int:
-        """Stream the dataset as binary COPY into `sink`; returns the row count.
+    async def copy_out(self, shape: Shape, sink: Sink, window: Window | None = None) -> int:
+        """Stream the dataset (or the rows of an incremental window) as binary COPY into `sink`;
+        returns the row count.
 
         The server's statement_timeout bounds a COPY; our own timer (a little longer) is there
         for when the server's cancel cannot reach us through a slow or stuck link."""
+        if window is not None:
+            await self._settings(window.settings)
+            shape = replace(
+                shape,
+                table=None,
+                query=f"SELECT * FROM ({shape.select}) AS syncd_q WHERE {window.predicate}",  # noqa: S608
+            )
         try:
             return await self._copy_out(
                 shape, sink, self.timeouts.statement + self.timeouts.idle_stream
@@ -225,6 +291,21 @@ class SourceSession:
                 shape.query, output=sink, format="binary", timeout=timeout
             )
         return copy_row_count(status)
+
+    async def max_cursor(
+        self, shape: Shape, cursor: str, condition: str, settings: tuple[tuple[str, str], ...] = ()
+    ) -> str | None:
+        """The highest cursor value among the rows `condition` admits, as text (same snapshot)."""
+        await self._settings(settings)
+        column = f"syncd_q.{sql.ident(cursor)}"
+        return await self.conn.fetchval(
+            f"SELECT max({column})::text FROM ({shape.select}) AS syncd_q WHERE {condition}",  # noqa: S608
+            timeout=self.timeouts.statement + self.timeouts.idle_stream,
+        )
+
+    async def _settings(self, settings: tuple[tuple[str, str], ...]) -> None:
+        for name, value in settings:  # names are ours, values bound
+            await self.conn.execute("SELECT pg_catalog.set_config($1, $2, true)", name, value)
 
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:

@@ -18,7 +18,7 @@ import hashlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 
@@ -27,8 +27,9 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from . import ledger, telemetry
+from . import incremental, ledger, telemetry
 from .config import Config, Dataset, Source
+from .copy import Transfer
 from .destination import Destination, Target
 from .errors import Failure, FinalError, classify
 from .limits import Limits
@@ -53,6 +54,8 @@ class DatasetResult:
     error: str | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    mode: str | None = None  # snapshot | full_refresh | incremental
+    watermark: str | None = None
 
     def fail(self, reason: str, status: str = FAILED) -> None:
         self.status, self.error, self.ended_at = status, reason, now()
@@ -68,6 +71,8 @@ class DatasetResult:
             self.bytes if self.status == OK else None,
             self.attempts,
             self.error,
+            self.mode,
+            self.watermark if self.status == OK else None,
         )
 
 
@@ -381,7 +386,7 @@ async def _sync(
                         target = await _copy_dataset(
                             engine, session, source, dataset, result.datasets[dataset.name]
                         )
-                        if target is not None:
+                        if target is not None and target.mode != "incremental":
                             loaded[dataset.name] = target
                 finally:
                     await session.close()
@@ -464,7 +469,7 @@ async def _copy_attempts(
     res: DatasetResult,
     span: trace.Span,
 ) -> Target | None:
-    timeouts, retry = engine.config.timeouts, engine.config.retry
+    retry = engine.config.retry
     fields = {"source": source.id, "dataset": dataset.name}
     while True:
         res.attempts += 1
@@ -474,24 +479,7 @@ async def _copy_attempts(
                 shape = await session.describe(dataset)
                 async with engine.limits.writers, engine.destination.acquire() as conn:
                     target = await engine.destination.prepare(conn, shape, source.id)
-                    with engine.tracer.start_as_current_span(
-                        f"COPY {engine.destination.schema}.{target.staging}",
-                        kind=SpanKind.CLIENT,
-                        attributes=telemetry.db_attributes(
-                            engine.destination.settings.dsn,
-                            "COPY",
-                            f"{engine.destination.schema}.{target.staging}",
-                        ),
-                        record_exception=False,
-                        set_status_on_exception=False,
-                    ):
-                        transfer = await engine.destination.load(
-                            conn,
-                            target,
-                            partial(session.copy_out, shape),
-                            idle_timeout=timeouts.idle_stream,
-                            on_bytes=engine.progress.bytes_moved,
-                        )
+                    target, transfer = await _land(engine, conn, session, shape, dataset, target)
         except Exception as exc:
             failure = classify(exc)
             if failure.code == "IdleStreamTimeout" or not session.alive:
@@ -525,7 +513,19 @@ async def _copy_attempts(
             )
             res.fail(failure.reason)
             return None
-        res.status, res.rows, res.bytes = "loaded", transfer.rows, transfer.bytes
+        res.rows, res.bytes, res.mode, res.watermark = (
+            transfer.rows,
+            transfer.bytes,
+            target.mode,
+            target.watermark,
+        )
+        # an incremental window is committed already; everything else waits for the swap
+        res.status = OK if target.mode == "incremental" else "loaded"
+        if res.status == OK:
+            res.ended_at = now()
+        span.set_attribute("syncd.mode", target.mode)
+        if target.watermark is not None:
+            span.set_attribute("syncd.watermark", target.watermark)
         log.info(
             "source %s dataset %s: %d rows, %d bytes in %.2fs",
             source.id,
@@ -541,6 +541,61 @@ async def _copy_attempts(
             },
         )
         return target
+
+
+async def _land(
+    engine: Engine, conn, session: SourceSession, shape, dataset: Dataset, target: Target
+) -> tuple[Target, Transfer]:
+    """Into staging (snapshots, full refreshes) or upserted at once (incremental windows)."""
+    destination, timeouts = engine.destination, engine.config.timeouts
+    spec = dataset.incremental
+    window = None
+    if spec is not None:
+        cursor_type = shape.column(spec.cursor).type
+        for column in spec.key:
+            shape.column(column)
+        state = await destination.watermark(conn, target)
+        target = replace(target, key=spec.key, cursor=spec.cursor)
+        if state is None or state[0] is None or incremental.refresh_due(spec, state[1], now()):
+            top = await session.max_cursor(
+                shape, spec.cursor, incremental.full_cap(spec, cursor_type)
+            )
+            target = replace(target, mode="full_refresh", watermark=top)
+        else:
+            window = incremental.window(spec, cursor_type, state[0])
+            target = replace(target, mode="incremental", watermark=state[0])
+            if not await engine.locks.confirm(target.source_id):
+                raise FinalError(
+                    "lost this source's lock; not writing what another instance may be syncing"
+                )
+    into = target.partition if window is not None else target.staging
+    where = f"{destination.schema}.{into}"
+    with engine.tracer.start_as_current_span(
+        f"COPY {where}",
+        kind=SpanKind.CLIENT,
+        attributes=telemetry.db_attributes(destination.settings.dsn, "COPY", where),
+        record_exception=False,
+        set_status_on_exception=False,
+    ):
+        if window is None:
+            transfer = await destination.load(
+                conn,
+                target,
+                partial(session.copy_out, shape),
+                idle_timeout=timeouts.idle_stream,
+                on_bytes=engine.progress.bytes_moved,
+            )
+        else:
+            transfer, watermark = await destination.upsert(
+                conn,
+                target,
+                partial(session.copy_out, shape, window=window),
+                cap=window.cap,
+                idle_timeout=timeouts.idle_stream,
+                on_bytes=engine.progress.bytes_moved,
+            )
+            target = replace(target, watermark=watermark)
+    return target, transfer
 
 
 async def _swap(

@@ -89,6 +89,11 @@ class SourceDb:
     dbname: str
     cluster: embedded.Cluster
     citizens: int
+    version: int = 1
+
+    @property
+    def municipality(self) -> pec.Municipality:
+        return pec.Municipality(self.id, self.citizens, self.version)
 
     @property
     def dsn(self) -> str:
@@ -106,11 +111,13 @@ class Templates:
     """Generated municipalities, one template database each, per cluster."""
 
     def __init__(self) -> None:
-        self._made: set[tuple[int, str, int]] = set()
+        self._made: set[tuple[int, str, int, int]] = set()
 
-    async def ensure(self, cluster: embedded.Cluster, municipality_id: str, citizens: int) -> str:
-        name = f"tpl_{municipality_id}_{citizens}"
-        key = (cluster.port, municipality_id, citizens)
+    async def ensure(
+        self, cluster: embedded.Cluster, municipality_id: str, citizens: int, version: int = 1
+    ) -> str:
+        name = f"tpl_{municipality_id}_{citizens}_v{version}"
+        key = (cluster.port, municipality_id, citizens, version)
         if key in self._made:
             return name
         admin = await asyncpg.connect(cluster.dsn())
@@ -122,7 +129,9 @@ class Templates:
                 await admin.execute(f'CREATE DATABASE "{name}"')
                 conn = await asyncpg.connect(cluster.dsn(name))
                 try:
-                    await pec.create_municipality(conn, pec.Municipality(municipality_id, citizens))
+                    await pec.create_municipality(
+                        conn, pec.Municipality(municipality_id, citizens, version)
+                    )
                     await conn.execute(
                         f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {READ_ROLE}"
                     )
@@ -145,17 +154,21 @@ async def make_sources(templates: Templates, source_cluster: embedded.Cluster) -
     created: list[SourceDb] = []
 
     async def make(
-        count: int, citizens: int = SMALL, cluster: embedded.Cluster | None = None, start: int = 0
+        count: int,
+        citizens: int = SMALL,
+        cluster: embedded.Cluster | None = None,
+        start: int = 0,
+        version: int = 1,
     ) -> list[SourceDb]:
         cluster = cluster or source_cluster
         admin = await asyncpg.connect(cluster.dsn())
         made = []
         try:
             for mid in pec.municipality_ids(count, start):
-                template = await templates.ensure(cluster, mid, citizens)
+                template = await templates.ensure(cluster, mid, citizens, version)
                 dbname = f"m{next(_counter)}_{mid}"
                 await admin.execute(f'CREATE DATABASE "{dbname}" TEMPLATE "{template}"')
-                db = SourceDb(mid, dbname, cluster, citizens)
+                db = SourceDb(mid, dbname, cluster, citizens, version)
                 created.append(db)
                 made.append(db)
         finally:
