@@ -13,7 +13,7 @@ import time
 from syncd import embedded
 
 from . import incremental, many, single_table, tracing
-from .common import BENCH_SETTINGS, ROOT, Clusters, table
+from .common import BENCH_SETTINGS, LOOPBACKS, ROOT, Clusters, table
 
 LISTA = str(ROOT / "config" / "listas" / "hipertensos.sql")
 
@@ -26,6 +26,12 @@ def main() -> None:
     parser.add_argument("--municipalities", type=int, default=650)
     parser.add_argument("--citizens", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--incremental-citizens",
+        type=int,
+        default=5000,
+        help="citizens per municipality in (d): consultations are 3x",
+    )
     args = parser.parse_args()
 
     results: dict = {
@@ -110,7 +116,7 @@ def main() -> None:
     if args.only in (None, "incremental"):
         clusters = _clusters("syncd-bench-incremental-", source_fast=True)
         try:
-            r = incremental.run(clusters, args.municipalities, 1000)
+            r = incremental.run(clusters, args.municipalities, args.incremental_citizens)
         finally:
             clusters.destroy()
         results["incremental"] = r
@@ -128,7 +134,8 @@ def main() -> None:
                     ]
                 ],
             ),
-            f"incremental passes over {r['grid_municipalities']} municipalities:",
+            f"incremental passes over {r['grid_municipalities']} municipalities "
+            "(consultations each, new rows each):",
             table(["case", "incremental pass"], [[k, f"{v:.2f} s"] for k, v in r["grid"].items()]),
         ]
     text = "\n".join(lines)
@@ -154,7 +161,7 @@ def _clusters(prefix: str, source_fast: bool = False) -> Clusters:
 
 
 def _loopbacks() -> str:
-    return ",".join(f"127.0.0.{i}" for i in range(1, many.HOSTS + 1))
+    return ",".join(f"127.0.0.{i}" for i in range(1, LOOPBACKS + 1))
 
 
 def _cpus() -> int:

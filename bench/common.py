@@ -15,9 +15,10 @@ from pathlib import Path
 import asyncpg
 import yaml
 
-from syncd import embedded
+from syncd import embedded, pec
 
 ROOT = Path(__file__).resolve().parent.parent
+LOOPBACKS = 40  # the municipal cluster listens on 127.0.0.1..40: forty "servers"
 
 # Durable like a real server (fsync on), but room enough that no checkpoint lands mid-run.
 BENCH_SETTINGS = {
@@ -56,6 +57,49 @@ async def execute(dsn: str, *statements: str) -> None:
             await conn.execute(statement)
     finally:
         await conn.close()
+
+
+async def make_municipalities(
+    clusters: Clusters, prefix: str, ids: list[str], citizens: int
+) -> None:
+    """One database per municipality (`<prefix>_<id>`): a schema template, clones, own data."""
+    admin = await asyncpg.connect(clusters.source.dsn())
+    try:
+        template = f"{prefix}_template"
+        await admin.execute(f"CREATE DATABASE {template}")
+        conn = await asyncpg.connect(clusters.source.dsn(template))
+        try:
+            await pec.create_schema(conn)
+        finally:
+            await conn.close()
+        for mid in ids:
+            await admin.execute(
+                f"CREATE DATABASE {prefix}_{mid} TEMPLATE {template} STRATEGY FILE_COPY"
+            )
+    finally:
+        await admin.close()
+    semaphore = asyncio.Semaphore(4)
+
+    async def fill(mid: str) -> None:
+        async with semaphore:
+            conn = await asyncpg.connect(clusters.source.dsn(f"{prefix}_{mid}"))
+            try:
+                await pec.fill(conn, pec.Municipality(mid, citizens))
+            finally:
+                await conn.close()
+
+    await asyncio.gather(*(fill(mid) for mid in ids))
+
+
+def spread_sources(clusters: Clusters, prefix: str, ids: list[str]) -> list[dict]:
+    """Sources over LOOPBACKS addresses, so `per_host` sees that many servers."""
+    return [
+        {
+            "id": mid,
+            "dsn": clusters.source.dsn(f"{prefix}_{mid}", host=f"127.0.0.{1 + i % LOOPBACKS}"),
+        }
+        for i, mid in enumerate(ids)
+    ]
 
 
 def write_config(path: Path, document: dict) -> Path:

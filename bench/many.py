@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-
-import asyncpg
+from pathlib import Path
 
 from syncd import pec
 
-from .common import Clusters, ConnectionWatcher, execute, run_syncd, write_config
+from .common import (
+    Clusters,
+    ConnectionWatcher,
+    execute,
+    make_municipalities,
+    run_syncd,
+    spread_sources,
+    write_config,
+)
 
-HOSTS = 40
 DATASETS = [
     {"name": "cidadaos", "table": "public.tb_fat_cidadao_pec"},
     {"name": "lista_nominal_hipertensos", "query_file": "LISTA"},
@@ -26,52 +32,28 @@ DATASETS = [
 async def prepare(clusters: Clusters, count: int, citizens: int) -> list[str]:
     ids = pec.municipality_ids(count)
     await execute(clusters.dest.dsn(), "CREATE DATABASE impulso")
-    admin = await asyncpg.connect(clusters.source.dsn())
-    try:
-        await admin.execute("CREATE DATABASE pec_template")
-        conn = await asyncpg.connect(clusters.source.dsn("pec_template"))
-        try:
-            await pec.create_schema(conn)
-        finally:
-            await conn.close()
-        for mid in ids:
-            await admin.execute(
-                f"CREATE DATABASE pec_{mid} TEMPLATE pec_template STRATEGY FILE_COPY"
-            )
-    finally:
-        await admin.close()
-    semaphore = asyncio.Semaphore(4)
-
-    async def fill(mid: str) -> None:
-        async with semaphore:
-            conn = await asyncpg.connect(clusters.source.dsn(f"pec_{mid}"))
-            try:
-                await pec.fill(conn, pec.Municipality(mid, citizens))
-            finally:
-                await conn.close()
-
-    await asyncio.gather(*(fill(mid) for mid in ids))
+    await make_municipalities(clusters, "pec", ids, citizens)
     return ids
+
+
+def config_for(clusters: Clusters, name: str, ids: list[str], concurrency: int, lista: str) -> Path:
+    datasets = [dict(d, query_file=lista) if "query_file" in d else d for d in DATASETS]
+    return write_config(
+        clusters.base / f"{name}.yaml",
+        {
+            "destination": {"dsn": clusters.dest.dsn("impulso")},
+            "concurrency": {"sources": concurrency},
+            "sources": spread_sources(clusters, "pec", ids),
+            "datasets": datasets,
+        },
+    )
 
 
 def run(clusters: Clusters, count: int, citizens: int, concurrency: int, lista: str) -> dict:
     started = time.perf_counter()
     ids = asyncio.run(prepare(clusters, count, citizens))
     setup = time.perf_counter() - started
-    sources = [
-        {"id": mid, "dsn": clusters.source.dsn(f"pec_{mid}", host=f"127.0.0.{1 + i % HOSTS}")}
-        for i, mid in enumerate(ids)
-    ]
-    datasets = [dict(d, query_file=lista) if "query_file" in d else d for d in DATASETS]
-    config = write_config(
-        clusters.base / "many.yaml",
-        {
-            "destination": {"dsn": clusters.dest.dsn("impulso")},
-            "concurrency": {"sources": concurrency},
-            "sources": sources,
-            "datasets": datasets,
-        },
-    )
+    config = config_for(clusters, "many", ids, concurrency, lista)
     with ConnectionWatcher(clusters.source) as watcher:
         result = run_syncd("once", "--config", str(config))
     if result.returncode != 0:
@@ -79,7 +61,7 @@ def run(clusters: Clusters, count: int, citizens: int, concurrency: int, lista: 
     summary_line = [line for line in result.output.splitlines() if "sources ok" in line]
     return {
         "municipalities": count,
-        "datasets": len(datasets),
+        "datasets": len(DATASETS),
         "citizens_each": citizens,
         "concurrency": concurrency,
         "setup_s": setup,

@@ -9,7 +9,7 @@ import threading
 from aiohttp import web
 
 from . import many
-from .common import Clusters, execute, median, run_syncd, write_config
+from .common import Clusters, execute, median, run_syncd
 
 
 class Receiver:
@@ -58,20 +58,7 @@ def run(
     clusters: Clusters, count: int, citizens: int, concurrency: int, lista: str, rounds: int
 ) -> dict:
     ids = asyncio.run(many.prepare(clusters, count, citizens))
-    sources = [
-        {"id": mid, "dsn": clusters.source.dsn(f"pec_{mid}", host=f"127.0.0.{1 + i % many.HOSTS}")}
-        for i, mid in enumerate(ids)
-    ]
-    datasets = [dict(d, query_file=lista) if "query_file" in d else d for d in many.DATASETS]
-    config = write_config(
-        clusters.base / "tracing.yaml",
-        {
-            "destination": {"dsn": clusters.dest.dsn("impulso")},
-            "concurrency": {"sources": concurrency},
-            "sources": sources,
-            "datasets": datasets,
-        },
-    )
+    config = many.config_for(clusters, "tracing", ids, concurrency, lista)
     off, on = [], []
     with Receiver() as receiver:
         env_on = {

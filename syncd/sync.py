@@ -25,7 +25,6 @@ from functools import partial
 import anyio
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind
 
 from . import incremental, ledger, telemetry
 from .config import Config, Dataset, Source
@@ -252,12 +251,12 @@ async def sync_source(
     }
     if source.name:
         attributes["syncd.source.name"] = source.name
-    with engine.tracer.start_as_current_span(
+    with telemetry.span(
+        engine.tracer,
         f"sync {source.id}",
+        attributes,
+        client=False,
         context=otel_context.Context(),
-        attributes=attributes,
-        record_exception=False,
-        set_status_on_exception=False,
     ) as span:
         engine.progress.source_started(source.id)
         try:
@@ -322,11 +321,10 @@ async def _locked_sync(
                 await engine.locks.unlock(source.id)
 
 
-def _skip(result: SourceResult, reason: str) -> SourceResult:
+def _skip(result: SourceResult, reason: str) -> None:
     result.status, result.error = SKIPPED, reason
     for d in result.datasets.values():
         d.fail(reason, SKIPPED)
-    return result
 
 
 async def _synced_since(
@@ -373,11 +371,11 @@ async def _sync(
 ) -> None:
     retry = engine.config.retry
     attempt = 0
-    loaded: dict[str, Target] = {}
     while True:
         attempt += 1
-        pending = [d for d in datasets if result.datasets[d.name].status != FAILED]
-        loaded = {}
+        # failed for good, or committed already (incremental windows): not read again
+        pending = [d for d in datasets if result.datasets[d.name].status not in (FAILED, OK)]
+        loaded: dict[str, Target] = {}
         try:
             async with engine.limits.source_slot(source.dsn.host_key):
                 session = await _open(engine, source, pending, result)
@@ -445,13 +443,7 @@ async def _copy_dataset(
     collection = dataset.table or dataset.name
     attributes = telemetry.db_attributes(source.dsn, "COPY", collection)
     attributes.update({"syncd.dataset": dataset.name, "syncd.dataset.kind": dataset.kind})
-    with engine.tracer.start_as_current_span(
-        f"COPY {dataset.name}",
-        kind=SpanKind.CLIENT,
-        attributes=attributes,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
+    with telemetry.span(engine.tracer, f"COPY {dataset.name}", attributes) as span:
         target = await _copy_attempts(engine, session, source, dataset, res, span)
         span.set_attribute("syncd.attempts", res.attempts)
         if target is not None:
@@ -570,12 +562,10 @@ async def _land(
                 )
     into = target.partition if window is not None else target.staging
     where = f"{destination.schema}.{into}"
-    with engine.tracer.start_as_current_span(
+    with telemetry.span(
+        engine.tracer,
         f"COPY {where}",
-        kind=SpanKind.CLIENT,
-        attributes=telemetry.db_attributes(destination.settings.dsn, "COPY", where),
-        record_exception=False,
-        set_status_on_exception=False,
+        telemetry.db_attributes(destination.settings.dsn, "COPY", where),
     ):
         if window is None:
             transfer = await destination.load(
@@ -603,13 +593,7 @@ async def _swap(
 ) -> None:
     attributes = telemetry.db_attributes(engine.destination.settings.dsn, "ATTACH PARTITION")
     attributes["syncd.datasets"] = len(targets)
-    with engine.tracer.start_as_current_span(
-        f"swap {source.id}",
-        kind=SpanKind.CLIENT,
-        attributes=attributes,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
+    with telemetry.span(engine.tracer, f"swap {source.id}", attributes) as span:
         await _swap_attempts(engine, source, targets, result, span)
 
 

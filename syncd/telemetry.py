@@ -164,6 +164,18 @@ def setup_logging(level: str, fmt: str = "json") -> None:
 # -- span helpers --------------------------------------------------------------------------------
 
 
+def span(tracer: trace.Tracer, name: str, attributes: dict, *, client: bool = True, **kwargs):
+    """A span that records nothing by itself on exceptions: `failed` does, redacted."""
+    return tracer.start_as_current_span(
+        name,
+        kind=trace.SpanKind.CLIENT if client else trace.SpanKind.INTERNAL,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
+        **kwargs,
+    )
+
+
 def failed(span: trace.Span, failure) -> None:
     """ERROR status, and the exception as an event, with the redacted one-line reason only
     (record_exception would put the raw message and a stack trace in the trace)."""

@@ -249,3 +249,27 @@ async def test_pec_generator_is_deterministic(source_cluster, make_sources):
         await conn.execute("DROP DATABASE IF EXISTS regen WITH (FORCE)")
         await conn.close()
         await src_a.close()
+
+
+async def test_indexes_on_a_dataset_table_carry_over_to_new_snapshots(
+    make_sources, dest, write_config
+):
+    (db,) = await make_sources(1, citizens=500)
+    _, config = write_config(dest, [db], [TABLE_DATASETS[0]])
+    assert (await run_pass(config))[0] == 0
+    dst = await dest.connect()
+    try:
+        await dst.execute("CREATE INDEX cidadaos_cns ON syncd_data.cidadaos (nu_cns)")
+        code, out, err = await run_pass(config)
+        assert code == 0, out + err
+        indexes = await dst.fetch(
+            "SELECT i.indexrelid::regclass::text AS name, p.indexrelid::regclass::text AS parent "
+            "FROM pg_index i JOIN pg_inherits h ON h.inhrelid = i.indexrelid "
+            "JOIN pg_index p ON p.indexrelid = h.inhparent "
+            "WHERE i.indrelid = $1::regclass",
+            f"syncd_data.cidadaos__{db.id}",
+        )
+        # the new partition's index was built with the load and attached to the parent's
+        assert [r["parent"] for r in indexes] == ["syncd_data.cidadaos_cns"]
+    finally:
+        await dst.close()
