@@ -44,7 +44,9 @@ class Problem:
         where = f"{self.file}:{self.line}: " if self.file and self.line else ""
         if not where and self.file:
             where = f"{self.file}: "
-        return f"{where}{self.path}: {self.message}" if self.path else f"{where}{self.message}"
+        text = f"{where}{self.path}: {self.message}" if self.path else f"{where}{self.message}"
+        # one problem, one line, whatever the YAML held
+        return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class ConfigError(Exception):
@@ -296,10 +298,19 @@ def parse_yaml(text: str, file: str, problems: list[Problem]) -> _Doc | None:
     return None
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_$-]+")
+
+
 def _fmt_path(path: tuple) -> str:
+    """sources[3].dsn; keys that are not plain words shown quoted (they may hold anything)."""
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int) and not isinstance(part, bool):
+            out += f"[{part}]"
+        elif isinstance(part, str) and _PLAIN_KEY.fullmatch(part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{part!r}]"
     return out
 
 

@@ -439,12 +439,7 @@ class Destination:
 
     async def drop_staging(self, conn: asyncpg.Connection, targets: Sequence[Target]) -> None:
         """Remove the staging tables of these targets (after a cancel or a failed swap)."""
-        if targets:
-            await conn.execute(
-                ";".join(
-                    f"DROP TABLE IF EXISTS {sql.qualified(self.schema, t.staging)}" for t in targets
-                )
-            )
+        await self.drop_tables(conn, [t.staging for t in targets])
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

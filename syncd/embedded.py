@@ -18,7 +18,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -316,15 +315,3 @@ class Cluster:
     def destroy(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.data_dir, ignore_errors=True)
-
-
-def wait_until_accepting(cluster: Cluster, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with (
-            contextlib.suppress(OSError),
-            socket.create_connection((cluster.host, cluster.port), 1),
-        ):
-            return
-        time.sleep(0.05)
-    raise EmbeddedPostgresError(f"PostgreSQL on port {cluster.port} is not accepting connections")

@@ -136,16 +136,3 @@ def _is_cancellation(exc: BaseException) -> bool:
     import anyio
 
     return isinstance(exc, anyio.get_cancelled_exc_class())
-
-
-def connection_lost(exc: BaseException) -> bool:
-    """True when the failure means the connection it happened on cannot be used again."""
-    failure = classify(exc)
-    return failure.code in ("connection", "timeout", "IdleStreamTimeout") or (
-        failure.code[:2]
-        in (
-            "08",
-            "57",
-        )
-        and failure.code != "57014"
-    )

@@ -153,10 +153,6 @@ class Municipality:
         digest = hashlib.sha256(self.id.encode()).digest()
         return int.from_bytes(digest[:4], "big") / 2**32  # setseed takes [-1, 1]
 
-    @property
-    def ibge(self) -> str:
-        return self.id
-
 
 def municipality_ids(count: int, start: int = 0) -> list[str]:
     """Deterministic, IBGE-looking 6-digit ids."""

@@ -18,6 +18,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 import yaml
+from hypothesis import settings
 
 from syncd import config as config_module
 from syncd import embedded, pec
@@ -29,8 +30,11 @@ FAST_RETRY = {"attempts": 3, "backoff": "20ms", "max_backoff": "100ms"}
 _counter = itertools.count(1)
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    os.environ.setdefault("SYNCD_TEST", "1")
+# Fuzzing: the same examples on every `make test` (CI must not turn red at random);
+# HYPOTHESIS_PROFILE=explore searches anew, and longer.
+settings.register_profile("ci", max_examples=150, derandomize=True)
+settings.register_profile("explore", max_examples=3000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

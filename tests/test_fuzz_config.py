@@ -7,6 +7,7 @@ import io
 import tempfile
 from pathlib import Path
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -86,7 +87,7 @@ def check(text: str) -> None:
             assert "Traceback" not in err.getvalue()
 
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @FUZZ
@@ -146,3 +147,13 @@ def test_yaml_bombs_and_deep_nesting_are_refused():
 
 def test_the_valid_base_is_valid():
     config_module.loads(yaml.safe_dump(VALID))
+
+
+def test_keys_with_control_characters_stay_on_one_line():
+    """Found by hypothesis: a key holding a carriage return split its problem over two lines."""
+    check('concurrency:\n  "\\x1E\\r": null\n  sources: 4\n')
+    with pytest.raises(config_module.ConfigError) as info:
+        config_module.loads('concurrency:\n  "a\\nb": 1\n', file="syncd.yaml")
+    problems = [str(p) for p in info.value.problems]
+    assert "syncd.yaml:2: concurrency['a\\nb']: unknown key" in problems
+    assert all("\n" not in p and "\r" not in p for p in problems)
