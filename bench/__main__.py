@@ -6,9 +6,11 @@ python -m bench [--only single|many] [--rows N] [--rounds N] [--municipalities N
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import time
+from collections.abc import Iterator
 
 from syncd import embedded
 
@@ -39,11 +41,8 @@ def main() -> None:
     }
     lines = [f"machine: {results['machine']}"]
     if args.only in (None, "single"):
-        clusters = _clusters("syncd-bench-single-")
-        try:
+        with _clusters("syncd-bench-single-") as clusters:
             r = single_table.run(clusters, args.rows, args.rounds)
-        finally:
-            clusters.destroy()
         results["single_table"] = r
         lines += [
             "",
@@ -63,11 +62,8 @@ def main() -> None:
             f"runs: pipe {_list(r['pipe_s'])}; syncd {_list(r['syncd_s'])}",
         ]
     if args.only in (None, "many"):
-        clusters = _clusters("syncd-bench-many-", source_fast=True)
-        try:
+        with _clusters("syncd-bench-many-", source_fast=True) as clusters:
             r = many.run(clusters, args.municipalities, args.citizens, args.concurrency, LISTA)
-        finally:
-            clusters.destroy()
         results["many"] = r
         lines += [
             "",
@@ -87,14 +83,11 @@ def main() -> None:
             f"syncd: {r['summary']}",
         ]
     if args.only in (None, "tracing"):
-        clusters = _clusters("syncd-bench-tracing-", source_fast=True)
         count = min(args.municipalities, 200)
-        try:
+        with _clusters("syncd-bench-tracing-", source_fast=True) as clusters:
             r = tracing.run(
                 clusters, count, args.citizens, args.concurrency, LISTA, max(args.rounds, 4)
             )
-        finally:
-            clusters.destroy()
         results["tracing"] = r
         lines += [
             "",
@@ -114,11 +107,8 @@ def main() -> None:
             f"{r['export_requests']} export requests received",
         ]
     if args.only in (None, "incremental"):
-        clusters = _clusters("syncd-bench-incremental-", source_fast=True)
-        try:
+        with _clusters("syncd-bench-incremental-", source_fast=True) as clusters:
             r = incremental.run(clusters, args.municipalities, args.incremental_citizens)
-        finally:
-            clusters.destroy()
         results["incremental"] = r
         lines += [
             "",
@@ -147,7 +137,9 @@ def main() -> None:
     (out / "latest.md").write_text(text + "\n")
 
 
-def _clusters(prefix: str, source_fast: bool = False) -> Clusters:
+@contextlib.contextmanager
+def _clusters(prefix: str, source_fast: bool = False) -> Iterator[Clusters]:
+    """A municipal and an analytical cluster for one benchmark, destroyed after it."""
     base = embedded.make_base_dir(prefix)
     bin_dir = embedded.wheel_bin_dir()
     source_settings = (
@@ -157,7 +149,11 @@ def _clusters(prefix: str, source_fast: bool = False) -> Clusters:
     )
     source = embedded.Cluster.create(bin_dir, base / "municipal", settings=source_settings)
     dest = embedded.Cluster.create(bin_dir, base / "analytics", settings=BENCH_SETTINGS)
-    return Clusters(source, dest, base)
+    clusters = Clusters(source, dest, base)
+    try:
+        yield clusters
+    finally:
+        clusters.destroy()
 
 
 def _loopbacks() -> str:

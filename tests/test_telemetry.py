@@ -94,6 +94,16 @@ async def test_span_tree_of_a_pass(make_sources, dest, write_config):
     assert "hunter2" not in text
 
 
+async def once_exporting_to(path, port: int, protocol: str, service: str):
+    """`syncd once` in a subprocess, configured only by the OTEL_* variables."""
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+        "OTEL_SERVICE_NAME": service,
+    }
+    return await anyio.to_thread.run_sync(lambda: run_cli("once", "--config", str(path), env=env))
+
+
 class OtlpHttpReceiver:
     """An OTLP/HTTP trace receiver: decodes ExportTraceServiceRequest protobufs."""
 
@@ -141,18 +151,7 @@ async def test_otlp_http_export_from_the_environment_and_flush_on_exit(
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     try:
-        result = await anyio.to_thread.run_sync(
-            lambda: run_cli(
-                "once",
-                "--config",
-                str(path),
-                env={
-                    "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
-                    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-                    "OTEL_SERVICE_NAME": "",
-                },
-            )
-        )
+        result = await once_exporting_to(path, port, "http/protobuf", service="")
     finally:
         await runner.cleanup()
     assert result.returncode == 0, result.stderr
@@ -182,18 +181,7 @@ async def test_otlp_grpc_export(make_sources, dest, write_config):
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
-        result = await anyio.to_thread.run_sync(
-            lambda: run_cli(
-                "once",
-                "--config",
-                str(path),
-                env={
-                    "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
-                    "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-                    "OTEL_SERVICE_NAME": "syncd-test",
-                },
-            )
-        )
+        result = await once_exporting_to(path, port, "grpc", service="syncd-test")
     finally:
         server.stop(0)
     assert result.returncode == 0, result.stderr
