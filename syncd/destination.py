@@ -23,6 +23,7 @@ from . import config, ledger, sql
 from .copy import CopyOut, Transfer, pipe
 from .dsn import SERVER_KEEPALIVES, connect_password, enable_keepalive
 from .errors import FinalError
+from .incremental import ALIAS
 from .source import APPLICATION_NAME, Shape, copy_row_count
 
 STAGING_SUFFIX = "__staging"
@@ -365,8 +366,8 @@ class Destination:
                     f"key ({', '.join(target.key)}) is not unique among the new rows"
                 ) from None
             top = await conn.fetchval(
-                f"SELECT max(syncd_q.{sql.ident(target.cursor)})::text "  # noqa: S608
-                f"FROM syncd_delta AS syncd_q WHERE {cap}"
+                f"SELECT max({ALIAS}.{sql.ident(target.cursor)})::text "  # noqa: S608
+                f"FROM syncd_delta AS {ALIAS} WHERE {cap}"
             )
             target = replace(target, watermark=top or target.watermark)
             await self._store_watermark(conn, target, full=False)

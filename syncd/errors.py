@@ -10,6 +10,7 @@ import re
 import ssl
 from dataclasses import dataclass
 
+import anyio
 import asyncpg
 
 # SQLSTATEs (or classes of them) worth another attempt: the server went away, was restarted,
@@ -133,6 +134,4 @@ def classify(exc: BaseException, side: str | None = None) -> Failure:
 
 
 def _is_cancellation(exc: BaseException) -> bool:
-    import anyio
-
     return isinstance(exc, anyio.get_cancelled_exc_class())

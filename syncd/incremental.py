@@ -31,6 +31,7 @@ from .errors import FinalError
 
 INTEGER = {"smallint", "integer", "bigint", "numeric"}
 TEMPORAL = {"date", "timestamp without time zone", "timestamp with time zone"}
+ALIAS = "syncd_q"  # how the wrapped dataset (or the delta table) is named in these predicates
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +63,8 @@ def cursor_class(spec: Incremental, type_sql: str) -> str:
     )
 
 
-def window(spec: Incremental, type_sql: str, watermark: str, alias: str = "syncd_q") -> Window:
-    column = f"{alias}.{sql.ident(spec.cursor)}"
+def window(spec: Incremental, type_sql: str, watermark: str) -> Window:
+    column = f"{ALIAS}.{sql.ident(spec.cursor)}"
     kind = cursor_class(spec, type_sql)
     wm = "current_setting('syncd.watermark')"
     lb = "current_setting('syncd.lookback')"
@@ -74,20 +75,24 @@ def window(spec: Incremental, type_sql: str, watermark: str, alias: str = "syncd
             settings.append(("syncd.lookback", str(spec.lookback)))
         else:
             lower = f"{wm}::{type_sql}"
-        return Window(f"{column} > {lower}", "TRUE", tuple(settings))
-    settings.append(("syncd.lookback", f"{spec.lookback_seconds or 0:.0f} seconds"))
-    if kind == "datekey":
-        lower = f"to_char(to_date({wm}, 'YYYYMMDD') - {lb}::interval, 'YYYYMMDD')::{type_sql}"
-        cap = f"{column} <= to_char(now(), 'YYYYMMDD')::{type_sql}"
     else:
-        lower = f"({wm}::{type_sql} - {lb}::interval)::{type_sql}"
-        cap = f"{column} <= now()"
-    return Window(f"{column} > {lower}", cap, tuple(settings))
+        settings.append(("syncd.lookback", f"{spec.lookback_seconds or 0:.0f} seconds"))
+        if kind == "datekey":
+            lower = f"to_char(to_date({wm}, 'YYYYMMDD') - {lb}::interval, 'YYYYMMDD')::{type_sql}"
+        else:
+            lower = f"({wm}::{type_sql} - {lb}::interval)::{type_sql}"
+    return Window(f"{column} > {lower}", cap(spec, type_sql), tuple(settings))
 
 
-def full_cap(spec: Incremental, type_sql: str, alias: str = "syncd_q") -> str:
-    """Which rows a full refresh's watermark may come from."""
-    return window(spec, type_sql, "0", alias).cap
+def cap(spec: Incremental, type_sql: str) -> str:
+    """Which rows a watermark may come from: date-like ones never past today."""
+    column = f"{ALIAS}.{sql.ident(spec.cursor)}"
+    kind = cursor_class(spec, type_sql)
+    if kind == "datekey":
+        return f"{column} <= to_char(now(), 'YYYYMMDD')::{type_sql}"
+    if kind == "temporal":
+        return f"{column} <= now()"
+    return "TRUE"
 
 
 def refresh_due(spec: Incremental, full_refresh_at: datetime | None, now: datetime) -> bool:

@@ -18,7 +18,7 @@ from . import sql
 from .config import Dataset, Source, Timeouts, Variant
 from .dsn import SERVER_KEEPALIVES, connect_password, enable_keepalive
 from .errors import FinalError, RetryableError
-from .incremental import Window
+from .incremental import ALIAS, Window
 
 APPLICATION_NAME = "syncd"
 FIRST_USER_OID = 16384  # below: built-in types, whose binary format every server shares
@@ -113,10 +113,10 @@ def destination_type(
 class SourceSession:
     """An open snapshot on one municipal database."""
 
-    def __init__(self, source: Source, conn: asyncpg.Connection):
+    def __init__(self, source: Source, conn: asyncpg.Connection, timeouts: Timeouts):
         self.source = source
         self.conn = conn
-        self.timeouts = Timeouts()
+        self.timeouts = timeouts
 
     @classmethod
     async def open(cls, source: Source, timeouts: Timeouts) -> SourceSession:
@@ -137,8 +137,7 @@ class SourceSession:
                 **SERVER_KEEPALIVES,
             },
         )
-        session = cls(source, conn)
-        session.timeouts = timeouts
+        session = cls(source, conn, timeouts)
         try:
             enable_keepalive(conn)
             await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -263,7 +262,7 @@ class SourceSession:
             shape = replace(
                 shape,
                 table=None,
-                query=f"SELECT * FROM ({shape.select}) AS syncd_q WHERE {window.predicate}",  # noqa: S608
+                query=f"SELECT * FROM ({shape.select}) AS {ALIAS} WHERE {window.predicate}",  # noqa: S608
             )
         try:
             return await self._copy_out(
@@ -297,9 +296,9 @@ class SourceSession:
     ) -> str | None:
         """The highest cursor value among the rows `condition` admits, as text (same snapshot)."""
         await self._settings(settings)
-        column = f"syncd_q.{sql.ident(cursor)}"
+        column = f"{ALIAS}.{sql.ident(cursor)}"
         return await self.conn.fetchval(
-            f"SELECT max({column})::text FROM ({shape.select}) AS syncd_q WHERE {condition}",  # noqa: S608
+            f"SELECT max({column})::text FROM ({shape.select}) AS {ALIAS} WHERE {condition}",  # noqa: S608
             timeout=self.timeouts.statement + self.timeouts.idle_stream,
         )
 

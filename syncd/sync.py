@@ -549,9 +549,7 @@ async def _land(
         state = await destination.watermark(conn, target)
         target = replace(target, key=spec.key, cursor=spec.cursor)
         if state is None or state[0] is None or incremental.refresh_due(spec, state[1], now()):
-            top = await session.max_cursor(
-                shape, spec.cursor, incremental.full_cap(spec, cursor_type)
-            )
+            top = await session.max_cursor(shape, spec.cursor, incremental.cap(spec, cursor_type))
             target = replace(target, mode="full_refresh", watermark=top)
         else:
             window = incremental.window(spec, cursor_type, state[0])
