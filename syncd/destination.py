@@ -22,7 +22,7 @@ import asyncpg
 from . import config, ledger, sql
 from .copy import CopyOut, Transfer, pipe
 from .dsn import SERVER_KEEPALIVES, connect_password, enable_keepalive
-from .errors import FinalError
+from .errors import FinalError, classify
 from .incremental import ALIAS
 from .source import APPLICATION_NAME, Shape, copy_row_count
 
@@ -166,7 +166,12 @@ class Destination:
         if self._pool is None:
             raise RuntimeError("destination is not open")
         async with self._pool.acquire() as conn:
-            yield conn
+            try:
+                yield conn
+            except BaseException as exc:
+                if classify(exc).code == "connection" and not conn.is_closed():
+                    conn.terminate()  # never hand a half-broken connection to the next user
+                raise
 
     def parent(self, dataset: str) -> str:
         return sql.qualified(self.schema, dataset)

@@ -127,7 +127,13 @@ def classify(exc: BaseException, side: str | None = None) -> Failure:
         lost = "closed" in text or "connection" in text.lower()
         return Failure(lost, _one_line(text), "connection" if lost else "client", side)
     if isinstance(exc, asyncpg.InternalClientError):
-        return Failure(False, _one_line(str(exc)), "client", side)
+        text = str(exc)
+        if "in progress" in text or '"failed" state' in text or "is cancelling" in text:
+            # the protocol was cut in the middle of an operation (a server restart, a dropped
+            # link): the connection is unusable, the next one will do
+            reason = f"connection broken in the middle of an operation ({text})"
+            return Failure(True, _one_line(reason), "connection", side)
+        return Failure(False, _one_line(text), "client", side)
     if isinstance(exc, ConnectionError):
         return Failure(True, _one_line(str(exc) or "connection lost"), "connection", side)
     return Failure(False, _one_line(f"{type(exc).__name__}: {exc}"), "internal", side)

@@ -474,7 +474,8 @@ async def _copy_attempts(
                     target, transfer = await _land(engine, conn, session, shape, dataset, target)
         except Exception as exc:
             failure = classify(exc)
-            if failure.code == "IdleStreamTimeout" or not session.alive:
+            lost = failure.side == "source" and failure.code == "connection"
+            if failure.code == "IdleStreamTimeout" or lost or not session.alive:
                 await session.abort()  # the snapshot is gone or hung: a new one for everything
                 telemetry.retried(span, failure, res.attempts, 0.0)
                 raise _SessionLost(failure) from exc
