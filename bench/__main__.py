@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 from syncd import embedded
 
-from . import incremental, many, single_table, tracing
+from . import brasil, incremental, many, single_table, tracing
 from .common import BENCH_SETTINGS, LOOPBACKS, ROOT, Clusters, table
 
 LISTA = str(ROOT / "config" / "listas" / "hipertensos.sql")
@@ -22,7 +22,10 @@ LISTA = str(ROOT / "config" / "listas" / "hipertensos.sql")
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--only", choices=["single", "many", "tracing", "incremental"])
+    parser.add_argument("--only", choices=["single", "many", "tracing", "incremental", "brasil"])
+    parser.add_argument(
+        "--brasil", default="100,1000,5570", help="municipality counts for (e), comma-separated"
+    )
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--municipalities", type=int, default=650)
@@ -69,18 +72,55 @@ def main() -> None:
             "",
             f"(b) {r['municipalities']} municipalities x {r['datasets']} datasets",
             table(
-                ["municipalities", "concurrency", "wall", "peak RSS", "peak source connections"],
+                [
+                    "municipalities",
+                    "concurrency",
+                    "first pass",
+                    "steady-state pass",
+                    "peak RSS",
+                    "peak source connections",
+                ],
                 [
                     [
                         str(r["municipalities"]),
                         str(r["concurrency"]),
                         f"{r['wall_s']:.1f} s",
+                        f"{r['steady_s']:.1f} s",
                         f"{r['peak_rss_mb']:.0f} MB",
                         str(r["peak_source_connections"]),
                     ]
                 ],
             ),
             f"syncd: {r['summary']}",
+        ]
+    if args.only in (None, "brasil"):
+        points = [int(p) for p in args.brasil.split(",")]
+        with _clusters("syncd-bench-brasil-", source_fast=True, dest_defaults=True) as clusters:
+            r = brasil.run(clusters, points, args.concurrency)
+        results["brasil"] = r
+        lines += [
+            "",
+            f"(e) shared installations: {r['databases']} PEC databases, one source per "
+            f"municipality (params), {r['citizens_each']} citizens each, 2 datasets",
+            table(
+                [
+                    "municipalities",
+                    "first pass",
+                    "steady-state pass",
+                    "per municipality",
+                    "peak RSS",
+                ],
+                [
+                    [
+                        f"{p['municipalities']:,}",
+                        f"{p['first_s']:.1f} s",
+                        f"{p['steady_s']:.1f} s",
+                        f"{p['ms_per_municipality']:.1f} ms",
+                        f"{p['peak_rss_mb']:.0f} MB",
+                    ]
+                    for p in r["curve"]
+                ],
+            ),
         ]
     if args.only in (None, "tracing"):
         count = min(args.municipalities, 200)
@@ -138,7 +178,9 @@ def main() -> None:
 
 
 @contextlib.contextmanager
-def _clusters(prefix: str, source_fast: bool = False) -> Iterator[Clusters]:
+def _clusters(
+    prefix: str, source_fast: bool = False, dest_defaults: bool = False
+) -> Iterator[Clusters]:
     """A municipal and an analytical cluster for one benchmark, destroyed after it."""
     base = embedded.make_base_dir(prefix)
     bin_dir = embedded.wheel_bin_dir()
@@ -148,7 +190,11 @@ def _clusters(prefix: str, source_fast: bool = False) -> Iterator[Clusters]:
         else BENCH_SETTINGS
     )
     source = embedded.Cluster.create(bin_dir, base / "municipal", settings=source_settings)
-    dest = embedded.Cluster.create(bin_dir, base / "analytics", settings=BENCH_SETTINGS)
+    dest_settings = dict(BENCH_SETTINGS)
+    if dest_defaults:  # as an analytics team gets it: PostgreSQL's connection and lock limits
+        for key in ("max_connections", "max_locks_per_transaction"):
+            dest_settings.pop(key)
+    dest = embedded.Cluster.create(bin_dir, base / "analytics", settings=dest_settings)
     clusters = Clusters(source, dest, base)
     try:
         yield clusters

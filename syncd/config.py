@@ -30,6 +30,7 @@ COLUMN_PATH = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_$]{0,62}\.){1,2}[A-Za-z_][A-Za
 DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 WINDOW = re.compile(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})")
+DEFAULT_BUCKETS = 16
 RESERVED_SCHEMAS = {"syncd", "public", "pg_catalog", "information_schema", "pg_toast"}
 
 
@@ -63,6 +64,7 @@ class Destination:
     password_file: Path | None = None
     schema: str = "syncd_data"
     source_column: str = "municipio_id_sus"
+    buckets: int = DEFAULT_BUCKETS  # hash partitions per dataset table, however many municipalities
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +105,7 @@ class Timeouts:
     connect: float = 30.0
     statement: float = 3600.0  # one COPY over a slow municipal link
     idle_stream: float = 300.0  # no bytes for this long: the dataset is aborted
-    lock: float = 2.0  # destination lock_timeout for the swap: readers wait at most this
+    lock: float = 0.5  # destination lock_timeout for DDL: the longest a reader waits on syncd
     shutdown_grace: float = 60.0
 
 
@@ -514,7 +516,7 @@ def _destination(
     if "destination" not in root.value:
         root.problem("destination", "is required")
         return None
-    if not sec.is_mapping("with dsn, password_file, schema, source_column"):
+    if not sec.is_mapping("with dsn, password_file, schema, source_column, buckets"):
         return None
     dsn = _dsn(sec, "dsn", warnings)
     password_file = sec.path_value("password_file", base)
@@ -524,10 +526,13 @@ def _destination(
     column = sec.string(
         "source_column", "municipio_id_sus", pattern=LOWER_IDENT, what="a lowercase identifier"
     )
+    buckets = sec.integer("buckets", DEFAULT_BUCKETS, maximum=256)
     sec.check_unknown()
     if dsn is None:
         return None
-    return Destination(dsn, password_file, schema or "syncd_data", column or "municipio_id_sus")
+    return Destination(
+        dsn, password_file, schema or "syncd_data", column or "municipio_id_sus", buckets
+    )
 
 
 def _concurrency(sec: _Section) -> Concurrency:
@@ -723,6 +728,10 @@ def _dataset(sec: _Section, base: Path) -> Dataset | None:
         pattern=LOWER_IDENT,
         what="a lowercase identifier (letters, digits, _; up to 63)",
     )
+    if name is not None and "__" in name:
+        # `__` is how syncd names a dataset table's own partitions (`<dataset>__p07`): a dataset
+        # named like that could take another's partition for its own
+        sec.problem("name", f"{name!r} contains '__', which syncd keeps for its own relations")
     variants: list[Variant] = []
     if sec.has("variants"):
         for key in ("table", "query", "query_file"):

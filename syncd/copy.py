@@ -110,7 +110,7 @@ async def pipe(
                 pair.start_soon(consume)
             watch.cancel()
     except BaseExceptionGroup as group:
-        raise _first(group) from None
+        raise first_failure(group) from None
     finally:
         send.close()
     if rows_in != transfer.rows:
@@ -124,7 +124,7 @@ async def pipe(
     return transfer
 
 
-def _first(group: BaseExceptionGroup) -> BaseException:
+def first_failure(group: BaseExceptionGroup) -> BaseException:
     """The failure that started it: nested groups flattened, cancellations last."""
     flat: list[BaseException] = []
 

@@ -313,6 +313,12 @@ class Daemon:
                 known_success=known,
             )
             self._record(result)
+            if list(self.in_flight) == [source.id]:
+                # the last sync in flight: no landing of ours holds back what VACUUM may remove
+                try:
+                    await engine.destination.vacuum.flush()
+                except Exception as exc:  # autovacuum does the same, later
+                    log.warning("vacuum: %s", classify(exc).reason)
         finally:
             self.in_flight.pop(source.id, None)
             self._hosts.pop(source.id, None)

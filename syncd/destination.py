@@ -1,59 +1,55 @@
-"""The analytical side: dataset tables, staging, the atomic swap, and cleanup.
+"""The analytical side: dataset tables, and replacing one municipality's rows in them.
 
-Each dataset is one table in `destination.schema`, LIST-partitioned by `source_column`, with one
-partition per municipality. A sync loads the municipality's rows into a fresh staging table (in
-its own committed transaction, with COPY FREEZE), then swaps: in one short transaction, under a
-lock_timeout, the old partition is dropped and the staging table is renamed and attached in its
-place. A CHECK constraint on the staging table matches the partition bound, so ATTACH does not
-scan it. Readers see the whole old snapshot or the whole new one, and wait at most a moment.
-Dropping the old partition (not DELETE) means no dead rows: repeated passes do not bloat.
+Landing v2. Each dataset is one table in `destination.schema`, HASH-partitioned by
+`source_column` into a fixed number of buckets (`destination.buckets`, default 16), however many
+municipalities there are: the catalog does not grow with them, and a whole-country query locks a
+few dozen relations, not thousands.
+
+A municipality's pass is one destination transaction (`Landing`): for each dataset, DELETE its
+rows and COPY the new ones in (the source column is filled by a column default that reads the
+transaction-local `syncd.source_id`), incremental windows upserted by key; then its ledger rows
+and its notification; then COMMIT. Readers see all of its previous rows or all of its new ones,
+for every dataset of the pass together. Only row locks and ROW EXCLUSIVE are taken on the way,
+so readers never wait and are never waited for: no steady-state pass runs any DDL.
+
+DDL is rare (a new dataset, a column a newer PEC added) and runs on a connection of its own under
+`timeouts.lock`. Column types are created without modifiers (`varchar`, `numeric`, `bpchar`), so a
+municipality whose PEC widened a column needs no DDL at all. A column that cannot be added because
+readers hold the table does not fail the sync: the rows land without it, and it is added when the
+table is free.
+
+What a pass deleted is dead space until VACUUM; `Vacuum` tracks it per bucket and vacuums a bucket
+once enough of it is dead, and everything dirty at the end of a `once` pass, so repeated passes
+reuse the space instead of growing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import logging
 import re
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
+import anyio
 import asyncpg
 
 from . import config, ledger, sql
-from .copy import CopyOut, Transfer, pipe
+from .copy import CopyOut, Transfer, first_failure, pipe
 from .dsn import SERVER_KEEPALIVES, connect_password, enable_keepalive
-from .errors import FinalError, classify
+from .errors import Failure, FinalError, RetryableError, TransferError, classify
 from .incremental import ALIAS
+from .layout import SOURCE_SETTING, base_type, bucket_names, relation_names
 from .source import APPLICATION_NAME, Shape, copy_row_count
+from .upgrade import upgrade_layout
 
-STAGING_SUFFIX = "__staging"
-_TYPMOD = re.compile(r"\(\d+(?:\s*,\s*-?\d+)?\)")
+log = logging.getLogger("syncd.destination")
 
-_FIND_PARTITION_SQL = """
-SELECT n.nspname::text AS schema, c.relname::text AS name
-FROM pg_catalog.pg_inherits i
-JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE i.inhparent = $1::text::regclass AND pg_catalog.pg_get_expr(c.relpartbound, c.oid) = $2
-"""
-
-_STAGING_SQL = r"""
-SELECT c.relname::text AS name, pg_catalog.obj_description(c.oid, 'pg_class') AS comment
-FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = $1 AND c.relkind = 'r' AND NOT c.relispartition
-  AND c.relname LIKE '%\_\_staging'
-"""
-_MARKER = re.compile(r"syncd staging: source=(\w+) dataset=(\w+)")
-
-_MISSING_COLUMNS_SQL = """
-SELECT a.attname::text AS name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type
-FROM pg_catalog.pg_attribute a
-WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped
-  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute s
-                  WHERE s.attrelid = $2::text::regclass AND s.attname = a.attname
-                    AND s.attnum > 0 AND NOT s.attisdropped)
-ORDER BY a.attnum
-"""
+DDL_RETRY_SECONDS = 30.0  # a column add that readers blocked is tried again this much later
 
 _PARENT_SQL = """
 SELECT c.oid::int AS oid, c.relkind::text AS relkind,
@@ -69,16 +65,21 @@ WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
 
+_BUCKETS_SQL = """
+SELECT c.relname::text AS name, pg_catalog.pg_get_expr(c.relpartbound, c.oid) AS bound
+FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = $1::oid
+"""
+_BOUND = re.compile(r"modulus (\d+), remainder (\d+)", re.IGNORECASE)
 
-def base_type(type_sql: str) -> str:
-    """A type without its modifier: varchar(15) and varchar(20) are one type to compare."""
-    return _TYPMOD.sub("", type_sql)
-
-
-def partition_name(dataset: str, source_id: str) -> str:
-    """`<dataset>__<source id>`; the dataset part shortened (with a hash) so staging fits 63 bytes."""
-    room = sql.MAX_IDENT_BYTES - len(STAGING_SUFFIX) - 2 - len(source_id)
-    return f"{sql.shorten(dataset, room)}__{source_id}"
+_UNIQUE_KEY_SQL = """
+SELECT EXISTS (
+    SELECT 1 FROM pg_catalog.pg_index i
+    WHERE i.indrelid = $1::oid AND i.indisunique
+      AND ARRAY(SELECT a.attname::text FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
+                JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                ORDER BY k.n) = $2::text[])
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,17 +90,20 @@ class Target:
     source_id: str
     columns: tuple[str, ...]  # what the source sends, in order
     mode: str = "snapshot"  # snapshot | full_refresh | incremental
-    key: tuple[str, ...] = ()  # incremental datasets: the row identity (a unique index)
+    key: tuple[str, ...] = ()  # incremental datasets: the row identity
     cursor: str | None = None
     watermark: str | None = None  # incremental datasets: stored with the rows
+    missing: tuple[str, ...] = ()  # source columns the table could not take yet (readers held it)
 
-    @property
-    def partition(self) -> str:
-        return partition_name(self.dataset, self.source_id)
 
-    @property
-    def staging(self) -> str:
-        return self.partition + STAGING_SUFFIX
+@dataclass(slots=True)
+class _Table:
+    """What we believe about one dataset table (refreshed after any error)."""
+
+    columns: dict[str, str]
+    buckets: list[str] = field(default_factory=list)  # partition names, by remainder
+    keys: set[tuple[str, ...]] = field(default_factory=set)
+    ddl_blocked_until: float = 0.0
 
 
 class Destination:
@@ -112,8 +116,8 @@ class Destination:
         self.source_column = settings.source_column
         self.pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
-        # parent columns seen, per dataset: lets most syncs skip the catalog round trips
-        self._columns: dict[str, dict[str, str]] = {}
+        self._tables: dict[str, _Table] = {}
+        self.vacuum = Vacuum(self)
 
     async def open(self) -> None:
         self._pool = await asyncpg.create_pool(
@@ -129,12 +133,13 @@ class Destination:
                 async with conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock($1, 1)", ledger.LOCK_NAMESPACE)
                     await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {sql.ident(self.schema)}")
+            await upgrade_layout(self)
         except BaseException:
             await self.close()
             raise
 
     async def connect(self) -> asyncpg.Connection:
-        """A connection of its own, outside the pool (for the session advisory locks)."""
+        """A connection of its own, outside the pool (session locks, VACUUM)."""
         conn = await asyncpg.connect(**self._connect_kwargs())
         enable_keepalive(conn)
         return conn
@@ -147,8 +152,8 @@ class Destination:
             "dsn": self.settings.dsn.raw,
             "password": connect_password(self.settings.password_file),
             "timeout": self.timeouts.connect,
-            # no answer to a command for this long: the server or the link hangs; COPY and
-            # ANALYZE of a load pass their own, longer, timeout
+            # no answer to a command for this long: the server or the link hangs; COPY passes
+            # its own, longer, timeout
             "command_timeout": self.timeouts.idle_stream,
             "server_settings": {"application_name": APPLICATION_NAME, **SERVER_KEEPALIVES},
         }
@@ -169,37 +174,136 @@ class Destination:
             try:
                 yield conn
             except BaseException as exc:
-                if classify(exc).code == "connection" and not conn.is_closed():
-                    conn.terminate()  # never hand a half-broken connection to the next user
+                if classify(exc).code == "connection":
+                    _drop(conn)  # never hand a half-broken connection to the next user
                 raise
 
     def parent(self, dataset: str) -> str:
         return sql.qualified(self.schema, dataset)
 
-    async def prepare(self, conn: asyncpg.Connection, shape: Shape, source_id: str) -> Target:
-        """Make sure the dataset table can take this source's columns; returns where they go."""
+    def forget(self, dataset: str) -> None:
+        """Drop what we believe about a dataset table (after an error that may mean it changed)."""
+        self._tables.pop(dataset, None)
+
+    # -- DDL: rare, on a connection of its own, under timeouts.lock ---------------------------
+
+    async def prepare(self, shape: Shape, source_id: str, key: tuple[str, ...] = ()) -> Target:
+        """Make sure the dataset table can take this source's columns; returns where they go.
+
+        Runs no SQL at all when the table is known to fit (every steady-state pass)."""
         if self.source_column in shape.column_names:
             raise FinalError(
                 f"the dataset has a column named {self.source_column!r}, which syncd fills with "
                 "the source id (destination.source_column); rename it in the query"
             )
-        known = self._columns.get(shape.dataset)
-        if known is None or any(
-            c.name not in known or base_type(known[c.name]) != base_type(c.type)
+        table = self._tables.get(shape.dataset)
+        if table is None or not self._fits(table, shape, key):
+            # a connection of its own, not the pool's: the caller holds a pooled one in its
+            # landing transaction, and DDL must never wait for the pool that landings fill
+            conn = await self.connect()
+            try:
+                table = await self._ensure_table(conn, shape, key)
+            finally:
+                await _close(conn)
+            self._tables[shape.dataset] = table
+        missing = tuple(c.name for c in shape.columns if c.name not in table.columns)
+        return Target(
+            shape.dataset,
+            source_id,
+            tuple(c.name for c in shape.columns if c.name in table.columns),
+            key=key,
+            missing=missing,
+        )
+
+    def _fits(self, table: _Table, shape: Shape, key: tuple[str, ...]) -> bool:
+        if key and key not in table.keys:
+            return False
+        for c in shape.columns:
+            have = table.columns.get(c.name)
+            if have is None and time.monotonic() >= table.ddl_blocked_until:
+                return False  # a column to add, and it is time to try again
+            if have is not None and base_type(have) != base_type(c.type):
+                return False  # a conflict: look again (maybe someone fixed it) and say so
+        return True
+
+    async def _ensure_table(
+        self, conn: asyncpg.Connection, shape: Shape, key: tuple[str, ...]
+    ) -> _Table:
+        rel = await conn.fetchrow(_PARENT_SQL, self.schema, shape.dataset)
+        if rel is None:
+            rel = await self._create(conn, shape)
+        expected = f"HASH ({self.source_column})"
+        if rel["relkind"] != "p" or rel["partkey"] != expected:
+            raise FinalError(
+                f"{self.schema}.{shape.dataset} exists but is not a syncd dataset table "
+                f"(partitioned by {expected}); rename or drop it"
+            )
+        existing = {r["name"]: r["type"] for r in await conn.fetch(_COLUMNS_SQL, rel["oid"])}
+        conflicts = [
+            f"column {c.name!r} is {c.type} on the source but {existing[c.name]} in "
+            f"{self.schema}.{shape.dataset}"
             for c in shape.columns
-        ):
-            self._columns.pop(shape.dataset, None)
-            known = await self._ensure_parent(conn, shape)
-            self._columns[shape.dataset] = known
-        return Target(shape.dataset, source_id, tuple(shape.column_names))
+            if c.name in existing and base_type(existing[c.name]) != base_type(c.type)
+        ]
+        if conflicts:
+            raise FinalError("; ".join(conflicts))
+        table = _Table(existing, await self._buckets(conn, rel["oid"]))
+        adds = [c for c in shape.columns if c.name not in existing]
+        if adds:
+            # a newer PEC version: the column appears for everyone, NULL where unknown
+            parent = self.parent(shape.dataset)
+            statements = [
+                f"ALTER TABLE {parent} ADD COLUMN IF NOT EXISTS {sql.ident(c.name)} "
+                f"{base_type(c.type)}"
+                for c in adds
+            ]
+            if await self._try_ddl(conn, shape.dataset, ";".join(statements)):
+                existing.update({c.name: base_type(c.type) for c in adds})
+            else:
+                table.ddl_blocked_until = time.monotonic() + DDL_RETRY_SECONDS
+                log.warning(
+                    "dataset %s: readers hold the table, so column(s) %s are not added yet; "
+                    "rows land without them until then",
+                    shape.dataset,
+                    ", ".join(c.name for c in adds),
+                    extra={"dataset": shape.dataset},
+                )
+        if key:
+            await self._ensure_key(conn, shape.dataset, rel["oid"], key, existing)
+            table.keys.add(key)
+        return table
 
-    def forget(self, dataset: str) -> None:
-        """Drop what we believe about a dataset table (after an error that may mean it changed)."""
-        self._columns.pop(dataset, None)
+    async def _buckets(self, conn: asyncpg.Connection, oid: int) -> list[str]:
+        rows = await conn.fetch(_BUCKETS_SQL, oid)
+        found: dict[int, str] = {}
+        for row in rows:
+            match = _BOUND.search(row["bound"] or "")
+            if match:
+                found[int(match.group(2))] = row["name"]
+        return [found[n] for n in sorted(found)] if len(found) == len(rows) else []
 
-    async def _ensure_parent(self, conn: asyncpg.Connection, shape: Shape) -> dict[str, str]:
+    async def _create(self, conn: asyncpg.Connection, shape: Shape) -> asyncpg.Record:
         parent = self.parent(shape.dataset)
-        key_column = sql.ident(self.source_column)
+        column = sql.ident(self.source_column)
+        columns = ", ".join(f"{sql.ident(c.name)} {base_type(c.type)}" for c in shape.columns)
+        names = relation_names(shape.dataset, self.settings.buckets)
+        buckets = self.settings.buckets
+        statements = [
+            f"CREATE TABLE {parent} ({columns}, {column} text NOT NULL "
+            f"DEFAULT pg_catalog.current_setting({sql.literal(SOURCE_SETTING)})) "
+            f"PARTITION BY HASH ({column})",
+            *(
+                f"CREATE TABLE {sql.qualified(self.schema, name)} PARTITION OF {parent} "
+                f"FOR VALUES WITH (MODULUS {buckets}, REMAINDER {n})"
+                for n, name in enumerate(bucket_names(shape.dataset, buckets))
+            ),
+            f"CREATE INDEX {sql.ident(names[-2])} ON {parent} ({column})",
+            f"COMMENT ON TABLE {parent} IS "
+            + sql.literal(
+                f"syncd dataset {shape.dataset}: each municipality's rows are replaced "
+                "atomically by syncd; read-only for everyone else"
+            ),
+        ]
         async with conn.transaction():
             await conn.execute(f"SET LOCAL lock_timeout = {int(self.timeouts.lock * 1000)}")
             await conn.execute(
@@ -208,117 +312,156 @@ class Destination:
                 f"{self.schema}.{shape.dataset}",
             )
             rel = await conn.fetchrow(_PARENT_SQL, self.schema, shape.dataset)
-            if rel is None:
-                columns = ", ".join(f"{sql.ident(c.name)} {c.type}" for c in shape.columns)
-                await conn.execute(
-                    f"CREATE TABLE {parent} ({columns}, {key_column} text NOT NULL) "
-                    f"PARTITION BY LIST ({key_column})"
-                )
-                await conn.execute(
-                    f"COMMENT ON TABLE {parent} IS "
-                    f"{sql.literal(f'syncd dataset {shape.dataset}: one partition per source, replaced atomically by syncd; read-only for everyone else')}"
-                )
+            if rel is None:  # nobody made it while we waited for the lock
+                await conn.execute(";".join(statements))
                 rel = await conn.fetchrow(_PARENT_SQL, self.schema, shape.dataset)
-            expected_key = f"LIST ({self.source_column})"
-            if rel["relkind"] != "p" or rel["partkey"] != expected_key:
-                raise FinalError(
-                    f"{self.schema}.{shape.dataset} exists but is not a syncd dataset table "
-                    f"(partitioned by {expected_key}); rename or drop it"
-                )
-            existing = {r["name"]: r["type"] for r in await conn.fetch(_COLUMNS_SQL, rel["oid"])}
-            conflicts = [
-                f"column {c.name!r} is {c.type} on the source but {existing[c.name]} in "
-                f"{self.schema}.{shape.dataset}"
-                for c in shape.columns
-                if c.name in existing and base_type(existing[c.name]) != base_type(c.type)
-            ]
-            if conflicts:
-                raise FinalError("; ".join(conflicts))
-            for c in shape.columns:
-                if c.name not in existing:
-                    # a newer PEC version: the column appears for everyone, NULL where unknown
-                    await conn.execute(
-                        f"ALTER TABLE {parent} ADD COLUMN {sql.ident(c.name)} {c.type}"
-                    )
-                    existing[c.name] = c.type
-        return existing
+        return rel
 
-    async def load(
+    async def _ensure_key(
         self,
         conn: asyncpg.Connection,
+        dataset: str,
+        oid: int,
+        key: tuple[str, ...],
+        existing: dict[str, str],
+    ) -> None:
+        """An incremental dataset upserts on (source column, key): that needs a unique index."""
+        columns = [self.source_column, *key]
+        if await conn.fetchval(_UNIQUE_KEY_SQL, oid, columns):
+            return
+        unknown = [k for k in key if k not in existing]
+        if unknown:
+            raise FinalError(f"key column(s) {', '.join(unknown)} are not in the dataset")
+        name = relation_names(dataset, self.settings.buckets)[-1]
+        statement = (
+            f"DROP INDEX IF EXISTS {sql.qualified(self.schema, name)};"
+            f"CREATE UNIQUE INDEX {sql.ident(name)} ON {self.parent(dataset)} "
+            f"({', '.join(sql.ident(c) for c in columns)})"
+        )
+        try:
+            built = await self._try_ddl(conn, dataset, statement, timeout=self.timeouts.statement)
+        except asyncpg.UniqueViolationError:
+            raise FinalError(
+                f"key ({', '.join(key)}) is not unique in {self.schema}.{dataset}; an "
+                "incremental dataset needs a key that identifies each row"
+            ) from None
+        if not built:
+            raise RetryableError(
+                f"readers or writers held {self.schema}.{dataset} for longer than "
+                f"timeouts.lock ({self.timeouts.lock:g}s) while its key index was built"
+            )
+
+    async def _try_ddl(
+        self, conn: asyncpg.Connection, dataset: str, statements: str, timeout: float | None = None
+    ) -> bool:
+        """DDL under lock_timeout: True if done, False if others held the table meanwhile."""
+        try:
+            async with conn.transaction():
+                await conn.execute(f"SET LOCAL lock_timeout = {int(self.timeouts.lock * 1000)}")
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                    ledger.LOCK_NAMESPACE,
+                    f"{self.schema}.{dataset}",
+                )
+                await conn.execute(statements, timeout=timeout)
+        except asyncpg.LockNotAvailableError:
+            return False
+        return True
+
+    # -- the landing transaction ----------------------------------------------------------------
+
+    @asynccontextmanager
+    async def landing(self, source_id: str) -> AsyncIterator[Landing]:
+        """One municipality's transaction: everything it lands commits together, or nothing."""
+        async with self.acquire() as conn, _transaction(conn) as tr:
+            await conn.execute(
+                "SELECT pg_catalog.set_config($1, $2, true), pg_catalog.set_config("
+                "'lock_timeout', $3, true)",
+                SOURCE_SETTING,
+                source_id,
+                f"{int(self.timeouts.lock * 1000)}ms",
+            )
+            yield Landing(self, conn, source_id, tr)
+
+
+class Landing:
+    """The open transaction of one municipality's pass."""
+
+    def __init__(
+        self,
+        destination: Destination,
+        conn: asyncpg.Connection,
+        source_id: str,
+        transaction: asyncpg.transaction.Transaction,
+    ):
+        self.destination = destination
+        self.conn = conn
+        self.source_id = source_id
+        self._transaction = transaction
+        self.deleted: dict[str, int] = {}  # dataset -> rows this pass removed
+        self.landed: dict[str, int] = {}  # dataset -> rows this pass wrote
+
+    async def commit(self) -> None:
+        """Make everything of the pass visible at once (otherwise done when the landing ends)."""
+        await self._transaction.commit()
+
+    @property
+    def lost(self) -> Failure | None:
+        """Why the transaction is gone, if its connection is (then everything must be redone)."""
+        try:
+            closed = self.conn.is_closed()
+        except asyncpg.InterfaceError:  # asyncpg hands a lost connection back to the pool
+            closed = True
+        if not closed:
+            return None
+        return Failure(True, "the destination connection was lost", "connection", "destination")
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A dataset that fails rolls back to here; the others of the pass stay."""
+        async with _transaction(self.conn):
+            yield
+
+    def _long(self) -> float:
+        # progress is watched by the pipe (idle_stream) and the source's statement timeout
+        # fires first; this only bounds a statement that nothing else would stop
+        t = self.destination.timeouts
+        return t.statement + 2 * t.idle_stream
+
+    async def replace(
+        self,
         target: Target,
         copy_out: CopyOut,
         *,
         idle_timeout: float,
         on_bytes: Callable[[int], None] | None = None,
     ) -> Transfer:
-        """COPY the source's stream into a fresh staging table, committed but not yet visible."""
-        staging = sql.qualified(self.schema, target.staging)
-        key = sql.ident(self.source_column)
-        value = sql.literal(target.source_id)
-
-        # progress is watched by the pipe (idle_stream) and the source's statement timeout
-        # fires first; this only bounds a COPY that nothing else would stop
-        long = self.timeouts.statement + 2 * self.timeouts.idle_stream
+        """This municipality's rows of the dataset: the old ones deleted, the new ones copied in."""
+        d = self.destination
+        status = await self.conn.execute(
+            f"DELETE FROM {d.parent(target.dataset)} WHERE {sql.ident(d.source_column)} = $1",  # noqa: S608
+            self.source_id,
+            timeout=self._long(),
+        )
+        self.deleted[target.dataset] = _count(status)
 
         async def copy_in(chunks: AsyncIterable[bytes]) -> int:
-            status = await conn.copy_to_table(
-                target.staging,
-                schema_name=self.schema,
+            status = await self.conn.copy_to_table(
+                target.dataset,
+                schema_name=d.schema,
                 columns=list(target.columns),
                 source=chunks,
                 format="binary",
-                freeze=True,
-                timeout=long,
+                timeout=self._long(),
             )
             return copy_row_count(status)
 
-        marker = sql.literal(f"syncd staging: source={target.source_id} dataset={target.dataset}")
-        async with conn.transaction():
-            await conn.execute(
-                f"DROP TABLE IF EXISTS {staging};"
-                f"CREATE TABLE {staging} (LIKE {self.parent(target.dataset)} INCLUDING DEFAULTS "
-                f"INCLUDING INDEXES INCLUDING STORAGE, "
-                f"CONSTRAINT syncd_partition CHECK ({key} = {value}));"
-                f"ALTER TABLE {staging} ALTER COLUMN {key} SET DEFAULT {value};"
-                f"COMMENT ON TABLE {staging} IS {marker}"
-            )
-            transfer = await pipe(copy_out, copy_in, idle_timeout=idle_timeout, on_bytes=on_bytes)
-            if target.key:  # incremental datasets upsert by key into this partition later
-                await self._unique_key(conn, staging, target, long)
-            await conn.execute(f"ANALYZE {staging}", timeout=long)
+        transfer = await self._pipe(copy_out, copy_in, idle_timeout, on_bytes)
+        self.landed[target.dataset] = transfer.rows
         return transfer
-
-    async def _unique_key(
-        self, conn: asyncpg.Connection, table: str, target: Target, timeout: float
-    ) -> None:
-        columns = ", ".join(sql.ident(k) for k in target.key)
-        try:
-            await conn.execute(f"CREATE UNIQUE INDEX ON {table} ({columns})", timeout=timeout)
-        except asyncpg.UniqueViolationError:
-            raise FinalError(
-                f"key ({', '.join(target.key)}) is not unique at the source; an incremental "
-                "dataset needs a key that identifies each row"
-            ) from None
-
-    async def watermark(
-        self, conn: asyncpg.Connection, target: Target
-    ) -> tuple[str | None, datetime | None] | None:
-        """(watermark, last full refresh) of an incremental dataset, if its partition is there."""
-        row = await conn.fetchrow(
-            """
-            SELECT w.watermark, w.full_refresh_at FROM syncd.watermarks w
-            WHERE w.source_id = $1 AND w.dataset = $2 AND to_regclass($3) IS NOT NULL
-            """,
-            target.source_id,
-            target.dataset,
-            sql.qualified(self.schema, target.partition),
-        )
-        return (row["watermark"], row["full_refresh_at"]) if row else None
 
     async def upsert(
         self,
-        conn: asyncpg.Connection,
         target: Target,
         copy_out: CopyOut,
         *,
@@ -326,62 +469,106 @@ class Destination:
         idle_timeout: float,
         on_bytes: Callable[[int], None] | None = None,
     ) -> tuple[Transfer, str | None]:
-        """The rows of an incremental window: upserted by key into the municipality's partition,
-        with the new watermark (the highest cursor among them that `cap` admits, else the old
-        one), in one transaction. A crash leaves both as they were. Returns the watermark."""
-        columns = list(self._columns.get(target.dataset) or target.columns)
-        if self.source_column not in columns:
-            columns.append(self.source_column)
-        key = sql.ident(self.source_column)
-        long = self.timeouts.statement + 2 * self.timeouts.idle_stream
+        """The rows of an incremental window, upserted by (source, key); returns the new
+        watermark: the highest cursor among them that `cap` admits, else the old one."""
+        d = self.destination
+        column = d.source_column
+        columns = [*target.columns, column]
+        # one temporary table per connection and column set, emptied at every commit: the
+        # pool's connections are reused, so a steady-state pass creates no table
+        signature = "\x00".join([target.dataset, *target.columns]).encode()
+        delta = "syncd_delta_" + hashlib.sha256(signature).hexdigest()[:16]
+        await self.conn.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {delta} (LIKE {d.parent(target.dataset)} "
+            "INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
 
         async def copy_in(chunks: AsyncIterable[bytes]) -> int:
-            status = await conn.copy_to_table(
-                "syncd_delta",
+            status = await self.conn.copy_to_table(
+                delta,
                 columns=list(target.columns),
                 source=chunks,
                 format="binary",
-                timeout=long,
+                timeout=self._long(),
             )
             return copy_row_count(status)
 
+        transfer = await self._pipe(copy_out, copy_in, idle_timeout, on_bytes)
         names = ", ".join(sql.ident(c) for c in columns)
         updates = ", ".join(
             f"{sql.ident(c)} = excluded.{sql.ident(c)}"
-            for c in columns
-            if c not in target.key and c != self.source_column
+            for c in target.columns
+            if c not in target.key
         )
-        conflict = ", ".join(sql.ident(k) for k in target.key)
+        conflict = ", ".join(sql.ident(k) for k in (column, *target.key))
         action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
-        async with conn.transaction():
-            await conn.execute(
-                f"SET LOCAL lock_timeout = {int(self.timeouts.lock * 1000)};"
-                f"CREATE TEMP TABLE syncd_delta (LIKE {self.parent(target.dataset)} "
-                f"INCLUDING DEFAULTS) ON COMMIT DROP;"
-                f"ALTER TABLE syncd_delta ALTER COLUMN {key} SET DEFAULT "
-                f"{sql.literal(target.source_id)}"
+        insert = f"INSERT INTO {d.parent(target.dataset)} ({names}) SELECT {names} FROM {delta}"  # noqa: S608
+        try:
+            await self.conn.execute(
+                f"{insert} ON CONFLICT ({conflict}) {action}", timeout=self._long()
             )
-            transfer = await pipe(copy_out, copy_in, idle_timeout=idle_timeout, on_bytes=on_bytes)
-            try:
-                partition = sql.qualified(self.schema, target.partition)
-                insert = f"INSERT INTO {partition} ({names}) SELECT {names} FROM syncd_delta"  # noqa: S608
-                await conn.execute(f"{insert} ON CONFLICT ({conflict}) {action}", timeout=long)
-            except asyncpg.CardinalityViolationError:
-                raise FinalError(
-                    f"key ({', '.join(target.key)}) is not unique among the new rows"
-                ) from None
-            top = await conn.fetchval(
-                f"SELECT max({ALIAS}.{sql.ident(target.cursor)})::text "  # noqa: S608
-                f"FROM syncd_delta AS {ALIAS} WHERE {cap}"
-            )
-            target = replace(target, watermark=top or target.watermark)
-            await self._store_watermark(conn, target, full=False)
-        return transfer, target.watermark
+        except asyncpg.CardinalityViolationError:
+            raise FinalError(
+                f"key ({', '.join(target.key)}) is not unique among the new rows"
+            ) from None
+        top = await self.conn.fetchval(
+            f"SELECT max({ALIAS}.{sql.ident(target.cursor or '')})::text "  # noqa: S608
+            f"FROM {delta} AS {ALIAS} WHERE {cap}"
+        )
+        self.landed[target.dataset] = transfer.rows
+        return transfer, top or target.watermark
 
-    async def _store_watermark(
-        self, conn: asyncpg.Connection, target: Target, *, full: bool
-    ) -> None:
-        await conn.execute(
+    async def _pipe(
+        self,
+        copy_out: CopyOut,
+        copy_in: Callable[[AsyncIterable[bytes]], object],
+        idle_timeout: float,
+        on_bytes: Callable[[int], None] | None,
+    ) -> Transfer:
+        """The byte pipe, watching the destination connection: a backend killed mid-COPY is seen
+        at once (asyncpg would otherwise wait for flow control that never resumes)."""
+        lost = anyio.Event()
+
+        def on_terminated(_conn: object) -> None:
+            lost.set()
+
+        raw = _raw(self.conn)
+        raw.add_termination_listener(on_terminated)
+
+        async def watch() -> None:
+            await lost.wait()
+            raise TransferError(
+                "destination",
+                asyncpg.ConnectionDoesNotExistError(
+                    "the destination connection was closed in the middle of the COPY"
+                ),
+            )
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch)
+                transfer = await pipe(
+                    copy_out, copy_in, idle_timeout=idle_timeout, on_bytes=on_bytes
+                )
+                tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise first_failure(group) from None
+        finally:
+            raw.remove_termination_listener(on_terminated)
+        return transfer
+
+    async def watermark(self, target: Target) -> tuple[str | None, datetime | None] | None:
+        """(watermark, last full refresh) of an incremental dataset, if any."""
+        row = await self.conn.fetchrow(
+            "SELECT watermark, full_refresh_at FROM syncd.watermarks "
+            "WHERE source_id = $1 AND dataset = $2",
+            target.source_id,
+            target.dataset,
+        )
+        return (row["watermark"], row["full_refresh_at"]) if row else None
+
+    async def store_watermark(self, target: Target, *, full: bool) -> None:
+        await self.conn.execute(
             """
             INSERT INTO syncd.watermarks AS w (source_id, dataset, cursor, watermark,
                                                full_refresh_at, updated_at)
@@ -399,53 +586,155 @@ class Destination:
             full,
         )
 
-    async def swap(self, conn: asyncpg.Connection, targets: Sequence[Target]) -> None:
-        """Replace each target's partition by its staging table, all in one short transaction."""
-        async with conn.transaction():
-            await conn.execute(f"SET LOCAL lock_timeout = {int(self.timeouts.lock * 1000)}")
-            # one lock order for everyone: concurrent swaps of other sources cannot deadlock
-            for target in sorted(targets, key=lambda t: t.dataset):
-                parent = self.parent(target.dataset)
-                bound = f"FOR VALUES IN ({sql.literal(target.source_id)})"
-                old = await conn.fetchrow(_FIND_PARTITION_SQL, parent, bound)
-                statements = []
-                if old is not None:
-                    statements.append(f"DROP TABLE {sql.qualified(old['schema'], old['name'])}")
-                partition = sql.qualified(self.schema, target.partition)
-                staging = sql.qualified(self.schema, target.staging)
-                # columns another municipality (a newer PEC) added while this one was loading
-                for row in await conn.fetch(_MISSING_COLUMNS_SQL, parent, staging):
-                    statements.append(
-                        f"ALTER TABLE {staging} ADD COLUMN {sql.ident(row['name'])} {row['type']}"
-                    )
-                statements += [
-                    f"DROP TABLE IF EXISTS {partition}",
-                    f"ALTER TABLE {sql.qualified(self.schema, target.staging)} "
-                    f"RENAME TO {sql.ident(target.partition)}",
-                    f"ALTER TABLE {parent} ATTACH PARTITION {partition} {bound}",
-                ]
-                await conn.execute(";".join(statements))
-                if target.mode == "full_refresh":  # the rows and their watermark, together
-                    await self._store_watermark(conn, target, full=True)
-
-    async def leftovers(self, conn: asyncpg.Connection) -> dict[str, list[str]]:
-        """Staging tables in the data schema, by the source that made them (crash leftovers)."""
-        found: dict[str, list[str]] = {}
-        for row in await conn.fetch(_STAGING_SQL, self.schema):
-            match = _MARKER.fullmatch(row["comment"] or "")
-            if match:
-                found.setdefault(match.group(1), []).append(row["name"])
+    async def buckets(self) -> dict[str, str]:
+        """dataset -> the bucket this municipality's rows live in (for the vacuum lane)."""
+        d = self.destination
+        found: dict[str, str] = {}
+        for dataset in sorted(set(self.deleted) | set(self.landed)):
+            name = d.vacuum.bucket_of(dataset, self.source_id)
+            table = d._tables.get(dataset)
+            if name is None and table is not None and table.buckets:
+                remainder = await self.conn.fetchval(
+                    "SELECT r FROM generate_series(0, $2 - 1) AS r "
+                    "WHERE pg_catalog.satisfies_hash_partition($1::text::regclass::oid, $2, r, "
+                    "$3::text)",
+                    d.parent(dataset),
+                    len(table.buckets),
+                    self.source_id,
+                )
+                if remainder is not None:
+                    name = table.buckets[remainder]
+            if name is not None:
+                found[dataset] = name
         return found
 
-    async def drop_tables(self, conn: asyncpg.Connection, names: Sequence[str]) -> None:
-        if names:
-            await conn.execute(
-                ";".join(f"DROP TABLE IF EXISTS {sql.qualified(self.schema, n)}" for n in names)
-            )
 
-    async def drop_staging(self, conn: asyncpg.Connection, targets: Sequence[Target]) -> None:
-        """Remove the staging tables of these targets (after a cancel or a failed swap)."""
-        await self.drop_tables(conn, [t.staging for t in targets])
+class Vacuum:
+    """Dead rows per bucket, and VACUUM when enough of a bucket is dead.
+
+    A pass deletes each municipality's previous rows; until VACUUM marks that space free, the next
+    pass can only grow the table. Vacuuming a bucket once a fifth of its rows are dead, and every
+    dirty bucket at the end of a `once` pass, keeps each dataset within about twice a fresh load
+    (new rows are written before the old ones die, so one bucket briefly holds both)."""
+
+    THRESHOLD = 0.2
+
+    def __init__(self, destination: Destination):
+        self.destination = destination
+        self._bucket: dict[tuple[str, str], str] = {}
+        self._dead: dict[str, int] = {}  # bucket -> rows deleted since its last vacuum
+        self._size: dict[str, int] = {}  # bucket -> its rows at its last vacuum, then written
+        self._touched: set[str] = set()  # buckets written since the last flush
+        self._running: set[str] = set()
+
+    def bucket_of(self, dataset: str, source_id: str) -> str | None:
+        return self._bucket.get((dataset, source_id))
+
+    def committed(self, landing: Landing, buckets: dict[str, str]) -> None:
+        for dataset, bucket in buckets.items():
+            self._bucket[(dataset, landing.source_id)] = bucket
+            self._touched.add(bucket)
+            self._dead[bucket] = self._dead.get(bucket, 0) + landing.deleted.get(dataset, 0)
+            self._size[bucket] = self._size.get(bucket, 0) + landing.landed.get(dataset, 0)
+
+    def due(self) -> list[str]:
+        return [
+            b
+            for b, dead in self._dead.items()
+            if dead > 0 and b not in self._running and dead >= self.THRESHOLD * self._size[b]
+        ]
+
+    async def run_due(self) -> None:
+        await self._vacuum(self.due())
+
+    async def flush(self) -> None:
+        """Every bucket written since the last flush: at the end of a `once` pass, or when the
+        daemon is idle, no landing of ours holds back what VACUUM may remove."""
+        touched, self._touched = self._touched, set()
+        await self._vacuum(sorted(touched))
+
+    async def _vacuum(self, buckets: Sequence[str]) -> None:
+        todo = [b for b in buckets if b not in self._running]
+        if not todo:
+            return
+        self._running.update(todo)
+        d = self.destination
+        try:
+            async with d.acquire() as conn:
+                for bucket in todo:
+                    dead = self._dead.pop(bucket, 0)
+                    name = sql.qualified(d.schema, bucket)
+                    try:
+                        # TRUNCATE false: truncating the file end needs a lock readers would
+                        # queue behind; the space is reused by the next pass anyway
+                        await conn.execute(
+                            f"VACUUM (ANALYZE, TRUNCATE false) {name}", timeout=d.timeouts.statement
+                        )
+                        # rows deleted by transactions that some open snapshot may still see
+                        # are "recently dead": not removed yet, so the bucket stays due
+                        row = await conn.fetchrow(
+                            "SELECT c.reltuples::bigint AS size, "
+                            "pg_catalog.pg_stat_get_dead_tuples(c.oid) AS dead "
+                            "FROM pg_catalog.pg_class c WHERE c.oid = $1::text::regclass",
+                            name,
+                        )
+                        self._size[bucket] = max(int(row["size"] or 0), 0)
+                        if row["dead"]:
+                            self._dead[bucket] = self._dead.get(bucket, 0) + int(row["dead"])
+                    except Exception as exc:
+                        self._dead[bucket] = self._dead.get(bucket, 0) + dead
+                        log.warning("vacuum of %s failed: %s", bucket, classify(exc).reason)
+        finally:
+            self._running.difference_update(todo)
+
+
+@asynccontextmanager
+async def _transaction(conn: asyncpg.Connection) -> AsyncIterator[asyncpg.transaction.Transaction]:
+    """A transaction (or a savepoint inside one) whose rollback never hides why it failed: on a
+    connection that died, there is nothing to roll back."""
+    tr = conn.transaction()
+    await tr.start()
+    try:
+        yield tr
+    except BaseException:
+        with contextlib.suppress(Exception), anyio.CancelScope(shield=True):
+            if not _raw(conn).is_closed() and not _done(tr):
+                await tr.rollback()
+        raise
+    if not _done(tr):
+        await tr.commit()
+
+
+def _done(tr: asyncpg.transaction.Transaction) -> bool:
+    return tr._state.name in ("COMMITTED", "ROLLEDBACK")
+
+
+def _count(status: str | None) -> int:
+    try:
+        return int((status or "").rsplit(" ", 1)[-1])
+    except ValueError:
+        return 0
+
+
+def _raw(conn: asyncpg.Connection) -> asyncpg.Connection:
+    """The connection under a pool's proxy (termination listeners live there)."""
+    return getattr(conn, "_con", None) or conn
+
+
+async def _close(conn: asyncpg.Connection) -> None:
+    try:
+        await conn.close(timeout=5)
+    except Exception:
+        conn.terminate()
+
+
+def _drop(conn: asyncpg.Connection) -> None:
+    """Terminate a connection that may already be gone (or released by asyncpg on its loss)."""
+    try:
+        if not conn.is_closed():
+            conn.terminate()
+    except asyncpg.InterfaceError:
+        pass
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

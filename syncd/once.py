@@ -47,10 +47,19 @@ class MetricsOutput:
 
 
 def destination_for(config: Config) -> Destination:
-    # writers hold a connection for each COPY; the rest serve the ledger and the swaps
+    # each municipality syncing holds one connection for its landing transaction; the rest
+    # serve the ledger and the vacuum lane (DDL takes connections of its own)
     return Destination(
-        config.destination, config.timeouts, pool_size=config.concurrency.writers + 4
+        config.destination, config.timeouts, pool_size=config.concurrency.sources + 4
     )
+
+
+async def _vacuum(destination: Destination) -> None:
+    """What the pass deleted becomes free space for the next one."""
+    try:
+        await destination.vacuum.flush()
+    except Exception as exc:
+        log.warning("vacuum after the pass: %s", classify(exc).reason)
 
 
 async def run_once(
@@ -82,7 +91,7 @@ async def run_once(
         engine.tracer = tracer
     try:
         await sweep(engine)
-    except Exception as exc:  # not fatal: each sync replaces its own staging anyway
+    except Exception as exc:  # not fatal: only marks the ledger rows of a dead run
         log.warning("cleaning up after an interrupted run: %s", classify(exc).reason)
     results: list[SourceResult] = []
     try:
@@ -90,6 +99,7 @@ async def run_once(
             tg.start_soon(progress.run)
             tg.start_soon(_cancel_on_signal, tg.cancel_scope)
             results = await sync_many(engine, config.sources, config.datasets)
+            await _vacuum(destination)
             tg.cancel_scope.cancel()
     finally:
         progress.clear()

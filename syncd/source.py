@@ -9,7 +9,7 @@ municipal database; `default_transaction_read_only` is on for the session as a s
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 import asyncpg
@@ -54,6 +54,18 @@ class Shape:
             return self.query
         columns = ", ".join(sql.ident(c.name) for c in self.columns)
         return f"SELECT {columns} FROM {sql.qualified(*self.table)}"  # noqa: S608
+
+    def only(self, names: Sequence[str]) -> Shape:
+        """The same reading with only these columns (those the dataset table can take now)."""
+        keep = tuple(c for c in self.columns if c.name in set(names))
+        if self.table is not None:
+            return replace(self, columns=keep)
+        columns = ", ".join(f"{ALIAS}.{sql.ident(c.name)}" for c in keep)
+        return replace(
+            self,
+            columns=keep,
+            query=f"SELECT {columns} FROM ({self.select}\n) AS {ALIAS}",  # noqa: S608
+        )
 
     def column(self, name: str) -> Column:
         for c in self.columns:

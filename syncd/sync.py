@@ -23,16 +23,17 @@ from datetime import UTC, datetime
 from functools import partial
 
 import anyio
+import asyncpg
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from . import incremental, ledger, telemetry
 from .config import Config, Dataset, Source
 from .copy import Transfer
-from .destination import Destination, Target
+from .destination import Destination, Landing, Target
 from .errors import Failure, FinalError, classify
 from .limits import Limits
-from .source import SourceSession
+from .source import Shape, SourceSession
 
 log = logging.getLogger("syncd.sync")
 
@@ -85,6 +86,7 @@ class SourceResult:
     started_at: datetime = field(default_factory=now)
     ended_at: datetime | None = None
     synced_elsewhere: datetime | None = None  # skipped: another instance synced it then
+    recorded: bool = False  # the ledger rows were committed with the rows themselves
 
     @property
     def rows(self) -> int:
@@ -225,7 +227,9 @@ class Engine:
         return delay / 2 + random.uniform(0, delay / 2)
 
 
-class _SessionLost(Exception):
+class _PassLost(Exception):
+    """The pass's source snapshot or destination transaction is gone: everything again."""
+
     def __init__(self, failure: Failure):
         super().__init__(failure.reason)
         self.failure = failure
@@ -273,6 +277,10 @@ async def sync_source(
             elif result.status == SKIPPED:
                 span.set_attribute("syncd.skipped", result.error or "")
             engine.progress.source_finished(result)
+    try:
+        await engine.destination.vacuum.run_due()
+    except Exception as exc:  # never fails a sync: autovacuum does the same, later
+        log.warning("vacuum: %s", classify(exc).reason)
     return result
 
 
@@ -373,30 +381,26 @@ async def _sync(
     attempt = 0
     while True:
         attempt += 1
-        # failed for good, or committed already (incremental windows): not read again
-        pending = [d for d in datasets if result.datasets[d.name].status not in (FAILED, OK)]
-        loaded: dict[str, Target] = {}
+        # what failed for good stays failed; everything else is landed again, together
+        pending = [d for d in datasets if result.datasets[d.name].status != FAILED]
+        for d in pending:
+            result.datasets[d.name].status = "pending"
         try:
             async with engine.limits.source_slot(source.dsn.host_key):
                 session = await _open(engine, source, pending, result)
                 try:
-                    for dataset in pending:
-                        target = await _copy_dataset(
-                            engine, session, source, dataset, result.datasets[dataset.name]
-                        )
-                        if target is not None and target.mode != "incremental":
-                            loaded[dataset.name] = target
+                    await _land_all(engine, session, source, pending, result)
                 finally:
                     await session.close()
             break
-        except _SessionLost as lost:
+        except _PassLost as lost:
             failure = lost.failure
             if failure.retryable and attempt < retry.attempts:
                 engine.progress.retried(source.id, None, failure)
                 delay = engine.backoff(attempt)
                 telemetry.retried(span, failure, attempt + 1, delay)
                 log.warning(
-                    "source %s: %s; new snapshot in %.1fs (attempt %d of %d)",
+                    "source %s: %s; again on a new snapshot in %.1fs (attempt %d of %d)",
                     source.id,
                     failure.reason,
                     delay,
@@ -409,11 +413,8 @@ async def _sync(
             result.error = failure.reason
             telemetry.failed(span, failure)
             for d in pending:
-                if d.name not in loaded:
-                    result.datasets[d.name].fail(failure.reason)
+                result.datasets[d.name].fail(failure.reason)
             break
-    if loaded:
-        await _swap(engine, source, list(loaded.values()), result)
 
 
 async def _open(
@@ -433,52 +434,130 @@ async def _open(
             )
         for d in pending:
             result.datasets[d.name].attempts += 1
-        raise _SessionLost(failure) from exc
+        raise _PassLost(failure) from exc
+
+
+async def _land_all(
+    engine: Engine,
+    session: SourceSession,
+    source: Source,
+    pending: Sequence[Dataset],
+    result: SourceResult,
+) -> None:
+    """Every pending dataset into one destination transaction, committed with the ledger rows:
+    a reader sees all of this municipality's previous rows or all of its new ones."""
+    destination = engine.destination
+    try:
+        async with destination.landing(source.id) as landing:
+            for dataset in pending:
+                await _copy_dataset(
+                    engine, session, landing, source, dataset, result.datasets[dataset.name]
+                )
+            loaded = [d for d in result.datasets.values() if d.status == "loaded"]
+            if not loaded:
+                return  # nothing to make visible; the ledger says why in _finish
+            if not await engine.locks.confirm(source.id):
+                raise FinalError(
+                    "lost this source's lock while the destination connection was down; "
+                    "not committing what another instance may be syncing"
+                )
+            buckets = await landing.buckets()
+            attributes = telemetry.db_attributes(destination.settings.dsn, "COMMIT")
+            attributes["syncd.datasets"] = len(loaded)
+            with telemetry.span(engine.tracer, f"commit {source.id}", attributes):
+                ended = now()
+                for res in loaded:
+                    res.status, res.ended_at = OK, ended
+                if result.pass_id is not None:
+                    await ledger.finish_pass(
+                        landing.conn,
+                        result.pass_id,
+                        source.id,
+                        [d.entry() for d in result.datasets.values()],
+                    )
+                await landing.commit()
+            result.recorded = True
+    except (_PassLost, anyio.get_cancelled_exc_class()):
+        result.recorded = False
+        raise
+    except Exception as exc:  # the commit (or the last statements) failed: nothing landed
+        result.recorded = False
+        failure = classify(exc, "destination")
+        if failure.code != "connection" and landing_lost(exc):
+            failure = Failure(
+                True, "the destination connection was lost", "connection", "destination"
+            )
+        for res in result.datasets.values():
+            if res.status == OK:
+                res.status = "loaded"
+        if failure.retryable:
+            raise _PassLost(failure) from exc
+        for res in result.datasets.values():
+            if res.status == "loaded":
+                res.fail(failure.reason)
+        return
+    destination.vacuum.committed(landing, buckets)
+
+
+def landing_lost(exc: BaseException) -> bool:
+    """asyncpg's word for a transaction whose connection died under it."""
+    return isinstance(exc, asyncpg.InterfaceError) and (
+        "closed" in str(exc) or "released" in str(exc)
+    )
 
 
 async def _copy_dataset(
-    engine: Engine, session: SourceSession, source: Source, dataset: Dataset, res: DatasetResult
-) -> Target | None:
-    """Load one dataset into staging; None when it failed for good (recorded in `res`)."""
+    engine: Engine,
+    session: SourceSession,
+    landing: Landing,
+    source: Source,
+    dataset: Dataset,
+    res: DatasetResult,
+) -> None:
+    """Land one dataset in the open transaction; a dataset that fails for good is recorded in
+    `res` and rolled back alone."""
     collection = dataset.table or dataset.name
     attributes = telemetry.db_attributes(source.dsn, "COPY", collection)
     attributes.update({"syncd.dataset": dataset.name, "syncd.dataset.kind": dataset.kind})
     with telemetry.span(engine.tracer, f"COPY {dataset.name}", attributes) as span:
-        target = await _copy_attempts(engine, session, source, dataset, res, span)
+        await _copy_attempts(engine, session, landing, source, dataset, res, span)
         span.set_attribute("syncd.attempts", res.attempts)
-        if target is not None:
+        if res.status == "loaded":
             span.set_attribute("db.response.returned_rows", res.rows)
             span.set_attribute("syncd.rows", res.rows)
             span.set_attribute("syncd.bytes", res.bytes)
-        return target
 
 
 async def _copy_attempts(
     engine: Engine,
     session: SourceSession,
+    landing: Landing,
     source: Source,
     dataset: Dataset,
     res: DatasetResult,
     span: trace.Span,
-) -> Target | None:
+) -> None:
     retry = engine.config.retry
     fields = {"source": source.id, "dataset": dataset.name}
     while True:
         res.attempts += 1
         res.started_at = res.started_at or now()
         try:
-            async with session.savepoint():
+            async with session.savepoint(), landing.savepoint():
                 shape = await session.describe(dataset)
-                async with engine.limits.writers, engine.destination.acquire() as conn:
-                    target = await engine.destination.prepare(conn, shape, source.id)
-                    target, transfer = await _land(engine, conn, session, shape, dataset, target)
+                target, transfer = await _land(engine, landing, session, shape, dataset)
         except Exception as exc:
             failure = classify(exc)
+            if landing.lost is not None:
+                failure = landing.lost if failure.code != "connection" else failure
+                raise _PassLost(failure) from exc  # the transaction is gone: all again
+            if failure.side == "destination" and failure.code == "connection":
+                raise _PassLost(failure) from exc
             lost = failure.side == "source" and failure.code == "connection"
             if failure.code == "IdleStreamTimeout" or lost or not session.alive:
                 await session.abort()  # the snapshot is gone or hung: a new one for everything
                 telemetry.retried(span, failure, res.attempts, 0.0)
-                raise _SessionLost(failure) from exc
+                raise _PassLost(failure) from exc
             engine.destination.forget(dataset.name)
             if failure.retryable and res.attempts < retry.attempts:
                 engine.progress.retried(source.id, dataset.name, failure)
@@ -505,20 +584,19 @@ async def _copy_attempts(
                 extra={**fields, "reason": failure.reason},
             )
             res.fail(failure.reason)
-            return None
+            return
         res.rows, res.bytes, res.mode, res.watermark = (
             transfer.rows,
             transfer.bytes,
             target.mode,
             target.watermark,
         )
-        # an incremental window is committed already; everything else waits for the swap
-        res.status = OK if target.mode == "incremental" else "loaded"
-        if res.status == OK:
-            res.ended_at = now()
+        res.status = "loaded"  # visible when the pass commits
         span.set_attribute("syncd.mode", target.mode)
         if target.watermark is not None:
             span.set_attribute("syncd.watermark", target.watermark)
+        if target.missing:
+            span.add_event("columns not added yet", {"syncd.columns": list(target.missing)})
         log.info(
             "source %s dataset %s: %d rows, %d bytes in %.2fs",
             source.id,
@@ -533,121 +611,83 @@ async def _copy_attempts(
                 "seconds": round(transfer.seconds, 3),
             },
         )
-        return target
+        return
 
 
 async def _land(
-    engine: Engine, conn, session: SourceSession, shape, dataset: Dataset, target: Target
+    engine: Engine, landing: Landing, session: SourceSession, shape, dataset: Dataset
 ) -> tuple[Target, Transfer]:
-    """Into staging (snapshots, full refreshes) or upserted at once (incremental windows)."""
-    destination, timeouts = engine.destination, engine.config.timeouts
+    """Replace the municipality's rows (snapshots, full refreshes) or upsert a window
+    (incremental), in the pass's transaction."""
+    destination = engine.destination
     spec = dataset.incremental
+    target = await destination.prepare(shape, session.source.id, spec.key if spec else ())
+    if target.missing:
+        shape = shape.only(target.columns)
     window = None
     if spec is not None:
         cursor_type = shape.column(spec.cursor).type
         for column in spec.key:
             shape.column(column)
-        state = await destination.watermark(conn, target)
-        target = replace(target, key=spec.key, cursor=spec.cursor)
+        state = await landing.watermark(target)
+        target = replace(target, cursor=spec.cursor)
         if state is None or state[0] is None or incremental.refresh_due(spec, state[1], now()):
             top = await session.max_cursor(shape, spec.cursor, incremental.cap(spec, cursor_type))
             target = replace(target, mode="full_refresh", watermark=top)
         else:
             window = incremental.window(spec, cursor_type, state[0])
             target = replace(target, mode="incremental", watermark=state[0])
-            if not await engine.locks.confirm(target.source_id):
-                raise FinalError(
-                    "lost this source's lock; not writing what another instance may be syncing"
-                )
-    into = target.partition if window is not None else target.staging
-    where = f"{destination.schema}.{into}"
+    where = f"{destination.schema}.{target.dataset}"
     with telemetry.span(
         engine.tracer,
         f"COPY {where}",
         telemetry.db_attributes(destination.settings.dsn, "COPY", where),
     ):
-        if window is None:
-            transfer = await destination.load(
-                conn,
-                target,
-                partial(session.copy_out, shape),
-                idle_timeout=timeouts.idle_stream,
-                on_bytes=engine.progress.bytes_moved,
-            )
-        else:
-            transfer, watermark = await destination.upsert(
-                conn,
-                target,
-                partial(session.copy_out, shape, window=window),
-                cap=window.cap,
-                idle_timeout=timeouts.idle_stream,
-                on_bytes=engine.progress.bytes_moved,
-            )
-            target = replace(target, watermark=watermark)
+        async with engine.limits.writers:
+            return await _copy(engine, landing, session, shape, target, window)
+
+
+async def _copy(
+    engine: Engine,
+    landing: Landing,
+    session: SourceSession,
+    shape: Shape,
+    target: Target,
+    window: incremental.Window | None,
+) -> tuple[Target, Transfer]:
+    timeouts = engine.config.timeouts
+    if window is None:
+        transfer = await landing.replace(
+            target,
+            partial(session.copy_out, shape),
+            idle_timeout=timeouts.idle_stream,
+            on_bytes=engine.progress.bytes_moved,
+        )
+        if target.mode == "full_refresh":  # the rows and their watermark, together
+            await landing.store_watermark(target, full=True)
+        return target, transfer
+    transfer, watermark = await landing.upsert(
+        target,
+        partial(session.copy_out, shape, window=window),
+        cap=window.cap,
+        idle_timeout=timeouts.idle_stream,
+        on_bytes=engine.progress.bytes_moved,
+    )
+    target = replace(target, watermark=watermark)
+    await landing.store_watermark(target, full=False)
     return target, transfer
 
 
-async def _swap(
-    engine: Engine, source: Source, targets: list[Target], result: SourceResult
-) -> None:
-    attributes = telemetry.db_attributes(engine.destination.settings.dsn, "ATTACH PARTITION")
-    attributes["syncd.datasets"] = len(targets)
-    with telemetry.span(engine.tracer, f"swap {source.id}", attributes) as span:
-        await _swap_attempts(engine, source, targets, result, span)
-
-
-async def _swap_attempts(
-    engine: Engine, source: Source, targets: list[Target], result: SourceResult, span: trace.Span
-) -> None:
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            if not await engine.locks.confirm(source.id):
-                raise FinalError(
-                    "lost this source's lock while the destination connection was "
-                    "down; not swapping what another instance may be syncing"
-                )
-            async with engine.destination.acquire() as conn:
-                await engine.destination.swap(conn, targets)
-        except Exception as exc:
-            failure = classify(exc, "destination")
-            if failure.retryable and attempt < engine.config.retry.attempts:
-                engine.progress.retried(source.id, None, failure)
-                delay = engine.backoff(attempt)
-                telemetry.retried(span, failure, attempt + 1, delay)
-                await engine.sleep(delay)
-                continue
-            telemetry.failed(span, failure)
-            reason = f"swap failed: {failure.reason}"
-            for t in targets:
-                result.datasets[t.dataset].fail(reason)
-            log.warning("source %s: %s", source.id, reason, extra={"source": source.id})
-            with anyio.CancelScope(shield=True), anyio.move_on_after(10):
-                async with engine.destination.acquire() as conn:
-                    await engine.destination.drop_staging(conn, targets)
-            return
-        ended = now()
-        for t in targets:
-            res = result.datasets[t.dataset]
-            res.status, res.ended_at = OK, ended
-        return
-
-
 async def _finish(engine: Engine, source: Source, result: SourceResult) -> None:
-    """Ledger rows final; staging of anything not swapped removed. Retried; never raises."""
-    unfinished = [name for name, d in result.datasets.items() if d.status not in (OK, SKIPPED)]
+    """Ledger rows final, unless they committed with the rows. Retried; never raises."""
+    if result.recorded or result.pass_id is None:
+        return
 
     async def record() -> None:
         async with engine.destination.acquire() as conn:
-            if unfinished:
-                await engine.destination.drop_staging(
-                    conn, [Target(name, source.id, ()) for name in unfinished]
-                )
-            if result.pass_id is not None:
-                await ledger.finish_pass(
-                    conn, result.pass_id, source.id, [d.entry() for d in result.datasets.values()]
-                )
+            await ledger.finish_pass(
+                conn, result.pass_id, source.id, [d.entry() for d in result.datasets.values()]
+            )
 
     try:
         await _retrying(engine, record)
@@ -660,31 +700,23 @@ async def _finish(engine: Engine, source: Source, result: SourceResult) -> None:
         )
 
 
-async def sweep(engine: Engine) -> tuple[int, int]:
-    """What a dead syncd left: staging tables and `running` ledger rows of sources no live
-    instance holds. Returns (tables dropped, ledger rows aborted)."""
+async def sweep(engine: Engine) -> int:
+    """What a dead syncd left: `running` ledger rows of sources no live instance holds (its
+    uncommitted rows died with its connections). Returns the ledger rows aborted."""
     async with engine.destination.acquire() as conn:
-        leftovers = await engine.destination.leftovers(conn)
         running = await ledger.running_sources(conn)
-    dropped = aborted = 0
-    for source_id in sorted(set(leftovers) | set(running)):
+    aborted = 0
+    for source_id in sorted(running):
         if not await engine.locks.try_lock(source_id):
-            continue  # another instance is syncing it: those are its tables and rows
+            continue  # another instance is syncing it: those are its rows
         try:
             async with engine.destination.acquire() as conn:
-                await engine.destination.drop_tables(conn, leftovers.get(source_id, []))
                 aborted += await ledger.abort_orphans(conn, source_id)
-            dropped += len(leftovers.get(source_id, []))
         finally:
             await engine.locks.unlock(source_id)
-    if dropped or aborted:
-        log.warning(
-            "cleaned up after an interrupted run: %d staging tables dropped, "
-            "%d ledger rows marked aborted",
-            dropped,
-            aborted,
-        )
-    return dropped, aborted
+    if aborted:
+        log.warning("cleaned up after an interrupted run: %d ledger rows marked aborted", aborted)
+    return aborted
 
 
 async def sync_many(

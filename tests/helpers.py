@@ -113,13 +113,3 @@ async def relations(conn: asyncpg.Connection) -> list[tuple[str, str]]:
         """
     )
     return [(r[0], r[1]) for r in rows]
-
-
-async def data_size(conn: asyncpg.Connection) -> int:
-    return await conn.fetchval(
-        """
-        SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c
-        JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = 'syncd_data' AND c.relkind = 'r'
-        """
-    )

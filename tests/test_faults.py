@@ -224,7 +224,7 @@ PAUSE = {
 }
 
 
-@pytest.mark.parametrize("moment", ["mid_copy", "between_datasets", "mid_swap"])
+@pytest.mark.parametrize("moment", ["mid_copy", "between_datasets", "mid_commit"])
 async def test_kill_9_of_syncd_once_leaves_the_previous_snapshot_and_no_leftovers(
     moment, make_sources, dest, write_config, proxies, source_cluster
 ):
@@ -243,6 +243,7 @@ async def test_kill_9_of_syncd_once_leaves_the_previous_snapshot_and_no_leftover
 
     reader = await dest.connect()
     old = await fingerprint(reader, "cidadaos", db.id)
+    catalog = await relations(reader)
     # the municipality changes; the next pass will be killed at `moment`
     await admin.execute("UPDATE tb_fat_cidadao_pec SET no_cidadao = 'novo'")
     await admin.execute("DELETE FROM tb_fat_cidadao_pec WHERE co_seq_fat_cidadao_pec > 15000")
@@ -253,10 +254,10 @@ async def test_kill_9_of_syncd_once_leaves_the_previous_snapshot_and_no_leftover
     elif moment == "between_datasets":
         await admin.execute("UPDATE syncd_test_pause SET seconds = 60")
         condition = "query LIKE '%pg_sleep%' AND state = 'active'"
-    else:  # a reader holds the dataset table: the swap waits for its lock, and dies there
+    else:  # every dataset copied: the landing's last statement (its ledger rows) waits, dies
+        await admin.execute("UPDATE syncd_test_pause SET seconds = 2")
         blocker = await dest.connect()
-        await blocker.execute("BEGIN; LOCK TABLE syncd_data.cidadaos IN ACCESS SHARE MODE")
-        condition = "wait_event_type = 'Lock' AND query LIKE '%ATTACH PARTITION%'"
+        condition = "wait_event_type = 'Lock' AND query LIKE '%UPDATE syncd.ledger%'"
     proc = subprocess.Popen(
         [sys.executable, "-m", "syncd", "once", "--config", str(path)],
         cwd=ROOT,
@@ -271,9 +272,19 @@ async def test_kill_9_of_syncd_once_leaves_the_previous_snapshot_and_no_leftover
             seen.append(await fingerprint(reader, "cidadaos", db.id))
             await anyio.sleep(0.01)
 
+    if blocker is not None:  # hold this pass's ledger rows as soon as they exist
+        with anyio.fail_after(60):
+            while not await blocker.fetchval(
+                "SELECT count(*) FROM syncd.ledger WHERE status = 'running'"
+            ):
+                await anyio.sleep(0.01)
+        await blocker.execute(
+            "BEGIN; SELECT 1 FROM syncd.ledger WHERE status = 'running' FOR UPDATE"
+        )
+
     async with anyio.create_task_group() as tg:
         tg.start_soon(poll)
-        cluster = source_cluster if moment != "mid_swap" else dest.cluster
+        cluster = source_cluster if moment != "mid_commit" else dest.cluster
         await wait_for_query(cluster, condition)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -292,13 +303,7 @@ async def test_kill_9_of_syncd_once_leaves_the_previous_snapshot_and_no_leftover
     code, out, err = await run_pass(config)
     assert code == 0, out + err
     assert await assert_exact(dest, db, CIDADAOS) == 15_000
-    rels = await relations(reader)
-    assert not [r for r in rels if r[1].endswith("__staging")], rels
-    partitions = await reader.fetchval(
-        "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'syncd_data'"
-    )
-    assert partitions == 2
+    assert await relations(reader) == catalog  # nothing left behind, nothing made anew
     statuses = [
         r["status"]
         for r in await reader.fetch(

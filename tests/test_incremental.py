@@ -126,9 +126,9 @@ async def test_kill_9_between_copy_and_commit_then_rerun_no_gap_no_duplicate(
     path, config = write_config(dest, [db], [incremental(lookback=10)], timeouts={"lock": "60s"})
     assert (await run_pass(config))[0] == 0
     await append(db, 25)
-    # a reader holds the partition: the upsert's INSERT waits there, its COPY already done
+    # someone holds the table in SHARE mode: the upsert's INSERT waits there, its COPY done
     blocker = await dest.connect()
-    await blocker.execute("BEGIN; LOCK TABLE syncd_data.atendimentos__" + db.id + " IN SHARE MODE")
+    await blocker.execute("BEGIN; LOCK TABLE syncd_data.atendimentos IN SHARE MODE")
     proc = subprocess.Popen(
         [sys.executable, "-m", "syncd", "once", "--config", str(path)],
         cwd=ROOT,

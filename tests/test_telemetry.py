@@ -82,14 +82,15 @@ async def test_span_tree_of_a_pass(make_sources, dest, write_config):
         assert cidadaos.attributes["db.response.returned_rows"] == 60
         assert cidadaos.attributes["syncd.bytes"] > 0
         assert cidadaos.status.status_code == StatusCode.UNSET
-        staging = [s for s in children if s.parent.span_id == cidadaos.context.span_id]
-        assert [s.name for s in staging] == [f"COPY syncd_data.cidadaos__{sid}__staging"]
+        landing = [s for s in children if s.parent.span_id == cidadaos.context.span_id]
+        assert [s.name for s in landing] == ["COPY syncd_data.cidadaos"]
         falta = copies["COPY falta"]
         assert falta.status.status_code == StatusCode.ERROR
         assert 'relation "public.nao_ha" does not exist' in falta.status.description
         assert [e.name for e in falta.events] == ["exception"]
-        swap = [s for s in children if s.name == f"swap {sid}"]
-        assert len(swap) == 1 and swap[0].attributes["syncd.datasets"] == 2
+        commit = [s for s in children if s.name == f"commit {sid}"]
+        assert len(commit) == 1 and commit[0].attributes["syncd.datasets"] == 2
+        assert commit[0].attributes["db.operation.name"] == "COMMIT"
     text = json.dumps([json.loads(s.to_json()) for s in spans])
     assert "hunter2" not in text
 

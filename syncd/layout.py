@@ -1,0 +1,47 @@
+"""How syncd names and types what it creates in the data schema (landing v2).
+
+A dataset `d` is the table `d`, HASH-partitioned into buckets `d__p00`, `d__p01`, ... with the
+indexes `d__source` (the source column) and, for incremental datasets, `d__key`. Dataset names
+may not contain `__`, so no dataset can ever be named like another's relations, and no source id
+appears in any name: two (dataset, source) pairs can never map to one relation.
+"""
+
+from __future__ import annotations
+
+import re
+
+from . import sql
+
+SOURCE_SETTING = "syncd.source_id"  # the transaction-local setting the source column defaults to
+BUCKET_SEPARATOR = "__p"
+
+_TYPMOD = re.compile(r"\(\d+(?:\s*,\s*-?\d+)?\)")
+
+
+def base_type(type_sql: str) -> str:
+    """A type as syncd creates it: without its modifier, so any width a source sends fits.
+
+    `character(11)` and `bit(3)` name other types without their modifier (`bpchar`, and `bit`
+    would mean bit(1)), so they map to the unbounded forms with the same binary format."""
+    stripped = _TYPMOD.sub("", type_sql).strip()
+    array = stripped.endswith("[]")
+    core = stripped.removesuffix("[]").strip()
+    if core.startswith("interval"):
+        core = "interval"  # `interval day to second` is a modifier too
+    core = {"character": "bpchar", "bit": "bit varying"}.get(core, core)
+    return core + ("[]" if array else "")
+
+
+def bucket_names(dataset: str, buckets: int) -> list[str]:
+    """The partitions of a dataset table: `<dataset>__p00` ... (the dataset part shortened, with
+    a hash, so that the name fits 63 bytes)."""
+    width = max(2, len(str(buckets - 1)))
+    room = sql.MAX_IDENT_BYTES - len(BUCKET_SEPARATOR) - width
+    stem = sql.shorten(dataset, room)
+    return [f"{stem}{BUCKET_SEPARATOR}{n:0{width}d}" for n in range(buckets)]
+
+
+def relation_names(dataset: str, buckets: int) -> list[str]:
+    """Every relation syncd creates in the data schema for a dataset."""
+    stem = sql.shorten(dataset, sql.MAX_IDENT_BYTES - 8)
+    return [dataset, *bucket_names(dataset, buckets), f"{stem}__source", f"{stem}__key"]

@@ -1,0 +1,215 @@
+"""Converting dataset tables of the first layout (one LIST partition per municipality) to landing
+v2 (a fixed number of HASH buckets), on the first start of this version.
+
+Per dataset, with readers querying throughout:
+1. the new table is built beside the old one (`<dataset>__v2`), its rows copied from the old in
+   one statement (a consistent snapshot; no sync writes meanwhile: this runs at start, under the
+   destination's setup lock), with the old one's own indexes and grants;
+2. one short transaction under `timeouts.lock` renames the old table away and the new one into
+   its place; readers wait at most the lock timeout, and it is retried until they let go;
+3. the old table is dropped (retried the same way; left for the next start if readers keep it).
+The staging tables a crashed v1 sync may have left are dropped too.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING
+
+import anyio
+import asyncpg
+
+from . import ledger, sql
+from .layout import SOURCE_SETTING, base_type, bucket_names, relation_names
+
+if TYPE_CHECKING:
+    from .destination import Destination
+
+log = logging.getLogger("syncd.upgrade")
+
+OLD_SUFFIX = "__v1"
+NEW_SUFFIX = "__v2"
+SWAP_DEADLINE = 600.0  # seconds of retrying the rename before giving up (readers never let go)
+
+_V1_TABLES_SQL = """
+SELECT c.oid::int AS oid, c.relname::text AS name
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relkind = 'p' AND NOT c.relispartition
+  AND pg_catalog.pg_get_partkeydef(c.oid) = $2
+ORDER BY c.relname
+"""
+
+_V1_TABLES_SQL_ANY = f"SELECT EXISTS ({_V1_TABLES_SQL})"
+
+_LEFTOVERS_SQL = r"""
+SELECT c.relname::text AS name
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND (pg_catalog.obj_description(c.oid, 'pg_class') LIKE 'syncd staging: %'
+       OR pg_catalog.obj_description(c.oid, 'pg_class') LIKE 'syncd layout v1, replaced: %')
+"""
+
+_INDEXES_SQL = """
+SELECT pg_catalog.pg_get_indexdef(i.indexrelid) AS def
+FROM pg_catalog.pg_index i WHERE i.indrelid = $1::oid
+"""
+
+_GRANTS_SQL = """
+SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_catalog.pg_get_userbyid(a.grantee) END AS grantee,
+       a.privilege_type, a.is_grantable
+FROM pg_catalog.pg_class c, LATERAL pg_catalog.aclexplode(c.relacl) AS a
+WHERE c.oid = $1::oid AND a.grantee <> c.relowner
+"""
+
+_COLUMNS_SQL = """
+SELECT a.attname::text AS name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type
+FROM pg_catalog.pg_attribute a
+WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+_INDEX_HEAD = re.compile(r"^CREATE (UNIQUE )?INDEX \S+ ON (?:ONLY )?\S+ USING ")
+
+
+async def upgrade_layout(destination: Destination) -> int:
+    """Convert every v1 dataset table of the data schema; returns how many were converted."""
+    converted = 0
+    key = f"LIST ({destination.source_column})"
+    async with destination.acquire() as conn:
+        if not await conn.fetchval(_V1_TABLES_SQL_ANY, destination.schema, key):
+            return 0  # the common case: one cheap look, no lock
+        # one instance converts; another starting meanwhile waits here, then finds nothing
+        await conn.execute("SELECT pg_advisory_lock($1, 2)", ledger.LOCK_NAMESPACE)
+        try:
+            for name in [r["name"] for r in await conn.fetch(_LEFTOVERS_SQL, destination.schema)]:
+                await _drop_when_free(destination, conn, name)
+            for row in await conn.fetch(_V1_TABLES_SQL, destination.schema, key):
+                await _convert(destination, conn, row["name"], row["oid"])
+                converted += 1
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1, 2)", ledger.LOCK_NAMESPACE)
+    return converted
+
+
+async def _convert(destination: Destination, conn: asyncpg.Connection, name: str, oid: int) -> None:
+    schema, column = destination.schema, destination.source_column
+    old = sql.qualified(schema, name)
+    staged = sql.shorten(name, sql.MAX_IDENT_BYTES - len(NEW_SUFFIX)) + NEW_SUFFIX
+    new = sql.qualified(schema, staged)
+    columns = [(r["name"], r["type"]) for r in await conn.fetch(_COLUMNS_SQL, oid)]
+    names = [sql.ident(c) for c, _ in columns]
+    buckets = destination.settings.buckets
+    clash = await conn.fetch(
+        "SELECT relname::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND relname = ANY($2::text[])",
+        schema,
+        bucket_names(name, buckets),
+    )
+    if clash:
+        raise RuntimeError(
+            f"cannot convert {schema}.{name} to hash buckets: {clash[0][0]} already exists "
+            "(a source id that looks like a bucket name); rename that relation first"
+        )
+    definitions = ", ".join(
+        f"{sql.ident(c)} {base_type(t)}"
+        + (
+            f" NOT NULL DEFAULT pg_catalog.current_setting({sql.literal(SOURCE_SETTING)})"
+            if c == column
+            else ""
+        )
+        for c, t in columns
+    )
+    statements = [
+        f"DROP TABLE IF EXISTS {new}",
+        f"CREATE TABLE {new} ({definitions}) PARTITION BY HASH ({sql.ident(column)})",
+        *(
+            f"CREATE TABLE {sql.qualified(schema, bucket)} PARTITION OF {new} "
+            f"FOR VALUES WITH (MODULUS {buckets}, REMAINDER {n})"
+            for n, bucket in enumerate(bucket_names(name, buckets))
+        ),
+        f"CREATE INDEX {sql.ident(relation_names(name, buckets)[-2])} ON {new} "
+        f"({sql.ident(column)})",
+    ]
+    for row in await conn.fetch(_INDEXES_SQL, oid):  # the operators' own indexes
+        head = _INDEX_HEAD.match(row["def"])
+        if head:
+            unique = head.group(1) or ""
+            statements.append(f"CREATE {unique}INDEX ON {new} USING {row['def'][head.end() :]}")
+    for row in await conn.fetch(_GRANTS_SQL, oid):
+        grantee = "PUBLIC" if row["grantee"] is None else sql.ident(row["grantee"])
+        option = " WITH GRANT OPTION" if row["is_grantable"] else ""
+        statements.append(f"GRANT {row['privilege_type']} ON {new} TO {grantee}{option}")
+    log.warning("converting %s.%s to hash buckets (landing v2)", schema, name)
+    async with conn.transaction():
+        await conn.execute(";".join(statements))
+        copied = await conn.execute(
+            f"INSERT INTO {new} ({', '.join(names)}) SELECT {', '.join(names)} FROM {old}",  # noqa: S608
+            timeout=destination.timeouts.statement,
+        )
+    rows = int(copied.rsplit(" ", 1)[-1])
+    retired = sql.shorten(name, sql.MAX_IDENT_BYTES - len(OLD_SUFFIX)) + OLD_SUFFIX
+    marker = sql.literal(f"syncd layout v1, replaced: {name}")
+    await _when_free(
+        destination,
+        conn,
+        f"ALTER TABLE {old} RENAME TO {sql.ident(retired)};"
+        f"COMMENT ON TABLE {sql.qualified(schema, retired)} IS {marker};"
+        f"ALTER TABLE {new} RENAME TO {sql.ident(name)};"
+        f"COMMENT ON TABLE {old} IS "
+        + sql.literal(
+            f"syncd dataset {name}: each municipality's rows are replaced atomically by syncd; "
+            "read-only for everyone else"
+        ),
+        record=(
+            "INSERT INTO syncd.layout_upgrades (schema_name, dataset, rows) VALUES ($1, $2, $3) "
+            "ON CONFLICT (schema_name, dataset) DO UPDATE "
+            "SET rows = excluded.rows, upgraded_at = now()",
+            schema,
+            name,
+            rows,
+        ),
+        what=f"renaming {schema}.{name}",
+    )
+    log.warning("converted %s.%s: %d rows", schema, name, rows)
+    await _drop_when_free(destination, conn, retired)
+
+
+async def _drop_when_free(destination: Destination, conn: asyncpg.Connection, name: str) -> None:
+    try:
+        await _when_free(
+            destination,
+            conn,
+            f"DROP TABLE IF EXISTS {sql.qualified(destination.schema, name)}",
+            what=f"dropping {destination.schema}.{name}",
+            deadline=30.0,
+        )
+    except TimeoutError:
+        log.warning("%s.%s is still read; it is dropped at a later start", destination.schema, name)
+
+
+async def _when_free(
+    destination: Destination,
+    conn: asyncpg.Connection,
+    statements: str,
+    *,
+    what: str,
+    deadline: float = SWAP_DEADLINE,
+    record: tuple | None = None,
+) -> None:
+    """Run DDL in one transaction under lock_timeout, again and again until readers let it in."""
+    lock_ms = int(destination.timeouts.lock * 1000)
+    delay = 0.05
+    with anyio.fail_after(deadline):
+        while True:
+            try:
+                async with conn.transaction():
+                    await conn.execute(f"SET LOCAL lock_timeout = {lock_ms}")
+                    await conn.execute(statements)
+                    if record is not None:
+                        await conn.execute(*record)
+                return
+            except asyncpg.LockNotAvailableError:
+                log.info("%s: readers hold the table; again in %.2fs", what, delay)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 2.0)
