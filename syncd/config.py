@@ -63,6 +63,7 @@ class Destination:
     password_file: Path | None = None
     schema: str = "syncd_data"
     source_column: str = "municipio_id_sus"
+    buckets: int = 16  # hash partitions per dataset table
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,7 +515,7 @@ def _destination(
     if "destination" not in root.value:
         root.problem("destination", "is required")
         return None
-    if not sec.is_mapping("with dsn, password_file, schema, source_column"):
+    if not sec.is_mapping("with dsn, password_file, schema, source_column, buckets"):
         return None
     dsn = _dsn(sec, "dsn", warnings)
     password_file = sec.path_value("password_file", base)
@@ -524,10 +525,13 @@ def _destination(
     column = sec.string(
         "source_column", "municipio_id_sus", pattern=LOWER_IDENT, what="a lowercase identifier"
     )
+    buckets = sec.integer("buckets", 16, maximum=256)
     sec.check_unknown()
     if dsn is None:
         return None
-    return Destination(dsn, password_file, schema or "syncd_data", column or "municipio_id_sus")
+    return Destination(
+        dsn, password_file, schema or "syncd_data", column or "municipio_id_sus", buckets
+    )
 
 
 def _concurrency(sec: _Section) -> Concurrency:

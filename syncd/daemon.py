@@ -84,7 +84,9 @@ class Daemon:
         self.limits = Limits(config.concurrency)
         self.metrics.watch_limits(self.limits.usage)
         self.metrics.sources.set(len(config.sources))
+        self.metrics.configure([d.name for d in config.datasets], [s.id for s in config.sources])
         self.scheduler = Scheduler(config.schedule, [s.id for s in config.sources], self.clock)
+        self.metrics.due.set_function(self._due_count)
         self.progress = Fanout(self.metrics, self.board)
         self.engine: Engine | None = None
         self._retired: list[Engine] = []
@@ -248,6 +250,7 @@ class Daemon:
                     successes = await ledger.last_successes(
                         conn, [d.name for d in self.config.datasets]
                     )
+                    pending = await ledger.pending_since(conn)
             except Exception as exc:
                 await _close_engine(engine)
                 log.warning(
@@ -262,6 +265,7 @@ class Daemon:
                 continue
             self.board.seed(entries)
             self.metrics.seed(successes)
+            self._seed_pending(pending)
             for sid, when in successes.items():
                 self.scheduler.seen_success(sid, when)
             self.metrics.ready.set(1)
@@ -284,7 +288,6 @@ class Daemon:
         capacity = int(self.limits.sources.total_tokens)
         per_host = self.config.concurrency.per_host
         hosts = Counter(self._hosts.values())
-        waiting = 0
         for sid in self.scheduler.due():
             if sid in self.in_flight:
                 continue
@@ -292,7 +295,6 @@ class Daemon:
             if source is None:
                 continue
             if len(self.in_flight) >= capacity or hosts[source.dsn.host_key] >= per_host:
-                waiting += 1
                 continue
             hosts[source.dsn.host_key] += 1
             triggered = self.scheduler.is_triggered(sid)
@@ -300,7 +302,18 @@ class Daemon:
             self.in_flight[sid] = self.engine
             self._hosts[sid] = source.dsn.host_key
             self._syncs.start_soon(self._run_sync, source, self.engine, triggered)
-        self.metrics.due.set(waiting)
+
+    def _due_count(self) -> int:
+        """Sources due and not running, whatever holds them back (full limiters, no destination):
+        due but nothing running for long is the stalled daemon an alert must see."""
+        return sum(
+            1
+            for sid in self.scheduler.due()
+            if sid not in self.in_flight and self.config.source(sid) is not None
+        )
+
+    def _seed_pending(self, pending: dict) -> None:
+        self.metrics.seed_pending({sid: w for sid, w in pending.items() if self.config.source(sid)})
 
     async def _run_sync(self, source, engine: Engine, triggered: bool) -> None:
         try:
@@ -354,11 +367,13 @@ class Daemon:
                     successes = await ledger.last_successes(
                         conn, [d.name for d in engine.config.datasets]
                     )
+                    pending = await ledger.pending_since(conn)
             except Exception as exc:
                 log.warning("reading the ledger: %s", classify(exc).reason)
                 continue
             self.board.seed(entries)  # what other instances did shows in /status too
             self.metrics.seed({sid: w for sid, w in successes.items() if self.config.source(sid)})
+            self._seed_pending(pending)
             for sid, when in successes.items():
                 self.scheduler.seen_success(sid, when)
             self._wake.set()
@@ -382,7 +397,7 @@ class Daemon:
         self.limits.resize(new.concurrency)
         self.scheduler.update(new.schedule, [s.id for s in new.sources])
         self.board.configure(new)
-        self.metrics.forget_sources([s.id for s in new.sources])
+        self.metrics.configure([d.name for d in new.datasets], [s.id for s in new.sources])
         self.metrics.sources.set(len(new.sources))
         self._token = _read_token(new)
         if (new.http.host, new.http.port) != (old.http.host, old.http.port):
@@ -425,6 +440,7 @@ class Daemon:
         try:
             async with engine.destination.acquire() as conn:
                 await ledger.register(conn, ledger.pairs(engine.config), replace=True)
+                self._seed_pending(await ledger.pending_since(conn))
         except Exception as exc:
             log.warning(
                 "recording the configured sources in syncd.catalog: %s", classify(exc).reason

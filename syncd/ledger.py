@@ -94,6 +94,12 @@ MIGRATIONS: list[str] = [
     COMMENT ON TABLE syncd.watermarks IS
         'Incremental datasets: how far each source has been read, and its last full refresh';
     """,
+    # 4: since when each pair is configured: a municipality that never synced ages from there
+    """
+    ALTER TABLE syncd.catalog ADD COLUMN added_at timestamptz NOT NULL DEFAULT now();
+    COMMENT ON COLUMN syncd.catalog.added_at IS
+        'When syncd was first configured with this pair (rows older than migration 4: then)';
+    """,
 ]
 
 
@@ -305,6 +311,19 @@ async def last_successes(conn: asyncpg.Connection, datasets: Sequence[str]) -> d
     )
     wanted = len(set(datasets))
     return {r["source_id"]: r["oldest"] for r in rows if r["n"] == wanted}
+
+
+async def pending_since(conn: asyncpg.Connection) -> dict[str, datetime]:
+    """Per configured source with a dataset that never succeeded: since when that dataset is
+    configured (the oldest such), for freshness to count from."""
+    rows = await conn.fetch(
+        """
+        SELECT c.source_id, min(c.added_at) AS since
+        FROM syncd.catalog c LEFT JOIN syncd.latest l USING (source_id, dataset)
+        WHERE l.last_success IS NULL GROUP BY c.source_id
+        """
+    )
+    return {r["source_id"]: r["since"] for r in rows}
 
 
 async def register(

@@ -437,7 +437,11 @@ async def test_metrics_after_a_pass_names_types_and_bounded_labels(
         assert name in families and families[name].type == kind, name
     assert all(name.startswith("syncd_") for name in families)
     per_source = {f.name for f in families.values() if any("source" in s.labels for s in f.samples)}
-    assert per_source == {"syncd_source_consecutive_failures"}  # no success yet: no timestamp
+    # no success yet: no timestamp, but since when each is waiting for one
+    assert per_source == {
+        "syncd_source_consecutive_failures",
+        "syncd_source_pending_since_timestamp_seconds",
+    }
     buckets = [
         s for s in families["syncd_sync_duration_seconds"].samples if s.name.endswith("_bucket")
     ]

@@ -260,7 +260,9 @@ def exported_names() -> set[str]:
             names.add(family.name + "_total")
         if family.type == "histogram":
             names |= {family.name + suffix for suffix in ("_bucket", "_sum", "_count")}
-    return names | {"syncd:source_age_seconds"}
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "syncd-rules.yml").read_text())
+    recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+    return names | recorded
 
 
 def referenced(expr: str) -> set[str]:
