@@ -216,7 +216,7 @@ class Engine:
     instance: str = field(default_factory=ledger.instance_name)
     progress: Progress = field(default_factory=Progress)
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep
-    tracer: trace.Tracer = field(default_factory=lambda: trace.get_tracer("syncd"))
+    tracer: trace.Tracer = field(default_factory=telemetry.tracer)
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter: half fixed, half random, capped."""
@@ -270,6 +270,7 @@ async def sync_source(
                 span.set_status(
                     trace.Status(trace.StatusCode.ERROR, result.error or "; ".join(reasons)[:500])
                 )
+                telemetry.source_failed(span, result.status == ABORTED)
             elif result.status == SKIPPED:
                 span.set_attribute("syncd.skipped", result.error or "")
             engine.progress.source_finished(result)
@@ -440,8 +441,7 @@ async def _copy_dataset(
     engine: Engine, session: SourceSession, source: Source, dataset: Dataset, res: DatasetResult
 ) -> Target | None:
     """Load one dataset into staging; None when it failed for good (recorded in `res`)."""
-    collection = dataset.table or dataset.name
-    attributes = telemetry.db_attributes(source.dsn, "COPY", collection)
+    attributes = telemetry.db_attributes(source.dsn, "COPY", dataset.table)
     attributes.update({"syncd.dataset": dataset.name, "syncd.dataset.kind": dataset.kind})
     with telemetry.span(engine.tracer, f"COPY {dataset.name}", attributes) as span:
         target = await _copy_attempts(engine, session, source, dataset, res, span)
