@@ -98,6 +98,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return traced(lambda: run_daemon(args.config))
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    from .reload import reload, state_dir
+
+    return reload(args.pid, state_dir(args.state_dir), args.timeout)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
     from .embedded import EmbeddedPostgresError
@@ -169,6 +175,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     with_config(p)
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "reload",
+        help="SIGHUP to the daemon, then wait until it has applied or rejected the config "
+        "(ExecReload= on systemd 252)",
+    )
+    p.add_argument("--pid", type=int, required=True, help="the daemon's pid ($MAINPID)")
+    p.add_argument(
+        "--state-dir",
+        default=None,
+        metavar="DIR",
+        help="where the daemon acknowledges reloads (default: $RUNTIME_DIRECTORY)",
+    )
+    p.add_argument("--timeout", type=float, default=90.0, metavar="SECONDS")
+    p.set_defaults(func=cmd_reload)
 
     p = sub.add_parser("demo", help="embedded PostgreSQL, synthetic municipalities, the daemon")
     p.add_argument("--once", action="store_true", help="one pass, then exit")

@@ -35,6 +35,7 @@ from .limits import Limits
 from .metrics import Metrics
 from .notify import Notifier, watchdog_interval
 from .once import destination_for
+from .reload import ReloadRecorder, state_dir
 from .scheduler import Clock, Scheduler
 from .status import StatusBoard
 from .sync import OK, SKIPPED, Engine, Fanout, SourceLocks, SourceResult, sweep, sync_source
@@ -76,6 +77,7 @@ class Daemon:
         self.config = config
         self.clock = clock or Clock()
         self.notifier = notifier or Notifier.from_env()
+        self.reloads = ReloadRecorder(state_dir())  # what `syncd reload` waits for
         self.shutdown_trigger = shutdown_trigger
         self.side_tasks = dict(side_tasks or {})
         self.metrics = Metrics()
@@ -390,6 +392,7 @@ class Daemon:
             log.error("reload rejected, still running the previous config: %s%s", first, more)
             self.metrics.reloads.labels("failure").inc()
             self.metrics.reload_ok.set(0)
+            self.reloads.record("failure", f"{first}{more}")
             self.notifier.ready("reload rejected: running the previous config")
             return
         old = self.config
@@ -424,16 +427,13 @@ class Daemon:
         self.metrics.reload_ok.set(1)
         removed = {s.id for s in old.sources} - {s.id for s in new.sources}
         added = {s.id for s in new.sources} - {s.id for s in old.sources}
-        log.info(
-            "config reloaded: %d sources (+%d, -%d), %d datasets; concurrency %d/%d/%d",
-            len(new.sources),
-            len(added),
-            len(removed),
-            len(new.datasets),
-            new.concurrency.sources,
-            new.concurrency.per_host,
-            new.concurrency.writers,
+        c = new.concurrency
+        summary = (
+            f"config reloaded: {len(new.sources)} sources (+{len(added)}, -{len(removed)}), "
+            f"{len(new.datasets)} datasets; concurrency {c.sources}/{c.per_host}/{c.writers}"
         )
+        log.info("%s", summary)
+        self.reloads.record("success", summary)
         self.notifier.ready()
 
     async def _register(self, engine: Engine) -> None:
