@@ -26,8 +26,8 @@ from pathlib import Path
 
 import anyio
 
+from . import __version__, ledger, statuspage
 from . import config as config_module
-from . import ledger
 from .config import Config, ConfigError
 from .errors import classify
 from .http import Control, HttpServer
@@ -100,7 +100,14 @@ class Daemon:
         self._reload_requested = False
         self._token = _read_token(config)
         self._http = HttpServer(
-            Control(self.ready, self.metrics.render, self.status, self.trigger, lambda: self._token)
+            Control(
+                self.ready,
+                self.metrics.render,
+                self.status,
+                self.trigger,
+                lambda: self._token,
+                self.page,
+            )
         )
         self._ready_cache: tuple[float, bool, str] = (-1e9, False, "starting")
 
@@ -253,6 +260,7 @@ class Daemon:
                         conn, [d.name for d in self.config.datasets]
                     )
                     pending = await ledger.pending_since(conn)
+                    durations = await ledger.last_durations(conn)
             except Exception as exc:
                 await _close_engine(engine)
                 log.warning(
@@ -266,6 +274,7 @@ class Daemon:
                 delay = min(delay * 2, DESTINATION_RETRY_MAX)
                 continue
             self.board.seed(entries)
+            self.board.seed_durations(durations)
             self.metrics.seed(successes)
             self._seed_pending(pending)
             for sid, when in successes.items():
@@ -469,6 +478,12 @@ class Daemon:
     def status(self) -> dict:
         due = {s.id: self.scheduler.next_due(s.id) for s in self.config.sources}
         return self.board.snapshot(due)
+
+    def page(self, nonce: str) -> str:
+        now = self.clock.now()
+        due = {s.id: self.scheduler.next_due(s.id) for s in self.config.sources}
+        rows = statuspage.rows_of(self.board.sources, due, now)
+        return statuspage.render(rows, now, nonce, __version__)
 
     def trigger(self, source_id: str) -> dict | None:
         if self.config.source(source_id) is None or not self.scheduler.trigger(source_id):

@@ -313,6 +313,21 @@ async def last_successes(conn: asyncpg.Connection, datasets: Sequence[str]) -> d
     return {r["source_id"]: r["oldest"] for r in rows if r["n"] == wanted}
 
 
+async def last_durations(conn: asyncpg.Connection) -> dict[str, float]:
+    """Per source: how long its last pass took, in seconds (for the status page)."""
+    rows = await conn.fetch(
+        """
+        SELECT l.source_id,
+               extract(epoch FROM max(l.ended_at) - min(l.started_at))::float8 AS seconds
+        FROM syncd.ledger l
+        JOIN (SELECT source_id, max(last_pass_id) AS pass_id FROM syncd.latest
+              GROUP BY source_id) p USING (pass_id, source_id)
+        GROUP BY l.source_id
+        """
+    )
+    return {r["source_id"]: r["seconds"] for r in rows if r["seconds"] is not None}
+
+
 async def pending_since(conn: asyncpg.Connection) -> dict[str, datetime]:
     """Per configured source with a dataset that never succeeded: since when that dataset is
     configured (the oldest such), for freshness to count from."""
