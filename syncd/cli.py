@@ -98,6 +98,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     return traced(lambda: run_daemon(args.config))
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    if not args.online:
+        return cmd_check_config(args)  # offline, the only other kind of check
+    from .check import run_check
+
+    config = load_config(args.config)
+    return run_async(run_check, config, sys.stdout, args.json, args.timeout)
+
+
 def cmd_reload(args: argparse.Namespace) -> int:
     from .reload import reload, state_dir
 
@@ -169,6 +178,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate the config offline")
     with_config(p)
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser(
+        "check",
+        help="with --online: ask every source and the destination what a sync would meet",
+    )
+    with_config(p)
+    p.add_argument(
+        "--online", action="store_true", help="connect (without it: the same as check-config)"
+    )
+    p.add_argument("--json", action="store_true", help="one JSON document instead of a table")
+    p.add_argument(
+        "--timeout", type=float, default=30.0, metavar="SECONDS", help="per check (default 30)"
+    )
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser(
         "status", help="per municipality and dataset: last success, age, rows, error"
