@@ -21,12 +21,13 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import anyio
 import asyncpg
 
+from .checkreport import as_json_document, report
 from .config import Config, Dataset, Source
 from .dsn import connect_password
 from .errors import classify
@@ -376,96 +377,10 @@ async def run_check(
     checked = [s for s in sources if s is not None]
     ok = all(s.ok for s in checked) and destination[0].ok
     if as_json:
-        out.write(json.dumps(_as_json(checked, destination[0], ok), ensure_ascii=False, indent=2))
+        out.write(
+            json.dumps(as_json_document(checked, destination[0], ok), ensure_ascii=False, indent=2)
+        )
         out.write("\n")
     else:
         out.write(report(checked, destination[0]))
     return 0 if ok else 1
-
-
-def _as_json(sources: list[SourceCheck], destination: DestinationCheck, ok: bool) -> dict:
-    return {
-        "ok": ok,
-        "sources": [{**asdict(s), "ok": s.ok} for s in sources],
-        "destination": {**asdict(destination), "ok": destination.ok},
-    }
-
-
-def report(sources: list[SourceCheck], destination: DestinationCheck) -> str:
-    head = (
-        "source",
-        "server",
-        "connect",
-        "auth",
-        "tls",
-        "version",
-        "read-only",
-        "datasets",
-        "est. rows",
-        "result",
-    )
-    table = [head]
-    for s in sources:
-        good = sum(d.ok for d in s.datasets)
-        rows = sum(d.estimated_rows or 0 for d in s.datasets if d.ok)
-        tls = (
-            "off"
-            if s.tls is None
-            else f"{s.tls}"
-            + (f" verified ({s.tls_verified})" if s.tls_verified != "no" else " unverified")
-        )
-        table.append(
-            (
-                s.id,
-                s.server,
-                f"{s.connect_ms:.0f} ms"
-                if s.connect_ms is not None
-                else "unreachable"
-                if not s.reachable
-                else "-",
-                {True: "ok", False: "FAILED", None: "-"}[s.authenticated],
-                f"{tls} [{s.tls_mode}]" if s.reachable else "-",
-                s.server_version or "-",
-                {True: "yes", False: "NO", None: "-"}[s.read_only],
-                f"{good}/{len(s.datasets)}" if s.datasets else "-",
-                f"{rows:,}" if s.datasets else "-",
-                "FAIL" if not s.ok else "warn" if s.warnings else "ok",
-            )
-        )
-    widths = [max(len(str(r[i])) for r in table) for i in range(len(head))]
-    lines = [
-        "  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in table
-    ]
-    for s in sources:
-        for e in s.errors:
-            lines.append(f"{s.id}: error: {e}")
-        for d in s.datasets:
-            if not d.ok:
-                lines.append(f"{s.id}: dataset {d.name}: {d.error}")
-            elif d.variant and d.variant != "default":
-                lines.append(f"{s.id}: dataset {d.name}: variant {d.variant}")
-        for w in s.warnings:
-            lines.append(f"{s.id}: warning: {w}")
-    d = destination
-    locks = d.locks
-    lines.append("")
-    lines.append(
-        f"destination {d.server}: "
-        + ("FAIL" if not d.ok else "warn" if d.warnings else "ok")
-        + (f", PostgreSQL {d.server_version}" if d.server_version else "")
-        + (f", rights: {d.rights}" if d.rights else "")
-        + (
-            f", lock slots {locks['lock_slots']}, whole-country joins that fit "
-            f"{locks['country_joins_that_fit']}"
-            if locks
-            else ""
-        )
-    )
-    lines += [f"destination: error: {e}" for e in d.errors]
-    lines += [f"destination: warning: {w}" for w in d.warnings]
-    failed = sum(not s.ok for s in sources)
-    lines.append(
-        f"{len(sources)} sources: {len(sources) - failed} pass, {failed} fail; destination "
-        + ("passes" if d.ok else "fails")
-    )
-    return "\n".join(lines) + "\n"
