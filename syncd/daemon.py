@@ -261,6 +261,7 @@ class Daemon:
                     )
                     pending = await ledger.pending_since(conn)
                     durations = await ledger.last_durations(conn)
+                    failures = await ledger.consecutive_failures(conn)
             except Exception as exc:
                 await _close_engine(engine)
                 log.warning(
@@ -276,6 +277,9 @@ class Daemon:
             self.board.seed(entries)
             self.board.seed_durations(durations)
             self.metrics.seed(successes)
+            self.metrics.seed_failures(
+                {sid: n for sid, n in failures.items() if self.config.source(sid)}
+            )
             self._seed_pending(pending)
             for sid, when in successes.items():
                 self.scheduler.seen_success(sid, when)

@@ -328,6 +328,24 @@ async def last_durations(conn: asyncpg.Connection) -> dict[str, float]:
     return {r["source_id"]: r["seconds"] for r in rows if r["seconds"] is not None}
 
 
+async def consecutive_failures(conn: asyncpg.Connection) -> dict[str, int]:
+    """Per source: its failed (or aborted) passes since its last complete one, so that the
+    failures-in-a-row gauge survives a restart."""
+    rows = await conn.fetch(
+        """
+        WITH passes AS (
+            SELECT source_id, pass_id, bool_and(status = 'ok') AS ok
+            FROM syncd.ledger WHERE status <> 'running' GROUP BY source_id, pass_id)
+        SELECT p.source_id, count(*)::int AS n FROM passes p
+        LEFT JOIN (SELECT source_id, max(pass_id) AS last_ok FROM passes WHERE ok
+                   GROUP BY source_id) o USING (source_id)
+        WHERE NOT p.ok AND p.pass_id > coalesce(o.last_ok, 0)
+        GROUP BY p.source_id
+        """
+    )
+    return {r["source_id"]: r["n"] for r in rows}
+
+
 async def pending_since(conn: asyncpg.Connection) -> dict[str, datetime]:
     """Per configured source with a dataset that never succeeded: since when that dataset is
     configured (the oldest such), for freshness to count from."""

@@ -178,6 +178,11 @@ class Metrics(Progress):
         for sid in sources:
             self.failures_in_row.labels(sid)
 
+    def seed_failures(self, counts: dict[str, int]) -> None:
+        """At start: failures in a row as the ledger has them (a restart must not reset 6 to 0)."""
+        for source_id, count in counts.items():
+            self.failures_in_row.labels(source_id).set(count)
+
     def seed_pending(self, since: dict) -> None:
         """Sources the ledger knows no complete sync of, and since when they are configured
         (`syncd.catalog.added_at`): exported until their first success, so that a municipality

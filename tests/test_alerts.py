@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from syncd.metrics import RELOAD_OUTCOMES, RETRY_REASONS, SYNC_OUTCOMES
 
 from conftest import TABLE_DATASETS
-from helpers import ROOT
+from helpers import ROOT, run_pass
 
 RULES = ROOT / "deploy" / "prometheus"
 
@@ -90,5 +90,42 @@ async def test_counters_are_at_zero_before_any_sync(make_sources, dest, write_co
             assert ("syncd_last_success_timestamp_seconds", (("source", s.id),)) not in found
         # due (the window is closed: nothing due) is computed, not left at a stale value
         assert found[("syncd_sources_due", ())] == 0
+    finally:
+        daemon.stop()
+
+
+async def test_failures_in_a_row_survive_a_restart(make_sources, dest, write_config):
+    """Three failed passes recorded in the ledger: a daemon started afterwards exports 3, not 0,
+    so `SyncdMunicipalityFailing` does not resolve on a restart."""
+    (good,) = await make_sources(1)
+    unreachable = {
+        "id": "999001",
+        "dsn": f"postgresql://esus_leitura@127.0.0.1:{free_port()}/esus",
+    }
+    port = free_port()
+    hour = (dt.datetime.now(dt.UTC).hour + 12) % 24
+    path, config = write_config(
+        dest,
+        [good, unreachable],
+        [TABLE_DATASETS[3]],
+        retry={"attempts": 1},
+        http={"listen": f"127.0.0.1:{port}"},
+        schedule={"window": f"{hour:02d}:00-{(hour + 1) % 24:02d}:00", "timezone": "UTC"},
+    )
+    for _ in range(3):
+        code, _, _ = await run_pass(config)
+        assert code == 1
+    daemon = DaemonProcess(path, port)
+    try:
+        daemon.wait_ready()
+        for _ in range(200):
+            code, text = daemon.get("/metrics")
+            found = samples(text)
+            if found.get(("syncd_ready", ())) == 1:
+                break
+            await anyio.sleep(0.1)
+        assert found[("syncd_source_consecutive_failures", (("source", "999001"),))] == 3
+        assert found[("syncd_source_consecutive_failures", (("source", good.id),))] == 0
+        assert ("syncd_last_success_timestamp_seconds", (("source", good.id),)) in found
     finally:
         daemon.stop()
