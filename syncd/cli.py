@@ -98,6 +98,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return traced(lambda: run_daemon(args.config))
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    if not args.online:
+        return cmd_check_config(args)  # offline, the only other kind of check
+    from .check import run_check
+
+    config = load_config(args.config)
+    return run_async(run_check, config, sys.stdout, args.json, args.timeout)
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from .reload import reload, state_dir
+
+    return reload(args.pid, state_dir(args.state_dir), args.timeout)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
     from .embedded import EmbeddedPostgresError
@@ -165,10 +180,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser(
+        "check",
+        help="with --online: ask every source and the destination what a sync would meet",
+    )
+    with_config(p)
+    p.add_argument(
+        "--online", action="store_true", help="connect (without it: the same as check-config)"
+    )
+    p.add_argument("--json", action="store_true", help="one JSON document instead of a table")
+    p.add_argument(
+        "--timeout", type=float, default=30.0, metavar="SECONDS", help="per check (default 30)"
+    )
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser(
         "status", help="per municipality and dataset: last success, age, rows, error"
     )
     with_config(p)
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "reload",
+        help="SIGHUP to the daemon, then wait until it has applied or rejected the config "
+        "(ExecReload= on systemd 252)",
+    )
+    p.add_argument("--pid", type=int, required=True, help="the daemon's pid ($MAINPID)")
+    p.add_argument(
+        "--state-dir",
+        default=None,
+        metavar="DIR",
+        help="where the daemon acknowledges reloads (default: $RUNTIME_DIRECTORY)",
+    )
+    p.add_argument("--timeout", type=float, default=90.0, metavar="SECONDS")
+    p.set_defaults(func=cmd_reload)
 
     p = sub.add_parser("demo", help="embedded PostgreSQL, synthetic municipalities, the daemon")
     p.add_argument("--once", action="store_true", help="one pass, then exit")

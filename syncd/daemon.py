@@ -2,8 +2,8 @@
 refresh) beside one task group of municipality syncs.
 
 Signals only set flags; every shutdown goes through one path (`_drain`): stop starting syncs,
-wait up to `timeouts.shutdown_grace` for in-flight ones, cancel the rest (a cancelled sync drops
-its staging tables and marks its ledger rows aborted: the destination is unchanged), exit 0.
+wait up to `timeouts.shutdown_grace` for in-flight ones, cancel the rest (a cancelled sync rolls
+its landing back and marks its ledger rows aborted: the destination is unchanged), exit 0.
 A side task that dies takes the daemon down with a clear log line and exit 1, so systemd restarts
 it instead of leaving a daemon that serves /healthz and syncs nothing.
 
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import anyio
 
+from . import __version__, ledger, statuspage
 from . import config as config_module
-from . import ledger
 from .config import Config, ConfigError
 from .errors import classify
 from .http import Control, HttpServer
@@ -35,6 +35,7 @@ from .limits import Limits
 from .metrics import Metrics
 from .notify import Notifier, watchdog_interval
 from .once import destination_for
+from .reload import ReloadRecorder, state_dir
 from .scheduler import Clock, Scheduler
 from .status import StatusBoard
 from .sync import OK, SKIPPED, Engine, Fanout, SourceLocks, SourceResult, sweep, sync_source
@@ -76,6 +77,7 @@ class Daemon:
         self.config = config
         self.clock = clock or Clock()
         self.notifier = notifier or Notifier.from_env()
+        self.reloads = ReloadRecorder(state_dir())  # what `syncd reload` waits for
         self.shutdown_trigger = shutdown_trigger
         self.side_tasks = dict(side_tasks or {})
         self.metrics = Metrics()
@@ -84,7 +86,9 @@ class Daemon:
         self.limits = Limits(config.concurrency)
         self.metrics.watch_limits(self.limits.usage)
         self.metrics.sources.set(len(config.sources))
+        self.metrics.configure([d.name for d in config.datasets], [s.id for s in config.sources])
         self.scheduler = Scheduler(config.schedule, [s.id for s in config.sources], self.clock)
+        self.metrics.due.set_function(self._due_count)
         self.progress = Fanout(self.metrics, self.board)
         self.engine: Engine | None = None
         self._retired: list[Engine] = []
@@ -96,7 +100,14 @@ class Daemon:
         self._reload_requested = False
         self._token = _read_token(config)
         self._http = HttpServer(
-            Control(self.ready, self.metrics.render, self.status, self.trigger, lambda: self._token)
+            Control(
+                self.ready,
+                self.metrics.render,
+                self.status,
+                self.trigger,
+                lambda: self._token,
+                self.page,
+            )
         )
         self._ready_cache: tuple[float, bool, str] = (-1e9, False, "starting")
 
@@ -248,6 +259,9 @@ class Daemon:
                     successes = await ledger.last_successes(
                         conn, [d.name for d in self.config.datasets]
                     )
+                    pending = await ledger.pending_since(conn)
+                    durations = await ledger.last_durations(conn)
+                    failures = await ledger.consecutive_failures(conn)
             except Exception as exc:
                 await _close_engine(engine)
                 log.warning(
@@ -261,7 +275,12 @@ class Daemon:
                 delay = min(delay * 2, DESTINATION_RETRY_MAX)
                 continue
             self.board.seed(entries)
+            self.board.seed_durations(durations)
             self.metrics.seed(successes)
+            self.metrics.seed_failures(
+                {sid: n for sid, n in failures.items() if self.config.source(sid)}
+            )
+            self._seed_pending(pending)
             for sid, when in successes.items():
                 self.scheduler.seen_success(sid, when)
             self.metrics.ready.set(1)
@@ -284,7 +303,6 @@ class Daemon:
         capacity = int(self.limits.sources.total_tokens)
         per_host = self.config.concurrency.per_host
         hosts = Counter(self._hosts.values())
-        waiting = 0
         for sid in self.scheduler.due():
             if sid in self.in_flight:
                 continue
@@ -292,7 +310,6 @@ class Daemon:
             if source is None:
                 continue
             if len(self.in_flight) >= capacity or hosts[source.dsn.host_key] >= per_host:
-                waiting += 1
                 continue
             hosts[source.dsn.host_key] += 1
             triggered = self.scheduler.is_triggered(sid)
@@ -300,7 +317,18 @@ class Daemon:
             self.in_flight[sid] = self.engine
             self._hosts[sid] = source.dsn.host_key
             self._syncs.start_soon(self._run_sync, source, self.engine, triggered)
-        self.metrics.due.set(waiting)
+
+    def _due_count(self) -> int:
+        """Sources due and not running, whatever holds them back (full limiters, no destination):
+        due but nothing running for long is the stalled daemon an alert must see."""
+        return sum(
+            1
+            for sid in self.scheduler.due()
+            if sid not in self.in_flight and self.config.source(sid) is not None
+        )
+
+    def _seed_pending(self, pending: dict) -> None:
+        self.metrics.seed_pending({sid: w for sid, w in pending.items() if self.config.source(sid)})
 
     async def _run_sync(self, source, engine: Engine, triggered: bool) -> None:
         try:
@@ -360,11 +388,13 @@ class Daemon:
                     successes = await ledger.last_successes(
                         conn, [d.name for d in engine.config.datasets]
                     )
+                    pending = await ledger.pending_since(conn)
             except Exception as exc:
                 log.warning("reading the ledger: %s", classify(exc).reason)
                 continue
             self.board.seed(entries)  # what other instances did shows in /status too
             self.metrics.seed({sid: w for sid, w in successes.items() if self.config.source(sid)})
+            self._seed_pending(pending)
             for sid, when in successes.items():
                 self.scheduler.seen_success(sid, when)
             self._wake.set()
@@ -381,6 +411,7 @@ class Daemon:
             log.error("reload rejected, still running the previous config: %s%s", first, more)
             self.metrics.reloads.labels("failure").inc()
             self.metrics.reload_ok.set(0)
+            self.reloads.record("failure", f"{first}{more}")
             self.notifier.ready("reload rejected: running the previous config")
             return
         old = self.config
@@ -388,7 +419,7 @@ class Daemon:
         self.limits.resize(new.concurrency)
         self.scheduler.update(new.schedule, [s.id for s in new.sources])
         self.board.configure(new)
-        self.metrics.forget_sources([s.id for s in new.sources])
+        self.metrics.configure([d.name for d in new.datasets], [s.id for s in new.sources])
         self.metrics.sources.set(len(new.sources))
         self._token = _read_token(new)
         if (new.http.host, new.http.port) != (old.http.host, old.http.port):
@@ -415,22 +446,20 @@ class Daemon:
         self.metrics.reload_ok.set(1)
         removed = {s.id for s in old.sources} - {s.id for s in new.sources}
         added = {s.id for s in new.sources} - {s.id for s in old.sources}
-        log.info(
-            "config reloaded: %d sources (+%d, -%d), %d datasets; concurrency %d/%d/%d",
-            len(new.sources),
-            len(added),
-            len(removed),
-            len(new.datasets),
-            new.concurrency.sources,
-            new.concurrency.per_host,
-            new.concurrency.writers,
+        c = new.concurrency
+        summary = (
+            f"config reloaded: {len(new.sources)} sources (+{len(added)}, -{len(removed)}), "
+            f"{len(new.datasets)} datasets; concurrency {c.sources}/{c.per_host}/{c.writers}"
         )
+        log.info("%s", summary)
+        self.reloads.record("success", summary)
         self.notifier.ready()
 
     async def _register(self, engine: Engine) -> None:
         try:
             async with engine.destination.acquire() as conn:
                 await ledger.register(conn, ledger.pairs(engine.config), replace=True)
+                self._seed_pending(await ledger.pending_since(conn))
         except Exception as exc:
             log.warning(
                 "recording the configured sources in syncd.catalog: %s", classify(exc).reason
@@ -459,6 +488,12 @@ class Daemon:
     def status(self) -> dict:
         due = {s.id: self.scheduler.next_due(s.id) for s in self.config.sources}
         return self.board.snapshot(due)
+
+    def page(self, nonce: str) -> str:
+        now = self.clock.now()
+        due = {s.id: self.scheduler.next_due(s.id) for s in self.config.sources}
+        rows = statuspage.rows_of(self.board.sources, due, now)
+        return statuspage.render(rows, now, nonce, __version__)
 
     def trigger(self, source_id: str) -> dict | None:
         if self.config.source(source_id) is None or not self.scheduler.trigger(source_id):

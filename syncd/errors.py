@@ -24,7 +24,7 @@ RETRYABLE_STATES = {
     "57014",  # query canceled: statement_timeout
     "40001",  # serialization failure
     "40P01",  # deadlock detected
-    "55P03",  # lock not available: lock_timeout on the swap
+    "55P03",  # lock not available: lock_timeout on DDL
     "58000",  # system error
     "58030",  # I/O error
     "XX000",  # internal error: seen on crash recovery; a second attempt tells

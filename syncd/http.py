@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from . import statuspage
 from .metrics import CONTENT_TYPE
 
 log = logging.getLogger("syncd.http")
@@ -30,6 +31,7 @@ class Control:
     status: Callable[[], dict]
     trigger: Callable[[str], dict | None]  # None: unknown source
     token: Callable[[], str | None]
+    page: Callable[[str], str] | None = None  # the status page's HTML, given its CSP nonce
 
 
 def _json(data: dict, status: int = 200) -> web.Response:
@@ -47,6 +49,21 @@ async def _limits(request: web.Request, handler):
 
 def build_app(control: Control) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[_limits])
+
+    async def page(request: web.Request) -> web.Response:
+        if control.page is None:
+            raise web.HTTPNotFound()
+        nonce = statuspage.new_nonce()
+        return web.Response(
+            text=control.page(nonce),
+            content_type="text/html",
+            headers={
+                "Content-Security-Policy": statuspage.csp(nonce),
+                "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer",
+                "Cache-Control": "no-store",
+            },
+        )
 
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -83,6 +100,7 @@ def build_app(control: Control) -> web.Application:
         log.info("manual sync of %s requested over HTTP", request.match_info["id"])
         return _json(result, 202)
 
+    app.router.add_get("/", page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -94,7 +94,13 @@ MIGRATIONS: list[str] = [
     COMMENT ON TABLE syncd.watermarks IS
         'Incremental datasets: how far each source has been read, and its last full refresh';
     """,
-    # 4: landing v2 (hash buckets, rows replaced in one transaction per municipality); the
+    # 4: since when each pair is configured: a municipality that never synced ages from there
+    """
+    ALTER TABLE syncd.catalog ADD COLUMN added_at timestamptz NOT NULL DEFAULT now();
+    COMMENT ON COLUMN syncd.catalog.added_at IS
+        'When syncd was first configured with this pair (rows older than migration 4: then)';
+    """,
+    # 5: landing v2 (hash buckets, rows replaced in one transaction per municipality); the
     # dataset tables of the one-partition-per-municipality layout are converted by
     # `upgrade.upgrade_layout`, which records each here
     """
@@ -319,6 +325,52 @@ async def last_successes(conn: asyncpg.Connection, datasets: Sequence[str]) -> d
     )
     wanted = len(set(datasets))
     return {r["source_id"]: r["oldest"] for r in rows if r["n"] == wanted}
+
+
+async def last_durations(conn: asyncpg.Connection) -> dict[str, float]:
+    """Per source: how long its last pass took, in seconds (for the status page)."""
+    rows = await conn.fetch(
+        """
+        SELECT l.source_id,
+               extract(epoch FROM max(l.ended_at) - min(l.started_at))::float8 AS seconds
+        FROM syncd.ledger l
+        JOIN (SELECT source_id, max(last_pass_id) AS pass_id FROM syncd.latest
+              GROUP BY source_id) p USING (pass_id, source_id)
+        GROUP BY l.source_id
+        """
+    )
+    return {r["source_id"]: r["seconds"] for r in rows if r["seconds"] is not None}
+
+
+async def consecutive_failures(conn: asyncpg.Connection) -> dict[str, int]:
+    """Per source: its failed (or aborted) passes since its last complete one, so that the
+    failures-in-a-row gauge survives a restart."""
+    rows = await conn.fetch(
+        """
+        WITH passes AS (
+            SELECT source_id, pass_id, bool_and(status = 'ok') AS ok
+            FROM syncd.ledger WHERE status <> 'running' GROUP BY source_id, pass_id)
+        SELECT p.source_id, count(*)::int AS n FROM passes p
+        LEFT JOIN (SELECT source_id, max(pass_id) AS last_ok FROM passes WHERE ok
+                   GROUP BY source_id) o USING (source_id)
+        WHERE NOT p.ok AND p.pass_id > coalesce(o.last_ok, 0)
+        GROUP BY p.source_id
+        """
+    )
+    return {r["source_id"]: r["n"] for r in rows}
+
+
+async def pending_since(conn: asyncpg.Connection) -> dict[str, datetime]:
+    """Per configured source with a dataset that never succeeded: since when that dataset is
+    configured (the oldest such), for freshness to count from."""
+    rows = await conn.fetch(
+        """
+        SELECT c.source_id, min(c.added_at) AS since
+        FROM syncd.catalog c LEFT JOIN syncd.latest l USING (source_id, dataset)
+        WHERE l.last_success IS NULL GROUP BY c.source_id
+        """
+    )
+    return {r["source_id"]: r["since"] for r in rows}
 
 
 async def register(

@@ -1,8 +1,14 @@
 """Prometheus metrics. Every name starts with `syncd_`; label sets are bounded.
 
-Per-source labels appear on two gauges only (`syncd_last_success_timestamp_seconds` and
-`syncd_source_consecutive_failures`): 5,570 municipalities make 11,140 series, not a cardinality
-explosion. Everything else is labelled by dataset (tens), outcome, reason or limiter.
+Per-source labels appear on three gauges only: `syncd_last_success_timestamp_seconds` (sources
+that succeeded), `syncd_source_pending_since_timestamp_seconds` (the others: since when they are
+configured without a success) and `syncd_source_consecutive_failures`. 5,570 municipalities make
+11,140 series, not a cardinality explosion. Everything else is labelled by dataset (tens),
+outcome, reason or limiter.
+
+Every counter exists from the start at 0 with every label value it can take (outcomes, reload
+results, retry reasons, configured datasets): a counter that appears at its first increment
+hides that increment from rate() and increase(), so a first pass would count for nothing.
 """
 
 from __future__ import annotations
@@ -24,11 +30,28 @@ from prometheus_client.registry import Collector
 from . import __version__
 from .errors import Failure
 from .limits import Usage
-from .sync import OK, Progress, SourceResult
+from .sync import ABORTED, FAILED, OK, SKIPPED, Progress, SourceResult
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 disable_created_metrics()  # no *_created series: they double the series count for nothing
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800)
+
+# every label value each counter can take, exported at 0 from the start
+SYNC_OUTCOMES = (OK, FAILED, ABORTED, SKIPPED)
+DATASET_OUTCOMES = (OK, FAILED, ABORTED)
+RELOAD_OUTCOMES = ("success", "failure")
+RETRY_REASONS = (
+    "connection",
+    "timeout",
+    "tls",
+    "idle_stream",
+    "statement_timeout",
+    "lock_timeout",
+    "server_restart",
+    "server_resources",
+    "conflict",
+    "other",
+)
 
 
 def retry_reason(failure: Failure) -> str:
@@ -110,6 +133,12 @@ class Metrics(Progress):
             ["source"],
             registry=r,
         )
+        self.pending_since = Gauge(
+            "syncd_source_pending_since_timestamp_seconds",
+            "Sources without a complete sync yet: Unix time since when they are configured so",
+            ["source"],
+            registry=r,
+        )
         self.failures_in_row = Gauge(
             "syncd_source_consecutive_failures",
             "Consecutive failed syncs of the source",
@@ -118,7 +147,51 @@ class Metrics(Progress):
         )
         self._limits: Callable[[], dict[str, Usage]] | None = None
         self._last: dict[str, float] = {}
+        self._pending: dict[str, float] = {}
+        self._datasets: set[str] = set()
         r.register(_LimiterCollector(self))
+        for outcome in SYNC_OUTCOMES:
+            self.syncs.labels(outcome)
+            self.duration.labels(outcome)
+        for outcome in RELOAD_OUTCOMES:
+            self.reloads.labels(outcome)
+        for reason in RETRY_REASONS:
+            self.retries.labels(reason)
+
+    def configure(self, datasets: Iterable[str], sources: Iterable[str]) -> None:
+        """At start and after each reload: every configured dataset's counters at 0 (removed
+        datasets' series dropped), every source's failure count at 0 until it fails."""
+        wanted = set(datasets)
+        for name in wanted - self._datasets:
+            for outcome in DATASET_OUTCOMES:
+                self.datasets.labels(name, outcome)
+            self.rows.labels(name)
+            self.bytes.labels(name)
+        for name in self._datasets - wanted:
+            for outcome in DATASET_OUTCOMES:
+                self.datasets.remove(name, outcome)
+            self.rows.remove(name)
+            self.bytes.remove(name)
+        self._datasets = wanted
+        sources = list(sources)
+        self.forget_sources(sources)
+        for sid in sources:
+            self.failures_in_row.labels(sid)
+
+    def seed_failures(self, counts: dict[str, int]) -> None:
+        """At start: failures in a row as the ledger has them (a restart must not reset 6 to 0)."""
+        for source_id, count in counts.items():
+            self.failures_in_row.labels(source_id).set(count)
+
+    def seed_pending(self, since: dict) -> None:
+        """Sources the ledger knows no complete sync of, and since when they are configured
+        (`syncd.catalog.added_at`): exported until their first success, so that a municipality
+        that never worked ages like any other and reaches the 48 h and 72 h alerts."""
+        for source_id, when in since.items():
+            if source_id in self._last:
+                continue
+            self._pending[source_id] = when.timestamp()
+            self.pending_since.labels(source_id).set(when.timestamp())
 
     def watch_limits(self, usage: Callable[[], dict[str, Usage]]) -> None:
         self._limits = usage
@@ -132,12 +205,15 @@ class Metrics(Progress):
         if timestamp > self._last.get(source_id, 0.0):
             self._last[source_id] = timestamp
             self.last_success.labels(source_id).set(timestamp)
+        if self._pending.pop(source_id, None) is not None:
+            self.pending_since.remove(source_id)
 
     def forget_sources(self, keep: Iterable[str]) -> None:
         """After a reload: drop the series of removed sources."""
         keep = set(keep)
         self._last = {k: v for k, v in self._last.items() if k in keep}
-        for gauge in (self.last_success, self.failures_in_row):
+        self._pending = {k: v for k, v in self._pending.items() if k in keep}
+        for gauge in (self.last_success, self.pending_since, self.failures_in_row):
             # prometheus_client has no public way to list the label sets of a metric
             for labels in list(gauge._metrics):
                 if labels[0] not in keep:

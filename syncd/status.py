@@ -25,6 +25,7 @@ class SourceView:
     state: str = "pending"  # pending | running | ok | failed
     last_success: datetime | None = None
     last_error: str | None = None
+    duration: float | None = None  # seconds, the last finished sync
     datasets: dict[str, DatasetView] = field(default_factory=dict)
 
 
@@ -46,6 +47,12 @@ class StatusBoard(Progress):
             view.datasets = {n: view.datasets.get(n) or DatasetView() for n in names}
             current[source.id] = view
         self.sources = current
+
+    def seed_durations(self, durations: dict[str, float]) -> None:
+        for sid, seconds in durations.items():
+            view = self.sources.get(sid)
+            if view is not None and view.duration is None:
+                view.duration = seconds
 
     def seed(self, entries: list[DatasetStatus]) -> None:
         """The ledger's view, at start."""
@@ -94,6 +101,8 @@ class StatusBoard(Progress):
                         dv.last_success = result.synced_elsewhere
             self._derive(view)
             return
+        if result.ended_at is not None:
+            view.duration = (result.ended_at - result.started_at).total_seconds()
         for name, d in result.datasets.items():
             dv = view.datasets.setdefault(name, DatasetView())
             dv.status = d.status

@@ -1,15 +1,17 @@
-"""One municipality: its snapshot, its datasets in order, retries, the swap, its ledger rows.
+"""One municipality: its snapshot, its datasets in order, retries, its landing, its ledger rows.
 
-    lock source -> ledger rows 'running' -> [source slot: open snapshot -> for each dataset:
-    savepoint, describe, writer slot: staging + COPY pipe] -> swap all loaded datasets at once
-    -> ledger rows final
+    lock source -> ledger rows 'running' -> [source slot: open snapshot -> destination landing
+    (one transaction) -> for each dataset: savepoints, describe, writer slot: DELETE + COPY pipe
+    -> ledger rows final -> COMMIT]
 
 Failures are sorted by `errors.classify`:
-- a dataset's own final error (bad query, missing table, type conflict) fails that dataset only;
-- a retryable error with the source session intact (destination lost, statement timeout) retries
-  that dataset in the same snapshot, after a backoff;
-- a lost or stalled source session restarts the whole municipality on a new snapshot, so every
-  dataset of the pass still comes from one snapshot.
+- a dataset's own final error (bad query, missing table, type conflict) fails that dataset only:
+  both savepoints roll back, the snapshot and the landing go on;
+- a retryable error with both sides intact (a statement timeout) retries that dataset in the same
+  snapshot and landing, after a backoff;
+- a lost or stalled source session, or a lost destination connection, restarts the whole
+  municipality on a new snapshot and a new landing, so every dataset of the pass still comes from
+  one snapshot and lands in one transaction.
 """
 
 from __future__ import annotations
@@ -143,7 +145,7 @@ class SourceLocks:
 
     Held on one dedicated connection, so they vanish with it when a syncd dies. If that
     connection drops while syncd lives, the locks are taken again on a new one; a source that
-    another instance grabbed in between is reported lost, and its sync does not swap.
+    another instance grabbed in between is reported lost, and its sync does not commit.
     """
 
     def __init__(self, destination: Destination):
@@ -218,7 +220,7 @@ class Engine:
     instance: str = field(default_factory=ledger.instance_name)
     progress: Progress = field(default_factory=Progress)
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep
-    tracer: trace.Tracer = field(default_factory=lambda: trace.get_tracer("syncd"))
+    tracer: trace.Tracer = field(default_factory=telemetry.tracer)
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter: half fixed, half random, capped."""
@@ -274,6 +276,7 @@ async def sync_source(
                 span.set_status(
                     trace.Status(trace.StatusCode.ERROR, result.error or "; ".join(reasons)[:500])
                 )
+                telemetry.source_failed(span, result.status == ABORTED)
             elif result.status == SKIPPED:
                 span.set_attribute("syncd.skipped", result.error or "")
             engine.progress.source_finished(result)
@@ -516,8 +519,7 @@ async def _copy_dataset(
 ) -> None:
     """Land one dataset in the open transaction; a dataset that fails for good is recorded in
     `res` and rolled back alone."""
-    collection = dataset.table or dataset.name
-    attributes = telemetry.db_attributes(source.dsn, "COPY", collection)
+    attributes = telemetry.db_attributes(source.dsn, "COPY", dataset.table)
     attributes.update({"syncd.dataset": dataset.name, "syncd.dataset.kind": dataset.kind})
     with telemetry.span(engine.tracer, f"COPY {dataset.name}", attributes) as span:
         await _copy_attempts(engine, session, landing, source, dataset, res, span)

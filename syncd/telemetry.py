@@ -33,6 +33,11 @@ class TelemetryError(ValueError):
     pass
 
 
+def tracer() -> trace.Tracer:
+    """The global provider's tracer, its instrumentation scope named and versioned."""
+    return trace.get_tracer("syncd", __version__)
+
+
 def exporter_wanted(env: dict[str, str] | None = None) -> bool:
     env = dict(os.environ) if env is None else env
     if env.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
@@ -176,6 +181,14 @@ def span(tracer: trace.Tracer, name: str, attributes: dict, *, client: bool = Tr
     )
 
 
+def source_failed(span: trace.Span, aborted: bool) -> None:
+    """A municipality's root span failed by its datasets (not by its connection, which
+    `failed` already typed): error.type tells the two apart in TraceQL."""
+    attributes = getattr(span, "attributes", None) or {}
+    if "error.type" not in attributes:
+        span.set_attribute("error.type", "aborted" if aborted else "dataset_failed")
+
+
 def failed(span: trace.Span, failure) -> None:
     """ERROR status, and the exception as an event, with the redacted one-line reason only
     (record_exception would put the raw message and a stack trace in the trace)."""
@@ -199,12 +212,26 @@ def retried(span: trace.Span, failure, attempt: int, delay: float) -> None:
 
 
 def db_attributes(dsn, operation: str, collection: str | None = None) -> dict:
-    """PostgreSQL database-client attributes (OpenTelemetry semantic conventions)."""
+    """PostgreSQL database-client attributes (OpenTelemetry database semantic conventions,
+    stable since 1.33: db.system.name, db.namespace, db.collection.name, db.operation.name,
+    server.address/port), on CLIENT spans.
+
+    `collection` is a table, never a dataset name: query datasets have none.
+
+    For Grafana Tempo's service graph, whose metrics-generator draws an uninstrumented
+    database as a virtual node from a CLIENT span's `peer_attributes` (by default peer.service,
+    db.name, db.system): `peer.service` names the node after the database (every PEC is
+    `esus`, the analytical one its own name), so the graph shows syncd -> esus and
+    syncd -> the destination instead of 650 nodes; `db.name`, deprecated by db.namespace, is
+    still emitted with the same value because Tempo's defaults read it."""
+    database = dsn.database or "postgresql"
     attributes = {
         "db.system.name": "postgresql",
         "db.operation.name": operation,
         "server.address": dsn.host,
         "server.port": dsn.port,
+        "peer.service": database,
+        "db.name": database,
     }
     if dsn.database:
         attributes["db.namespace"] = dsn.database

@@ -36,6 +36,7 @@ def test_minimal_config_gets_every_default():
     c = config.loads(MINIMAL)
     assert c.destination.schema == "syncd_data"
     assert c.destination.source_column == "municipio_id_sus"
+    assert c.destination.buckets == 16
     assert (c.concurrency.sources, c.concurrency.per_host, c.concurrency.writers) == (32, 4, 16)
     assert c.schedule.interval == 86400 and c.schedule.timezone == "America/Sao_Paulo"
     assert c.schedule.window is None
@@ -229,6 +230,19 @@ def test_inline_password_in_world_readable_file_warns(tmp_path: Path):
     assert "s3cr3t" not in str(c.destination.dsn) and "s3cr3t" not in repr(c.destination)
     path.chmod(0o600)
     assert config.load(path).warnings == ()
+
+
+def test_destination_buckets():
+    dsn = "  dsn: postgresql://syncd@analytics.internal:5432/impulso\n"
+    with_buckets = MINIMAL.replace(dsn, dsn + "  buckets: 64\n")
+    assert config.loads(with_buckets).destination.buckets == 64
+    for bad, message in (
+        ("0", "must be between 1 and 256"),
+        ("257", "must be between 1 and 256"),
+        ("lots", "must be a whole number"),
+    ):
+        text = MINIMAL.replace(dsn, dsn + f"  buckets: {bad}\n")
+        assert problems(text) == [f"syncd.yaml:3: destination.buckets: {message}"]
 
 
 def test_select_narrows_and_rejects_unknown_names():

@@ -281,7 +281,8 @@ async def _to_v1_layout(conn: asyncpg.Connection, datasets: list[str]) -> None:
     await conn.execute("DROP ROLE IF EXISTS analistas; CREATE ROLE analistas")
     await conn.execute(f"GRANT SELECT ON {SCHEMA}.{datasets[0]} TO analistas")
     await conn.execute(
-        "DROP TABLE syncd.layout_upgrades; DELETE FROM syncd.schema_version WHERE version = 4"
+        "DROP TABLE syncd.layout_upgrades; ALTER TABLE syncd.catalog DROP COLUMN added_at;"
+        "DELETE FROM syncd.schema_version WHERE version > 3"
     )
 
 

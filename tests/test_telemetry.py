@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
-from syncd import embedded, telemetry
+from syncd import __version__, embedded, telemetry
 from syncd.metrics import Metrics
 from syncd.once import run_once
 
@@ -36,7 +36,13 @@ async def test_span_tree_of_a_pass(make_sources, dest, write_config):
         "name": "Inalcançável",
         "dsn": f"postgresql://esus_leitura:hunter2@127.0.0.1:{embedded.free_port()}/esus",
     }
-    datasets = [TABLE_DATASETS[0], TABLE_DATASETS[3], {"name": "falta", "table": "public.nao_ha"}]
+    query = {"name": "equipes_q", "query": "SELECT * FROM tb_dim_equipe"}
+    datasets = [
+        TABLE_DATASETS[0],
+        TABLE_DATASETS[3],
+        query,
+        {"name": "falta", "table": "public.nao_ha"},
+    ]
     _, config = write_config(dest, [*good, unreachable], datasets)
     exporter = InMemorySpanExporter()
     tel = telemetry.setup(install=False)
@@ -62,17 +68,19 @@ async def test_span_tree_of_a_pass(make_sources, dest, write_config):
             assert root.attributes["syncd.source.name"] == "Inalcançável"
             assert root.status.status_code == StatusCode.ERROR
             assert "connection refused" in root.status.description
+            assert root.attributes["error.type"] == "connection"
             assert [e.name for e in root.events].count("retry") == config.retry.attempts - 1
             assert not children
             continue
         assert root.attributes["syncd.source.name"] == f"Município {sid}"
         assert root.status.status_code == StatusCode.ERROR  # the missing table
+        assert root.attributes["error.type"] == "dataset_failed"
         copies = {
             s.name: s
             for s in children
             if s.parent.span_id == root.context.span_id and s.name.startswith("COPY ")
         }
-        assert set(copies) == {"COPY cidadaos", "COPY dim_equipe", "COPY falta"}
+        assert set(copies) == {"COPY cidadaos", "COPY dim_equipe", "COPY equipes_q", "COPY falta"}
         cidadaos = copies["COPY cidadaos"]
         assert cidadaos.kind == SpanKind.CLIENT
         assert cidadaos.attributes["db.system.name"] == "postgresql"
@@ -80,6 +88,14 @@ async def test_span_tree_of_a_pass(make_sources, dest, write_config):
         assert cidadaos.attributes["db.collection.name"] == "public.tb_fat_cidadao_pec"
         assert cidadaos.attributes["db.namespace"] == next(g.dbname for g in good if g.id == sid)
         assert cidadaos.attributes["db.response.returned_rows"] == 60
+        # Tempo's service graph: a CLIENT span naming the database draws it as a node
+        assert cidadaos.attributes["peer.service"] == cidadaos.attributes["db.namespace"]
+        assert cidadaos.attributes["db.name"] == cidadaos.attributes["db.namespace"]
+        # a query is no collection: the dataset name is no table
+        equipes = copies["COPY equipes_q"]
+        assert "db.collection.name" not in equipes.attributes
+        assert equipes.attributes["syncd.dataset"] == "equipes_q"
+        assert equipes.attributes["syncd.dataset.kind"] == "query"
         assert cidadaos.attributes["syncd.bytes"] > 0
         assert cidadaos.status.status_code == StatusCode.UNSET
         landing = [s for s in children if s.parent.span_id == cidadaos.context.span_id]
@@ -89,7 +105,7 @@ async def test_span_tree_of_a_pass(make_sources, dest, write_config):
         assert 'relation "public.nao_ha" does not exist' in falta.status.description
         assert [e.name for e in falta.events] == ["exception"]
         commit = [s for s in children if s.name == f"commit {sid}"]
-        assert len(commit) == 1 and commit[0].attributes["syncd.datasets"] == 2
+        assert len(commit) == 1 and commit[0].attributes["syncd.datasets"] == 3
         assert commit[0].attributes["db.operation.name"] == "COMMIT"
     text = json.dumps([json.loads(s.to_json()) for s in spans])
     assert "hunter2" not in text
@@ -125,6 +141,7 @@ class OtlpHttpReceiver:
             for rs in req.resource_spans:
                 resource = {a.key: a.value.string_value for a in rs.resource.attributes}
                 for ss in rs.scope_spans:
+                    assert (ss.scope.name, ss.scope.version) == ("syncd", __version__)
                     found += [(resource, span) for span in ss.spans]
         return found
 
@@ -261,7 +278,9 @@ def exported_names() -> set[str]:
             names.add(family.name + "_total")
         if family.type == "histogram":
             names |= {family.name + suffix for suffix in ("_bucket", "_sum", "_count")}
-    return names | {"syncd:source_age_seconds"}
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "syncd-rules.yml").read_text())
+    recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+    return names | recorded
 
 
 def referenced(expr: str) -> set[str]:

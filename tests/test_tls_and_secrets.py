@@ -304,3 +304,60 @@ def test_missing_tls_file_is_named(tmp_path):
     result = run_cli("check-config", "--config", str(path))
     assert result.returncode == 0
     assert "sslrootcert /nao/existe.pem not found" in result.stderr
+
+
+async def test_check_online_tells_tls_verification_and_wrong_passwords(
+    fresh_analytics, ca, tmp_path
+):
+    """`syncd check --online` on PostgreSQL 15 with TLS: verify-full is reported verified,
+    require encrypted but unverified; a wrong password is an authentication failure; no
+    password in the output."""
+    cluster = fresh_analytics
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    secret = tmp_path / "351570.pass"
+    secret.write_text(SOURCE_PASSWORD + "\n")
+    secret.chmod(0o600)
+    require = tls(cluster, "esus", "esus_leitura", ca_file).replace(
+        "sslmode=verify-full", "sslmode=require"
+    )
+    path = write(
+        tmp_path,
+        {
+            "destination": {
+                "dsn": tls(cluster, "analytics", "syncd", ca_file, password=DEST_PASSWORD)
+            },
+            "sources": [
+                {
+                    "id": "verificado",
+                    "dsn": tls(cluster, "esus", "esus_leitura", ca_file),
+                    "password_file": str(secret),
+                },
+                {"id": "cifrado", "dsn": require, "password_file": str(secret)},
+                {
+                    "id": "senha_errada",
+                    "dsn": tls(
+                        cluster, "esus", "esus_leitura", ca_file, password="n0t-the-passw0rd"
+                    ),
+                },
+            ],
+            "datasets": [EQUIPES],
+        },
+    )
+    result = run_cli("check", "--online", "--json", "--config", str(path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    for secret_text in (SOURCE_PASSWORD, DEST_PASSWORD, "n0t-the-passw0rd"):
+        assert secret_text not in result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    by_id = {s["id"]: s for s in report["sources"]}
+    assert by_id["verificado"]["ok"] and by_id["verificado"]["tls"].startswith("TLSv1")
+    assert by_id["verificado"]["tls_verified"] == "host and CA"
+    assert by_id["verificado"]["server_version"].startswith("15.")
+    assert by_id["verificado"]["read_only"] is True
+    assert by_id["cifrado"]["ok"] and by_id["cifrado"]["tls"].startswith("TLSv1")
+    assert by_id["cifrado"]["tls_mode"] == "require"
+    assert by_id["cifrado"]["tls_verified"] == "no"
+    wrong = by_id["senha_errada"]
+    assert wrong["reachable"] and wrong["authenticated"] is False
+    assert "password authentication failed" in wrong["errors"][0]
+    assert report["destination"]["ok"] and report["destination"]["server_version"].startswith("15.")

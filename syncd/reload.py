@@ -1,0 +1,102 @@
+"""`syncd reload`: SIGHUP to the daemon, then wait until it says how the reload went.
+
+systemd 252 (Debian 12, RHEL 9) lacks Type=notify-reload, and `ExecReload=kill -HUP $MAINPID`
+returns before the daemon has even read its config: `systemctl reload` would report success for
+a config that is then rejected, and a reload ordered before another unit's would not be. So the
+unit runs `syncd reload --pid $MAINPID`, which waits for the acknowledgement.
+
+The acknowledgement is a small file in the service's runtime directory (`RuntimeDirectory=syncd`,
+so `$RUNTIME_DIRECTORY=/run/syncd`): after each reload attempt the daemon replaces
+`reload-state` with one line, `<pid> <generation> <outcome> <message>`. The helper reads the
+generation, signals, and waits for a greater one from the same pid. Exit 0 when the new config
+was applied, 1 when it was rejected (systemctl reload then fails, and says why), 3 when no
+acknowledgement came in time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+STATE_FILE = "reload-state"
+EXIT_REJECTED, EXIT_NO_ANSWER = 1, 3
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadState:
+    pid: int
+    generation: int
+    outcome: str  # success | failure
+    message: str
+
+
+def state_dir(explicit: str | None = None) -> Path | None:
+    value = explicit or os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    return Path(value) if value else None
+
+
+class ReloadRecorder:
+    """The daemon's side: one line per reload attempt, replaced atomically."""
+
+    def __init__(self, directory: Path | None):
+        self.directory = directory
+        self.generation = 0
+
+    def record(self, outcome: str, message: str) -> None:
+        self.generation += 1
+        if self.directory is None:
+            return
+        line = f"{os.getpid()} {self.generation} {outcome} {' '.join(message.split())}\n"
+        path = self.directory / STATE_FILE
+        tmp = path.with_name(f".{STATE_FILE}.tmp")
+        try:
+            tmp.write_text(line, encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:  # the reload itself happened; only its acknowledgement is lost
+            print(f"syncd: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+
+
+def read_state(directory: Path) -> ReloadState | None:
+    try:
+        pid, generation, outcome, *message = (
+            (directory / STATE_FILE).read_text(encoding="utf-8").split(" ", 3)
+        )
+        return ReloadState(int(pid), int(generation), outcome, " ".join(message).strip())
+    except (OSError, ValueError):
+        return None
+
+
+def reload(pid: int, directory: Path | None, timeout: float, out=sys.stdout, err=sys.stderr) -> int:
+    if directory is None:
+        print(
+            "syncd reload: no state directory (set RuntimeDirectory=syncd in the unit, "
+            "or pass --state-dir)",
+            file=err,
+        )
+        return 2
+    before = read_state(directory)
+    generation = before.generation if before is not None and before.pid == pid else 0
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        print(f"syncd reload: no process {pid}", file=err)
+        return EXIT_NO_ANSWER
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = read_state(directory)
+        if state is not None and state.pid == pid and state.generation > generation:
+            if state.outcome == "success":
+                print(f"syncd reload: {state.message}", file=out)
+                return 0
+            print(
+                f"syncd reload: rejected, still running the previous config: {state.message}",
+                file=err,
+            )
+            return EXIT_REJECTED
+        time.sleep(0.05)
+    print(f"syncd reload: no acknowledgement from {pid} within {timeout:g}s", file=err)
+    return EXIT_NO_ANSWER

@@ -1,0 +1,131 @@
+"""The alert rules as Prometheus runs them (promtool), and the metrics they need from syncd."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import subprocess
+
+import anyio
+import pytest
+from daemonproc import DaemonProcess, free_port
+from prometheus_client.parser import text_string_to_metric_families
+
+from syncd.metrics import RELOAD_OUTCOMES, RETRY_REASONS, SYNC_OUTCOMES
+
+from conftest import TABLE_DATASETS
+from helpers import ROOT, run_pass
+
+RULES = ROOT / "deploy" / "prometheus"
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian: prometheus) absent")
+def test_promtool_rule_tests_pass():
+    """never-synced at 48 h and 72 h, the first pass counted, skips outside the ratio, the
+    stalled alert, and freshness alerts that keep firing while syncd is down."""
+    result = subprocess.run(
+        ["promtool", "test", "rules", "syncd-rules.test.yml"],
+        cwd=RULES,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            found[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return found
+
+
+async def test_counters_are_at_zero_before_any_sync(make_sources, dest, write_config, tmp_path):
+    """Scraped before the first sync ends: every counter with every label value at 0, and the
+    never-synced sources visible to freshness through their pending-since time."""
+    sources = await make_sources(2)
+    port = free_port()
+    # a window that is closed now (and for the next hours): nothing starts, nothing ends
+    hour = (dt.datetime.now(dt.UTC).hour + 12) % 24
+    window = f"{hour:02d}:00-{(hour + 1) % 24:02d}:00"
+    path, _ = write_config(
+        dest,
+        sources,
+        [TABLE_DATASETS[0], TABLE_DATASETS[3]],
+        http={"listen": f"127.0.0.1:{port}"},
+        schedule={"window": window, "timezone": "UTC", "jitter": "0s"},
+    )
+    daemon = DaemonProcess(path, port)
+    try:
+        daemon.wait_ready()
+        found: dict = {}
+        for _ in range(200):  # the ledger is read once the destination answers
+            code, text = daemon.get("/metrics")
+            assert code == 200
+            found = samples(text)
+            if ("syncd_ready", ()) in found and found[("syncd_ready", ())] == 1:
+                break
+            await anyio.sleep(0.1)
+        for outcome in SYNC_OUTCOMES:
+            assert found[("syncd_syncs_total", (("outcome", outcome),))] == 0, outcome
+            assert found[("syncd_sync_duration_seconds_count", (("outcome", outcome),))] == 0
+        for outcome in RELOAD_OUTCOMES:
+            assert found[("syncd_config_reloads_total", (("outcome", outcome),))] == 0
+        for reason in RETRY_REASONS:
+            assert found[("syncd_retries_total", (("reason", reason),))] == 0
+        for dataset in ("cidadaos", "dim_equipe"):
+            for outcome in ("ok", "failed", "aborted"):
+                key = (
+                    "syncd_dataset_syncs_total",
+                    (("dataset", dataset), ("outcome", outcome)),
+                )
+                assert found[key] == 0, key
+            assert found[("syncd_rows_total", (("dataset", dataset),))] == 0
+            assert found[("syncd_bytes_total", (("dataset", dataset),))] == 0
+        for s in sources:
+            assert found[("syncd_source_consecutive_failures", (("source", s.id),))] == 0
+            since = found[("syncd_source_pending_since_timestamp_seconds", (("source", s.id),))]
+            assert since > 1.7e9  # when the daemon registered it in syncd.catalog
+            assert ("syncd_last_success_timestamp_seconds", (("source", s.id),)) not in found
+        # due (the window is closed: nothing due) is computed, not left at a stale value
+        assert found[("syncd_sources_due", ())] == 0
+    finally:
+        daemon.stop()
+
+
+async def test_failures_in_a_row_survive_a_restart(make_sources, dest, write_config):
+    """Three failed passes recorded in the ledger: a daemon started afterwards exports 3, not 0,
+    so `SyncdMunicipalityFailing` does not resolve on a restart."""
+    (good,) = await make_sources(1)
+    unreachable = {
+        "id": "999001",
+        "dsn": f"postgresql://esus_leitura@127.0.0.1:{free_port()}/esus",
+    }
+    port = free_port()
+    hour = (dt.datetime.now(dt.UTC).hour + 12) % 24
+    path, config = write_config(
+        dest,
+        [good, unreachable],
+        [TABLE_DATASETS[3]],
+        retry={"attempts": 1},
+        http={"listen": f"127.0.0.1:{port}"},
+        schedule={"window": f"{hour:02d}:00-{(hour + 1) % 24:02d}:00", "timezone": "UTC"},
+    )
+    for _ in range(3):
+        code, _, _ = await run_pass(config)
+        assert code == 1
+    daemon = DaemonProcess(path, port)
+    try:
+        daemon.wait_ready()
+        for _ in range(200):
+            code, text = daemon.get("/metrics")
+            found = samples(text)
+            if found.get(("syncd_ready", ())) == 1:
+                break
+            await anyio.sleep(0.1)
+        assert found[("syncd_source_consecutive_failures", (("source", "999001"),))] == 3
+        assert found[("syncd_source_consecutive_failures", (("source", good.id),))] == 0
+        assert ("syncd_last_success_timestamp_seconds", (("source", good.id),)) in found
+    finally:
+        daemon.stop()
