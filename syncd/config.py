@@ -63,6 +63,7 @@ class Destination:
     password_file: Path | None = None
     schema: str = "syncd_data"
     source_column: str = "municipio_id_sus"
+    notify_channel: str | None = "syncd"  # None: no NOTIFY after a municipality lands
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,7 +515,7 @@ def _destination(
     if "destination" not in root.value:
         root.problem("destination", "is required")
         return None
-    if not sec.is_mapping("with dsn, password_file, schema, source_column"):
+    if not sec.is_mapping("with dsn, password_file, schema, source_column, notify_channel"):
         return None
     dsn = _dsn(sec, "dsn", warnings)
     password_file = sec.path_value("password_file", base)
@@ -524,10 +525,27 @@ def _destination(
     column = sec.string(
         "source_column", "municipio_id_sus", pattern=LOWER_IDENT, what="a lowercase identifier"
     )
+    channel = _notify_channel(sec)
     sec.check_unknown()
     if dsn is None:
         return None
-    return Destination(dsn, password_file, schema or "syncd_data", column or "municipio_id_sus")
+    return Destination(
+        dsn, password_file, schema or "syncd_data", column or "municipio_id_sus", channel
+    )
+
+
+def _notify_channel(sec: _Section) -> str | None:
+    """A lowercase identifier, so that a plain `LISTEN name` (which folds case) hears it;
+    `null` or `""` turns the notification off."""
+    if isinstance(sec.value, dict) and "notify_channel" in sec.value:
+        if sec.raw("notify_channel") in (None, ""):
+            return None
+    return sec.string(
+        "notify_channel",
+        "syncd",
+        pattern=LOWER_IDENT,
+        what="a lowercase identifier (or null to send no notification)",
+    )
 
 
 def _concurrency(sec: _Section) -> Concurrency:

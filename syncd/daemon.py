@@ -466,8 +466,10 @@ class _SideTaskDied(Exception):
 
 
 def _same_destination(old: Config, new: Config) -> bool:
+    # the notify channel is read from the engine's config at each landing: no new pool for it
     return (
-        old.destination == new.destination
+        replace(old.destination, notify_channel=None)
+        == replace(new.destination, notify_channel=None)
         and old.timeouts == new.timeouts
         and old.concurrency.writers == new.concurrency.writers
     )

@@ -26,7 +26,7 @@ import anyio
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from . import incremental, ledger, telemetry
+from . import downstream, incremental, ledger, telemetry
 from .config import Config, Dataset, Source
 from .copy import Transfer
 from .destination import Destination, Target
@@ -85,6 +85,7 @@ class SourceResult:
     started_at: datetime = field(default_factory=now)
     ended_at: datetime | None = None
     synced_elsewhere: datetime | None = None  # skipped: another instance synced it then
+    announced: bool = False  # downstream was notified that this pass landed
 
     @property
     def rows(self) -> int:
@@ -414,6 +415,10 @@ async def _sync(
             break
     if loaded:
         await _swap(engine, source, list(loaded.values()), result)
+    if not result.announced and any(d.status == OK for d in result.datasets.values()):
+        # nothing landed with a swap (incremental windows only, or the swap failed): what did
+        # land committed already, so this cannot come before the rows
+        await _announce_committed(engine, result)
 
 
 async def _open(
@@ -608,8 +613,12 @@ async def _swap_attempts(
                     "lost this source's lock while the destination connection was "
                     "down; not swapping what another instance may be syncing"
                 )
-            async with engine.destination.acquire() as conn:
+            async with engine.destination.acquire() as conn, conn.transaction():
                 await engine.destination.swap(conn, targets)
+                # in the transaction that makes the rows visible: heard only once they are
+                await downstream.announce(
+                    conn, engine.config.destination.notify_channel, _announcement(result, targets)
+                )
         except Exception as exc:
             failure = classify(exc, "destination")
             if failure.retryable and attempt < engine.config.retry.attempts:
@@ -631,7 +640,44 @@ async def _swap_attempts(
         for t in targets:
             res = result.datasets[t.dataset]
             res.status, res.ended_at = OK, ended
+        result.announced = True
         return
+
+
+def _announcement(result: SourceResult, landing: Sequence[Target] = ()) -> str:
+    """The notification's payload; `landing` are the datasets committing along with it."""
+    names = {t.dataset for t in landing}
+    outcomes = []
+    for d in result.datasets.values():
+        status = OK if d.name in names else d.status
+        rows = d.rows if status == OK else None
+        outcomes.append(downstream.DatasetOutcome(d.name, status, rows, d.mode))
+    return downstream.payload(result.source_id, result.pass_id, outcomes, now())
+
+
+async def _announce_committed(engine: Engine, result: SourceResult) -> None:
+    """Announce a pass whose landed datasets each committed on their own. Retried; a failure
+    is logged, not raised: the rows are in, and the ledger says so."""
+    channel = engine.config.destination.notify_channel
+    if channel is None:
+        return
+
+    async def send() -> None:
+        async with engine.destination.acquire() as conn:
+            await downstream.announce(conn, channel, _announcement(result))
+
+    try:
+        await _retrying(engine, send)
+    except Exception as exc:
+        log.error(
+            "source %s: could not notify %s: %s",
+            result.source_id,
+            channel,
+            classify(exc).reason,
+            extra={"source": result.source_id},
+        )
+        return
+    result.announced = True
 
 
 async def _finish(engine: Engine, source: Source, result: SourceResult) -> None:
