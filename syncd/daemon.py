@@ -37,7 +37,17 @@ from .notify import Notifier, watchdog_interval
 from .once import destination_for
 from .scheduler import Clock, Scheduler
 from .status import StatusBoard
-from .sync import OK, SKIPPED, Engine, Fanout, SourceLocks, SourceResult, sweep, sync_source
+from .sync import (
+    OK,
+    SKIPPED,
+    Engine,
+    Fanout,
+    SourceLocks,
+    SourceResult,
+    now,
+    sweep,
+    sync_source,
+)
 
 log = logging.getLogger("syncd.daemon")
 
@@ -458,7 +468,13 @@ class Daemon:
         if self.config.source(source_id) is None or not self.scheduler.trigger(source_id):
             return None
         self._wake.set()
-        return {"source": source_id, "queued": True, "running": source_id in self.in_flight}
+        return {
+            "source": source_id,
+            "queued": True,
+            "running": source_id in self.in_flight,
+            # on the clock of the syncs' own times: the run this asked for starts at or after it
+            "requested_at": now().isoformat(),
+        }
 
 
 class _SideTaskDied(Exception):

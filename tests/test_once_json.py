@@ -65,8 +65,7 @@ async def test_the_document_has_every_source_and_dataset_and_the_ledger_agrees(
     dst = await dest.connect()
     try:
         ledger = {
-            (r["source_id"], r["dataset"]): r
-            for r in await dst.fetch("SELECT * FROM syncd.ledger")
+            (r["source_id"], r["dataset"]): r for r in await dst.fetch("SELECT * FROM syncd.ledger")
         }
     finally:
         await dst.close()
