@@ -29,12 +29,12 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m 'not slow'
 
 lint: $(STAMP)
-	$(BIN)/ruff check syncd tests bench
-	$(BIN)/ruff format --check syncd tests bench
+	$(BIN)/ruff check syncd tests bench deploy/airflow
+	$(BIN)/ruff format --check syncd tests bench deploy/airflow
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix syncd tests bench
-	$(BIN)/ruff format syncd tests bench
+	$(BIN)/ruff check --fix syncd tests bench deploy/airflow
+	$(BIN)/ruff format syncd tests bench deploy/airflow
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

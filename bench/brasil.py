@@ -50,19 +50,20 @@ async def prepare(clusters: Clusters, total: int) -> dict[str, list[str]]:
         try:
             await pec.create_municipality(conn, pec.Municipality(mine[0], CITIZENS * len(mine)))
             await conn.execute("DELETE FROM tb_dim_municipio WHERE co_seq_dim_municipio > 1")
+            # row 1 is mine[0] already (create_municipality made it)
             await conn.executemany(
-                "INSERT INTO tb_dim_municipio VALUES ($1, $2, 'M', 'SP') ON CONFLICT DO NOTHING",
-                [(i + 2, mid) for i, mid in enumerate(mine)],
+                "INSERT INTO tb_dim_municipio VALUES ($1, $2, 'M', 'SP')",
+                [(i + 2, mid) for i, mid in enumerate(mine[1:])],
             )
             await conn.execute(
-                "UPDATE tb_fat_cidadao_pec SET co_dim_municipio = co_seq_fat_cidadao_pec % $1 + 2",
+                "UPDATE tb_fat_cidadao_pec SET co_dim_municipio = co_seq_fat_cidadao_pec % $1 + 1",
                 len(mine),
             )
             await conn.execute(
                 "CREATE INDEX ON tb_fat_cidadao_pec (co_dim_municipio);"
-                "CREATE UNIQUE INDEX ON tb_dim_municipio (co_ibge);"
-                "VACUUM ANALYZE"
+                "CREATE UNIQUE INDEX ON tb_dim_municipio (co_ibge)"
             )
+            await conn.execute("VACUUM ANALYZE")
         finally:
             await conn.close()
         placed[dbname] = mine
@@ -72,12 +73,12 @@ async def prepare(clusters: Clusters, total: int) -> dict[str, list[str]]:
 def run(clusters: Clusters, points: list[int], concurrency: int) -> dict:
     top = max(points)
     placed = asyncio.run(prepare(clusters, top))
+    # interleaved, so that any prefix of the list spreads over every database
     order = [
-        (db, mid)
+        (n, db, mids[i])
         for i in range(max(map(len, placed.values())))
-        for db, mids in placed.items()
+        for n, (db, mids) in enumerate(placed.items())
         if i < len(mids)
-        for mid in [mids[i]]
     ]
     curve = []
     for count in points:

@@ -63,7 +63,9 @@ def _secret_files(config: config_module.Config) -> list[tuple[Path, str]]:
     return files
 
 
-def traced(command: Callable[[], int]) -> int:
+def traced(
+    command: Callable[[], int], on_config_error: Callable[[list[str]], None] | None = None
+) -> int:
     """Run a command with tracing set up from OTEL_*; spans are flushed on every exit."""
     from . import telemetry
 
@@ -71,6 +73,8 @@ def traced(command: Callable[[], int]) -> int:
         tel = telemetry.setup()
     except telemetry.TelemetryError as exc:
         print(str(exc), file=sys.stderr)
+        if on_config_error is not None:
+            on_config_error([str(exc)])
         return EXIT_CONFIG
     try:
         return command()
@@ -80,10 +84,24 @@ def traced(command: Callable[[], int]) -> int:
 
 def cmd_once(args: argparse.Namespace) -> int:
     from .once import MetricsOutput, run_once
+    from .report import config_error_document, dumps
 
-    config = config_module.select(load_config(args.config), args.source or [], args.dataset or [])
+    def config_error(problems: list[str]) -> None:
+        if args.json:  # stdout carries one document whatever happens; stderr the same lines
+            print(dumps(config_error_document(problems)), flush=True)
+
+    try:
+        config = config_module.select(
+            load_config(args.config), args.source or [], args.dataset or []
+        )
+    except ConfigError as exc:
+        config_error([str(p) for p in exc.problems])
+        raise
     output = MetricsOutput(args.metrics_textfile, args.metrics_pushgateway)
-    return traced(lambda: run_async(run_once, config, sys.stdout, sys.stderr, output))
+    return traced(
+        lambda: run_async(run_once, config, sys.stdout, sys.stderr, output, None, args.json),
+        config_error,
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -172,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-pushgateway",
         metavar="URL",
         help="push the pass's metrics to this Prometheus Pushgateway",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="instead of the table, one JSON document of the pass on stdout (schema: README)",
     )
     p.set_defaults(func=cmd_once)
 

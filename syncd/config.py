@@ -65,6 +65,7 @@ class Destination:
     schema: str = "syncd_data"
     source_column: str = "municipio_id_sus"
     buckets: int = DEFAULT_BUCKETS  # hash partitions per dataset table, however many municipalities
+    notify_channel: str | None = "syncd"  # None: no NOTIFY after a municipality lands
 
 
 @dataclass(frozen=True, slots=True)
@@ -516,7 +517,9 @@ def _destination(
     if "destination" not in root.value:
         root.problem("destination", "is required")
         return None
-    if not sec.is_mapping("with dsn, password_file, schema, source_column, buckets"):
+    if not sec.is_mapping(
+        "with dsn, password_file, schema, source_column, buckets, notify_channel"
+    ):
         return None
     dsn = _dsn(sec, "dsn", warnings)
     password_file = sec.path_value("password_file", base)
@@ -527,11 +530,26 @@ def _destination(
         "source_column", "municipio_id_sus", pattern=LOWER_IDENT, what="a lowercase identifier"
     )
     buckets = sec.integer("buckets", DEFAULT_BUCKETS, maximum=256)
+    channel = _notify_channel(sec)
     sec.check_unknown()
     if dsn is None:
         return None
     return Destination(
-        dsn, password_file, schema or "syncd_data", column or "municipio_id_sus", buckets
+        dsn, password_file, schema or "syncd_data", column or "municipio_id_sus", buckets, channel
+    )
+
+
+def _notify_channel(sec: _Section) -> str | None:
+    """A lowercase identifier, so that a plain `LISTEN name` (which folds case) hears it;
+    `null` or `""` turns the notification off."""
+    if isinstance(sec.value, dict) and "notify_channel" in sec.value:
+        if sec.raw("notify_channel") in (None, ""):
+            return None
+    return sec.string(
+        "notify_channel",
+        "syncd",
+        pattern=LOWER_IDENT,
+        what="a lowercase identifier (or null to send no notification)",
     )
 
 

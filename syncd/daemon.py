@@ -38,7 +38,17 @@ from .once import destination_for
 from .reload import ReloadRecorder, state_dir
 from .scheduler import Clock, Scheduler
 from .status import StatusBoard
-from .sync import OK, SKIPPED, Engine, Fanout, SourceLocks, SourceResult, sweep, sync_source
+from .sync import (
+    OK,
+    SKIPPED,
+    Engine,
+    Fanout,
+    SourceLocks,
+    SourceResult,
+    now,
+    sweep,
+    sync_source,
+)
 
 log = logging.getLogger("syncd.daemon")
 
@@ -499,7 +509,13 @@ class Daemon:
         if self.config.source(source_id) is None or not self.scheduler.trigger(source_id):
             return None
         self._wake.set()
-        return {"source": source_id, "queued": True, "running": source_id in self.in_flight}
+        return {
+            "source": source_id,
+            "queued": True,
+            "running": source_id in self.in_flight,
+            # on the clock of the syncs' own times: the run this asked for starts at or after it
+            "requested_at": now().isoformat(),
+        }
 
 
 class _SideTaskDied(Exception):
@@ -507,8 +523,10 @@ class _SideTaskDied(Exception):
 
 
 def _same_destination(old: Config, new: Config) -> bool:
+    # the notify channel is read from the engine's config at each landing: no new pool for it
     return (
-        old.destination == new.destination
+        replace(old.destination, notify_channel=None)
+        == replace(new.destination, notify_channel=None)
         and old.timeouts == new.timeouts
         and old.concurrency.writers == new.concurrency.writers
     )

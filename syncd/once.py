@@ -16,8 +16,8 @@ from .config import Config
 from .destination import Destination
 from .errors import classify
 from .limits import Limits
-from .report import LiveProgress, status_table, summary
-from .sync import OK, Engine, Fanout, SourceLocks, SourceResult, sweep, sync_many
+from .report import LiveProgress, dumps, pass_document, status_table, summary
+from .sync import OK, Engine, Fanout, SourceLocks, SourceResult, now, sweep, sync_many
 
 log = logging.getLogger("syncd.once")
 
@@ -68,10 +68,29 @@ async def run_once(
     err: TextIO = sys.stderr,
     metrics_output: MetricsOutput | None = None,
     tracer=None,
+    json_output: bool = False,
 ) -> int:
+    """One pass. On `out`: the summary table, or with `json_output` one JSON document
+    (`report.pass_document`), whatever the outcome. Messages for people go to `err`."""
     from .metrics import Metrics
 
-    started = time.monotonic()
+    started, started_at = time.monotonic(), now()
+
+    def finish(code: int, results: list[SourceResult], error: str | None = None) -> int:
+        if json_output:
+            document = pass_document(
+                results,
+                config,
+                started_at=started_at,
+                seconds=time.monotonic() - started,
+                exit_code=code,
+                error=error,
+            )
+            print(dumps(document), file=out, flush=True)
+        elif results:
+            print(summary(results, config, time.monotonic() - started), file=out)
+        return code
+
     destination = destination_for(config)
     try:
         await destination.open()
@@ -79,8 +98,9 @@ async def run_once(
             await ledger.register(conn, ledger.pairs(config), replace=False)
     except Exception as exc:
         await destination.close()
-        print(f"destination {config.destination.dsn}: {classify(exc).reason}", file=err)
-        return EXIT_FAILED
+        message = f"destination {config.destination.dsn}: {classify(exc).reason}"
+        print(message, file=err)
+        return finish(EXIT_FAILED, [], message)
     progress = LiveProgress(len(config.sources), err)
     metrics = Metrics()
     locks = SourceLocks(destination)
@@ -107,12 +127,12 @@ async def run_once(
             await locks.close()
             await destination.close()
     if not results:  # interrupted before the pass ended
-        print("interrupted: the pass was cancelled; nothing half-written was kept", file=err)
-        return EXIT_FAILED
-    print(summary(results, config, time.monotonic() - started), file=out)
+        message = "interrupted: the pass was cancelled; nothing half-written was kept"
+        print(message, file=err)
+        return finish(EXIT_FAILED, [], message)
     if metrics_output is not None:
         metrics_output.write(metrics, err)
-    return EXIT_OK if all(r.status == OK for r in results) else EXIT_FAILED
+    return finish(EXIT_OK if all(r.status == OK for r in results) else EXIT_FAILED, results)
 
 
 async def _cancel_on_signal(scope: anyio.CancelScope) -> None:

@@ -1,7 +1,9 @@
-"""What syncd prints for people: the live progress line, the summary of a pass, the status table."""
+"""What syncd prints: for people the live progress line, the summary of a pass and the status
+table; for machines the JSON document of a pass (`syncd once --json`)."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -12,7 +14,9 @@ import anyio
 
 from .config import Config
 from .ledger import DatasetStatus
-from .sync import OK, SKIPPED, Progress, SourceResult, now
+from .sync import ABORTED, FAILED, OK, SKIPPED, DatasetResult, Progress, SourceResult, now
+
+JSON_VERSION = 1
 
 
 def human_bytes(count: float) -> str:
@@ -180,3 +184,95 @@ def status_table(
     return table(
         ["source", "dataset", "last success", "age", "rows", "last", "last error"], rows, {3, 4}
     )
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when is not None else None
+
+
+def _took(started: datetime | None, ended: datetime | None) -> float | None:
+    return round((ended - started).total_seconds(), 3) if started and ended else None
+
+
+def _dataset_json(d: DatasetResult) -> dict:
+    landed = d.status == OK
+    return {
+        "status": d.status,
+        "mode": d.mode,
+        "rows": d.rows if landed else None,
+        "bytes": d.bytes if landed else None,
+        "attempts": d.attempts,
+        "watermark": d.watermark if landed else None,
+        "error": d.error,
+        "started_at": _iso(d.started_at),
+        "ended_at": _iso(d.ended_at),
+        "seconds": _took(d.started_at, d.ended_at),
+    }
+
+
+def pass_document(
+    results: Sequence[SourceResult],
+    config: Config,
+    *,
+    started_at: datetime,
+    seconds: float,
+    exit_code: int,
+    error: str | None = None,
+) -> dict:
+    """`syncd once --json`: every source and dataset of the pass, and the totals.
+    The README's "`syncd once --json`" section is its schema."""
+    names = {s.id: s.name for s in config.sources}
+    datasets = [d for r in results for d in r.datasets.values()]
+    return {
+        "version": JSON_VERSION,
+        "status": "ok" if exit_code == 0 else "failed",
+        "exit_code": exit_code,
+        "error": error,
+        "started_at": _iso(started_at),
+        "ended_at": _iso(now()),
+        "seconds": round(seconds, 3),
+        "totals": {
+            "sources": len(results),
+            "sources_ok": sum(1 for r in results if r.status == OK),
+            "sources_failed": sum(1 for r in results if r.status == FAILED),
+            "sources_aborted": sum(1 for r in results if r.status == ABORTED),
+            "sources_skipped": sum(1 for r in results if r.status == SKIPPED),
+            "datasets": len(datasets),
+            "datasets_ok": sum(1 for d in datasets if d.status == OK),
+            "datasets_failed": sum(1 for d in datasets if d.status in (FAILED, ABORTED)),
+            "datasets_skipped": sum(1 for d in datasets if d.status == SKIPPED),
+            "rows": sum(r.rows for r in results),
+            "bytes": sum(r.bytes for r in results),
+        },
+        "sources": {
+            r.source_id: {
+                "name": names.get(r.source_id),
+                "status": r.status,
+                "pass_id": r.pass_id,
+                "error": r.error,
+                "rows": r.rows,
+                "bytes": r.bytes,
+                "started_at": _iso(r.started_at),
+                "ended_at": _iso(r.ended_at),
+                "seconds": _took(r.started_at, r.ended_at),
+                "datasets": {name: _dataset_json(d) for name, d in r.datasets.items()},
+            }
+            for r in results
+        },
+    }
+
+
+def config_error_document(problems: Sequence[str]) -> dict:
+    """`syncd once --json` on a config it cannot use (exit 2): the problems, nothing ran."""
+    return {
+        "version": JSON_VERSION,
+        "status": "config_error",
+        "exit_code": 2,
+        "error": "the config cannot be used",
+        "errors": list(problems),
+    }
+
+
+def dumps(document: dict) -> str:
+    """One line of ASCII JSON: readable in any locale, and the last line of the output."""
+    return json.dumps(document, ensure_ascii=True)

@@ -19,6 +19,16 @@ class DatasetView:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RunView:
+    """The last sync of a source this daemon ran to its end: what an orchestrator that asked
+    for one (`POST /sources/{id}/sync` answers `requested_at`) waits to see."""
+
+    started: datetime
+    ended: datetime | None
+    status: str  # ok | failed | aborted
+
+
 @dataclass(slots=True)
 class SourceView:
     name: str | None
@@ -27,10 +37,17 @@ class SourceView:
     last_error: str | None = None
     duration: float | None = None  # seconds, the last finished sync
     datasets: dict[str, DatasetView] = field(default_factory=dict)
+    last_run: RunView | None = None
 
 
 def _iso(when: datetime | None) -> str | None:
     return when.isoformat() if when is not None else None
+
+
+def _run(run: RunView | None) -> dict | None:
+    if run is None:
+        return None
+    return {"started": _iso(run.started), "ended": _iso(run.ended), "status": run.status}
 
 
 class StatusBoard(Progress):
@@ -103,6 +120,7 @@ class StatusBoard(Progress):
             return
         if result.ended_at is not None:
             view.duration = (result.ended_at - result.started_at).total_seconds()
+        view.last_run = RunView(result.started_at, result.ended_at, result.status)
         for name, d in result.datasets.items():
             dv = view.datasets.setdefault(name, DatasetView())
             dv.status = d.status
@@ -123,6 +141,7 @@ class StatusBoard(Progress):
                     "last_success": _iso(view.last_success),
                     "last_error": view.last_error,
                     "next_due": _iso(next_due.get(sid)),
+                    "last_run": _run(view.last_run),
                     "datasets": {
                         name: {
                             "status": d.status,

@@ -29,7 +29,7 @@ import asyncpg
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from . import incremental, ledger, telemetry
+from . import downstream, incremental, ledger, telemetry
 from .config import Config, Dataset, Source
 from .copy import Transfer
 from .destination import Destination, Landing, Target
@@ -478,6 +478,10 @@ async def _land_all(
                         source.id,
                         [d.entry() for d in result.datasets.values()],
                     )
+                # in the transaction that makes the rows visible: heard only once they are
+                await downstream.announce(
+                    landing.conn, engine.config.destination.notify_channel, _announcement(result)
+                )
                 await landing.commit()
             result.recorded = True
     except (_PassLost, anyio.get_cancelled_exc_class()):
@@ -678,6 +682,15 @@ async def _copy(
     target = replace(target, watermark=watermark)
     await landing.store_watermark(target, full=False)
     return target, transfer
+
+
+def _announcement(result: SourceResult) -> str:
+    """The notification's payload: the pass as it commits (landed datasets are `ok` by then)."""
+    outcomes = [
+        downstream.DatasetOutcome(d.name, d.status, d.rows if d.status == OK else None, d.mode)
+        for d in result.datasets.values()
+    ]
+    return downstream.payload(result.source_id, result.pass_id, outcomes, now())
 
 
 async def _finish(engine: Engine, source: Source, result: SourceResult) -> None:

@@ -91,9 +91,19 @@ async def test_ready_first_pass_endpoints_and_clean_stop(
     status = daemon.wait_status(all_ok([s.id for s in sources]))
 
     entry = status["sources"][sources[0].id]
-    assert set(entry) == {"name", "state", "last_success", "last_error", "next_due", "datasets"}
+    assert set(entry) == {
+        "name",
+        "state",
+        "last_success",
+        "last_error",
+        "next_due",
+        "last_run",
+        "datasets",
+    }
     assert entry["datasets"]["cidadaos"]["rows"] == sources[0].citizens
     assert entry["last_error"] is None and entry["next_due"] > entry["last_success"]
+    assert entry["last_run"]["status"] == "ok"
+    assert entry["last_run"]["started"] < entry["last_run"]["ended"] <= entry["next_due"]
     assert daemon.get("/healthz") == (200, "ok\n")
     code, body = daemon.get("/readyz")
     assert code == 200 and json.loads(body)["ready"] is True

@@ -1,0 +1,88 @@
+"""Telling downstream that a municipality has landed: one NOTIFY on the destination per pass.
+
+`announce` runs `SELECT pg_notify(channel, payload)` on the connection of the transaction that
+makes the municipality's rows visible. PostgreSQL delivers a notification only when its
+transaction commits, so a listener never hears about rows it cannot read yet, and a rolled-back
+landing (a failed swap) announces nothing.
+
+The payload is compact JSON, at most `MAX_PAYLOAD_BYTES`:
+
+    {"version": 1, "source": "351570", "pass": 42, "status": "ok",
+     "at": "2026-11-28T06:12:03.120000+00:00",
+     "datasets": {"cidadaos": {"status": "ok", "rows": 48211, "mode": "snapshot"},
+                  "atendimentos": {"status": "failed", "rows": null, "mode": null}},
+     "omitted": 3}
+
+`status` is `ok` when every dataset of the pass landed, `partial` when some failed (a pass where
+none landed sends nothing). `rows` is what the pass moved: the whole snapshot of a snapshot or
+full refresh, the new window of an incremental dataset. `omitted` appears only when the dataset
+list had to be cut to fit; the ledger (`syncd.ledger WHERE pass_id = ...`) has all of them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+# PostgreSQL refuses payloads of 8000 bytes or more (a default build); the margin is for the
+# `omitted` count added after the cut.
+NOTIFY_LIMIT_BYTES = 8000
+MAX_PAYLOAD_BYTES = NOTIFY_LIMIT_BYTES - 100
+PAYLOAD_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetOutcome:
+    """One dataset of the pass as the notification reports it."""
+
+    name: str
+    status: str  # ok | failed | aborted
+    rows: int | None
+    mode: str | None  # snapshot | full_refresh | incremental
+
+
+def _dumps(value: object) -> str:
+    # ASCII only: one character, one byte, so lengths below are byte counts
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
+
+
+def payload(
+    source_id: str, pass_id: int | None, datasets: Sequence[DatasetOutcome], at: datetime
+) -> str:
+    """The notification's JSON, cut to fit: datasets are kept in order while they fit."""
+    document: dict[str, object] = {
+        "version": PAYLOAD_VERSION,
+        "source": source_id,
+        "pass": pass_id,
+        "status": "ok" if all(d.status == "ok" for d in datasets) else "partial",
+        "at": at.isoformat(),
+        "datasets": {},
+    }
+    size = len(_dumps(document))
+    kept: dict[str, dict[str, object]] = {}
+    for d in datasets:
+        entry = {"status": d.status, "rows": d.rows, "mode": d.mode}
+        # "name":{...} plus the comma before it
+        cost = len(_dumps(d.name)) + 1 + len(_dumps(entry)) + (1 if kept else 0)
+        if size + cost > MAX_PAYLOAD_BYTES:
+            break
+        kept[d.name] = entry
+        size += cost
+    document["datasets"] = kept
+    if len(kept) < len(datasets):
+        document["omitted"] = len(datasets) - len(kept)
+    return _dumps(document)
+
+
+async def announce(conn: asyncpg.Connection, channel: str | None, text: str) -> None:
+    """NOTIFY `channel` with `text`, delivered when the caller's transaction commits.
+
+    Call it inside the transaction that makes the announced rows visible. A `None` channel
+    (`destination.notify_channel: null`) sends nothing."""
+    if channel is None:
+        return
+    await conn.execute("SELECT pg_notify($1, $2)", channel, text)
