@@ -109,11 +109,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 data_dir=args.data_dir,
                 municipalities=args.municipalities,
                 citizens=args.citizens,
+                listen=args.listen,
             )
         )
     except EmbeddedPostgresError as exc:
         print(f"syncd demo: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the machine, not syncd: one line, no traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"syncd demo: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
+
+
+def listen_address(text: str) -> str:
+    """argparse type for HOST:PORT."""
+    if config_module.parse_listen(text) is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (like 127.0.0.1:9187)")
+    return text.strip()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="DIR",
         help="where the demo's PostgreSQL lives (default: a new temporary directory)",
+    )
+    p.add_argument(
+        "--listen",
+        type=listen_address,
+        default="127.0.0.1:9187",
+        metavar="HOST:PORT",
+        help="the daemon's HTTP endpoint (default 127.0.0.1:9187)",
     )
     p.add_argument("--municipalities", type=int, default=20, metavar="N")
     p.add_argument(

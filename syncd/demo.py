@@ -68,13 +68,16 @@ async def build(cluster: embedded.Cluster, count: int, citizens: int) -> list[pe
 
 
 def write_config(
-    cluster: embedded.Cluster, municipalities: list[pec.Municipality], path: Path
+    cluster: embedded.Cluster,
+    municipalities: list[pec.Municipality],
+    path: Path,
+    listen: str = HTTP_LISTEN,
 ) -> Path:
     document = {
         "destination": {"dsn": cluster.dsn("analytics")},
         "concurrency": {"sources": 8, "per_host": 8, "writers": 4},
         "schedule": {"interval": "1h", "jitter": "30s"},
-        "http": {"listen": HTTP_LISTEN},
+        "http": {"listen": listen},
         "sources": [
             {"id": m.id, "name": f"Município {m.id}", "dsn": cluster.dsn(f"pec_{m.id}")}
             for m in municipalities
@@ -89,7 +92,12 @@ def write_config(
 
 
 def run_demo(
-    *, once: bool, data_dir: str | None, municipalities: int = 20, citizens: int = 2000
+    *,
+    once: bool,
+    data_dir: str | None,
+    municipalities: int = 20,
+    citizens: int = 2000,
+    listen: str = HTTP_LISTEN,
 ) -> int:
     from .cli import load_config, run_async
     from .once import run_once
@@ -106,7 +114,7 @@ def run_demo(
     )
     try:
         made = asyncio.run(build(cluster, municipalities, citizens))
-        config_path = write_config(cluster, made, base / "syncd.yaml")
+        config_path = write_config(cluster, made, base / "syncd.yaml", listen)
         print(
             f"syncd demo: {len(made)} municipalities x {citizens} citizens generated in "
             f"{time.monotonic() - started:.1f}s; config: {config_path}",
@@ -119,7 +127,7 @@ def run_demo(
             return code
         from .daemon import run_daemon
 
-        _show_landing(cluster, daemon=True)
+        _show_landing(cluster, listen)
         return run_daemon(str(config_path))
     finally:
         cluster.stop()
@@ -127,13 +135,14 @@ def run_demo(
             shutil.rmtree(base, ignore_errors=True)
 
 
-def _show_landing(cluster: embedded.Cluster, daemon: bool = False) -> None:
+def _show_landing(cluster: embedded.Cluster, listen: str | None = None) -> None:
+    """Where the data is; `listen`: the daemon's HTTP address, when the daemon runs."""
     psql = " ".join(cluster.psql_command("analytics"))
     print()
     print("The data landed in the analytical database `analytics`, schema `syncd_data`:")
     print("  one table per dataset, one partition per municipality (column municipio_id_sus);")
     print("  the ledger of every pass is syncd.ledger, the latest state syncd.latest.")
-    if not daemon:
+    if listen is None:
         query = LANDED_SQL
         result = subprocess.run(
             [*cluster.psql_command("analytics"), "-c", query], capture_output=True, text=True
@@ -142,7 +151,7 @@ def _show_landing(cluster: embedded.Cluster, daemon: bool = False) -> None:
         print("This PostgreSQL stops when the demo exits; run `make demo` (the daemon) to keep it")
         print("up and look around with:")
     else:
-        print(f"While the daemon runs: http://{HTTP_LISTEN}/status, /metrics, /healthz, /readyz")
+        print(f"While the daemon runs: http://{listen}/status, /metrics, /healthz, /readyz")
         print("Look at the data with:")
     print(f"  {psql} -c 'TABLE syncd_data.lista_nominal_hipertensos LIMIT 5'")
     print(f"  {psql} -c 'TABLE syncd.latest'")
