@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from . import querytext
 from .dsn import Dsn, DsnError, world_readable
 
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
@@ -838,11 +839,8 @@ def _read_query_file(sec: _Section, path: Path) -> str | None:
 
 
 def clean_query(text: str) -> str:
-    """Strip the trailing semicolons and blank space COPY (...) would choke on."""
-    text = text.strip()
-    while text.endswith(";"):
-        text = text[:-1].rstrip()
-    return text
+    """Without the BOM, trailing `;`, comments and blank space COPY (...) would choke on."""
+    return querytext.clean(text)
 
 
 def select(config: Config, source_ids: list[str], datasets: list[str]) -> Config:

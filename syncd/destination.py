@@ -23,7 +23,7 @@ from . import config, ledger, sql
 from .copy import CopyOut, Transfer, pipe
 from .dsn import SERVER_KEEPALIVES, connect_password, enable_keepalive
 from .errors import FinalError, classify
-from .incremental import ALIAS
+from .incremental import ALIAS, TEXT_SETTINGS
 from .source import APPLICATION_NAME, Shape, copy_row_count
 
 STAGING_SUFFIX = "__staging"
@@ -150,7 +150,11 @@ class Destination:
             # no answer to a command for this long: the server or the link hangs; COPY and
             # ANALYZE of a load pass their own, longer, timeout
             "command_timeout": self.timeouts.idle_stream,
-            "server_settings": {"application_name": APPLICATION_NAME, **SERVER_KEEPALIVES},
+            "server_settings": {
+                "application_name": APPLICATION_NAME,
+                **SERVER_KEEPALIVES,
+                **TEXT_SETTINGS,
+            },
         }
 
     async def close(self) -> None:

@@ -9,6 +9,7 @@ municipal database; `default_transaction_read_only` is on for the session as a s
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 
@@ -67,7 +68,8 @@ SELECT a.attname::text AS name, a.atttypid::int AS oid,
        format_type(a.atttypid, a.atttypmod) AS type,
        t.typtype::text AS typtype, t.typbasetype::int AS base_oid,
        format_type(t.typbasetype, t.typtypmod) AS base_type,
-       c.relkind::text AS relkind, n.nspname::text AS schema, c.relname::text AS relname
+       c.relkind::text AS relkind, c.relhassubclass AS has_children,
+       n.nspname::text AS schema, c.relname::text AS relname
 FROM pg_catalog.pg_attribute a
 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -87,10 +89,15 @@ SELECT EXISTS (
       AND ($3 IS NULL OR a.attname IS NOT NULL))
 """
 
+# One row per result column, in order: its type with the modifier the RowDescription gave (-1
+# when unknown, which format_type renders as the unlimited form: bpchar, "bit", numeric).
 _TYPES_SQL = """
-SELECT t.oid::int AS oid, format_type(t.oid, NULL) AS type, t.typtype::text AS typtype,
-       t.typbasetype::int AS base_oid, format_type(t.typbasetype, t.typtypmod) AS base_type
-FROM pg_catalog.pg_type t WHERE t.oid = ANY($1::int[]::oid[])
+SELECT t.oid::int AS oid, pg_catalog.format_type(t.oid, q.typmod) AS type,
+       t.typtype::text AS typtype, t.typbasetype::int AS base_oid,
+       pg_catalog.format_type(t.typbasetype, t.typtypmod) AS base_type
+FROM unnest($1::int[], $2::int[]) WITH ORDINALITY AS q(oid, typmod, i)
+JOIN pg_catalog.pg_type t ON t.oid = q.oid::oid
+ORDER BY q.i
 """
 
 
@@ -219,9 +226,10 @@ class SourceSession:
         )
         relkind, schema, relname = rows[0]["relkind"], rows[0]["schema"], rows[0]["relname"]
         shape = Shape(dataset, columns, (schema, relname), None)
-        if relkind == "r":
+        if relkind == "r" and not rows[0]["has_children"]:
             return shape
-        # views, materialized views, partitioned and foreign tables: COPY needs a SELECT
+        # views, materialized views, partitioned and foreign tables, and inheritance parents
+        # (`COPY table TO` reads the parent alone; SELECT reads its children too): COPY (SELECT)
         return Shape(dataset, columns, None, shape.select)
 
     async def _describe_query(self, dataset: str, query: str) -> Shape:
@@ -236,11 +244,10 @@ class SourceSession:
                 f"the query returns more than one column named {', '.join(duplicates)}; "
                 "give each column a distinct alias"
             )
-        oids = sorted({a.type.oid for a in attributes})
-        types = {r["oid"]: r for r in await self.conn.fetch(_TYPES_SQL, oids)}
+        typmods = result_typmods(stmt) or [-1] * len(attributes)
+        types = await self.conn.fetch(_TYPES_SQL, [a.type.oid for a in attributes], typmods)
         columns = []
-        for a in attributes:
-            t = types[a.type.oid]
+        for a, t in zip(attributes, types, strict=True):
             columns.append(
                 Column(
                     a.name,
@@ -262,7 +269,7 @@ class SourceSession:
             shape = replace(
                 shape,
                 table=None,
-                query=f"SELECT * FROM ({shape.select}) AS {ALIAS} WHERE {window.predicate}",  # noqa: S608
+                query=f"SELECT * FROM ({shape.select}\n) AS {ALIAS} WHERE {window.predicate}",  # noqa: S608
             )
         try:
             return await self._copy_out(
@@ -286,21 +293,36 @@ class SourceSession:
             )
         else:
             assert shape.query is not None
+            # the newline: asyncpg wraps it as COPY (<query>) TO, and a query may end in a comment
             status = await self.conn.copy_from_query(
-                shape.query, output=sink, format="binary", timeout=timeout
+                shape.query + "\n", output=sink, format="binary", timeout=timeout
             )
         return copy_row_count(status)
 
     async def max_cursor(
         self, shape: Shape, cursor: str, condition: str, settings: tuple[tuple[str, str], ...] = ()
     ) -> str | None:
-        """The highest cursor value among the rows `condition` admits, as text (same snapshot)."""
+        """The highest cursor value among the rows `condition` admits, as text (same snapshot).
+
+        The text is ISO 8601 whatever the municipal server's DateStyle (`11/02/2024` means
+        February or November depending on it): the output style is ISO for this one statement,
+        the field order for input (DMY, MDY) left as the server has it, so the dataset's own
+        query means what it always means. The value then reads back the same anywhere: ISO
+        dates are unambiguous in every DateStyle, and ISO timestamps with a time zone carry
+        their offset, whatever the TimeZone."""
         await self._settings(settings)
         column = f"{ALIAS}.{sql.ident(cursor)}"
-        return await self.conn.fetchval(
-            f"SELECT max({column})::text FROM ({shape.select}) AS {ALIAS} WHERE {condition}",  # noqa: S608
+        style = await self.conn.fetchval("SELECT pg_catalog.current_setting('DateStyle')")
+        iso = style.replace(" ", "").upper().startswith("ISO,")
+        if not iso:
+            await self.conn.execute("SELECT pg_catalog.set_config('DateStyle', 'ISO', true)")
+        top = await self.conn.fetchval(
+            f"SELECT max({column})::text FROM ({shape.select}\n) AS {ALIAS} WHERE {condition}",  # noqa: S608
             timeout=self.timeouts.statement + self.timeouts.idle_stream,
         )
+        if not iso:  # after an error, the savepoint's rollback restores it
+            await self.conn.execute("SELECT pg_catalog.set_config('DateStyle', $1, true)", style)
+        return top
 
     async def _settings(self, settings: tuple[tuple[str, str], ...]) -> None:
         for name, value in settings:  # names are ours, values bound
@@ -336,6 +358,33 @@ class SourceSession:
     async def abort(self) -> None:
         """Drop the connection without a goodbye: for a hung or broken session."""
         self.conn.terminate()
+
+
+def result_typmods(stmt: asyncpg.prepared_stmt.PreparedStatement) -> list[int] | None:
+    """The type modifier of each result column (char(11), bit(3), numeric(5,2)), or None.
+
+    The server's RowDescription carries them, and asyncpg keeps it parsed in the statement's
+    state, but its public API shows only names and type OIDs. The state reports the parsed
+    description to the garbage collector, which is how it is read here, without touching
+    private attributes. The list found must agree with the public attributes (names and type
+    OIDs, in order), or it is not used: with another asyncpg the caller falls back to types
+    without modifiers (bpchar, "bit", numeric), which still take every value byte for byte."""
+    attributes = stmt.get_attributes()
+    expected = [(a.name, a.type.oid) for a in attributes]
+    state = getattr(stmt, "_state", None)
+    if state is None or not expected:
+        return None
+    for candidate in gc.get_referents(state):
+        if not isinstance(candidate, list) or len(candidate) != len(expected):
+            continue
+        try:
+            found = [(d[0].decode("utf-8"), d[3]) for d in candidate]
+            typmods = [int(d[5]) for d in candidate]
+        except (TypeError, IndexError, AttributeError, UnicodeDecodeError, ValueError):
+            continue
+        if found == expected and all(isinstance(d, tuple) and len(d) == 7 for d in candidate):
+            return typmods
+    return None
 
 
 def copy_row_count(status: str | None) -> int:

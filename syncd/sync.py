@@ -549,7 +549,12 @@ async def _land(
             shape.column(column)
         state = await destination.watermark(conn, target)
         target = replace(target, key=spec.key, cursor=spec.cursor)
-        if state is None or state[0] is None or incremental.refresh_due(spec, state[1], now()):
+        if (
+            state is None
+            or state[0] is None
+            or incremental.refresh_due(spec, state[1], now())
+            or not incremental.readable(spec, cursor_type, state[0])
+        ):
             top = await session.max_cursor(shape, spec.cursor, incremental.cap(spec, cursor_type))
             target = replace(target, mode="full_refresh", watermark=top)
         else:

@@ -1,0 +1,266 @@
+"""Ordinary inputs land exactly or are refused with one clear line (issue 10): session settings
+on either side, query types with modifiers, inheritance parents, odd SQL files, YAML numbers,
+password files, hostile texts on the terminal, empty selections, huge datasets."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from syncd.config import clean_query
+from syncd.destination import Destination
+
+from helpers import assert_dataset_exact, run_cli, run_pass
+
+VISITS = """
+CREATE TABLE visitas (id int PRIMARY KEY, dia date NOT NULL, em timestamptz NOT NULL);
+GRANT SELECT ON visitas TO esus_leitura;
+INSERT INTO visitas
+SELECT i, DATE '2024-01-01' + i, TIMESTAMPTZ '2024-01-01 22:30:00-03' + i * INTERVAL '1 day'
+FROM generate_series(1, 41) AS i;  -- up to 11 February
+"""
+
+
+async def _admin(dsn: str, sql: str, *args) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def test_watermarks_round_trip_whatever_datestyle_and_timezone_either_side(
+    make_sources, dest, write_config
+):
+    """Dates and timestamps stored as watermarks read back as the same instant, with the
+    destination on `SQL, DMY` and the source on `SQL, MDY`, in two other time zones."""
+    (db,) = await make_sources(1)
+    await _admin(db.admin_dsn, VISITS)
+    await _admin(
+        db.cluster.dsn(),
+        f"ALTER DATABASE \"{db.dbname}\" SET datestyle = 'SQL, MDY';"
+        f"ALTER DATABASE \"{db.dbname}\" SET timezone = 'America/Sao_Paulo';"
+        f"ALTER DATABASE \"{db.dbname}\" SET intervalstyle = 'sql_standard'",
+    )
+    await _admin(
+        dest.cluster.dsn(),
+        f"ALTER DATABASE \"{dest.dbname}\" SET datestyle = 'SQL, DMY';"
+        f"ALTER DATABASE \"{dest.dbname}\" SET timezone = 'Asia/Kolkata';"
+        f"ALTER DATABASE \"{dest.dbname}\" SET intervalstyle = 'iso_8601';"
+        f'ALTER DATABASE "{dest.dbname}" SET extra_float_digits = -10',
+    )
+    datasets = [
+        {"name": name, "table": "public.visitas", "mode": "incremental", "cursor": cursor}
+        | {"key": "id", "lookback": "0d"}
+        for name, cursor in (("por_dia", "dia"), ("por_instante", "em"))
+    ]
+    _, config = write_config(dest, [db], datasets)
+
+    # the startup packet's settings beat ALTER DATABASE SET on the destination
+    destination = Destination(config.destination, config.timeouts, pool_size=1)
+    conn = await destination.connect()
+    try:
+        assert await conn.fetchval("SHOW DateStyle") == "ISO, YMD"
+        assert await conn.fetchval("SHOW IntervalStyle") == "postgres"
+    finally:
+        await conn.close()
+
+    code, out, err = await run_pass(config)  # full: watermark 11 February
+    assert code == 0, out + err
+    await _admin(
+        db.admin_dsn,
+        "INSERT INTO visitas VALUES (101, DATE '2024-02-12', TIMESTAMPTZ '2024-02-12 08:00-03'),"
+        " (102, DATE '2024-02-20', TIMESTAMPTZ '2024-02-20 08:00-03')",
+    )
+    code, out, err = await run_pass(config)
+    assert code == 0, out + err
+    await _admin(
+        db.admin_dsn,
+        "INSERT INTO visitas VALUES (200, DATE '2024-03-01', TIMESTAMPTZ '2024-03-01 08:00-03')",
+    )
+    code, out, err = await run_pass(config)
+    assert code == 0, out + err
+
+    iso = {"DateStyle": "ISO, YMD"}  # for comparing the texts of both sides here
+    src = await asyncpg.connect(db.admin_dsn, server_settings=iso)
+    dst = await asyncpg.connect(dest.dsn, server_settings=iso)
+    try:
+        for name in ("por_dia", "por_instante"):
+            assert await assert_dataset_exact(src, dst, db.id, name, "SELECT * FROM visitas") == 44
+        rows = await dst.fetch(
+            "SELECT dataset, mode, rows, watermark FROM syncd.ledger ORDER BY pass_id, dataset"
+        )
+        assert [(r["mode"], r["rows"]) for r in rows] == [
+            ("full_refresh", 41),
+            ("full_refresh", 41),
+            ("incremental", 2),
+            ("incremental", 2),
+            ("incremental", 1),
+            ("incremental", 1),
+        ]
+        assert rows[-2]["watermark"] == "2024-03-01"
+        marks = await dst.fetch("SELECT watermark FROM syncd.watermarks ORDER BY dataset")
+        assert marks[0]["watermark"] == "2024-03-01"
+        assert await dst.fetchval(
+            "SELECT $1::text::timestamptz = TIMESTAMPTZ '2024-03-01 08:00-03'",
+            marks[1]["watermark"],
+        )
+        # a watermark an older syncd stored in another DateStyle is not trusted: reloaded whole
+        await dst.execute("UPDATE syncd.watermarks SET watermark = '01/03/2024'")
+        code, out, err = await run_pass(config)
+        assert code == 0, out + err
+        last = await dst.fetch("SELECT mode, rows FROM syncd.ledger ORDER BY pass_id DESC LIMIT 2")
+        assert [(r["mode"], r["rows"]) for r in last] == [("full_refresh", 44)] * 2
+    finally:
+        await src.close()
+        await dst.close()
+
+
+MODIFIERS = """
+CREATE TABLE pessoas (
+    id int PRIMARY KEY, cpf char(11), flags bit(3), sigla varchar(7), peso numeric(5,2),
+    hora timestamp(0), ativo "char"
+);
+GRANT SELECT ON pessoas TO esus_leitura;
+INSERT INTO pessoas VALUES
+    (1, '01234567890', B'101', 'ABCDEFG', 123.45, '2024-02-11 10:11:12', 'a'),
+    (2, '123', B'000', '', -0.5, NULL, NULL),
+    (3, NULL, NULL, 'çã  ', 999.99, '1999-12-31 23:59:59', 'z');
+"""
+
+
+async def test_query_datasets_keep_type_modifiers_and_land_byte_identical(
+    make_sources, dest, write_config
+):
+    (db,) = await make_sources(1)
+    await _admin(db.admin_dsn, MODIFIERS)
+    query = (
+        "SELECT id, cpf, flags, sigla, peso, hora, ativo, cpf::char(4) AS prefixo, "
+        "'x'::varchar(3) AS curto, 1.5::numeric(4,1) AS meio FROM pessoas"
+    )
+    datasets = [
+        {"name": "lista_pessoas", "query": query},
+        {"name": "tabela_pessoas", "table": "public.pessoas"},
+    ]
+    _, config = write_config(dest, [db], datasets)
+    code, out, err = await run_pass(config)
+    assert code == 0, out + err
+    src = await asyncpg.connect(db.admin_dsn)
+    dst = await dest.connect()
+    try:
+        assert await assert_dataset_exact(src, dst, db.id, "lista_pessoas", query) == 3
+        types = await dst.fetch(
+            "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = 'syncd_data.lista_pessoas'::regclass AND attnum > 0 ORDER BY attnum"
+        )
+        assert dict(types) == {
+            "id": "integer",
+            "cpf": "character(11)",
+            "flags": "bit(3)",
+            "sigla": "character varying(7)",
+            "peso": "numeric(5,2)",
+            "hora": "timestamp(0) without time zone",
+            "ativo": '"char"',
+            "prefixo": "character(4)",
+            "curto": "character varying(3)",
+            "meio": "numeric(4,1)",
+            "municipio_id_sus": "text",
+        }
+        table_types = await dst.fetch(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
+            "'syncd_data.tabela_pessoas'::regclass AND attnum > 0 ORDER BY attnum"
+        )
+        assert [t[0] for t in table_types] == [types[i][1] for i in range(7)] + ["text"]
+    finally:
+        await src.close()
+        await dst.close()
+
+
+INHERITANCE = """
+CREATE TABLE eventos (id int, tipo text);
+CREATE TABLE eventos_2023 (ano int DEFAULT 2023) INHERITS (eventos);
+CREATE TABLE eventos_2024 () INHERITS (eventos);
+GRANT SELECT ON eventos, eventos_2023, eventos_2024 TO esus_leitura;
+INSERT INTO eventos VALUES (1, 'no pai');
+INSERT INTO eventos_2023 VALUES (2, 'filho 2023'), (3, 'filho 2023');
+INSERT INTO eventos_2024 VALUES (4, 'filho 2024');
+"""
+
+
+async def test_an_inheritance_parent_lands_what_select_returns(make_sources, dest, write_config):
+    (db,) = await make_sources(1)
+    await _admin(db.admin_dsn, INHERITANCE)
+    _, config = write_config(dest, [db], [{"name": "eventos", "table": "public.eventos"}])
+    code, out, err = await run_pass(config)
+    assert code == 0, out + err
+    src = await asyncpg.connect(db.admin_dsn)
+    dst = await dest.connect()
+    try:
+        assert await assert_dataset_exact(src, dst, db.id, "eventos", "SELECT * FROM eventos") == 4
+    finally:
+        await src.close()
+        await dst.close()
+
+
+ODD_ENDINGS = {
+    "comentario": "SELECT id, tipo FROM eventos -- the end, no newline",
+    "ponto_e_virgula_comentario": "SELECT id, tipo FROM eventos; -- fim\n\n",
+    "bom": "\ufeffSELECT id, tipo FROM eventos;\n",
+    "bloco": "SELECT id, tipo FROM eventos /* a /* nested */ block */ ;\n/* fim */",
+    "texto_com_tracos": "SELECT id, tipo || ' -- ; /* ' AS tipo FROM eventos -- c\n;\n-- fim",
+    "dolar": "SELECT id, $x$ -- ; $x$ || tipo || $$;--$$ AS tipo FROM eventos;;  -- fim",
+    "escape": "SELECT id, E'\\\\' || tipo || E'\\' -- ' AS tipo FROM eventos -- fim",
+}
+
+
+def test_clean_query_cuts_only_what_follows_the_last_token():
+    assert clean_query(ODD_ENDINGS["comentario"]) == "SELECT id, tipo FROM eventos"
+    assert clean_query(ODD_ENDINGS["bom"]) == "SELECT id, tipo FROM eventos"
+    assert clean_query(ODD_ENDINGS["bloco"]) == "SELECT id, tipo FROM eventos"
+    assert clean_query("SELECT 1 /* a */ AS um /* b */") == "SELECT 1 /* a */ AS um"
+    assert clean_query(ODD_ENDINGS["dolar"]).endswith("FROM eventos")
+    assert clean_query(ODD_ENDINGS["escape"]).endswith("FROM eventos")
+    assert clean_query("SELECT 1; SELECT 2;") == "SELECT 1; SELECT 2"  # the server refuses it
+    assert clean_query("SELECT 'unterminated -- x") == "SELECT 'unterminated -- x"
+    assert clean_query("-- only a comment\n;") == ""
+
+
+async def test_queries_ending_in_comments_or_starting_with_a_bom_land(
+    make_sources, dest, write_config, tmp_path
+):
+    (db,) = await make_sources(1)
+    await _admin(db.admin_dsn, INHERITANCE)
+    datasets = []
+    for name, text in ODD_ENDINGS.items():
+        path = tmp_path / f"{name}.sql"
+        path.write_bytes(text.encode())
+        datasets.append({"name": name, "query_file": str(path)})
+    datasets.append({"name": "inline", "query": ODD_ENDINGS["ponto_e_virgula_comentario"]})
+    # wrapped again for an incremental window and its watermark
+    datasets.append(
+        {"name": "incremental", "query": ODD_ENDINGS["comentario"], "mode": "incremental"}
+        | {"cursor": "id", "key": "id"}
+    )
+    path, config = write_config(dest, [db], datasets)
+    assert run_cli("check-config", "--config", str(path)).returncode == 0
+    for _ in range(2):  # full, then incremental
+        code, out, err = await run_pass(config)
+        assert code == 0, out + err
+    src = await asyncpg.connect(db.admin_dsn)
+    dst = await dest.connect()
+    try:
+        for name, text in ODD_ENDINGS.items():
+            assert await assert_dataset_exact(src, dst, db.id, name, clean_query(text)) == 4
+        assert (
+            await dst.fetchval("SELECT tipo FROM syncd_data.dolar WHERE id = 1")
+            == " -- ; no pai;--"
+        )
+        assert (
+            await dst.fetchval("SELECT tipo FROM syncd_data.escape WHERE id = 1") == "\\no pai' -- "
+        )
+        modes = await dst.fetch(
+            "SELECT mode FROM syncd.ledger WHERE dataset = 'incremental' ORDER BY pass_id"
+        )
+        assert [m["mode"] for m in modes] == ["full_refresh", "incremental"]
+    finally:
+        await src.close()
+        await dst.close()
