@@ -365,3 +365,31 @@ def test_sources_file_problems_carry_their_file_and_line(tmp_path):
         f"{where}:9: sources[3].dsn: must start with postgresql:// (key=value strings are "
         "not supported)",
     ]
+
+
+async def test_a_missing_or_unreadable_password_file_fails_that_source_at_once(
+    make_sources, dest, write_config, tmp_path
+):
+    missing, directory, fine = await make_sources(3)
+    (tmp_path / "a-directory").mkdir()
+    sources = [
+        missing.source_entry(password_file=str(tmp_path / "nowhere")),
+        directory.source_entry(password_file=str(tmp_path / "a-directory")),
+        fine,
+    ]
+    _, config = write_config(dest, sources, [{"name": "equipes", "table": "tb_dim_equipe"}])
+    code, out, err = await run_pass(config)
+    assert code == 1
+    assert f"{missing.id} equipes: password_file {tmp_path / 'nowhere'} not found" in out
+    assert f"{directory.id} equipes: password_file {tmp_path / 'a-directory'} is a directory" in out
+    assert "network error" not in out + err
+    dst = await dest.connect()
+    try:
+        rows = await dst.fetch("SELECT source_id, status, attempts FROM syncd.ledger")
+    finally:
+        await dst.close()
+    assert {(r["source_id"], r["status"], r["attempts"]) for r in rows} == {
+        (missing.id, "failed", 1),  # not retried as if the network had failed
+        (directory.id, "failed", 1),
+        (fine.id, "ok", 1),
+    }
