@@ -13,6 +13,7 @@ import anyio
 from . import config as config_module
 from .config import ConfigError
 from .dsn import world_readable
+from .safetext import printable
 
 EXIT_CONFIG = 2
 
@@ -37,7 +38,7 @@ def load_config(path: str) -> config_module.Config:
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = config_module.load(args.config)
     for warning in config.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: {printable(warning)}", file=sys.stderr)
     for path, key in _secret_files(config):
         if not path.exists():
             print(

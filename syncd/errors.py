@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import anyio
 import asyncpg
 
+from .safetext import printable
+
 # SQLSTATEs (or classes of them) worth another attempt: the server went away, was restarted,
 # is overloaded, cancelled us on a timeout, or lost a race we can win next time.
 RETRYABLE_STATES = {
@@ -82,7 +84,9 @@ class Failure:
 
 
 def _one_line(text: str, limit: int = 1000) -> str:
-    text = " ".join(redact(str(text)).split())
+    """One line, redacted, with control characters (a municipal server's ESC sequences)
+    escaped: what the ledger stores and every display shows."""
+    text = printable(" ".join(redact(str(text)).split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

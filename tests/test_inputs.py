@@ -4,6 +4,7 @@ password files, hostile texts on the terminal, empty selections, huge datasets."
 
 from __future__ import annotations
 
+import io
 import textwrap
 
 import asyncpg
@@ -12,6 +13,7 @@ import pytest
 from syncd import config
 from syncd.config import ConfigError, clean_query
 from syncd.destination import Destination
+from syncd.once import run_status
 
 from helpers import assert_dataset_exact, run_cli, run_pass
 
@@ -393,3 +395,35 @@ async def test_a_missing_or_unreadable_password_file_fails_that_source_at_once(
         (directory.id, "failed", 1),
         (fine.id, "ok", 1),
     }
+
+
+HOSTILE_ERROR = r"""
+CREATE FUNCTION boom() RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION E'bad\x1b[2J\x1b[31m news\nforged line\r\u202eevil\x07';
+END $$;
+"""
+
+
+async def test_server_errors_and_names_reach_the_terminal_escaped(make_sources, dest, write_config):
+    bad, good = await make_sources(2)
+    await _admin(bad.admin_dsn, HOSTILE_ERROR)
+    sources = [
+        bad.source_entry(name="Vila\x1b]0;pwned\x07\nNova\u202e"),
+        good.source_entry(name="São José\tdos Campos"),
+    ]
+    datasets = [{"name": "explode", "query": "SELECT boom() AS b"}]
+    _, config = write_config(dest, sources, datasets)
+    code, out, _ = await run_pass(config)
+    assert code == 1
+
+    status_out, status_err = io.StringIO(), io.StringIO()
+    assert await run_status(config, status_out, status_err) == 0
+    for text in (out, status_out.getvalue()):
+        assert not any(c in text for c in "\x1b\x07\r\u202e"), repr(text)
+        assert "bad\\x1b[2J\\x1b[31m news forged line \\u202eevil\\x07" in text
+    lines = out.splitlines()
+    assert len(lines) == 2 + 2 + 2 + 1 + 2  # header, rule, two rows; blank, total; failures
+    assert "Vila\\x1b]0;pwned\\x07\\nNova\\u202e" in lines[2] + lines[3]
+    assert "São José\\tdos Campos" in lines[2] + lines[3]
+    assert len(status_out.getvalue().splitlines()) == 2 + 2
