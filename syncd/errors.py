@@ -32,6 +32,9 @@ RETRYABLE_STATES = {
     "XX000",  # internal error: seen on crash recovery; a second attempt tells
 }
 
+TOO_MANY_COLUMNS = "54011"
+MAX_COLUMNS = 1600  # PostgreSQL's limit per table
+
 _SECRET_PATTERNS = [
     (re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@", re.I), r"\1***@"),
     (re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.I), r"\1***"),
@@ -112,6 +115,12 @@ def classify(exc: BaseException, side: str | None = None) -> Failure:
             parts.append(f"({detail})")
         if context and "COPY" in context:
             parts.append(f"[{context.splitlines()[0]}]")
+        if state == TOO_MANY_COLUMNS:
+            parts.append(
+                "(syncd adds its own source column, destination.source_column, to every dataset "
+                f"table: a dataset may have at most {MAX_COLUMNS - 1} columns, and columns "
+                "dropped from the dataset table still count)"
+            )
         return Failure(retryable, _one_line(" ".join(parts)), state or "postgres", side)
     if isinstance(exc, ssl.SSLCertVerificationError):
         reason = exc.verify_message or str(exc)

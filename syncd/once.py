@@ -62,6 +62,10 @@ async def run_once(
 ) -> int:
     from .metrics import Metrics
 
+    if not config.sources or not config.datasets:
+        missing = "sources" if not config.sources else "datasets"
+        print(f"nothing to sync: the config lists no {missing}", file=err)
+        return EXIT_OK
     started = time.monotonic()
     destination = destination_for(config)
     try:
@@ -84,7 +88,7 @@ async def run_once(
         await sweep(engine)
     except Exception as exc:  # not fatal: each sync replaces its own staging anyway
         log.warning("cleaning up after an interrupted run: %s", classify(exc).reason)
-    results: list[SourceResult] = []
+    results: list[SourceResult] | None = None
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(progress.run)
@@ -96,7 +100,7 @@ async def run_once(
         with anyio.CancelScope(shield=True):
             await locks.close()
             await destination.close()
-    if not results:  # interrupted before the pass ended
+    if results is None:  # interrupted before the pass ended
         print("interrupted: the pass was cancelled; nothing half-written was kept", file=err)
         return EXIT_FAILED
     print(summary(results, config, time.monotonic() - started), file=out)

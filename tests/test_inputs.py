@@ -4,11 +4,13 @@ password files, hostile texts on the terminal, empty selections, huge datasets."
 
 from __future__ import annotations
 
+import http.client
 import io
 import textwrap
 
 import asyncpg
 import pytest
+from daemonproc import DaemonProcess, free_port
 
 from syncd import config
 from syncd.config import ConfigError, clean_query
@@ -427,3 +429,74 @@ async def test_server_errors_and_names_reach_the_terminal_escaped(make_sources, 
     assert "Vila\\x1b]0;pwned\\x07\\nNova\\u202e" in lines[2] + lines[3]
     assert "São José\\tdos Campos" in lines[2] + lines[3]
     assert len(status_out.getvalue().splitlines()) == 2 + 2
+
+
+async def test_once_with_no_sources_says_so_and_exits_0(dest, write_config):
+    path, _ = write_config(dest, [], [{"name": "equipes", "table": "tb_dim_equipe"}])
+    result = run_cli("once", "--config", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "nothing to sync: the config lists no sources" in result.stderr
+    assert "interrupted" not in result.stdout + result.stderr
+
+
+async def test_a_chunked_post_body_is_limited_like_a_sized_one(
+    make_sources, dest, write_config, tmp_path
+):
+    (db,) = await make_sources(1)
+    token = "chunked-t0ken"
+    token_file = tmp_path / "token"
+    token_file.write_text(token)
+    port = free_port()
+    path, _ = write_config(
+        dest,
+        [db],
+        [{"name": "equipes", "table": "tb_dim_equipe"}],
+        http={"listen": f"127.0.0.1:{port}", "token_file": str(token_file)},
+    )
+    daemon = DaemonProcess(path, port)
+    try:
+        daemon.wait_ready()
+
+        def post(chunks: int) -> int:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                conn.request(
+                    "POST",
+                    f"/sources/{db.id}/sync",
+                    body=iter([b"x" * 1024] * chunks),
+                    headers={"Authorization": f"Bearer {token}"},
+                    encode_chunked=True,
+                )
+                return conn.getresponse().status
+            finally:
+                conn.close()
+
+        assert post(20) == 413  # 20 kB, no Content-Length
+        assert post(1) == 202  # a small one is still fine
+        assert daemon.proc.poll() is None
+    finally:
+        daemon.stop()
+
+
+async def test_1600_columns_says_the_source_column_is_the_one_too_many(
+    make_sources, dest, write_config
+):
+    (db,) = await make_sources(1)
+    columns = ", ".join(f"c{i} int" for i in range(1600))
+    await _admin(
+        db.admin_dsn,
+        f"CREATE TABLE larga ({columns}); INSERT INTO larga (c0) VALUES (1);"
+        "GRANT SELECT ON larga TO esus_leitura",
+    )
+    datasets = [
+        {"name": "larga", "table": "public.larga"},
+        {"name": "equipes", "table": "tb_dim_equipe"},
+    ]
+    _, config = write_config(dest, [db], datasets)
+    code, out, _ = await run_pass(config)
+    assert code == 1
+    (line,) = [line for line in out.splitlines() if " larga: " in line]
+    assert "tables can have at most 1600 columns" in line
+    assert "syncd adds its own source column, destination.source_column" in line
+    assert "at most 1599 columns" in line
+    assert "1 of 1 sources ok" not in out and "1/2" in out  # the other dataset landed
