@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import http.client
 import io
+import signal
 import textwrap
 
 import asyncpg
 import pytest
+import yaml
 from daemonproc import DaemonProcess, free_port
 
 from syncd import config
@@ -500,3 +502,52 @@ async def test_1600_columns_says_the_source_column_is_the_one_too_many(
     assert "syncd adds its own source column, destination.source_column" in line
     assert "at most 1599 columns" in line
     assert "1 of 1 sources ok" not in out and "1/2" in out  # the other dataset landed
+
+
+async def test_sighup_adding_a_dataset_makes_it_due_at_once_for_every_source(
+    make_sources, dest, write_config
+):
+    sources = await make_sources(3)
+    port = free_port()
+    path, _ = write_config(
+        dest,
+        sources,
+        [{"name": "equipes", "table": "tb_dim_equipe"}],
+        http={"listen": f"127.0.0.1:{port}"},
+        schedule={"interval": "24h", "jitter": "0s"},
+    )
+    daemon = DaemonProcess(path, port)
+    ids = {s.id for s in sources}
+    try:
+        daemon.wait_ready()
+        daemon.wait_status(lambda s: all(s["sources"][i]["state"] == "ok" for i in ids))
+        document = yaml.safe_load(path.read_text())
+        document["datasets"].append({"name": "unidades", "table": "tb_dim_unidade_saude"})
+        path.write_text(yaml.safe_dump(document, allow_unicode=True))
+        daemon.signal(signal.SIGHUP)
+
+        def landed(status: dict) -> bool:
+            return all(
+                status["sources"][i]["datasets"].get("unidades", {}).get("status") == "ok"
+                for i in ids
+            )
+
+        status = daemon.wait_status(landed, timeout=60)  # not in 24 h
+        for i in ids:  # the others' schedule is untouched: next pass a day after the first
+            assert status["sources"][i]["next_due"] > status["sources"][i]["last_success"]
+    finally:
+        daemon.stop()
+    dst = await dest.connect()
+    try:
+        passes = await dst.fetch(
+            "SELECT source_id, pass_id, array_agg(dataset ORDER BY dataset) AS datasets "
+            "FROM syncd.ledger GROUP BY source_id, pass_id ORDER BY source_id, pass_id"
+        )
+        assert await dst.fetchval("SELECT count(DISTINCT status) FROM syncd.ledger") == 1
+    finally:
+        await dst.close()
+    by_source: dict[str, list[list[str]]] = {}
+    for row in passes:
+        by_source.setdefault(row["source_id"], []).append(list(row["datasets"]))
+    # a pass of every dataset, then one of just the new one: equipes is not copied again
+    assert by_source == {i: [["equipes"], ["unidades"]] for i in ids}
