@@ -364,11 +364,12 @@ def result_typmods(stmt: asyncpg.prepared_stmt.PreparedStatement) -> list[int] |
     """The type modifier of each result column (char(11), bit(3), numeric(5,2)), or None.
 
     The server's RowDescription carries them, and asyncpg keeps it parsed in the statement's
-    state, but its public API shows only names and type OIDs. The state reports the parsed
-    description to the garbage collector, which is how it is read here, without touching
-    private attributes. The list found must agree with the public attributes (names and type
-    OIDs, in order), or it is not used: with another asyncpg the caller falls back to types
-    without modifiers (bpchar, "bit", numeric), which still take every value byte for byte."""
+    state (`stmt._state`), but its public API shows only names and type OIDs, and the parsed
+    list is a C-level field with no Python accessor. The state reports it to the garbage
+    collector, which is how it is read here. The list found must agree with the public
+    attributes (names and type OIDs, in order), or it is not used: with an asyncpg that keeps
+    it otherwise the caller falls back to types without modifiers (bpchar, "bit", numeric),
+    which still take every value byte for byte."""
     attributes = stmt.get_attributes()
     expected = [(a.name, a.type.oid) for a in attributes]
     state = getattr(stmt, "_state", None)
