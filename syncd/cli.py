@@ -100,7 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import DemoError, run_demo
     from .embedded import EmbeddedPostgresError
 
     try:
@@ -113,7 +113,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 listen=args.listen,
             )
         )
-    except EmbeddedPostgresError as exc:
+    except (EmbeddedPostgresError, DemoError) as exc:
         print(f"syncd demo: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # the machine, not syncd: one line, no traceback

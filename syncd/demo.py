@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -100,8 +101,13 @@ def run_demo(
     listen: str = HTTP_LISTEN,
 ) -> int:
     from .cli import load_config, run_async
+    from .config import parse_listen
     from .once import run_once
 
+    if not once:  # before minutes of generating data: is the HTTP address free?
+        address = parse_listen(listen)
+        assert address is not None  # the command line checked it
+        _check_free(*address)
     base = Path(data_dir).resolve() if data_dir else embedded.make_base_dir("syncd-demo-")
     if data_dir:
         shutil.rmtree(base / "pg", ignore_errors=True)
@@ -133,6 +139,23 @@ def run_demo(
         cluster.stop()
         if not data_dir:
             shutil.rmtree(base, ignore_errors=True)
+
+
+class DemoError(Exception):
+    """The demo cannot start here; the message says why, in one line."""
+
+
+def _check_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server does
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise DemoError(
+                f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                "choose another address with --listen HOST:PORT"
+            ) from None
 
 
 def _show_landing(cluster: embedded.Cluster, listen: str | None = None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -82,3 +83,17 @@ def test_demo_listen_refuses_what_is_not_host_port():
     assert result.returncode == 2
     assert "is not HOST:PORT" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_demo_on_a_taken_port_says_so_before_building_anything():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("demo", "--listen", f"127.0.0.1:{port}", timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"syncd demo: cannot listen on 127.0.0.1:{port} (Address already in use); "
+        "choose another address with --listen HOST:PORT"
+    )
+    assert "starting PostgreSQL" not in result.stdout
