@@ -115,9 +115,14 @@ def run_demo(
         base.chmod(0o755)
     print(f"syncd demo: starting PostgreSQL in {base / 'pg'} ...", flush=True)
     started = time.monotonic()
-    cluster = embedded.Cluster.create(
-        embedded.wheel_bin_dir(), base / "pg", settings=embedded.FAST_SETTINGS
-    )
+    try:
+        cluster = embedded.Cluster.create(
+            embedded.wheel_bin_dir(), base / "pg", settings=embedded.FAST_SETTINGS
+        )
+    except BaseException:
+        if not data_dir:  # nothing to keep of a demo that never started
+            shutil.rmtree(base, ignore_errors=True)
+        raise
     try:
         made = asyncio.run(build(cluster, municipalities, citizens))
         config_path = write_config(cluster, made, base / "syncd.yaml", listen)
