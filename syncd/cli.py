@@ -13,6 +13,7 @@ import anyio
 from . import config as config_module
 from .config import ConfigError
 from .dsn import world_readable
+from .safetext import printable
 
 EXIT_CONFIG = 2
 
@@ -37,7 +38,7 @@ def load_config(path: str) -> config_module.Config:
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = config_module.load(args.config)
     for warning in config.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: {printable(warning)}", file=sys.stderr)
     for path, key in _secret_files(config):
         if not path.exists():
             print(
@@ -132,7 +133,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import DemoError, run_demo
     from .embedded import EmbeddedPostgresError
 
     try:
@@ -142,11 +143,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 data_dir=args.data_dir,
                 municipalities=args.municipalities,
                 citizens=args.citizens,
+                listen=args.listen,
             )
         )
-    except EmbeddedPostgresError as exc:
+    except (EmbeddedPostgresError, DemoError) as exc:
         print(f"syncd demo: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the machine, not syncd: one line, no traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"syncd demo: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
+
+
+def listen_address(text: str) -> str:
+    """argparse type for HOST:PORT."""
+    if config_module.parse_listen(text) is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (like 127.0.0.1:9187)")
+    return text.strip()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -244,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="DIR",
         help="where the demo's PostgreSQL lives (default: a new temporary directory)",
+    )
+    p.add_argument(
+        "--listen",
+        type=listen_address,
+        default="127.0.0.1:9187",
+        metavar="HOST:PORT",
+        help="the daemon's HTTP endpoint (default 127.0.0.1:9187)",
     )
     p.add_argument("--municipalities", type=int, default=20, metavar="N")
     p.add_argument(

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from . import querytext
 from .dsn import Dsn, DsnError, world_readable
 
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
@@ -211,15 +212,28 @@ class Config:
 class _Doc:
     """A parsed YAML document plus the line of every key path."""
 
-    def __init__(self, data: Any, lines: dict[tuple, int], file: str):
+    def __init__(
+        self, data: Any, lines: dict[tuple, int], file: str, texts: dict[tuple, str] | None = None
+    ):
         self.data = data
         self.lines = lines
         self.file = file
+        self.texts = texts or {}  # scalars YAML did not read as strings: what the file says
+
+    def under(self, key: str) -> _Doc:
+        """The same document seen as the value of `key` (a sources_file is `sources:`)."""
+        return _Doc(
+            self.data,
+            {(key, *path): line for path, line in self.lines.items()},
+            self.file,
+            {(key, *path): text for path, text in self.texts.items()},
+        )
 
 
 def _compose(text: str, file: str) -> _Doc:
     loader = yaml.SafeLoader(text)
     lines: dict[tuple, int] = {}
+    texts: dict[tuple, str] = {}
     seen_nodes = 0
 
     def walk(node: yaml.Node, path: tuple) -> Any:
@@ -242,6 +256,8 @@ def _compose(text: str, file: str) -> _Doc:
             return result
         if isinstance(node, yaml.SequenceNode):
             return [walk(item, (*path, i)) for i, item in enumerate(node.value)]
+        if isinstance(node, yaml.ScalarNode) and node.tag != "tag:yaml.org,2002:str":
+            texts[path] = node.value
         return loader.construct_object(node, deep=True)
 
     try:
@@ -249,7 +265,7 @@ def _compose(text: str, file: str) -> _Doc:
         data = None if node is None else walk(node, ())
     finally:
         loader.dispose()
-    return _Doc(data, lines, file)
+    return _Doc(data, lines, file, texts)
 
 
 class _KeyProblem(Exception):
@@ -366,14 +382,37 @@ class _Section:
             if required:
                 self.problem(key, "is required")
             return default
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            written = self.written((*self.path, key), value)
+            if written is None:
+                return default
+            value = written
+        if not isinstance(value, str):
             self.problem(key, "must be a string")
             return default
-        value = str(value)
         if pattern is not None and not pattern.fullmatch(value):
             self.problem(key, f"{value!r} is not {what}")
             return default
         return value
+
+    def written(self, path: tuple, value: int | float) -> str | None:
+        """A number where text was wanted: kept when YAML read it as written (`351570`),
+        refused when it did not (`012345` is octal 5349, `3_549_904` is 3549904, `1.50` is
+        1.5): quoting it says what was meant."""
+        text = self.doc.texts.get(path)
+        if isinstance(value, int) and (text is None or text == str(value)):
+            return str(value)
+        shown = text if text is not None else str(value)
+        self.problems.append(
+            Problem(
+                _fmt_path(path),
+                self.doc.lines.get(path),
+                f"YAML reads {shown} as the number {value!r}, not as text; "
+                f'quote it to keep it as written: "{shown}"',
+                self.doc.file,
+            )
+        )
+        return None
 
     def integer(self, key: str, default: int, *, minimum: int = 1, maximum: int = 100_000) -> int:
         value = self.raw(key)
@@ -526,6 +565,12 @@ def _destination(
     schema = sec.string("schema", "syncd_data", pattern=LOWER_IDENT, what="a lowercase identifier")
     if schema in RESERVED_SCHEMAS:
         sec.problem("schema", f"{schema!r} is reserved; pick a schema of its own")
+    elif schema is not None and schema.startswith("pg_"):
+        sec.problem(
+            "schema",
+            f"{schema!r}: names starting with pg_ belong to PostgreSQL (pg_temp is each "
+            "session's own, gone at disconnect); pick a schema of its own",
+        )
     column = sec.string(
         "source_column", "municipio_id_sus", pattern=LOWER_IDENT, what="a lowercase identifier"
     )
@@ -674,7 +719,7 @@ def _sources(root: _Section, base: Path, warnings: list[str]) -> list[Source]:
         problems = root.problems
         doc = _read_yaml(sources_file, problems)
         if doc is not None:
-            holder = _Section(doc, (), problems, {"sources": doc.data})
+            holder = _Section(doc.under("sources"), (), problems, {"sources": doc.data})
             if not isinstance(doc.data, list):
                 problems.append(Problem("", 1, "must be a list of sources", doc.file))
             else:
@@ -713,9 +758,14 @@ def _source(sec: _Section, base: Path, warnings: list[str]) -> Source | None:
                     psec.problem(key, "parameter names are lowercase identifiers")
                 elif isinstance(value, (dict, list)) or value is None:
                     psec.problem(key, "must be a plain value")
+                elif isinstance(value, bool):
+                    params.append((key, str(value).lower()))
+                elif isinstance(value, (int, float)):
+                    text = psec.written((*psec.path, key), value)
+                    if text is not None:
+                        params.append((key, text))
                 else:
-                    text = str(value).lower() if isinstance(value, bool) else str(value)
-                    params.append((key, text))
+                    params.append((key, str(value)))
     sec.check_unknown()
     if source_id is None or dsn is None:
         return None
@@ -865,11 +915,8 @@ def _read_query_file(sec: _Section, path: Path) -> str | None:
 
 
 def clean_query(text: str) -> str:
-    """Strip the trailing semicolons and blank space COPY (...) would choke on."""
-    text = text.strip()
-    while text.endswith(";"):
-        text = text[:-1].rstrip()
-    return text
+    """Without the BOM, trailing `;`, comments and blank space COPY (...) would choke on."""
+    return querytext.clean(text)
 
 
 def select(config: Config, source_ids: list[str], datasets: list[str]) -> Config:

@@ -97,6 +97,7 @@ class Daemon:
         self.metrics.watch_limits(self.limits.usage)
         self.metrics.sources.set(len(config.sources))
         self.metrics.configure([d.name for d in config.datasets], [s.id for s in config.sources])
+        self.metrics.all_datasets = frozenset(d.name for d in config.datasets)
         self.scheduler = Scheduler(config.schedule, [s.id for s in config.sources], self.clock)
         self.metrics.due.set_function(self._due_count)
         self.progress = Fanout(self.metrics, self.board)
@@ -323,10 +324,11 @@ class Daemon:
                 continue
             hosts[source.dsn.host_key] += 1
             triggered = self.scheduler.is_triggered(sid)
+            only = self.scheduler.only(sid)
             self.scheduler.started(sid)
             self.in_flight[sid] = self.engine
             self._hosts[sid] = source.dsn.host_key
-            self._syncs.start_soon(self._run_sync, source, self.engine, triggered)
+            self._syncs.start_soon(self._run_sync, source, self.engine, triggered, only)
 
     def _due_count(self) -> int:
         """Sources due and not running, whatever holds them back (full limiters, no destination):
@@ -340,17 +342,26 @@ class Daemon:
     def _seed_pending(self, pending: dict) -> None:
         self.metrics.seed_pending({sid: w for sid, w in pending.items() if self.config.source(sid)})
 
-    async def _run_sync(self, source, engine: Engine, triggered: bool) -> None:
+    async def _run_sync(
+        self, source, engine: Engine, triggered: bool, only: frozenset[str] | None = None
+    ) -> None:
+        """Sync a source: every dataset, or `only` the ones a reload added."""
         try:
-            known = self.scheduler.last_success(source.id)
+            if only is None:
+                datasets = engine.config.datasets
+                known = self.scheduler.last_success(source.id)
+            else:
+                datasets = tuple(d for d in engine.config.datasets if d.name in only)
+                known = self.scheduler.added_since(source.id)
+                if not datasets:  # removed again by another reload meanwhile
+                    return
             result = await sync_source(
-                engine,
-                source,
-                engine.config.datasets,
-                check_others=not triggered,
-                known_success=known,
+                engine, source, datasets, check_others=not triggered, known_success=known
             )
-            self._record(result)
+            if only is None:
+                self._record(result)
+            else:
+                self._record_added(result, only)
             if list(self.in_flight) == [source.id]:
                 # the last sync in flight: no landing of ours holds back what VACUUM may remove
                 try:
@@ -376,6 +387,15 @@ class Daemon:
                 self.scheduler.defer(sid, timedelta(seconds=LOCKED_RETRY))
         else:
             self.scheduler.failed(sid, self.clock.now())
+
+    def _record_added(self, result: SourceResult, names: frozenset[str]) -> None:
+        """A pass of datasets a reload added: the source's regular schedule stays as it was."""
+        if result.status == OK or result.synced_elsewhere is not None:
+            return
+        locked = result.status == SKIPPED  # another instance holds it right now
+        self.scheduler.added_failed(result.source_id, names, self.clock.now(), failed=not locked)
+        if locked:
+            self.scheduler.defer(result.source_id, timedelta(seconds=LOCKED_RETRY))
 
     async def _release(self, engine: Engine) -> None:
         """Close a retired destination once no sync uses it any more."""
@@ -428,9 +448,14 @@ class Daemon:
         self.config = new
         self.limits.resize(new.concurrency)
         self.scheduler.update(new.schedule, [s.id for s in new.sources])
+        # the operator just asked for these: due at once for every source, not in 24 h
+        self.scheduler.datasets_added(
+            {d.name for d in new.datasets} - {d.name for d in old.datasets}
+        )
         self.board.configure(new)
         self.metrics.configure([d.name for d in new.datasets], [s.id for s in new.sources])
         self.metrics.sources.set(len(new.sources))
+        self.metrics.all_datasets = frozenset(d.name for d in new.datasets)
         self._token = _read_token(new)
         if (new.http.host, new.http.port) != (old.http.host, old.http.port):
             try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -68,13 +69,16 @@ async def build(cluster: embedded.Cluster, count: int, citizens: int) -> list[pe
 
 
 def write_config(
-    cluster: embedded.Cluster, municipalities: list[pec.Municipality], path: Path
+    cluster: embedded.Cluster,
+    municipalities: list[pec.Municipality],
+    path: Path,
+    listen: str = HTTP_LISTEN,
 ) -> Path:
     document = {
         "destination": {"dsn": cluster.dsn("analytics")},
         "concurrency": {"sources": 8, "per_host": 8, "writers": 4},
         "schedule": {"interval": "1h", "jitter": "30s"},
-        "http": {"listen": HTTP_LISTEN},
+        "http": {"listen": listen},
         "sources": [
             {"id": m.id, "name": f"Município {m.id}", "dsn": cluster.dsn(f"pec_{m.id}")}
             for m in municipalities
@@ -89,11 +93,21 @@ def write_config(
 
 
 def run_demo(
-    *, once: bool, data_dir: str | None, municipalities: int = 20, citizens: int = 2000
+    *,
+    once: bool,
+    data_dir: str | None,
+    municipalities: int = 20,
+    citizens: int = 2000,
+    listen: str = HTTP_LISTEN,
 ) -> int:
     from .cli import load_config, run_async
+    from .config import parse_listen
     from .once import run_once
 
+    if not once:  # before minutes of generating data: is the HTTP address free?
+        address = parse_listen(listen)
+        assert address is not None  # the command line checked it
+        _check_free(*address)
     base = Path(data_dir).resolve() if data_dir else embedded.make_base_dir("syncd-demo-")
     if data_dir:
         shutil.rmtree(base / "pg", ignore_errors=True)
@@ -101,12 +115,17 @@ def run_demo(
         base.chmod(0o755)
     print(f"syncd demo: starting PostgreSQL in {base / 'pg'} ...", flush=True)
     started = time.monotonic()
-    cluster = embedded.Cluster.create(
-        embedded.wheel_bin_dir(), base / "pg", settings=embedded.FAST_SETTINGS
-    )
+    try:
+        cluster = embedded.Cluster.create(
+            embedded.wheel_bin_dir(), base / "pg", settings=embedded.FAST_SETTINGS
+        )
+    except BaseException:
+        if not data_dir:  # nothing to keep of a demo that never started
+            shutil.rmtree(base, ignore_errors=True)
+        raise
     try:
         made = asyncio.run(build(cluster, municipalities, citizens))
-        config_path = write_config(cluster, made, base / "syncd.yaml")
+        config_path = write_config(cluster, made, base / "syncd.yaml", listen)
         print(
             f"syncd demo: {len(made)} municipalities x {citizens} citizens generated in "
             f"{time.monotonic() - started:.1f}s; config: {config_path}",
@@ -119,7 +138,7 @@ def run_demo(
             return code
         from .daemon import run_daemon
 
-        _show_landing(cluster, daemon=True)
+        _show_landing(cluster, listen)
         return run_daemon(str(config_path))
     finally:
         cluster.stop()
@@ -127,13 +146,31 @@ def run_demo(
             shutil.rmtree(base, ignore_errors=True)
 
 
-def _show_landing(cluster: embedded.Cluster, daemon: bool = False) -> None:
+class DemoError(Exception):
+    """The demo cannot start here; the message says why, in one line."""
+
+
+def _check_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server does
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise DemoError(
+                f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                "choose another address with --listen HOST:PORT"
+            ) from None
+
+
+def _show_landing(cluster: embedded.Cluster, listen: str | None = None) -> None:
+    """Where the data is; `listen`: the daemon's HTTP address, when the daemon runs."""
     psql = " ".join(cluster.psql_command("analytics"))
     print()
     print("The data landed in the analytical database `analytics`, schema `syncd_data`:")
     print("  one table per dataset, one partition per municipality (column municipio_id_sus);")
     print("  the ledger of every pass is syncd.ledger, the latest state syncd.latest.")
-    if not daemon:
+    if listen is None:
         query = LANDED_SQL
         result = subprocess.run(
             [*cluster.psql_command("analytics"), "-c", query], capture_output=True, text=True
@@ -142,7 +179,7 @@ def _show_landing(cluster: embedded.Cluster, daemon: bool = False) -> None:
         print("This PostgreSQL stops when the demo exits; run `make demo` (the daemon) to keep it")
         print("up and look around with:")
     else:
-        print(f"While the daemon runs: the status page at http://{HTTP_LISTEN}/ ; /status,")
+        print(f"While the daemon runs: the status page at http://{listen}/ ; /status,")
         print("  /metrics, /healthz, /readyz")
         print("Look at the data with:")
     print(f"  {psql} -c 'TABLE syncd_data.lista_nominal_hipertensos LIMIT 5'")

@@ -42,7 +42,7 @@ from . import config, ledger, sql
 from .copy import CopyOut, Transfer, first_failure, pipe
 from .dsn import SERVER_KEEPALIVES, connect_password, enable_keepalive
 from .errors import Failure, FinalError, RetryableError, TransferError, classify
-from .incremental import ALIAS
+from .incremental import ALIAS, TEXT_SETTINGS
 from .layout import SOURCE_SETTING, base_type, bucket_names, relation_names
 from .source import APPLICATION_NAME, Shape, copy_row_count
 from .upgrade import upgrade_layout
@@ -155,7 +155,11 @@ class Destination:
             # no answer to a command for this long: the server or the link hangs; COPY passes
             # its own, longer, timeout
             "command_timeout": self.timeouts.idle_stream,
-            "server_settings": {"application_name": APPLICATION_NAME, **SERVER_KEEPALIVES},
+            "server_settings": {
+                "application_name": APPLICATION_NAME,
+                **SERVER_KEEPALIVES,
+                **TEXT_SETTINGS,
+            },
         }
 
     async def close(self) -> None:

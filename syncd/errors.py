@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import anyio
 import asyncpg
 
+from .safetext import printable
+
 # SQLSTATEs (or classes of them) worth another attempt: the server went away, was restarted,
 # is overloaded, cancelled us on a timeout, or lost a race we can win next time.
 RETRYABLE_STATES = {
@@ -29,6 +31,9 @@ RETRYABLE_STATES = {
     "58030",  # I/O error
     "XX000",  # internal error: seen on crash recovery; a second attempt tells
 }
+
+TOO_MANY_COLUMNS = "54011"
+MAX_COLUMNS = 1600  # PostgreSQL's limit per table
 
 _SECRET_PATTERNS = [
     (re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@", re.I), r"\1***@"),
@@ -82,7 +87,9 @@ class Failure:
 
 
 def _one_line(text: str, limit: int = 1000) -> str:
-    text = " ".join(redact(str(text)).split())
+    """One line, redacted, with control characters (a municipal server's ESC sequences)
+    escaped: what the ledger stores and every display shows."""
+    text = printable(" ".join(redact(str(text)).split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -108,6 +115,12 @@ def classify(exc: BaseException, side: str | None = None) -> Failure:
             parts.append(f"({detail})")
         if context and "COPY" in context:
             parts.append(f"[{context.splitlines()[0]}]")
+        if state == TOO_MANY_COLUMNS:
+            parts.append(
+                "(syncd adds its own source column, destination.source_column, to every dataset "
+                f"table: a dataset may have at most {MAX_COLUMNS - 1} columns, and columns "
+                "dropped from the dataset table still count)"
+            )
         return Failure(retryable, _one_line(" ".join(parts)), state or "postgres", side)
     if isinstance(exc, ssl.SSLCertVerificationError):
         reason = exc.verify_message or str(exc)

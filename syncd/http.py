@@ -43,8 +43,20 @@ def _json(data: dict, status: int = 200) -> web.Response:
 @web.middleware
 async def _limits(request: web.Request, handler):
     if request.content_length is not None and request.content_length > MAX_BODY:
-        return _json({"error": "request body too large"}, 413)
+        return _too_large()
+    if request.content_length is None and request.body_exists:
+        # chunked: no size announced, so read it here, where client_max_size stops it at 4 kB
+        try:
+            await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _too_large()
     return await handler(request)
+
+
+def _too_large() -> web.Response:
+    response = _json({"error": "request body too large"}, 413)
+    response.force_close()  # not reading the rest of it to keep the connection
+    return response
 
 
 def build_app(control: Control) -> web.Application:

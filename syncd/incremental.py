@@ -22,12 +22,20 @@ Cursors:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
 from . import sql
 from .config import Incremental
 from .errors import FinalError
+
+# The destination's sessions print values the same way whatever ALTER DATABASE/ROLE SET says
+# (startup options beat database and role defaults): a watermark computed there is ISO 8601
+# text, which every server reads back exactly (see SourceSession.max_cursor for the source).
+TEXT_SETTINGS = {"DateStyle": "ISO, YMD", "IntervalStyle": "postgres", "extra_float_digits": "3"}
+_ISO = re.compile(r"-?infinity|\d{4,}-\d{2}-\d{2}(?:[ T][0-9:.+-]+)?(?: BC)?")
+_WHOLE = re.compile(r"-?\d+(?:\.\d+)?")
 
 INTEGER = {"smallint", "integer", "bigint", "numeric"}
 TEMPORAL = {"date", "timestamp without time zone", "timestamp with time zone"}
@@ -93,6 +101,15 @@ def cap(spec: Incremental, type_sql: str) -> str:
     if kind == "temporal":
         return f"{column} <= now()"
     return "TRUE"
+
+
+def readable(spec: Incremental, type_sql: str, watermark: str) -> bool:
+    """Is a stored watermark in the form every session reads the same way? One stored by an
+    older syncd under another DateStyle (`11/02/2024`) is not: the dataset is reloaded whole
+    instead of being read from a date that may be the wrong one."""
+    if cursor_class(spec, type_sql) == "temporal":
+        return _ISO.fullmatch(watermark) is not None
+    return _WHOLE.fullmatch(watermark) is not None
 
 
 def refresh_due(spec: Incremental, full_refresh_at: datetime | None, now: datetime) -> bool:

@@ -77,6 +77,9 @@ def retry_reason(failure: Failure) -> str:
 class Metrics(Progress):
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # every configured dataset (the daemon keeps it): a pass of only some of them (the
+        # ones a reload added) is no "last sync in which every dataset succeeded"
+        self.all_datasets: frozenset[str] = frozenset()
         r = self.registry
         # process_* as syncd_process_*: start time (restarts), memory, open files
         ProcessCollector(namespace="syncd", registry=r)
@@ -237,7 +240,8 @@ class Metrics(Progress):
             if d.status == OK:
                 self.rows.labels(d.name).inc(d.rows)
                 self.bytes.labels(d.name).inc(d.bytes)
-        if result.status == OK and result.ended_at is not None:
+        complete = self.all_datasets <= result.datasets.keys()
+        if result.status == OK and result.ended_at is not None and complete:
             self._succeeded(result.source_id, result.ended_at.timestamp())
             self.failures_in_row.labels(result.source_id).set(0)
         elif result.status in ("failed", "aborted"):

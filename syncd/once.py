@@ -91,6 +91,10 @@ async def run_once(
             print(summary(results, config, time.monotonic() - started), file=out)
         return code
 
+    if not config.sources or not config.datasets:
+        missing = "sources" if not config.sources else "datasets"
+        print(f"nothing to sync: the config lists no {missing}", file=err)
+        return finish(EXIT_OK, [])
     destination = destination_for(config)
     try:
         await destination.open()
@@ -113,7 +117,7 @@ async def run_once(
         await sweep(engine)
     except Exception as exc:  # not fatal: only marks the ledger rows of a dead run
         log.warning("cleaning up after an interrupted run: %s", classify(exc).reason)
-    results: list[SourceResult] = []
+    results: list[SourceResult] | None = None
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(progress.run)
@@ -126,7 +130,7 @@ async def run_once(
         with anyio.CancelScope(shield=True):
             await locks.close()
             await destination.close()
-    if not results:  # interrupted before the pass ended
+    if results is None:  # interrupted before the pass ended
         message = "interrupted: the pass was cancelled; nothing half-written was kept"
         print(message, file=err)
         return finish(EXIT_FAILED, [], message)

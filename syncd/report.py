@@ -14,6 +14,7 @@ import anyio
 
 from .config import Config
 from .ledger import DatasetStatus
+from .safetext import printable
 from .sync import ABORTED, FAILED, OK, SKIPPED, DatasetResult, Progress, SourceResult, now
 
 JSON_VERSION = 1
@@ -43,6 +44,7 @@ def table(
     headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int] | None = None
 ) -> str:
     right = right or set()
+    rows = [[printable(cell) for cell in row] for row in rows]  # one row, one line
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):
@@ -136,7 +138,7 @@ def summary(results: Sequence[SourceResult], config: Config, seconds: float) -> 
         table(["source", "name", "status", "datasets", "rows", "size", "time"], rows, {3, 4, 5, 6})
     ]
     failures = [
-        f"  {r.source_id} {d.name}: {d.error}"
+        f"  {r.source_id} {d.name}: {printable(d.error)}"
         for r in results
         for d in r.datasets.values()
         if d.status not in (OK,) and d.error

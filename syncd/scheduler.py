@@ -8,12 +8,16 @@
 - With a daily `window`, a due time outside it moves to the next opening, plus the source's
   offset, so 650 sources do not all start on the same second at 03:00.
 - A manual trigger makes a source due now, window or not, ahead of everything else.
+- Datasets a reload adds are due at once (inside the window) for every source, alone: a pass
+  of just those, leaving the regular schedule of the others as it was. A failed one is tried
+  again after the failure backoff; a regular pass that comes first takes them along.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time as _time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
@@ -69,6 +73,10 @@ class _State:
     failures: int = 0
     triggered: datetime | None = None
     not_before: datetime | None = None
+    added: frozenset[str] = frozenset()  # datasets a reload added, not yet synced here
+    added_at: datetime | None = None  # when (a success elsewhere after it counts)
+    added_due: datetime | None = None  # after a failed pass of them: the backoff
+    added_failures: int = 0
 
 
 class Scheduler:
@@ -93,6 +101,47 @@ class Scheduler:
                 del self._states[sid]
         for sid in source_ids:
             self._states.setdefault(sid, _State())
+
+    def datasets_added(self, names: Iterable[str]) -> None:
+        """A reload added these datasets: due at once for every source."""
+        names = frozenset(names)
+        if not names:
+            return
+        now = self.clock.now()
+        for state in self._states.values():
+            state.added |= names
+            state.added_at, state.added_due, state.added_failures = now, None, 0
+
+    def only(self, source_id: str, now: datetime | None = None) -> frozenset[str] | None:
+        """What a pass starting now should sync: None for every dataset (the source is due on
+        its own schedule, or triggered), else just the datasets a reload added."""
+        state = self._states.get(source_id)
+        if state is None or not state.added or state.triggered is not None:
+            return None
+        now = now or self.clock.now()
+        return None if self.next_due(source_id, now, own_schedule=True) <= now else state.added
+
+    def added_since(self, source_id: str) -> datetime | None:
+        state = self._states.get(source_id)
+        return state.added_at if state is not None else None
+
+    def added_failed(
+        self, source_id: str, names: Iterable[str], at: datetime, *, failed: bool = True
+    ) -> None:
+        """A pass of added datasets failed (or was not run: `failed=False`): they stay due,
+        after the failure backoff."""
+        state = self._states.get(source_id)
+        if state is None:
+            return
+        state.added |= frozenset(names)
+        if not failed:
+            return
+        state.added_failures += 1
+        backoff = min(
+            self.schedule.failed_backoff * 2 ** (state.added_failures - 1),
+            self.schedule.failed_backoff_max,
+        )
+        state.added_due = at + timedelta(seconds=backoff)
 
     def known(self, source_id: str) -> bool:
         return source_id in self._states
@@ -143,11 +192,15 @@ class Scheduler:
         state = self._states.get(source_id)
         if state is not None:
             state.triggered = state.not_before = None
+            state.added = frozenset()  # this pass takes them, whichever kind it is
 
     # -- what is due ---------------------------------------------------------------------------
 
-    def next_due(self, source_id: str, now: datetime | None = None) -> datetime:
-        """When this source is due; `now` at the earliest."""
+    def next_due(
+        self, source_id: str, now: datetime | None = None, *, own_schedule: bool = False
+    ) -> datetime:
+        """When this source is due; `now` at the earliest. `own_schedule`: leaving out the
+        datasets a reload added."""
         now = now or self.clock.now()
         state = self._states[source_id]
         if state.triggered is not None:
@@ -169,6 +222,8 @@ class Scheduler:
                 )
                 retry = state.last_attempt + timedelta(seconds=backoff)
                 base = min(retry, regular) if regular is not None else retry
+        if state.added and not own_schedule:
+            base = min(base, state.added_due or EPOCH)
         if state.not_before is not None:
             base = max(base, state.not_before)
         return self._in_window(max(base, now), spread)

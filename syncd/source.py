@@ -79,7 +79,8 @@ SELECT a.attname::text AS name, a.atttypid::int AS oid,
        format_type(a.atttypid, a.atttypmod) AS type,
        t.typtype::text AS typtype, t.typbasetype::int AS base_oid,
        format_type(t.typbasetype, t.typtypmod) AS base_type,
-       c.relkind::text AS relkind, n.nspname::text AS schema, c.relname::text AS relname
+       c.relkind::text AS relkind, c.relhassubclass AS has_children,
+       n.nspname::text AS schema, c.relname::text AS relname
 FROM pg_catalog.pg_attribute a
 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -99,10 +100,15 @@ SELECT EXISTS (
       AND ($3 IS NULL OR a.attname IS NOT NULL))
 """
 
+# One row per result column, in order: its type with the modifier the RowDescription gave (-1
+# when unknown, which format_type renders as the unlimited form: bpchar, "bit", numeric).
 _TYPES_SQL = """
-SELECT t.oid::int AS oid, format_type(t.oid, NULL) AS type, t.typtype::text AS typtype,
-       t.typbasetype::int AS base_oid, format_type(t.typbasetype, t.typtypmod) AS base_type
-FROM pg_catalog.pg_type t WHERE t.oid = ANY($1::int[]::oid[])
+SELECT t.oid::int AS oid, pg_catalog.format_type(t.oid, q.typmod) AS type,
+       t.typtype::text AS typtype, t.typbasetype::int AS base_oid,
+       pg_catalog.format_type(t.typbasetype, t.typtypmod) AS base_type
+FROM unnest($1::int[], $2::int[]) WITH ORDINALITY AS q(oid, typmod, i)
+JOIN pg_catalog.pg_type t ON t.oid = q.oid::oid
+ORDER BY q.i
 """
 
 
@@ -231,9 +237,10 @@ class SourceSession:
         )
         relkind, schema, relname = rows[0]["relkind"], rows[0]["schema"], rows[0]["relname"]
         shape = Shape(dataset, columns, (schema, relname), None)
-        if relkind == "r":
+        if relkind == "r" and not rows[0]["has_children"]:
             return shape
-        # views, materialized views, partitioned and foreign tables: COPY needs a SELECT
+        # views, materialized views, partitioned and foreign tables, and inheritance parents
+        # (`COPY table TO` reads the parent alone; SELECT reads its children too): COPY (SELECT)
         return Shape(dataset, columns, None, shape.select)
 
     async def _describe_query(self, dataset: str, query: str) -> Shape:
@@ -248,11 +255,12 @@ class SourceSession:
                 f"the query returns more than one column named {', '.join(duplicates)}; "
                 "give each column a distinct alias"
             )
-        oids = sorted({a.type.oid for a in attributes})
-        types = {r["oid"]: r for r in await self.conn.fetch(_TYPES_SQL, oids)}
+        # asyncpg shows no type modifiers of a result (char(11) comes as bpchar): none is needed,
+        # the destination creates every type without its modifier (see layout.base_type)
+        typmods = [-1] * len(attributes)
+        types = await self.conn.fetch(_TYPES_SQL, [a.type.oid for a in attributes], typmods)
         columns = []
-        for a in attributes:
-            t = types[a.type.oid]
+        for a, t in zip(attributes, types, strict=True):
             columns.append(
                 Column(
                     a.name,
@@ -274,7 +282,7 @@ class SourceSession:
             shape = replace(
                 shape,
                 table=None,
-                query=f"SELECT * FROM ({shape.select}) AS {ALIAS} WHERE {window.predicate}",  # noqa: S608
+                query=f"SELECT * FROM ({shape.select}\n) AS {ALIAS} WHERE {window.predicate}",  # noqa: S608
             )
         try:
             return await self._copy_out(
@@ -298,21 +306,36 @@ class SourceSession:
             )
         else:
             assert shape.query is not None
+            # the newline: asyncpg wraps it as COPY (<query>) TO, and a query may end in a comment
             status = await self.conn.copy_from_query(
-                shape.query, output=sink, format="binary", timeout=timeout
+                shape.query + "\n", output=sink, format="binary", timeout=timeout
             )
         return copy_row_count(status)
 
     async def max_cursor(
         self, shape: Shape, cursor: str, condition: str, settings: tuple[tuple[str, str], ...] = ()
     ) -> str | None:
-        """The highest cursor value among the rows `condition` admits, as text (same snapshot)."""
+        """The highest cursor value among the rows `condition` admits, as text (same snapshot).
+
+        The text is ISO 8601 whatever the municipal server's DateStyle (`11/02/2024` means
+        February or November depending on it): the output style is ISO for this one statement,
+        the field order for input (DMY, MDY) left as the server has it, so the dataset's own
+        query means what it always means. The value then reads back the same anywhere: ISO
+        dates are unambiguous in every DateStyle, and ISO timestamps with a time zone carry
+        their offset, whatever the TimeZone."""
         await self._settings(settings)
         column = f"{ALIAS}.{sql.ident(cursor)}"
-        return await self.conn.fetchval(
-            f"SELECT max({column})::text FROM ({shape.select}) AS {ALIAS} WHERE {condition}",  # noqa: S608
+        style = await self.conn.fetchval("SELECT pg_catalog.current_setting('DateStyle')")
+        iso = style.replace(" ", "").upper().startswith("ISO,")
+        if not iso:
+            await self.conn.execute("SELECT pg_catalog.set_config('DateStyle', 'ISO', true)")
+        top = await self.conn.fetchval(
+            f"SELECT max({column})::text FROM ({shape.select}\n) AS {ALIAS} WHERE {condition}",  # noqa: S608
             timeout=self.timeouts.statement + self.timeouts.idle_stream,
         )
+        if not iso:  # after an error, the savepoint's rollback restores it
+            await self.conn.execute("SELECT pg_catalog.set_config('DateStyle', $1, true)", style)
+        return top
 
     async def _settings(self, settings: tuple[tuple[str, str], ...]) -> None:
         for name, value in settings:  # names are ours, values bound

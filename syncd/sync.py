@@ -637,7 +637,12 @@ async def _land(
             shape.column(column)
         state = await landing.watermark(target)
         target = replace(target, cursor=spec.cursor)
-        if state is None or state[0] is None or incremental.refresh_due(spec, state[1], now()):
+        if (
+            state is None
+            or state[0] is None
+            or incremental.refresh_due(spec, state[1], now())
+            or not incremental.readable(spec, cursor_type, state[0])
+        ):
             top = await session.max_cursor(shape, spec.cursor, incremental.cap(spec, cursor_type))
             target = replace(target, mode="full_refresh", watermark=top)
         else:

@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from . import __version__
 from .errors import redact
+from .safetext import json_printable, printable
 
 log = logging.getLogger("syncd.telemetry")
 
@@ -143,7 +144,7 @@ class JsonFormatter(logging.Formatter):
         entry.update(_trace_ids())
         if record.exc_info:
             entry["exc"] = redact(self.formatException(record.exc_info))
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        return json_printable(json.dumps(entry, ensure_ascii=False, default=str))
 
 
 class TextFormatter(logging.Formatter):
@@ -151,7 +152,7 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        text = redact(super().format(record))
+        text = printable(redact(super().format(record)), keep_newlines=True)
         ids = _trace_ids()
         return f"{text} trace_id={ids['trace_id']}" if ids else text
 

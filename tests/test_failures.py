@@ -152,7 +152,7 @@ async def test_types_syncd_cannot_copy_fail_with_advice_and_enums_domains_work(
                 f"WHERE attrelid = 'syncd_data.{table}'::regclass AND attnum > 0"
             )
 
-        # a query reports domains as their base type, without the length (RowDescription)
+        # a query reports domains as their base type, created without its modifier
         assert dict(await dst.fetch(types("tipos"))) == {
             "id": "bigint",
             "s": "text",

@@ -168,3 +168,37 @@ def test_seen_success_from_another_instance_and_defer():
     assert s2.due() == []
     clock.advance(10)
     assert s2.due() == ["b"]
+
+
+def test_datasets_a_reload_adds_are_due_at_once_alone():
+    clock = FakeClock(at("2026-11-27T10:00"))
+    s = make(["a", "b"], clock, failed_backoff=300.0)
+    for sid in ("a", "b"):
+        s.succeeded(sid, clock.now())
+    clock.advance(HOUR)
+    assert s.due() == []
+    s.datasets_added({"gestantes"})
+    assert s.due() == ["a", "b"]
+    assert s.only("a") == frozenset({"gestantes"})  # just the new one
+    s.started("a")
+    assert s.due() == ["b"]
+    assert s.next_due("a") == at("2026-11-28T10:00")  # the regular schedule is untouched
+    s.added_failed("a", {"gestantes"}, clock.now())
+    assert s.next_due("a") == at("2026-11-27T11:05")  # the failure backoff
+    clock.advance(5 * 60)
+    assert s.due() == ["a", "b"]
+    # a source due on its own schedule takes the new datasets along in its regular pass
+    clock.set(at("2026-11-28T10:00"))
+    assert s.only("a") is None
+    s.started("a")
+    s.succeeded("a", clock.now())
+    assert s.only("a") is None and "a" not in s.due()
+
+
+def test_added_datasets_wait_for_the_window():
+    clock = FakeClock(at("2026-11-27T15:00"))
+    s = make(["a"], clock, window=parse_window("03:00-13:00"))
+    s.succeeded("a", at("2026-11-27T04:00"))
+    s.datasets_added({"gestantes"})
+    assert s.due() == []
+    assert s.next_due("a") == at("2026-11-28T03:00")
