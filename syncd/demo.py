@@ -179,8 +179,8 @@ def _show_landing(cluster: embedded.Cluster, listen: str | None = None) -> None:
         print("This PostgreSQL stops when the demo exits; run `make demo` (the daemon) to keep it")
         print("up and look around with:")
     else:
-        print(f"While the daemon runs: the status page at http://{listen}/ ; /status,")
-        print("  /metrics, /healthz, /readyz")
+        print(f"While the daemon runs: the status page at http://{listen}/ ;")
+        print(f"  http://{listen}/status, /metrics, /healthz, /readyz")
         print("Look at the data with:")
     print(f"  {psql} -c 'TABLE syncd_data.lista_nominal_hipertensos LIMIT 5'")
     print(f"  {psql} -c 'TABLE syncd.latest'")

@@ -50,6 +50,7 @@ from .upgrade import upgrade_layout
 log = logging.getLogger("syncd.destination")
 
 DDL_RETRY_SECONDS = 30.0  # a column add that readers blocked is tried again this much later
+DDL_TRIES, DDL_PAUSE = 3, 0.2  # tries of one DDL statement, and the pause after the first
 
 _PARENT_SQL = """
 SELECT c.oid::int AS oid, c.relkind::text AS relkind,
@@ -358,19 +359,26 @@ class Destination:
     async def _try_ddl(
         self, conn: asyncpg.Connection, dataset: str, statements: str, timeout: float | None = None
     ) -> bool:
-        """DDL under lock_timeout: True if done, False if others held the table meanwhile."""
-        try:
-            async with conn.transaction():
-                await conn.execute(f"SET LOCAL lock_timeout = {int(self.timeouts.lock * 1000)}")
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-                    ledger.LOCK_NAMESPACE,
-                    f"{self.schema}.{dataset}",
-                )
-                await conn.execute(statements, timeout=timeout)
-        except asyncpg.LockNotAvailableError:
-            return False
-        return True
+        """DDL under lock_timeout: True if done, False if others held the table meanwhile.
+
+        A few tries, a moment apart: our own landings of other municipalities hold the table
+        only briefly, a reader's report may hold it for long. Each try makes a reader wait at
+        most `timeouts.lock`."""
+        for attempt in range(DDL_TRIES):
+            try:
+                async with conn.transaction():
+                    await conn.execute(f"SET LOCAL lock_timeout = {int(self.timeouts.lock * 1000)}")
+                    await conn.execute(
+                        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                        ledger.LOCK_NAMESPACE,
+                        f"{self.schema}.{dataset}",
+                    )
+                    await conn.execute(statements, timeout=timeout)
+                return True
+            except asyncpg.LockNotAvailableError:
+                if attempt + 1 < DDL_TRIES:
+                    await anyio.sleep(DDL_PAUSE * (attempt + 1))
+        return False
 
     # -- the landing transaction ----------------------------------------------------------------
 

@@ -28,7 +28,8 @@ def base_type(type_sql: str) -> str:
     core = stripped.removesuffix("[]").strip()
     if core.startswith("interval"):
         core = "interval"  # `interval day to second` is a modifier too
-    core = {"character": "bpchar", "bit": "bit varying"}.get(core, core)
+    # format_type quotes `"bit"` (a keyword) when it has no modifier
+    core = {"character": "bpchar", "bit": "bit varying", '"bit"': "bit varying"}.get(core, core)
     return core + ("[]" if array else "")
 
 

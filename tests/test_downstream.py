@@ -123,7 +123,8 @@ async def test_every_landed_municipality_is_announced_with_its_rows_and_a_failed
 
 
 async def test_no_notification_before_the_rows_are_visible(make_sources, dest, write_config):
-    """A reader holds the dataset table, so the swap waits: nothing may be heard meanwhile."""
+    """The landing is held just before its commit (its `syncd.latest` row is locked, so its last
+    statement waits): the new rows are written but not committed, and nothing may be heard."""
     (db,) = await make_sources(1)
     _, config = write_config(dest, [db], [CIDADAOS], timeouts={"lock": "60s"})
     assert (await run_pass(config))[0] == 0
@@ -136,7 +137,8 @@ async def test_no_notification_before_the_rows_are_visible(make_sources, dest, w
         listener.heard.clear()  # the first pass's notification, if it was still on its way
         blocker = await dest.connect()
         watcher = await dest.connect()
-        await blocker.execute("BEGIN; LOCK TABLE syncd_data.cidadaos IN ACCESS SHARE MODE")
+        await blocker.execute("BEGIN")
+        await blocker.execute("SELECT 1 FROM syncd.latest WHERE source_id = $1 FOR UPDATE", db.id)
         results: list[int] = []
 
         async def second_pass() -> None:
@@ -150,7 +152,7 @@ async def test_no_notification_before_the_rows_are_visible(make_sources, dest, w
                     "AND application_name = 'syncd' AND wait_event_type = 'Lock'"
                 ):
                     await anyio.sleep(0.02)
-                # the new rows are loaded, the swap waits for our reader: no one may hear yet
+                # the new rows are in the landing, its commit waits for us: no one may hear yet
                 assert await listener.settle() == []
                 assert (
                     await blocker.fetchval(
