@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
+import math
 import re
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
@@ -385,15 +387,19 @@ class Destination:
     @asynccontextmanager
     async def landing(self, source_id: str) -> AsyncIterator[Landing]:
         """One municipality's transaction: everything it lands commits together, or nothing."""
-        async with self.acquire() as conn, _transaction(conn) as tr:
-            await conn.execute(
-                "SELECT pg_catalog.set_config($1, $2, true), pg_catalog.set_config("
-                "'lock_timeout', $3, true)",
-                SOURCE_SETTING,
-                source_id,
-                f"{int(self.timeouts.lock * 1000)}ms",
-            )
-            yield Landing(self, conn, source_id, tr)
+        seq = self.vacuum.opened()
+        try:
+            async with self.acquire() as conn, _transaction(conn) as tr:
+                await conn.execute(
+                    "SELECT pg_catalog.set_config($1, $2, true), pg_catalog.set_config("
+                    "'lock_timeout', $3, true)",
+                    SOURCE_SETTING,
+                    source_id,
+                    f"{int(self.timeouts.lock * 1000)}ms",
+                )
+                yield Landing(self, conn, source_id, tr)
+        finally:
+            self.vacuum.closed(seq)
 
 
 class Landing:
@@ -622,50 +628,77 @@ class Landing:
 
 
 class Vacuum:
-    """Dead rows per bucket, and VACUUM when enough of a bucket is dead.
+    """Dead rows per bucket, and VACUUM once enough of a bucket is dead and removable.
 
     A pass deletes each municipality's previous rows; until VACUUM marks that space free, the next
-    pass can only grow the table. Vacuuming a bucket once a fifth of its rows are dead, and every
-    dirty bucket at the end of a `once` pass, keeps each dataset within about twice a fresh load
-    (new rows are written before the old ones die, so one bucket briefly holds both)."""
+    pass can only grow the table. A bucket is vacuumed once a fifth of its rows are dead, counting
+    only rows deleted by landings that committed before every landing of ours still open began:
+    VACUUM cannot remove what an open snapshot may still see, and trying would only cost. At the
+    end of a `once` pass (or when the daemon goes idle) every bucket written is vacuumed. That
+    keeps each dataset within about twice a fresh load: a municipality's new rows are written
+    before its old ones die, so its bucket briefly holds both."""
 
     THRESHOLD = 0.2
+    MIN_INTERVAL = 10.0  # seconds between two vacuums of one bucket (others' snapshots hold it)
 
     def __init__(self, destination: Destination):
         self.destination = destination
+        self._seq = itertools.count()
+        self._open: set[int] = set()  # when each open landing began (a sequence number)
         self._bucket: dict[tuple[str, str], str] = {}
-        self._dead: dict[str, int] = {}  # bucket -> rows deleted since its last vacuum
+        self._dead: dict[str, list[tuple[int, int]]] = {}  # bucket -> (committed at, rows)
         self._size: dict[str, int] = {}  # bucket -> its rows at its last vacuum, then written
+        self._last: dict[str, float] = {}  # bucket -> when it was last vacuumed
         self._touched: set[str] = set()  # buckets written since the last flush
         self._running: set[str] = set()
 
     def bucket_of(self, dataset: str, source_id: str) -> str | None:
         return self._bucket.get((dataset, source_id))
 
+    def opened(self) -> int:
+        seq = next(self._seq)
+        self._open.add(seq)
+        return seq
+
+    def closed(self, seq: int) -> None:
+        self._open.discard(seq)
+
     def committed(self, landing: Landing, buckets: dict[str, str]) -> None:
+        seq = next(self._seq)
         for dataset, bucket in buckets.items():
             self._bucket[(dataset, landing.source_id)] = bucket
             self._touched.add(bucket)
-            self._dead[bucket] = self._dead.get(bucket, 0) + landing.deleted.get(dataset, 0)
+            deleted = landing.deleted.get(dataset, 0)
+            if deleted:
+                self._dead.setdefault(bucket, []).append((seq, deleted))
             self._size[bucket] = self._size.get(bucket, 0) + landing.landed.get(dataset, 0)
 
+    def _removable(self, bucket: str) -> int:
+        horizon = min(self._open, default=math.inf)
+        return sum(rows for seq, rows in self._dead.get(bucket, ()) if seq < horizon)
+
     def due(self) -> list[str]:
+        now = time.monotonic()
         return [
             b
-            for b, dead in self._dead.items()
-            if dead > 0 and b not in self._running and dead >= self.THRESHOLD * self._size[b]
+            for b in self._dead
+            if b not in self._running
+            and now - self._last.get(b, -math.inf) >= self.MIN_INTERVAL
+            and self._removable(b) >= max(1, self.THRESHOLD * self._size.get(b, 0))
         ]
 
     async def run_due(self) -> None:
-        await self._vacuum(self.due())
+        # no ANALYZE here: sampling a bucket costs more than vacuuming it; the flush and
+        # autovacuum keep the statistics
+        await self._vacuum(self.due(), analyze=False)
 
     async def flush(self) -> None:
         """Every bucket written since the last flush: at the end of a `once` pass, or when the
         daemon is idle, no landing of ours holds back what VACUUM may remove."""
         touched, self._touched = self._touched, set()
-        await self._vacuum(sorted(touched))
+        await self._vacuum(sorted(touched), analyze=True)
 
-    async def _vacuum(self, buckets: Sequence[str]) -> None:
+    async def _vacuum(self, buckets: Sequence[str], *, analyze: bool) -> None:
         todo = [b for b in buckets if b not in self._running]
         if not todo:
             return
@@ -674,28 +707,32 @@ class Vacuum:
         try:
             async with d.acquire() as conn:
                 for bucket in todo:
-                    dead = self._dead.pop(bucket, 0)
+                    horizon = min(self._open, default=math.inf)
                     name = sql.qualified(d.schema, bucket)
+                    self._last[bucket] = time.monotonic()
                     try:
                         # TRUNCATE false: truncating the file end needs a lock readers would
                         # queue behind; the space is reused by the next pass anyway
+                        options = "ANALYZE, TRUNCATE false" if analyze else "TRUNCATE false"
                         await conn.execute(
-                            f"VACUUM (ANALYZE, TRUNCATE false) {name}", timeout=d.timeouts.statement
+                            f"VACUUM ({options}) {name}", timeout=d.timeouts.statement
                         )
-                        # rows deleted by transactions that some open snapshot may still see
-                        # are "recently dead": not removed yet, so the bucket stays due
-                        row = await conn.fetchrow(
-                            "SELECT c.reltuples::bigint AS size, "
-                            "pg_catalog.pg_stat_get_dead_tuples(c.oid) AS dead "
-                            "FROM pg_catalog.pg_class c WHERE c.oid = $1::text::regclass",
+                        size = await conn.fetchval(
+                            "SELECT reltuples::bigint FROM pg_catalog.pg_class "
+                            "WHERE oid = $1::text::regclass",
                             name,
                         )
-                        self._size[bucket] = max(int(row["size"] or 0), 0)
-                        if row["dead"]:
-                            self._dead[bucket] = self._dead.get(bucket, 0) + int(row["dead"])
                     except Exception as exc:
-                        self._dead[bucket] = self._dead.get(bucket, 0) + dead
                         log.warning("vacuum of %s failed: %s", bucket, classify(exc).reason)
+                        continue
+                    self._size[bucket] = max(int(size or 0), 0)
+                    kept = [
+                        (seq, rows) for seq, rows in self._dead.get(bucket, ()) if seq >= horizon
+                    ]
+                    if kept:
+                        self._dead[bucket] = kept
+                    else:
+                        self._dead.pop(bucket, None)
         finally:
             self._running.difference_update(todo)
 

@@ -100,14 +100,16 @@ SELECT EXISTS (
       AND ($3 IS NULL OR a.attname IS NOT NULL))
 """
 
-# One row per result column, in order: its type with the modifier the RowDescription gave (-1
-# when unknown, which format_type renders as the unlimited form: bpchar, "bit", numeric).
+# One row per result column, in order: its type, without modifier (asyncpg shows none of a
+# result's; the destination creates none). The OIDs come as one text, not an int[] parameter:
+# asyncpg would introspect int[] on every new connection, one heavy catalog query per
+# municipality on its server.
 _TYPES_SQL = """
-SELECT t.oid::int AS oid, pg_catalog.format_type(t.oid, q.typmod) AS type,
+SELECT t.oid::int AS oid, pg_catalog.format_type(t.oid, -1) AS type,
        t.typtype::text AS typtype, t.typbasetype::int AS base_oid,
        pg_catalog.format_type(t.typbasetype, t.typtypmod) AS base_type
-FROM unnest($1::int[], $2::int[]) WITH ORDINALITY AS q(oid, typmod, i)
-JOIN pg_catalog.pg_type t ON t.oid = q.oid::oid
+FROM unnest(pg_catalog.string_to_array($1::text, ',')::oid[]) WITH ORDINALITY AS q(oid, i)
+JOIN pg_catalog.pg_type t ON t.oid = q.oid
 ORDER BY q.i
 """
 
@@ -255,10 +257,8 @@ class SourceSession:
                 f"the query returns more than one column named {', '.join(duplicates)}; "
                 "give each column a distinct alias"
             )
-        # asyncpg shows no type modifiers of a result (char(11) comes as bpchar): none is needed,
-        # the destination creates every type without its modifier (see layout.base_type)
-        typmods = [-1] * len(attributes)
-        types = await self.conn.fetch(_TYPES_SQL, [a.type.oid for a in attributes], typmods)
+        oids = ",".join(str(a.type.oid) for a in attributes)
+        types = await self.conn.fetch(_TYPES_SQL, oids)
         columns = []
         for a, t in zip(attributes, types, strict=True):
             columns.append(
