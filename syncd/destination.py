@@ -521,6 +521,13 @@ class Landing:
         conflict = ", ".join(sql.ident(k) for k in (column, *target.key))
         action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
         insert = f"INSERT INTO {d.parent(target.dataset)} ({names}) SELECT {names} FROM {delta}"  # noqa: S608
+        # the rows that replace an older version leave it dead: the vacuum lane counts them
+        same = " AND ".join(f"o.{sql.ident(k)} = n.{sql.ident(k)}" for k in (column, *target.key))
+        updated = await self.conn.fetchval(
+            f"SELECT count(*) FROM {delta} AS n WHERE EXISTS "  # noqa: S608
+            f"(SELECT 1 FROM {d.parent(target.dataset)} AS o WHERE {same})",
+            timeout=self._long(),
+        )
         try:
             await self.conn.execute(
                 f"{insert} ON CONFLICT ({conflict}) {action}", timeout=self._long()
@@ -534,6 +541,7 @@ class Landing:
             f"FROM {delta} AS {ALIAS} WHERE {cap}"
         )
         self.landed[target.dataset] = transfer.rows
+        self.deleted[target.dataset] = int(updated or 0)
         return transfer, top or target.watermark
 
     async def _pipe(
@@ -649,7 +657,6 @@ class Vacuum:
         self._dead: dict[str, list[tuple[int, int]]] = {}  # bucket -> (committed at, rows)
         self._size: dict[str, int] = {}  # bucket -> its rows at its last vacuum, then written
         self._last: dict[str, float] = {}  # bucket -> when it was last vacuumed
-        self._touched: set[str] = set()  # buckets written since the last flush
         self._running: set[str] = set()
 
     def bucket_of(self, dataset: str, source_id: str) -> str | None:
@@ -667,7 +674,6 @@ class Vacuum:
         seq = next(self._seq)
         for dataset, bucket in buckets.items():
             self._bucket[(dataset, landing.source_id)] = bucket
-            self._touched.add(bucket)
             deleted = landing.deleted.get(dataset, 0)
             if deleted:
                 self._dead.setdefault(bucket, []).append((seq, deleted))
@@ -688,17 +694,14 @@ class Vacuum:
         ]
 
     async def run_due(self) -> None:
-        # no ANALYZE here: sampling a bucket costs more than vacuuming it; the flush and
-        # autovacuum keep the statistics
-        await self._vacuum(self.due(), analyze=False)
+        await self._vacuum(self.due())
 
     async def flush(self) -> None:
-        """Every bucket written since the last flush: at the end of a `once` pass, or when the
-        daemon is idle, no landing of ours holds back what VACUUM may remove."""
-        touched, self._touched = self._touched, set()
-        await self._vacuum(sorted(touched), analyze=True)
+        """Every bucket with dead rows: at the end of a `once` pass, or when the daemon is idle,
+        no landing of ours holds back what VACUUM may remove."""
+        await self._vacuum(sorted(b for b in self._dead if b not in self._running))
 
-    async def _vacuum(self, buckets: Sequence[str], *, analyze: bool) -> None:
+    async def _vacuum(self, buckets: Sequence[str]) -> None:
         todo = [b for b in buckets if b not in self._running]
         if not todo:
             return
@@ -713,9 +716,10 @@ class Vacuum:
                     try:
                         # TRUNCATE false: truncating the file end needs a lock readers would
                         # queue behind; the space is reused by the next pass anyway
-                        options = "ANALYZE, TRUNCATE false" if analyze else "TRUNCATE false"
+                        # no ANALYZE: sampling a bucket costs more than vacuuming it, and
+                        # autovacuum keeps the statistics as rows change
                         await conn.execute(
-                            f"VACUUM ({options}) {name}", timeout=d.timeouts.statement
+                            f"VACUUM (TRUNCATE false) {name}", timeout=d.timeouts.statement
                         )
                         size = await conn.fetchval(
                             "SELECT reltuples::bigint FROM pg_catalog.pg_class "
