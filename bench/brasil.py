@@ -14,7 +14,7 @@ import asyncpg
 
 from syncd import pec
 
-from .common import Clusters, execute, run_syncd, write_config
+from .common import Clusters, execute, once_ok, write_config
 
 DATABASES = 10
 CITIZENS = 30  # per municipality
@@ -102,12 +102,8 @@ def run(clusters: Clusters, points: list[int], concurrency: int) -> dict:
                 "datasets": DATASETS,
             },
         )
-        first = run_syncd("once", "--config", str(config))
-        if first.returncode != 0:
-            raise SystemExit(f"syncd once failed:\n{first.output[-3000:]}")
-        steady = run_syncd("once", "--config", str(config))
-        if steady.returncode != 0:
-            raise SystemExit(f"syncd once failed:\n{steady.output[-3000:]}")
+        first = once_ok(config)
+        steady = once_ok(config)
         curve.append(
             {
                 "municipalities": count,

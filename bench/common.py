@@ -132,6 +132,14 @@ def run_syncd(*args: str, env: dict | None = None) -> Run:
     return Run(seconds, usage.ru_maxrss, proc.returncode, output)
 
 
+def once_ok(config: Path) -> Run:
+    """`syncd once` that must succeed: a benchmark of a failing pass measures nothing."""
+    result = run_syncd("once", "--config", str(config))
+    if result.returncode != 0:
+        raise SystemExit(f"syncd once failed:\n{result.output[-3000:]}")
+    return result
+
+
 def run_shell(command: str) -> float:
     started = time.perf_counter()
     subprocess.run(command, shell=True, check=True, stdout=subprocess.DEVNULL)

@@ -18,7 +18,7 @@ from .common import (
     ConnectionWatcher,
     execute,
     make_municipalities,
-    run_syncd,
+    once_ok,
     spread_sources,
     write_config,
 )
@@ -55,13 +55,9 @@ def run(clusters: Clusters, count: int, citizens: int, concurrency: int, lista: 
     setup = time.perf_counter() - started
     config = config_for(clusters, "many", ids, concurrency, lista)
     with ConnectionWatcher(clusters.source) as watcher:
-        first = run_syncd("once", "--config", str(config))
-    if first.returncode != 0:
-        raise SystemExit(f"syncd once failed:\n{first.output[-3000:]}")
+        first = once_ok(config)
     # the daily case: every municipality already landed, its rows replaced
-    steady = run_syncd("once", "--config", str(config))
-    if steady.returncode != 0:
-        raise SystemExit(f"syncd once failed:\n{steady.output[-3000:]}")
+    steady = once_ok(config)
     summary_line = [line for line in steady.output.splitlines() if "sources ok" in line]
     return {
         "municipalities": count,
