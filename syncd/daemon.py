@@ -553,7 +553,8 @@ def _same_destination(old: Config, new: Config) -> bool:
         replace(old.destination, notify_channel=None)
         == replace(new.destination, notify_channel=None)
         and old.timeouts == new.timeouts
-        and old.concurrency.writers == new.concurrency.writers
+        # each municipality syncing holds a pooled connection for its landing
+        and old.concurrency.sources == new.concurrency.sources
     )
 
 

@@ -162,6 +162,9 @@ class Destination:
                 "application_name": APPLICATION_NAME,
                 **SERVER_KEEPALIVES,
                 **TEXT_SETTINGS,
+                # a landing may wait, idle in its transaction, for a writer slot or a slow
+                # source: a DBA's default must not kill it (idle_stream bounds it instead)
+                "idle_in_transaction_session_timeout": "0",
             },
         }
 
@@ -420,7 +423,11 @@ class Landing:
         self.landed: dict[str, int] = {}  # dataset -> rows this pass wrote
 
     async def commit(self) -> None:
-        """Make everything of the pass visible at once (otherwise done when the landing ends)."""
+        """Make everything of the pass visible at once (otherwise done when the landing ends).
+
+        Without lock_timeout: a commit that sends a notification queues for PostgreSQL's notify
+        lock behind other committers, which is no reader's wait and no reason to fail."""
+        await self.conn.execute("SELECT pg_catalog.set_config('lock_timeout', '0', true)")
         await self._transaction.commit()
 
     @property
@@ -437,8 +444,13 @@ class Landing:
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
         """A dataset that fails rolls back to here; the others of the pass stay."""
-        async with _transaction(self.conn):
-            yield
+        counts = dict(self.deleted), dict(self.landed)
+        try:
+            async with _transaction(self.conn):
+                yield
+        except BaseException:
+            self.deleted, self.landed = counts  # what rolled back deleted and wrote nothing
+            raise
 
     def _long(self) -> float:
         # progress is watched by the pipe (idle_stream) and the source's statement timeout
@@ -726,6 +738,10 @@ class Vacuum:
                             "WHERE oid = $1::text::regclass",
                             name,
                         )
+                    except asyncpg.UndefinedTableError:  # dropped (or made anew) meanwhile
+                        self._dead.pop(bucket, None)
+                        self._size.pop(bucket, None)
+                        continue
                     except Exception as exc:
                         log.warning("vacuum of %s failed: %s", bucket, classify(exc).reason)
                         continue

@@ -62,19 +62,21 @@ class DatasetResult:
     def fail(self, reason: str, status: str = FAILED) -> None:
         self.status, self.error, self.ended_at = status, reason, now()
 
-    def entry(self) -> ledger.Entry:
-        done = self.status in (OK, FAILED, ABORTED)
+    def entry(self, *, landing: bool = False) -> ledger.Entry:
+        """The ledger row; with `landing`, as the landing's commit will make it (loaded: ok)."""
+        status = OK if landing and self.status == "loaded" else self.status
+        done = status in (OK, FAILED, ABORTED)
         return ledger.Entry(
             self.name,
-            self.status if done else ABORTED,
+            status if done else ABORTED,
             self.started_at,
             self.ended_at,
-            self.rows if self.status == OK else None,
-            self.bytes if self.status == OK else None,
+            self.rows if status == OK else None,
+            self.bytes if status == OK else None,
             self.attempts,
             self.error,
             self.mode,
-            self.watermark if self.status == OK else None,
+            self.watermark if status == OK else None,
         )
 
 
@@ -470,33 +472,39 @@ async def _land_all(
             with telemetry.span(engine.tracer, f"commit {source.id}", attributes):
                 ended = now()
                 for res in loaded:
-                    res.status, res.ended_at = OK, ended
+                    res.ended_at = ended
+                # the ledger rows and the notification say `ok` for what this commit makes
+                # visible; the results say so only once it has (a cancel before it rolls back)
                 if result.pass_id is not None:
                     await ledger.finish_pass(
                         landing.conn,
                         result.pass_id,
                         source.id,
-                        [d.entry() for d in result.datasets.values()],
+                        [d.entry(landing=True) for d in result.datasets.values()],
                     )
                 # in the transaction that makes the rows visible: heard only once they are
                 await downstream.announce(
                     landing.conn, engine.config.destination.notify_channel, _announcement(result)
                 )
-                await landing.commit()
-            result.recorded = True
+                # never cancelled half-way: a commit sent is a commit known
+                with anyio.CancelScope(shield=True):
+                    await landing.commit()
+                    for res in loaded:
+                        res.status = OK
+                    result.recorded = True
     except (_PassLost, anyio.get_cancelled_exc_class()):
-        result.recorded = False
         raise
-    except Exception as exc:  # the commit (or the last statements) failed: nothing landed
-        result.recorded = False
+    except Exception as exc:
+        if result.recorded:  # it committed; what failed after it (a pool reset) changes nothing
+            log.warning("source %s: after the commit: %s", source.id, classify(exc).reason)
+            destination.vacuum.committed(landing, buckets)
+            return
+        # the commit (or the last statements) failed: nothing landed
         failure = classify(exc, "destination")
         if failure.code != "connection" and landing_lost(exc):
             failure = Failure(
                 True, "the destination connection was lost", "connection", "destination"
             )
-        for res in result.datasets.values():
-            if res.status == OK:
-                res.status = "loaded"
         if failure.retryable:
             raise _PassLost(failure) from exc
         for res in result.datasets.values():
@@ -690,11 +698,13 @@ async def _copy(
 
 
 def _announcement(result: SourceResult) -> str:
-    """The notification's payload: the pass as it commits (landed datasets are `ok` by then)."""
-    outcomes = [
-        downstream.DatasetOutcome(d.name, d.status, d.rows if d.status == OK else None, d.mode)
-        for d in result.datasets.values()
-    ]
+    """The notification's payload: the pass as it commits (loaded datasets are `ok` then)."""
+    outcomes = []
+    for d in result.datasets.values():
+        status = OK if d.status in (OK, "loaded") else d.status
+        outcomes.append(
+            downstream.DatasetOutcome(d.name, status, d.rows if status == OK else None, d.mode)
+        )
     return downstream.payload(result.source_id, result.pass_id, outcomes, now())
 
 

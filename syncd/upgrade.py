@@ -21,6 +21,7 @@ import anyio
 import asyncpg
 
 from . import ledger, sql
+from .errors import FinalError
 from .layout import SOURCE_SETTING, base_type, bucket_names, relation_names
 
 if TYPE_CHECKING:
@@ -28,19 +29,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("syncd.upgrade")
 
+
+class UpgradeError(FinalError):
+    """The layout cannot be converted as it is: the operator must act (one line, no retry)."""
+
+
 OLD_SUFFIX = "__v1"
 NEW_SUFFIX = "__v2"
 SWAP_DEADLINE = 600.0  # seconds of retrying the rename before giving up (readers never let go)
 
-_V1_TABLES_SQL = """
+_V1_TABLES_SQL = r"""
 SELECT c.oid::int AS oid, c.relname::text AS name
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = $1 AND c.relkind = 'p' AND NOT c.relispartition
   AND pg_catalog.pg_get_partkeydef(c.oid) = $2
+  AND c.relname NOT LIKE '%\_\_%'  -- dataset names have no `__`; a retired `<d>__v1` has
 ORDER BY c.relname
 """
-
-_V1_TABLES_SQL_ANY = f"SELECT EXISTS ({_V1_TABLES_SQL})"
 
 _LEFTOVERS_SQL = r"""
 SELECT c.relname::text AS name
@@ -48,6 +53,14 @@ FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamesp
 WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
   AND (pg_catalog.obj_description(c.oid, 'pg_class') LIKE 'syncd staging: %'
        OR pg_catalog.obj_description(c.oid, 'pg_class') LIKE 'syncd layout v1, replaced: %')
+"""
+
+_DEPENDENT_VIEWS_SQL = """
+SELECT DISTINCT v.oid::regclass::text AS name
+FROM pg_catalog.pg_depend d
+JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid AND d.classid = 'pg_catalog.pg_rewrite'::regclass
+JOIN pg_catalog.pg_class v ON v.oid = r.ev_class
+WHERE d.refobjid = $1::oid AND v.oid <> $1::oid
 """
 
 _INDEXES_SQL = """
@@ -77,7 +90,10 @@ async def upgrade_layout(destination: Destination) -> int:
     converted = 0
     key = f"LIST ({destination.source_column})"
     async with destination.acquire() as conn:
-        if not await conn.fetchval(_V1_TABLES_SQL_ANY, destination.schema, key):
+        v1 = await conn.fetchval(f"SELECT EXISTS ({_V1_TABLES_SQL})", destination.schema, key)
+        # or what an earlier conversion could not drop yet, readers holding it
+        left = await conn.fetchval(f"SELECT EXISTS ({_LEFTOVERS_SQL})", destination.schema)
+        if not v1 and not left:
             return 0  # the common case: one cheap look, no lock
         # one instance converts; another starting meanwhile waits here, then finds nothing
         await conn.execute("SELECT pg_advisory_lock($1, 2)", ledger.LOCK_NAMESPACE)
@@ -100,6 +116,15 @@ async def _convert(destination: Destination, conn: asyncpg.Connection, name: str
     columns = [(r["name"], r["type"]) for r in await conn.fetch(_COLUMNS_SQL, oid)]
     names = [sql.ident(c) for c, _ in columns]
     buckets = destination.settings.buckets
+    # what a conversion that died before its rename left (its buckets carry the final names)
+    await conn.execute(f"DROP TABLE IF EXISTS {new}")
+    views = await conn.fetch(_DEPENDENT_VIEWS_SQL, oid)
+    if views:
+        raise UpgradeError(
+            f"cannot convert {schema}.{name} to hash buckets: views depend on it "
+            f"({', '.join(r['name'] for r in views)}), and they would stay on the old table; "
+            "drop them, start syncd once, then create them again"
+        )
     clash = await conn.fetch(
         "SELECT relname::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
         "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND relname = ANY($2::text[])",
@@ -107,7 +132,7 @@ async def _convert(destination: Destination, conn: asyncpg.Connection, name: str
         bucket_names(name, buckets),
     )
     if clash:
-        raise RuntimeError(
+        raise UpgradeError(
             f"cannot convert {schema}.{name} to hash buckets: {clash[0][0]} already exists "
             "(a source id that looks like a bucket name); rename that relation first"
         )
@@ -186,6 +211,12 @@ async def _drop_when_free(destination: Destination, conn: asyncpg.Connection, na
         )
     except TimeoutError:
         log.warning("%s.%s is still read; it is dropped at a later start", destination.schema, name)
+    except asyncpg.DependentObjectsStillExistError:
+        log.warning(
+            "%s.%s was kept: something depends on it (a view created meanwhile); drop it by hand",
+            destination.schema,
+            name,
+        )
 
 
 async def _when_free(

@@ -12,6 +12,7 @@ import pytest
 
 from syncd import embedded, ledger
 from syncd.destination import Destination
+from syncd.upgrade import UpgradeError
 
 from conftest import TABLE_DATASETS, DestDb
 from helpers import assert_dataset_exact, fingerprint, run_pass
@@ -439,5 +440,32 @@ async def test_a_new_column_never_fails_a_sync_and_lands_when_the_table_is_free(
             )
         )
         assert counts == {first.id: 0, newer.id: 200}
+    finally:
+        await dst.close()
+
+
+async def test_upgrade_refuses_clearly_when_views_depend_on_a_dataset_table(
+    make_sources, dest, write_config
+):
+    """A view would stay on the renamed old table, serving stale rows: refuse, say which."""
+    sources = await make_sources(1, citizens=100)
+    _, config = write_config(dest, sources, [CIDADAOS])
+    code, out, err = await run_pass(config)
+    assert code == 0, out + err
+    dst = await dest.connect()
+    try:
+        await _to_v1_layout(dst, ["cidadaos"])
+        await dst.execute(
+            "CREATE VIEW public.painel AS SELECT count(*) AS n FROM syncd_data.cidadaos"
+        )
+        before = await fingerprint(dst, "cidadaos")
+        destination = Destination(config.destination, config.timeouts, pool_size=2)
+        with pytest.raises(UpgradeError, match=r"views depend on it \(painel\)"):
+            await destination.open()
+        assert await fingerprint(dst, "cidadaos") == before  # nothing touched
+        await dst.execute("DROP VIEW public.painel")
+        await destination.open()  # and once the operator acted, it converts
+        await destination.close()
+        assert await fingerprint(dst, "cidadaos") == before
     finally:
         await dst.close()
