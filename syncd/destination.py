@@ -366,9 +366,11 @@ class Destination:
     ) -> bool:
         """DDL under lock_timeout: True if done, False if others held the table meanwhile.
 
-        A few tries, a moment apart: our own landings of other municipalities hold the table
-        only briefly, a reader's report may hold it for long. Each try makes a reader wait at
-        most `timeouts.lock`."""
+        A few tries, a moment apart: small municipalities' landings commit within a moment,
+        but a large one holds ROW EXCLUSIVE until its whole pass commits, and a reader's report
+        may hold the table for long; then the caller degrades (a column add lands the rows
+        without it) and tries again later. Each try makes a reader wait at most
+        `timeouts.lock`."""
         for attempt in range(DDL_TRIES):
             try:
                 async with conn.transaction():
