@@ -45,7 +45,7 @@ from .copy import CopyOut, Transfer, first_failure, pipe
 from .dsn import SERVER_KEEPALIVES, connect_password, enable_keepalive
 from .errors import Failure, FinalError, RetryableError, TransferError, classify
 from .incremental import ALIAS, TEXT_SETTINGS
-from .layout import SOURCE_SETTING, base_type, bucket_names, relation_names
+from .layout import COLUMNS_SQL, SOURCE_SETTING, base_type, bucket_names, relation_names
 from .source import APPLICATION_NAME, Shape, copy_row_count
 from .upgrade import upgrade_layout
 
@@ -59,13 +59,6 @@ SELECT c.oid::int AS oid, c.relkind::text AS relkind,
        CASE WHEN c.relkind = 'p' THEN pg_catalog.pg_get_partkeydef(c.oid) END AS partkey
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = $1 AND c.relname = $2
-"""
-
-_COLUMNS_SQL = """
-SELECT a.attname::text AS name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type
-FROM pg_catalog.pg_attribute a
-WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY a.attnum
 """
 
 _BUCKETS_SQL = """
@@ -248,7 +241,7 @@ class Destination:
                 f"{self.schema}.{shape.dataset} exists but is not a syncd dataset table "
                 f"(partitioned by {expected}); rename or drop it"
             )
-        existing = {r["name"]: r["type"] for r in await conn.fetch(_COLUMNS_SQL, rel["oid"])}
+        existing = {r["name"]: r["type"] for r in await conn.fetch(COLUMNS_SQL, rel["oid"])}
         conflicts = [
             f"column {c.name!r} is {c.type} on the source but {existing[c.name]} in "
             f"{self.schema}.{shape.dataset}"

@@ -15,6 +15,14 @@ from . import sql
 SOURCE_SETTING = "syncd.source_id"  # the transaction-local setting the source column defaults to
 BUCKET_SEPARATOR = "__p"
 
+# a table's columns, in order, with their types as SQL (for the dataset tables and the upgrade)
+COLUMNS_SQL = """
+SELECT a.attname::text AS name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type
+FROM pg_catalog.pg_attribute a
+WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
 _TYPMOD = re.compile(r"\(\d+(?:\s*,\s*-?\d+)?\)")
 
 

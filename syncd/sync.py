@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from functools import partial
 
 import anyio
-import asyncpg
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
@@ -453,7 +452,9 @@ async def _land_all(
     a reader sees all of this municipality's previous rows or all of its new ones."""
     destination = engine.destination
     try:
+        opened: Landing | None = None  # for the except: was it the landing that was lost?
         async with destination.landing(source.id) as landing:
+            opened = landing
             for dataset in pending:
                 await _copy_dataset(
                     engine, session, landing, source, dataset, result.datasets[dataset.name]
@@ -501,10 +502,8 @@ async def _land_all(
             return
         # the commit (or the last statements) failed: nothing landed
         failure = classify(exc, "destination")
-        if failure.code != "connection" and landing_lost(exc):
-            failure = Failure(
-                True, "the destination connection was lost", "connection", "destination"
-            )
+        if failure.code != "connection" and opened is not None and opened.lost is not None:
+            failure = opened.lost  # asyncpg's words for it talk about the pool
         if failure.retryable:
             raise _PassLost(failure) from exc
         for res in result.datasets.values():
@@ -512,13 +511,6 @@ async def _land_all(
                 res.fail(failure.reason)
         return
     destination.vacuum.committed(landing, buckets)
-
-
-def landing_lost(exc: BaseException) -> bool:
-    """asyncpg's word for a transaction whose connection died under it."""
-    return isinstance(exc, asyncpg.InterfaceError) and (
-        "closed" in str(exc) or "released" in str(exc)
-    )
 
 
 async def _copy_dataset(

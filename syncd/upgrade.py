@@ -22,7 +22,7 @@ import asyncpg
 
 from . import ledger, sql
 from .errors import FinalError
-from .layout import SOURCE_SETTING, base_type, bucket_names, relation_names
+from .layout import COLUMNS_SQL, SOURCE_SETTING, base_type, bucket_names, relation_names
 
 if TYPE_CHECKING:
     from .destination import Destination
@@ -75,13 +75,6 @@ FROM pg_catalog.pg_class c, LATERAL pg_catalog.aclexplode(c.relacl) AS a
 WHERE c.oid = $1::oid AND a.grantee <> c.relowner
 """
 
-_COLUMNS_SQL = """
-SELECT a.attname::text AS name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type
-FROM pg_catalog.pg_attribute a
-WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY a.attnum
-"""
-
 _INDEX_HEAD = re.compile(r"^CREATE (UNIQUE )?INDEX \S+ ON (?:ONLY )?\S+ USING ")
 
 
@@ -113,7 +106,7 @@ async def _convert(destination: Destination, conn: asyncpg.Connection, name: str
     old = sql.qualified(schema, name)
     staged = sql.shorten(name, sql.MAX_IDENT_BYTES - len(NEW_SUFFIX)) + NEW_SUFFIX
     new = sql.qualified(schema, staged)
-    columns = [(r["name"], r["type"]) for r in await conn.fetch(_COLUMNS_SQL, oid)]
+    columns = [(r["name"], r["type"]) for r in await conn.fetch(COLUMNS_SQL, oid)]
     names = [sql.ident(c) for c, _ in columns]
     buckets = destination.settings.buckets
     # what a conversion that died before its rename left (its buckets carry the final names)

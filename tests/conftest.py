@@ -228,6 +228,14 @@ TABLE_DATASETS = [
     {"name": "dim_equipe", "table": "public.tb_dim_equipe"},
     {"name": "dim_unidade_saude", "table": "tb_dim_unidade_saude"},
 ]
+# the consultations as an incremental dataset (cursor and key: the fact's own id)
+ATENDIMENTOS_INCREMENTAL = {
+    "name": "atendimentos",
+    "table": "public.tb_fat_atendimento_individual",
+    "mode": "incremental",
+    "cursor": "co_seq_fat_atd_ind",
+    "key": "co_seq_fat_atd_ind",
+}
 HIPERTENSOS = Path(__file__).resolve().parent.parent / "config" / "listas" / "hipertensos.sql"
 QUERY_DATASETS = [
     {"name": "lista_nominal_hipertensos", "query_file": str(HIPERTENSOS)},

@@ -13,17 +13,11 @@ import pytest
 from syncd import config as config_module
 from syncd import downstream, embedded, pec
 
-from conftest import TABLE_DATASETS
+from conftest import ATENDIMENTOS_INCREMENTAL, TABLE_DATASETS
 from helpers import run_pass
 
 CIDADAOS, DIM_EQUIPE = TABLE_DATASETS[0], TABLE_DATASETS[3]
-ATENDIMENTOS = {
-    "name": "atendimentos",
-    "table": "public.tb_fat_atendimento_individual",
-    "mode": "incremental",
-    "cursor": "co_seq_fat_atd_ind",
-    "key": "co_seq_fat_atd_ind",
-}
+ATENDIMENTOS = ATENDIMENTOS_INCREMENTAL
 
 
 class Listener:

@@ -10,18 +10,12 @@ import asyncpg
 
 from syncd import embedded
 
-from conftest import TABLE_DATASETS
+from conftest import ATENDIMENTOS_INCREMENTAL, TABLE_DATASETS
 from helpers import ROOT, run_cli
 
 CIDADAOS, DIM_EQUIPE = TABLE_DATASETS[0], TABLE_DATASETS[3]
 MISSING = {"name": "tabela_inexistente", "table": "public.tb_fat_nao_existe"}
-ATENDIMENTOS = {
-    "name": "atendimentos",
-    "table": "public.tb_fat_atendimento_individual",
-    "mode": "incremental",
-    "cursor": "co_seq_fat_atd_ind",
-    "key": "co_seq_fat_atd_ind",
-}
+ATENDIMENTOS = ATENDIMENTOS_INCREMENTAL
 
 
 def _document(stdout: str) -> dict:
