@@ -12,7 +12,7 @@ import asyncio
 
 import asyncpg
 
-from syncd import pec
+from syncd.lab import pec
 
 from .common import Clusters, execute, once_ok, write_config
 

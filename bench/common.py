@@ -15,7 +15,7 @@ from pathlib import Path
 import asyncpg
 import yaml
 
-from syncd import embedded, pec
+from syncd.lab import embedded, pec
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOPBACKS = 40  # the municipal cluster listens on 127.0.0.1..40: forty "servers"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import asyncpg
 
-from syncd import pec
+from syncd.lab import pec
 
 from .common import (
     Clusters,

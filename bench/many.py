@@ -11,7 +11,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from syncd import pec
+from syncd.lab import pec
 
 from .common import (
     Clusters,

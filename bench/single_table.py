@@ -13,7 +13,7 @@ import shlex
 
 import asyncpg
 
-from syncd import pec
+from syncd.lab import pec
 
 from .common import (
     Clusters,

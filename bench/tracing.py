@@ -8,7 +8,8 @@ import threading
 
 from aiohttp import web
 
-from . import many
+from syncd import many
+
 from .common import Clusters, execute, median, run_syncd
 
 

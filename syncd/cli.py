@@ -10,10 +10,10 @@ from pathlib import Path
 
 import anyio
 
-from . import config as config_module
-from .config import ConfigError
-from .dsn import world_readable
-from .safetext import printable
+from syncd import config as config_module
+from syncd.config import ConfigError
+from syncd.config.dsn import world_readable
+from syncd.safetext import printable
 
 EXIT_CONFIG = 2
 
@@ -68,7 +68,7 @@ def traced(
     command: Callable[[], int], on_config_error: Callable[[list[str]], None] | None = None
 ) -> int:
     """Run a command with tracing set up from OTEL_*; spans are flushed on every exit."""
-    from . import telemetry
+    from syncd.observe import telemetry
 
     try:
         tel = telemetry.setup()
@@ -84,8 +84,8 @@ def traced(
 
 
 def cmd_once(args: argparse.Namespace) -> int:
-    from .once import MetricsOutput, run_once
-    from .report import config_error_document, dumps
+    from syncd.observe.report import config_error_document, dumps
+    from syncd.service.once import MetricsOutput, run_once
 
     def config_error(problems: list[str]) -> None:
         if args.json:  # stdout carries one document whatever happens; stderr the same lines
@@ -106,13 +106,13 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .once import run_status
+    from syncd.service.once import run_status
 
     return run_async(run_status, load_config(args.config))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .daemon import run_daemon
+    from syncd.service.daemon import run_daemon
 
     return traced(lambda: run_daemon(args.config))
 
@@ -120,21 +120,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     if not args.online:
         return cmd_check_config(args)  # offline, the only other kind of check
-    from .check import run_check
+    from syncd.service.check import run_check
 
     config = load_config(args.config)
     return run_async(run_check, config, sys.stdout, args.json, args.timeout)
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    from .reload import reload, state_dir
+    from syncd.service.reload import reload, state_dir
 
     return reload(args.pid, state_dir(args.state_dir), args.timeout)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import DemoError, run_demo
-    from .embedded import EmbeddedPostgresError
+    from syncd.lab.demo import DemoError, run_demo
+    from syncd.lab.embedded import EmbeddedPostgresError
 
     try:
         return traced(
@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(level: str | None, fmt: str, command: str) -> None:
-    from .telemetry import setup_logging as setup
+    from syncd.observe.telemetry import setup_logging as setup
 
     if level is None:
         level = "warning" if command == "once" and sys.stderr.isatty() else "info"

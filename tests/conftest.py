@@ -21,7 +21,7 @@ import yaml
 from hypothesis import settings
 
 from syncd import config as config_module
-from syncd import embedded, pec
+from syncd.lab import embedded, pec
 
 READ_ROLE = "esus_leitura"
 SMALL = 60  # citizens: every awkward row plus some ordinary ones

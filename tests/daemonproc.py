@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from syncd import embedded
+from syncd.lab import embedded
 
 from helpers import ROOT
 

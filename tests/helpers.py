@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 
 from syncd.config import Config
-from syncd.once import run_once
+from syncd.service.once import run_once
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = "syncd_data"

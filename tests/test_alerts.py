@@ -11,7 +11,7 @@ import pytest
 from daemonproc import DaemonProcess, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
-from syncd.metrics import RELOAD_OUTCOMES, RETRY_REASONS, SYNC_OUTCOMES
+from syncd.observe.metrics import RELOAD_OUTCOMES, RETRY_REASONS, SYNC_OUTCOMES
 
 from conftest import TABLE_DATASETS
 from helpers import ROOT, run_pass

@@ -363,7 +363,7 @@ async def _wait_both_working(dst: asyncpg.Connection, pid: int) -> None:
 
 
 async def test_a_side_task_that_dies_takes_the_daemon_down(make_sources, dest, write_config):
-    from syncd.daemon import Daemon
+    from syncd.service.daemon import Daemon
 
     sources = await make_sources(1)
     path, config = write_config(

@@ -11,7 +11,8 @@ import asyncpg
 import pytest
 
 from syncd import config as config_module
-from syncd import downstream, embedded, pec
+from syncd.engine import downstream
+from syncd.lab import embedded, pec
 
 from conftest import ATENDIMENTOS_INCREMENTAL, TABLE_DATASETS
 from helpers import run_pass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from syncd.errors import TransferError, classify
+from syncd.engine.errors import TransferError, classify
 
 
 def test_a_protocol_cut_mid_operation_is_a_lost_connection_worth_retrying():

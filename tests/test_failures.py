@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from syncd import embedded
+from syncd.lab import embedded
 
 from conftest import TABLE_DATASETS
 from helpers import fingerprint, run_cli, run_pass

@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 
 from syncd import config as config_module
-from syncd import sql
+from syncd.engine import sql
 
 from conftest import TABLE_DATASETS
 from helpers import run_pass

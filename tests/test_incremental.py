@@ -11,7 +11,7 @@ import anyio
 import asyncpg
 import pytest
 
-from syncd import pec
+from syncd.lab import pec
 
 from helpers import ROOT, assert_dataset_exact, fingerprint, run_cli, run_pass
 

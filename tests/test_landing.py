@@ -10,9 +10,10 @@ import anyio
 import asyncpg
 import pytest
 
-from syncd import embedded, ledger
-from syncd.destination import Destination
-from syncd.upgrade import UpgradeError
+from syncd import ledger
+from syncd.engine.destination import Destination
+from syncd.engine.upgrade import UpgradeError
+from syncd.lab import embedded
 
 from conftest import TABLE_DATASETS, DestDb
 from helpers import assert_dataset_exact, fingerprint, run_pass

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syncd.config import LOWER_IDENT
-from syncd.layout import base_type, relation_names
+from syncd.engine.layout import base_type, relation_names
 
 from conftest import TABLE_DATASETS
 from helpers import fingerprint, run_cli, run_pass

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from syncd.config import Schedule, parse_window
-from syncd.scheduler import FakeClock, Scheduler, offset
+from syncd.service.scheduler import FakeClock, Scheduler, offset
 
 SP = ZoneInfo("America/Sao_Paulo")  # UTC-3, no daylight saving since 2019
 HOUR = 3600.0

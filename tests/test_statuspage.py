@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 from daemonproc import DaemonProcess, free_port
 
-from syncd import embedded
+from syncd.lab import embedded
 
 from conftest import TABLE_DATASETS
 from helpers import ROOT

@@ -8,7 +8,7 @@ import anyio
 import asyncpg
 import pytest
 
-from syncd import pec
+from syncd.lab import pec
 
 from conftest import QUERY_DATASETS, TABLE_DATASETS
 from helpers import (

@@ -21,9 +21,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
-from syncd import __version__, embedded, telemetry
-from syncd.metrics import Metrics
-from syncd.once import run_once
+from syncd import __version__
+from syncd.lab import embedded
+from syncd.observe import telemetry
+from syncd.observe.metrics import Metrics
+from syncd.service.once import run_once
 
 from conftest import TABLE_DATASETS
 from helpers import ROOT, run_cli

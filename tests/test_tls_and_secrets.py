@@ -18,7 +18,8 @@ import pytest
 import trustme
 
 from syncd import config as config_module
-from syncd import embedded, pec, telemetry
+from syncd.lab import embedded, pec
+from syncd.observe import telemetry
 
 from conftest import TABLE_DATASETS
 from helpers import run_cli, run_pass
@@ -246,7 +247,7 @@ async def test_passwords_never_shown(fresh_analytics, ca, tmp_path, monkeypatch)
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from syncd.once import run_once
+    from syncd.service.once import run_once
 
     exporter = InMemorySpanExporter()
     tel = telemetry.setup(install=False)
@@ -285,7 +286,7 @@ def test_check_config_never_prints_a_password(tmp_path):
 
 
 def test_dsn_redaction():
-    from syncd.dsn import Dsn
+    from syncd.config.dsn import Dsn
 
     dsn = Dsn.parse("postgresql://u:p%40ss@h:5433/db?sslmode=verify-full&password=x")
     assert str(dsn) == "postgresql://u:***@h:5433/db?sslmode=verify-full&password=***"

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
 from zoneinfo import ZoneInfo
 
-from .config import Schedule, Window
+from syncd.config import Schedule, Window
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

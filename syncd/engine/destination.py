@@ -40,14 +40,20 @@ from datetime import datetime
 import anyio
 import asyncpg
 
-from . import config, ledger, sql
-from .copy import CopyOut, Transfer, first_failure, pipe
-from .dsn import SERVER_KEEPALIVES, connect_password, enable_keepalive
-from .errors import Failure, FinalError, RetryableError, TransferError, classify
-from .incremental import ALIAS, TEXT_SETTINGS
-from .layout import COLUMNS_SQL, SOURCE_SETTING, base_type, bucket_names, relation_names
-from .source import APPLICATION_NAME, Shape, copy_row_count
-from .upgrade import upgrade_layout
+from syncd import config, ledger
+from syncd.engine import sql
+from syncd.engine.connect import (
+    APPLICATION_NAME,
+    SERVER_KEEPALIVES,
+    connect_password,
+    enable_keepalive,
+)
+from syncd.engine.copy import CopyOut, Transfer, copy_row_count, first_failure, pipe
+from syncd.engine.errors import Failure, FinalError, RetryableError, TransferError, classify
+from syncd.engine.incremental import ALIAS, TEXT_SETTINGS
+from syncd.engine.layout import COLUMNS_SQL, SOURCE_SETTING, base_type, bucket_names, relation_names
+from syncd.engine.shape import Shape
+from syncd.engine.upgrade import upgrade_layout
 
 log = logging.getLogger("syncd.destination")
 

@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING
 import anyio
 import asyncpg
 
-from . import ledger, sql
-from .errors import FinalError
-from .layout import COLUMNS_SQL, SOURCE_SETTING, base_type, bucket_names, relation_names
+from syncd import ledger
+from syncd.engine import sql
+from syncd.engine.errors import FinalError
+from syncd.engine.layout import COLUMNS_SQL, SOURCE_SETTING, base_type, bucket_names, relation_names
 
 if TYPE_CHECKING:
-    from .destination import Destination
+    from syncd.engine.destination import Destination
 
 log = logging.getLogger("syncd.upgrade")
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .config import Config
-from .ledger import DatasetStatus
-from .sync import OK, SKIPPED, Progress, SourceResult
+from syncd.config import Config
+from syncd.engine.sync import OK, SKIPPED, Progress, SourceResult
+from syncd.ledger import DatasetStatus
 
 
 @dataclass(slots=True)

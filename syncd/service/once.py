@@ -11,13 +11,13 @@ from typing import TextIO
 
 import anyio
 
-from . import ledger
-from .config import Config
-from .destination import Destination
-from .errors import classify
-from .limits import Limits
-from .report import LiveProgress, dumps, pass_document, status_table, summary
-from .sync import OK, Engine, Fanout, SourceLocks, SourceResult, now, sweep, sync_many
+from syncd import ledger
+from syncd.config import Config
+from syncd.engine.destination import Destination
+from syncd.engine.errors import classify
+from syncd.engine.limits import Limits
+from syncd.engine.sync import OK, Engine, Fanout, SourceLocks, SourceResult, now, sweep, sync_many
+from syncd.observe.report import LiveProgress, dumps, pass_document, status_table, summary
 
 log = logging.getLogger("syncd.once")
 
@@ -72,7 +72,7 @@ async def run_once(
 ) -> int:
     """One pass. On `out`: the summary table, or with `json_output` one JSON document
     (`report.pass_document`), whatever the outcome. Messages for people go to `err`."""
-    from .metrics import Metrics
+    from syncd.observe.metrics import Metrics
 
     started, started_at = time.monotonic(), now()
 

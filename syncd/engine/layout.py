@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from . import sql
+from syncd.engine import sql
 
 SOURCE_SETTING = "syncd.source_id"  # the transaction-local setting the source column defaults to
 BUCKET_SEPARATOR = "__p"

@@ -6,7 +6,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .check import DestinationCheck, SourceCheck
+    from syncd.service.check import DestinationCheck, SourceCheck
 
 
 def as_json_document(sources: list[SourceCheck], destination: DestinationCheck, ok: bool) -> dict:

@@ -26,19 +26,12 @@ from pathlib import Path
 
 import anyio
 
-from . import __version__, ledger, statuspage
-from . import config as config_module
-from .config import Config, ConfigError
-from .errors import classify
-from .http import Control, HttpServer
-from .limits import Limits
-from .metrics import Metrics
-from .notify import Notifier, watchdog_interval
-from .once import destination_for
-from .reload import ReloadRecorder, state_dir
-from .scheduler import Clock, Scheduler
-from .status import StatusBoard
-from .sync import (
+from syncd import __version__, ledger
+from syncd import config as config_module
+from syncd.config import Config, ConfigError
+from syncd.engine.errors import classify
+from syncd.engine.limits import Limits
+from syncd.engine.sync import (
     OK,
     SKIPPED,
     Engine,
@@ -49,6 +42,14 @@ from .sync import (
     sweep,
     sync_source,
 )
+from syncd.observe.metrics import Metrics
+from syncd.service import statuspage
+from syncd.service.http import Control, HttpServer
+from syncd.service.notify import Notifier, watchdog_interval
+from syncd.service.once import destination_for
+from syncd.service.reload import ReloadRecorder, state_dir
+from syncd.service.scheduler import Clock, Scheduler
+from syncd.service.status import StatusBoard
 
 log = logging.getLogger("syncd.daemon")
 
@@ -590,7 +591,7 @@ def raise_open_files_limit() -> None:
 
 
 def run_daemon(config_path: str) -> int:
-    from .cli import load_config, run_async
+    from syncd.cli import load_config, run_async
 
     config = load_config(config_path)  # ConfigError -> exit 2 in the CLI
     daemon = Daemon(config_path, config)

@@ -27,11 +27,11 @@ from typing import Any, TextIO
 import anyio
 import asyncpg
 
-from .checkreport import as_json_document, report
-from .config import Config, Dataset, Source
-from .dsn import connect_password
-from .errors import classify
-from .source import SourceSession
+from syncd.config import Config, Dataset, Source
+from syncd.engine.connect import connect_password
+from syncd.engine.errors import classify
+from syncd.engine.source import SourceSession
+from syncd.observe.checkreport import as_json_document, report
 
 DESTINATION_MIN_VERSION = 12  # hash partitioning of the dataset tables
 FIT_MIN = 10  # whole-country queries that must fit in the lock table beside syncd

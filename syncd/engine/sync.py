@@ -28,13 +28,15 @@ import anyio
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from . import downstream, incremental, ledger, telemetry
-from .config import Config, Dataset, Source
-from .copy import Transfer
-from .destination import Destination, Landing, Target
-from .errors import Failure, FinalError, classify
-from .limits import Limits
-from .source import Shape, SourceSession
+from syncd import ledger
+from syncd.config import Config, Dataset, Source
+from syncd.engine import downstream, incremental, spans
+from syncd.engine.copy import Transfer
+from syncd.engine.destination import Destination, Landing, Target
+from syncd.engine.errors import Failure, FinalError, classify
+from syncd.engine.limits import Limits
+from syncd.engine.shape import Shape
+from syncd.engine.source import SourceSession
 
 log = logging.getLogger("syncd.sync")
 
@@ -221,7 +223,7 @@ class Engine:
     instance: str = field(default_factory=ledger.instance_name)
     progress: Progress = field(default_factory=Progress)
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep
-    tracer: trace.Tracer = field(default_factory=telemetry.tracer)
+    tracer: trace.Tracer = field(default_factory=spans.tracer)
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter: half fixed, half random, capped."""
@@ -258,7 +260,7 @@ async def sync_source(
     }
     if source.name:
         attributes["syncd.source.name"] = source.name
-    with telemetry.span(
+    with spans.span(
         engine.tracer,
         f"sync {source.id}",
         attributes,
@@ -277,7 +279,7 @@ async def sync_source(
                 span.set_status(
                     trace.Status(trace.StatusCode.ERROR, result.error or "; ".join(reasons)[:500])
                 )
-                telemetry.source_failed(span, result.status == ABORTED)
+                spans.source_failed(span, result.status == ABORTED)
             elif result.status == SKIPPED:
                 span.set_attribute("syncd.skipped", result.error or "")
             engine.progress.source_finished(result)
@@ -323,7 +325,7 @@ async def _locked_sync(
         for d in result.datasets.values():
             if d.status not in (OK, FAILED):
                 d.fail(failure.reason)
-        telemetry.failed(span, failure)
+        spans.failed(span, failure)
         log.error("source %s failed: %s", source.id, failure.reason, extra={"source": source.id})
     finally:
         result.settle()
@@ -402,7 +404,7 @@ async def _sync(
             if failure.retryable and attempt < retry.attempts:
                 engine.progress.retried(source.id, None, failure)
                 delay = engine.backoff(attempt)
-                telemetry.retried(span, failure, attempt + 1, delay)
+                spans.retried(span, failure, attempt + 1, delay)
                 log.warning(
                     "source %s: %s; again on a new snapshot in %.1fs (attempt %d of %d)",
                     source.id,
@@ -415,7 +417,7 @@ async def _sync(
                 await engine.sleep(delay)
                 continue
             result.error = failure.reason
-            telemetry.failed(span, failure)
+            spans.failed(span, failure)
             for d in pending:
                 result.datasets[d.name].fail(failure.reason)
             break
@@ -468,9 +470,9 @@ async def _land_all(
                     "not committing what another instance may be syncing"
                 )
             buckets = await landing.buckets()
-            attributes = telemetry.db_attributes(destination.settings.dsn, "COMMIT")
+            attributes = spans.db_attributes(destination.settings.dsn, "COMMIT")
             attributes["syncd.datasets"] = len(loaded)
-            with telemetry.span(engine.tracer, f"commit {source.id}", attributes):
+            with spans.span(engine.tracer, f"commit {source.id}", attributes):
                 ended = now()
                 for res in loaded:
                     res.ended_at = ended
@@ -523,9 +525,9 @@ async def _copy_dataset(
 ) -> None:
     """Land one dataset in the open transaction; a dataset that fails for good is recorded in
     `res` and rolled back alone."""
-    attributes = telemetry.db_attributes(source.dsn, "COPY", dataset.table)
+    attributes = spans.db_attributes(source.dsn, "COPY", dataset.table)
     attributes.update({"syncd.dataset": dataset.name, "syncd.dataset.kind": dataset.kind})
-    with telemetry.span(engine.tracer, f"COPY {dataset.name}", attributes) as span:
+    with spans.span(engine.tracer, f"COPY {dataset.name}", attributes) as span:
         await _copy_attempts(engine, session, landing, source, dataset, res, span)
         span.set_attribute("syncd.attempts", res.attempts)
         if res.status == "loaded":
@@ -562,13 +564,13 @@ async def _copy_attempts(
             lost = failure.side == "source" and failure.code == "connection"
             if failure.code == "IdleStreamTimeout" or lost or not session.alive:
                 await session.abort()  # the snapshot is gone or hung: a new one for everything
-                telemetry.retried(span, failure, res.attempts, 0.0)
+                spans.retried(span, failure, res.attempts, 0.0)
                 raise _PassLost(failure) from exc
             engine.destination.forget(dataset.name)
             if failure.retryable and res.attempts < retry.attempts:
                 engine.progress.retried(source.id, dataset.name, failure)
                 delay = engine.backoff(res.attempts)
-                telemetry.retried(span, failure, res.attempts + 1, delay)
+                spans.retried(span, failure, res.attempts + 1, delay)
                 log.warning(
                     "source %s dataset %s: %s; retry in %.1fs (attempt %d of %d)",
                     source.id,
@@ -581,7 +583,7 @@ async def _copy_attempts(
                 )
                 await engine.sleep(delay)
                 continue
-            telemetry.failed(span, failure)
+            spans.failed(span, failure)
             log.warning(
                 "source %s dataset %s failed: %s",
                 source.id,
@@ -649,10 +651,10 @@ async def _land(
             window = incremental.window(spec, cursor_type, state[0])
             target = replace(target, mode="incremental", watermark=state[0])
     where = f"{destination.schema}.{target.dataset}"
-    with telemetry.span(
+    with spans.span(
         engine.tracer,
         f"COPY {where}",
-        telemetry.db_attributes(destination.settings.dsn, "COPY", where),
+        spans.db_attributes(destination.settings.dsn, "COPY", where),
     ):
         async with engine.limits.writers:
             return await _copy(engine, landing, session, shape, target, window)

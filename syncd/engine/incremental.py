@@ -26,9 +26,9 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from . import sql
-from .config import Incremental
-from .errors import FinalError
+from syncd.config import Incremental
+from syncd.engine import sql
+from syncd.engine.errors import FinalError
 
 # The destination's sessions print values the same way whatever ALTER DATABASE/ROLE SET says
 # (startup options beat database and role defaults): a watermark computed there is ISO 8601

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from .config import Concurrency
+from syncd.config import Concurrency
 
 
 @dataclass(frozen=True, slots=True)

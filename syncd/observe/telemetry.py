@@ -21,9 +21,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
-from . import __version__
-from .errors import redact
-from .safetext import json_printable, printable
+from syncd import __version__
+from syncd.engine.errors import redact
+from syncd.safetext import json_printable, printable
 
 log = logging.getLogger("syncd.telemetry")
 
@@ -32,11 +32,6 @@ PROTOCOLS = ("grpc", "http/protobuf")
 
 class TelemetryError(ValueError):
     pass
-
-
-def tracer() -> trace.Tracer:
-    """The global provider's tracer, its instrumentation scope named and versioned."""
-    return trace.get_tracer("syncd", __version__)
 
 
 def exporter_wanted(env: dict[str, str] | None = None) -> bool:
@@ -165,77 +160,3 @@ def setup_logging(level: str, fmt: str = "json") -> None:
     root.setLevel(getattr(logging, level.upper()))
     for noisy in ("asyncio", "aiohttp.access", "opentelemetry"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-# -- span helpers --------------------------------------------------------------------------------
-
-
-def span(tracer: trace.Tracer, name: str, attributes: dict, *, client: bool = True, **kwargs):
-    """A span that records nothing by itself on exceptions: `failed` does, redacted."""
-    return tracer.start_as_current_span(
-        name,
-        kind=trace.SpanKind.CLIENT if client else trace.SpanKind.INTERNAL,
-        attributes=attributes,
-        record_exception=False,
-        set_status_on_exception=False,
-        **kwargs,
-    )
-
-
-def source_failed(span: trace.Span, aborted: bool) -> None:
-    """A municipality's root span failed by its datasets (not by its connection, which
-    `failed` already typed): error.type tells the two apart in TraceQL."""
-    attributes = getattr(span, "attributes", None) or {}
-    if "error.type" not in attributes:
-        span.set_attribute("error.type", "aborted" if aborted else "dataset_failed")
-
-
-def failed(span: trace.Span, failure) -> None:
-    """ERROR status, and the exception as an event, with the redacted one-line reason only
-    (record_exception would put the raw message and a stack trace in the trace)."""
-    span.set_status(trace.Status(trace.StatusCode.ERROR, failure.reason))
-    span.set_attribute("error.type", failure.code)
-    span.add_event(
-        "exception", {"exception.type": failure.code, "exception.message": failure.reason}
-    )
-
-
-def retried(span: trace.Span, failure, attempt: int, delay: float) -> None:
-    span.add_event(
-        "retry",
-        {
-            "syncd.retry.attempt": attempt,
-            "syncd.retry.reason": failure.reason,
-            "syncd.retry.delay_s": round(delay, 3),
-            "error.type": failure.code,
-        },
-    )
-
-
-def db_attributes(dsn, operation: str, collection: str | None = None) -> dict:
-    """PostgreSQL database-client attributes (OpenTelemetry database semantic conventions,
-    stable since 1.33: db.system.name, db.namespace, db.collection.name, db.operation.name,
-    server.address/port), on CLIENT spans.
-
-    `collection` is a table, never a dataset name: query datasets have none.
-
-    For Grafana Tempo's service graph, whose metrics-generator draws an uninstrumented
-    database as a virtual node from a CLIENT span's `peer_attributes` (by default peer.service,
-    db.name, db.system): `peer.service` names the node after the database (every PEC is
-    `esus`, the analytical one its own name), so the graph shows syncd -> esus and
-    syncd -> the destination instead of 650 nodes; `db.name`, deprecated by db.namespace, is
-    still emitted with the same value because Tempo's defaults read it."""
-    database = dsn.database or "postgresql"
-    attributes = {
-        "db.system.name": "postgresql",
-        "db.operation.name": operation,
-        "server.address": dsn.host,
-        "server.port": dsn.port,
-        "peer.service": database,
-        "db.name": database,
-    }
-    if dsn.database:
-        attributes["db.namespace"] = dsn.database
-    if collection:
-        attributes["db.collection.name"] = collection
-    return attributes

@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from . import querytext
-from .dsn import Dsn, DsnError, world_readable
+from syncd.config import querytext
+from syncd.config.dsn import Dsn, DsnError, world_readable
 
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 

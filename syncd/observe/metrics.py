@@ -27,10 +27,10 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from . import __version__
-from .errors import Failure
-from .limits import Usage
-from .sync import ABORTED, FAILED, OK, SKIPPED, Progress, SourceResult
+from syncd import __version__
+from syncd.engine.errors import Failure
+from syncd.engine.limits import Usage
+from syncd.engine.sync import ABORTED, FAILED, OK, SKIPPED, Progress, SourceResult
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 disable_created_metrics()  # no *_created series: they double the series count for nothing

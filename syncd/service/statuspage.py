@@ -19,7 +19,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from .status import SourceView
+from syncd.service.status import SourceView
 
 LATE = 48 * 3600.0  # seconds: the same threshold as syncd.freshness and the alert rules
 REFRESH_S = 30

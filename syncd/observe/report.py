@@ -12,10 +12,19 @@ from typing import TextIO
 
 import anyio
 
-from .config import Config
-from .ledger import DatasetStatus
-from .safetext import printable
-from .sync import ABORTED, FAILED, OK, SKIPPED, DatasetResult, Progress, SourceResult, now
+from syncd.config import Config
+from syncd.engine.sync import (
+    ABORTED,
+    FAILED,
+    OK,
+    SKIPPED,
+    DatasetResult,
+    Progress,
+    SourceResult,
+    now,
+)
+from syncd.ledger import DatasetStatus
+from syncd.safetext import printable
 
 JSON_VERSION = 1
 

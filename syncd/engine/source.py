@@ -9,69 +9,27 @@ municipal database; `default_transaction_read_only` is on for the session as a s
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 
 import asyncpg
 
-from . import sql
-from .config import Dataset, Source, Timeouts, Variant
-from .dsn import SERVER_KEEPALIVES, connect_password, enable_keepalive
-from .errors import FinalError, RetryableError
-from .incremental import ALIAS, Window
+from syncd.config import Dataset, Source, Timeouts, Variant
+from syncd.engine import sql
+from syncd.engine.connect import (
+    APPLICATION_NAME,
+    SERVER_KEEPALIVES,
+    connect_password,
+    enable_keepalive,
+)
+from syncd.engine.copy import copy_row_count
+from syncd.engine.errors import FinalError, RetryableError
+from syncd.engine.incremental import ALIAS, Window
+from syncd.engine.shape import Column, Shape
 
-APPLICATION_NAME = "syncd"
 FIRST_USER_OID = 16384  # below: built-in types, whose binary format every server shares
 
 Sink = Callable[[bytes], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class Column:
-    name: str
-    type: str  # the destination type, as SQL (format_type of the source, mapped)
-
-
-@dataclass(frozen=True, slots=True)
-class Shape:
-    """What a dataset looks like on this source: its columns, and how to COPY it out."""
-
-    dataset: str
-    columns: tuple[Column, ...]
-    table: tuple[str, str] | None  # (schema, name) when COPY can read the table directly
-    query: str | None  # otherwise: the query COPY wraps
-    variant: str = "default"  # which variant's probe chose this reading
-
-    @property
-    def column_names(self) -> list[str]:
-        return [c.name for c in self.columns]
-
-    @property
-    def select(self) -> str:
-        """A SELECT of every column, to wrap (incremental windows, watermarks)."""
-        if self.table is None:
-            assert self.query is not None
-            return self.query
-        columns = ", ".join(sql.ident(c.name) for c in self.columns)
-        return f"SELECT {columns} FROM {sql.qualified(*self.table)}"  # noqa: S608
-
-    def only(self, names: Sequence[str]) -> Shape:
-        """The same reading with only these columns (those the dataset table can take now)."""
-        keep = tuple(c for c in self.columns if c.name in set(names))
-        if self.table is not None:
-            return replace(self, columns=keep)
-        columns = ", ".join(f"{ALIAS}.{sql.ident(c.name)}" for c in keep)
-        return replace(
-            self,
-            columns=keep,
-            query=f"SELECT {columns} FROM ({self.select}\n) AS {ALIAS}",  # noqa: S608
-        )
-
-    def column(self, name: str) -> Column:
-        for c in self.columns:
-            if c.name == name:
-                return c
-        raise FinalError(f"column {name!r} is not in the dataset on this source")
 
 
 _TABLE_COLUMNS_SQL = """
@@ -371,13 +329,3 @@ class SourceSession:
     async def abort(self) -> None:
         """Drop the connection without a goodbye: for a hung or broken session."""
         self.conn.terminate()
-
-
-def copy_row_count(status: str | None) -> int:
-    """Rows from a COPY command tag ('COPY 1234')."""
-    if not status:
-        return 0
-    try:
-        return int(status.split()[-1])
-    except (ValueError, IndexError):
-        return 0

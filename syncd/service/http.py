@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from . import statuspage
-from .metrics import CONTENT_TYPE
+from syncd.observe.metrics import CONTENT_TYPE
+from syncd.service import statuspage
 
 log = logging.getLogger("syncd.http")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import anyio
 import asyncpg
 
-from .safetext import printable
+from syncd.safetext import printable
 
 # SQLSTATEs (or classes of them) worth another attempt: the server went away, was restarted,
 # is overloaded, cancelled us on a timeout, or lost a race we can win next time.

@@ -18,9 +18,10 @@ from pathlib import Path
 import asyncpg
 import yaml
 
-from . import embedded, pec
+from syncd.lab import embedded, pec
 
-LISTAS = Path(__file__).parent / "listas"
+# the demo runs from a clone (`make demo`): it uses the example lista nominal operators copy
+LISTAS = Path(__file__).resolve().parents[2] / "config" / "listas"
 HTTP_LISTEN = "127.0.0.1:9187"
 LANDED_SQL = """
 SELECT dataset, count(*) AS municipalities, sum(last_rows) AS rows
@@ -100,9 +101,9 @@ def run_demo(
     citizens: int = 2000,
     listen: str = HTTP_LISTEN,
 ) -> int:
-    from .cli import load_config, run_async
-    from .config import parse_listen
-    from .once import run_once
+    from syncd.cli import load_config, run_async
+    from syncd.config import parse_listen
+    from syncd.service.once import run_once
 
     if not once:  # before minutes of generating data: is the HTTP address free?
         address = parse_listen(listen)
@@ -136,7 +137,7 @@ def run_demo(
             code = run_async(run_once, config)
             _show_landing(cluster)
             return code
-        from .daemon import run_daemon
+        from syncd.service.daemon import run_daemon
 
         _show_landing(cluster, listen)
         return run_daemon(str(config_path))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from .errors import FinalError, IdleStreamTimeout, TransferError
+from syncd.engine.errors import FinalError, IdleStreamTimeout, TransferError
 
 QUEUE_CHUNKS = 8  # asyncpg hands over whatever one socket read gave: ~64-256 kB per chunk
 
@@ -141,3 +141,13 @@ def first_failure(group: BaseExceptionGroup) -> BaseException:
         if not isinstance(exc, cancelled):
             return exc
     return flat[0]
+
+
+def copy_row_count(status: str | None) -> int:
+    """Rows from a COPY command tag ('COPY 1234')."""
+    if not status:
+        return 0
+    try:
+        return int(status.split()[-1])
+    except (ValueError, IndexError):
+        return 0

@@ -1,0 +1,70 @@
+"""What every connection syncd opens gets: its name, TCP keepalives on both ends, and the
+password read from its file when connecting (never kept)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from pathlib import Path
+
+from syncd.engine.errors import FinalError
+
+APPLICATION_NAME = "syncd"
+
+
+class PasswordFileError(FinalError):
+    """A password_file that cannot give a password: no use connecting, nor trying again soon."""
+
+
+def read_password_file(path: Path) -> str:
+    """The first line of a password file (systemd credentials, Kubernetes secrets...)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PasswordFileError(f"password_file {path} not found") from None
+    except IsADirectoryError:
+        raise PasswordFileError(f"password_file {path} is a directory, not a file") from None
+    except PermissionError:
+        raise PasswordFileError(f"password_file {path} cannot be read: permission denied") from None
+    except UnicodeDecodeError:
+        raise PasswordFileError(f"password_file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise PasswordFileError(
+            f"password_file {path} cannot be read: {exc.strerror or exc}"
+        ) from None
+    password = text.splitlines()[0] if text else ""
+    if not password:
+        raise PasswordFileError(f"password_file {path} is empty (its first line is the password)")
+    return password
+
+
+def connect_password(password_file: Path | None) -> str | None:
+    """The password to pass to asyncpg, if one comes from a file.
+
+    Passwords in the DSN and PGPASSWORD are applied by asyncpg itself; a password_file wins.
+    A file that is missing or unreadable raises PasswordFileError, which names it.
+    """
+    if password_file is None:
+        return None
+    return read_password_file(password_file)
+
+
+# The server notices a dead syncd within minutes, not hours (PostgreSQL settings).
+SERVER_KEEPALIVES = {
+    "tcp_keepalives_idle": "60",
+    "tcp_keepalives_interval": "10",
+    "tcp_keepalives_count": "6",
+}
+
+
+def enable_keepalive(conn) -> None:
+    """TCP keepalives from our side too, so a silently dropped link is noticed."""
+    transport = getattr(conn, "_transport", None)  # asyncpg has no public accessor
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 6)

@@ -1,0 +1,58 @@
+"""The shape of a dataset on one source: its columns, and how to COPY it out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from syncd.engine import sql
+from syncd.engine.errors import FinalError
+from syncd.engine.incremental import ALIAS
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    type: str  # the destination type, as SQL (format_type of the source, mapped)
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What a dataset looks like on this source: its columns, and how to COPY it out."""
+
+    dataset: str
+    columns: tuple[Column, ...]
+    table: tuple[str, str] | None  # (schema, name) when COPY can read the table directly
+    query: str | None  # otherwise: the query COPY wraps
+    variant: str = "default"  # which variant's probe chose this reading
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def select(self) -> str:
+        """A SELECT of every column, to wrap (incremental windows, watermarks)."""
+        if self.table is None:
+            assert self.query is not None
+            return self.query
+        columns = ", ".join(sql.ident(c.name) for c in self.columns)
+        return f"SELECT {columns} FROM {sql.qualified(*self.table)}"  # noqa: S608
+
+    def only(self, names: Sequence[str]) -> Shape:
+        """The same reading with only these columns (those the dataset table can take now)."""
+        keep = tuple(c for c in self.columns if c.name in set(names))
+        if self.table is not None:
+            return replace(self, columns=keep)
+        columns = ", ".join(f"{ALIAS}.{sql.ident(c.name)}" for c in keep)
+        return replace(
+            self,
+            columns=keep,
+            query=f"SELECT {columns} FROM ({self.select}\n) AS {ALIAS}",  # noqa: S608
+        )
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise FinalError(f"column {name!r} is not in the dataset on this source")
