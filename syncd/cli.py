@@ -3,36 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-
-import anyio
 
 from syncd import config as config_module
 from syncd.config import ConfigError
 from syncd.config.dsn import world_readable
 from syncd.safetext import printable
+from syncd.service.runtime import load_config, run_async
 
 EXIT_CONFIG = 2
-
-
-def run_async(func: Callable[..., Awaitable[int]], *args) -> int:
-    try:
-        import uvloop  # noqa: F401
-
-        options = {"use_uvloop": True}
-    except ImportError:  # pragma: no cover - platforms without uvloop
-        options = {}
-    return anyio.run(func, *args, backend="asyncio", backend_options=options)
-
-
-def load_config(path: str) -> config_module.Config:
-    config = config_module.load(path)
-    for warning in config.warnings:
-        logging.getLogger("syncd.config").warning("%s", warning)
-    return config
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -60,7 +60,7 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Destination:
+class DestinationSettings:
     dsn: Dsn
     password_file: Path | None = None
     schema: str = "syncd_data"
@@ -77,7 +77,7 @@ class Concurrency:
 
 
 @dataclass(frozen=True, slots=True)
-class Window:
+class DailyWindow:
     start: time
     end: time
 
@@ -88,7 +88,7 @@ class Window:
 @dataclass(frozen=True, slots=True)
 class Schedule:
     interval: float = 86400.0
-    window: Window | None = None
+    window: DailyWindow | None = None
     timezone: str = "America/Sao_Paulo"
     jitter: float = 600.0
     failed_backoff: float = 300.0  # a failed source is retried this much later, doubling...
@@ -188,7 +188,7 @@ class Dataset:
 @dataclass(frozen=True, slots=True)
 class Config:
     path: Path | None
-    destination: Destination
+    destination: DestinationSettings
     sources: tuple[Source, ...]
     datasets: tuple[Dataset, ...]
     concurrency: Concurrency = field(default_factory=Concurrency)
@@ -552,7 +552,7 @@ def _dsn(section: _Section, key: str, warnings: list[str]) -> Dsn | None:
 
 def _destination(
     sec: _Section, root: _Section, base: Path, warnings: list[str]
-) -> Destination | None:
+) -> DestinationSettings | None:
     if "destination" not in root.value:
         root.problem("destination", "is required")
         return None
@@ -579,7 +579,7 @@ def _destination(
     sec.check_unknown()
     if dsn is None:
         return None
-    return Destination(
+    return DestinationSettings(
         dsn, password_file, schema or "syncd_data", column or "municipio_id_sus", buckets, channel
     )
 
@@ -633,7 +633,7 @@ def _schedule(sec: _Section) -> Schedule:
     return Schedule(interval, window, tz, jitter, failed_backoff, failed_backoff_max)
 
 
-def parse_window(text: str) -> Window | None:
+def parse_window(text: str) -> DailyWindow | None:
     match = WINDOW.fullmatch(text.strip())
     if not match:
         return None
@@ -644,7 +644,7 @@ def parse_window(text: str) -> Window | None:
     start = time(h1, m1)
     if start == end:
         return None
-    return Window(start, end)
+    return DailyWindow(start, end)
 
 
 def _http(sec: _Section, base: Path) -> Http:

@@ -111,7 +111,9 @@ class _Table:
 class Destination:
     """The analytical database: a connection pool and the DDL syncd runs there."""
 
-    def __init__(self, settings: config.Destination, timeouts: config.Timeouts, *, pool_size: int):
+    def __init__(
+        self, settings: config.DestinationSettings, timeouts: config.Timeouts, *, pool_size: int
+    ):
         self.settings = settings
         self.timeouts = timeouts
         self.schema = settings.schema

@@ -43,7 +43,7 @@ ALIAS = "syncd_q"  # how the wrapped dataset (or the delta table) is named in th
 
 
 @dataclass(frozen=True, slots=True)
-class Window:
+class CursorWindow:
     """The SQL that picks a pass's rows, and caps its watermark, for one cursor."""
 
     predicate: str  # rows past the watermark (minus lookback)
@@ -71,7 +71,7 @@ def cursor_class(spec: Incremental, type_sql: str) -> str:
     )
 
 
-def window(spec: Incremental, type_sql: str, watermark: str) -> Window:
+def window(spec: Incremental, type_sql: str, watermark: str) -> CursorWindow:
     column = f"{ALIAS}.{sql.ident(spec.cursor)}"
     kind = cursor_class(spec, type_sql)
     wm = "current_setting('syncd.watermark')"
@@ -89,7 +89,7 @@ def window(spec: Incremental, type_sql: str, watermark: str) -> Window:
             lower = f"to_char(to_date({wm}, 'YYYYMMDD') - {lb}::interval, 'YYYYMMDD')::{type_sql}"
         else:
             lower = f"({wm}::{type_sql} - {lb}::interval)::{type_sql}"
-    return Window(f"{column} > {lower}", cap(spec, type_sql), tuple(settings))
+    return CursorWindow(f"{column} > {lower}", cap(spec, type_sql), tuple(settings))
 
 
 def cap(spec: Incremental, type_sql: str) -> str:

@@ -24,7 +24,7 @@ from syncd.engine.connect import (
 )
 from syncd.engine.copy import copy_row_count
 from syncd.engine.errors import FinalError, RetryableError
-from syncd.engine.incremental import ALIAS, Window
+from syncd.engine.incremental import ALIAS, CursorWindow
 from syncd.engine.shape import Column, Shape
 
 FIRST_USER_OID = 16384  # below: built-in types, whose binary format every server shares
@@ -229,7 +229,7 @@ class SourceSession:
             )
         return Shape(dataset, tuple(columns), None, query)
 
-    async def copy_out(self, shape: Shape, sink: Sink, window: Window | None = None) -> int:
+    async def copy_out(self, shape: Shape, sink: Sink, window: CursorWindow | None = None) -> int:
         """Stream the dataset (or the rows of an incremental window) as binary COPY into `sink`;
         returns the row count.
 

@@ -666,7 +666,7 @@ async def _copy(
     session: SourceSession,
     shape: Shape,
     target: Target,
-    window: incremental.Window | None,
+    window: incremental.CursorWindow | None,
 ) -> tuple[Target, Transfer]:
     timeouts = engine.config.timeouts
     if window is None:

@@ -101,9 +101,9 @@ def run_demo(
     citizens: int = 2000,
     listen: str = HTTP_LISTEN,
 ) -> int:
-    from syncd.cli import load_config, run_async
     from syncd.config import parse_listen
     from syncd.service.once import run_once
+    from syncd.service.runtime import load_config, run_async
 
     if not once:  # before minutes of generating data: is the HTTP address free?
         address = parse_listen(listen)

@@ -591,7 +591,7 @@ def raise_open_files_limit() -> None:
 
 
 def run_daemon(config_path: str) -> int:
-    from syncd.cli import load_config, run_async
+    from syncd.service.runtime import load_config, run_async
 
     config = load_config(config_path)  # ConfigError -> exit 2 in the CLI
     daemon = Daemon(config_path, config)

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
 from zoneinfo import ZoneInfo
 
-from syncd.config import Schedule, Window
+from syncd.config import DailyWindow, Schedule
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -257,19 +257,19 @@ class Scheduler:
         return opening + timedelta(seconds=min(spread, max(length - 60, 0)))
 
 
-def inside(window: Window, t: dtime) -> bool:
+def inside(window: DailyWindow, t: dtime) -> bool:
     if window.start < window.end:
         return window.start <= t < window.end
     return t >= window.start or t < window.end  # crosses midnight
 
 
-def window_length(window: Window) -> float:
+def window_length(window: DailyWindow) -> float:
     start = window.start.hour * 3600 + window.start.minute * 60
     end = window.end.hour * 3600 + window.end.minute * 60
     return (end - start) % 86400 or 86400
 
 
-def next_opening(window: Window, after: datetime, tz: ZoneInfo) -> datetime:
+def next_opening(window: DailyWindow, after: datetime, tz: ZoneInfo) -> datetime:
     """The first start of the window after `after` (an aware datetime), in UTC."""
     local = after.astimezone(tz)
     for days in range(0, 3):

@@ -1,0 +1,27 @@
+"""How a command runs: its config loaded with warnings logged, its coroutine on uvloop."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import anyio
+
+from syncd import config as config_module
+
+
+def run_async(func: Callable[..., Awaitable[int]], *args) -> int:
+    try:
+        import uvloop  # noqa: F401
+
+        options = {"use_uvloop": True}
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        options = {}
+    return anyio.run(func, *args, backend="asyncio", backend_options=options)
+
+
+def load_config(path: str) -> config_module.Config:
+    config = config_module.load(path)
+    for warning in config.warnings:
+        logging.getLogger("syncd.config").warning("%s", warning)
+    return config
