@@ -12,8 +12,34 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 import asyncpg
+
+
+class Status(StrEnum):
+    """Where a dataset or a municipality stands. The ledger stores running, ok, failed and
+    aborted; the others live in memory only."""
+
+    PENDING = "pending"  # not started in this pass (or started again after a lost pass)
+    RUNNING = "running"  # the pass is under way
+    LOADED = "loaded"  # its rows are in the landing transaction, visible once it commits
+    OK = "ok"
+    FAILED = "failed"
+    ABORTED = "aborted"  # cut short: syncd stopped, or died and a later pass found its rows
+    SKIPPED = "skipped"  # another instance held or had just synced the municipality
+
+
+FINAL = frozenset({Status.OK, Status.FAILED, Status.ABORTED})
+
+
+class Mode(StrEnum):
+    """How a dataset's rows were landed."""
+
+    SNAPSHOT = "snapshot"  # every row, replacing the municipality's rows
+    FULL_REFRESH = "full_refresh"  # an incremental dataset reloaded whole, with its watermark
+    INCREMENTAL = "incremental"  # the rows past the watermark, upserted by key
+
 
 LOCK_NAMESPACE = 0x73796E63  # 'sync': first key of every syncd advisory lock
 
@@ -162,14 +188,14 @@ async def begin_pass(
 @dataclass(slots=True)
 class Entry:
     dataset: str
-    status: str
+    status: Status
     started_at: datetime | None
     ended_at: datetime | None
     rows: int | None
     bytes: int | None
     attempts: int
     error: str | None
-    mode: str | None = None
+    mode: Mode | None = None
     watermark: str | None = None
 
 

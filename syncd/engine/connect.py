@@ -7,13 +7,15 @@ import contextlib
 import socket
 from pathlib import Path
 
-from syncd.engine.errors import FinalError
+from syncd.engine.errors import FinalError, Kind
 
 APPLICATION_NAME = "syncd"
 
 
 class PasswordFileError(FinalError):
     """A password_file that cannot give a password: no use connecting, nor trying again soon."""
+
+    kind = Kind.CREDENTIALS
 
 
 def read_password_file(path: Path) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from syncd.engine.errors import FinalError, IdleStreamTimeout, TransferError
+from syncd.engine.errors import FinalError, IdleStreamTimeout, Side, TransferError
 
 QUEUE_CHUNKS = 8  # asyncpg hands over whatever one socket read gave: ~64-256 kB per chunk
 
@@ -62,7 +62,7 @@ async def pipe(
         except anyio.get_cancelled_exc_class():
             raise
         except Exception as exc:
-            raise TransferError("source", exc) from exc
+            raise TransferError(Side.SOURCE, exc) from exc
         send.close()  # only now: end of stream means the source COPY completed
 
     class Chunks:
@@ -88,7 +88,7 @@ async def pipe(
         except anyio.get_cancelled_exc_class():
             raise
         except Exception as exc:
-            raise TransferError("destination", exc) from exc
+            raise TransferError(Side.DESTINATION, exc) from exc
 
     async def watchdog(scope: anyio.CancelScope) -> None:
         with scope:
@@ -96,7 +96,7 @@ async def pipe(
                 await anyio.sleep(min(idle_timeout / 4, 5.0))
                 if time.monotonic() - last_progress > idle_timeout:
                     raise TransferError(
-                        "source",
+                        Side.SOURCE,
                         IdleStreamTimeout(f"no data for {idle_timeout:g}s: source stream stalled"),
                     )
 
@@ -115,7 +115,7 @@ async def pipe(
         send.close()
     if rows_in != transfer.rows:
         raise TransferError(
-            "destination",
+            Side.DESTINATION,
             FinalError(
                 f"row count mismatch: source sent {transfer.rows}, destination took {rows_in}"
             ),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import ssl
 from dataclasses import dataclass
+from enum import StrEnum
 
 import anyio
 import asyncpg
@@ -48,28 +49,57 @@ def redact(text: str) -> str:
     return text
 
 
+class Kind(StrEnum):
+    """What kind of failure it was; a server's own error code, if any, is `Failure.sqlstate`.
+    The value is the span's `error.type` and part of the retry metric's reason."""
+
+    CONNECTION = "connection"  # the link or the server went away (refused, reset, closed)
+    TIMEOUT = "timeout"  # no answer within a timeout
+    STALLED = "stalled"  # a COPY stream moved no bytes for timeouts.idle_stream
+    SERVER = "server"  # PostgreSQL answered with an error: see the SQLSTATE
+    TLS = "tls"  # the handshake or the certificate failed
+    CREDENTIALS = "credentials"  # a password file that gives no password
+    REJECTED = "rejected"  # syncd refuses: a type it cannot copy, a schema conflict, a lost lock
+    BUSY = "busy"  # others held what syncd needed for longer than timeouts.lock
+    CLIENT = "client"  # the driver refused the operation
+    INTERNAL = "internal"  # none of the above: a bug
+
+
+class Side(StrEnum):
+    SOURCE = "source"
+    DESTINATION = "destination"
+
+
 class SyncdError(Exception):
     """An error syncd raises itself, with a message fit for an operator."""
 
     retryable = False
+    kind = Kind.INTERNAL
 
 
 class FinalError(SyncdError):
     """Will fail again the same way: a type syncd cannot copy, a schema conflict..."""
 
+    kind = Kind.REJECTED
+
 
 class RetryableError(SyncdError):
+    """Others held what syncd needed; the next attempt may get it."""
+
     retryable = True
+    kind = Kind.BUSY
 
 
 class IdleStreamTimeout(RetryableError):
     """No bytes moved for `timeouts.idle_stream`: the link or the server hangs."""
 
+    kind = Kind.STALLED
+
 
 class TransferError(Exception):
     """A failure on one side of a COPY pipe: `side` is 'source' or 'destination'."""
 
-    def __init__(self, side: str, cause: BaseException):
+    def __init__(self, side: Side, cause: BaseException):
         super().__init__(f"{side}: {cause}")
         self.side = side
         self.cause = cause
@@ -79,8 +109,13 @@ class TransferError(Exception):
 class Failure:
     retryable: bool
     reason: str  # one line, redacted
-    code: str  # SQLSTATE, or a short name of the kind of failure
-    side: str | None = None  # 'source', 'destination' or None when unknown
+    kind: Kind
+    side: Side | None = None  # None when unknown
+    sqlstate: str | None = None  # PostgreSQL's error code, for Kind.SERVER
+
+    @property
+    def lost_connection(self) -> bool:
+        return self.kind is Kind.CONNECTION
 
     def __str__(self) -> str:
         return self.reason
@@ -93,7 +128,7 @@ def _one_line(text: str, limit: int = 1000) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def classify(exc: BaseException, side: str | None = None) -> Failure:
+def classify(exc: BaseException, side: Side | None = None) -> Failure:
     """Turn any exception into a Failure. Never raises."""
     if isinstance(exc, TransferError):
         return classify(exc.cause, exc.side)
@@ -101,7 +136,7 @@ def classify(exc: BaseException, side: str | None = None) -> Failure:
         inner = [e for e in exc.exceptions if not _is_cancellation(e)]
         return classify(inner[0] if inner else exc.exceptions[0], side)
     if isinstance(exc, SyncdError):
-        return Failure(exc.retryable, _one_line(str(exc)), type(exc).__name__, side)
+        return Failure(exc.retryable, _one_line(str(exc)), exc.kind, side)
     if isinstance(exc, asyncpg.PostgresError):
         state = exc.sqlstate or ""
         retryable = state in RETRYABLE_STATES or state[:2] in RETRYABLE_STATES
@@ -121,35 +156,35 @@ def classify(exc: BaseException, side: str | None = None) -> Failure:
                 f"table: a dataset may have at most {MAX_COLUMNS - 1} columns, and columns "
                 "dropped from the dataset table still count)"
             )
-        return Failure(retryable, _one_line(" ".join(parts)), state or "postgres", side)
+        return Failure(retryable, _one_line(" ".join(parts)), Kind.SERVER, side, state or None)
     if isinstance(exc, ssl.SSLCertVerificationError):
         reason = exc.verify_message or str(exc)
-        return Failure(False, _one_line(f"TLS certificate rejected: {reason}"), "tls", side)
+        return Failure(False, _one_line(f"TLS certificate rejected: {reason}"), Kind.TLS, side)
     if isinstance(exc, ssl.SSLError):
-        return Failure(False, _one_line(f"TLS error: {exc.reason or exc}"), "tls", side)
+        return Failure(False, _one_line(f"TLS error: {exc.reason or exc}"), Kind.TLS, side)
     if isinstance(exc, TimeoutError):
         text = str(exc) or (f"the {side} did not answer in time" if side else "timed out")
-        return Failure(True, _one_line(text), "timeout", side)
+        return Failure(True, _one_line(text), Kind.TIMEOUT, side)
     if isinstance(exc, ConnectionRefusedError):
-        return Failure(True, "connection refused", "connection", side)
+        return Failure(True, "connection refused", Kind.CONNECTION, side)
     if isinstance(exc, OSError):
         text = exc.strerror or str(exc) or type(exc).__name__
-        return Failure(True, _one_line(f"network error: {text}"), "connection", side)
+        return Failure(True, _one_line(f"network error: {text}"), Kind.CONNECTION, side)
     if isinstance(exc, asyncpg.InterfaceError):
         text = str(exc)
         lost = "closed" in text or "connection" in text.lower()
-        return Failure(lost, _one_line(text), "connection" if lost else "client", side)
+        return Failure(lost, _one_line(text), Kind.CONNECTION if lost else Kind.CLIENT, side)
     if isinstance(exc, asyncpg.InternalClientError):
         text = str(exc)
         if "in progress" in text or '"failed" state' in text or "is cancelling" in text:
             # the protocol was cut in the middle of an operation (a server restart, a dropped
             # link): the connection is unusable, the next one will do
             reason = f"connection broken in the middle of an operation ({text})"
-            return Failure(True, _one_line(reason), "connection", side)
-        return Failure(False, _one_line(text), "client", side)
+            return Failure(True, _one_line(reason), Kind.CONNECTION, side)
+        return Failure(False, _one_line(text), Kind.CLIENT, side)
     if isinstance(exc, ConnectionError):
-        return Failure(True, _one_line(str(exc) or "connection lost"), "connection", side)
-    return Failure(False, _one_line(f"{type(exc).__name__}: {exc}"), "internal", side)
+        return Failure(True, _one_line(str(exc) or "connection lost"), Kind.CONNECTION, side)
+    return Failure(False, _one_line(f"{type(exc).__name__}: {exc}"), Kind.INTERNAL, side)
 
 
 def _is_cancellation(exc: BaseException) -> bool:

@@ -3,9 +3,17 @@ attributes and failures recorded redacted. Exporting them is `syncd.observe.tele
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
 from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.util.types import AttributeValue
 
 from syncd import __version__
+from syncd.config.dsn import Dsn
+from syncd.engine.errors import Failure
+
+Attributes = dict[str, AttributeValue]
 
 
 def tracer() -> trace.Tracer:
@@ -13,7 +21,14 @@ def tracer() -> trace.Tracer:
     return trace.get_tracer("syncd", __version__)
 
 
-def span(tracer: trace.Tracer, name: str, attributes: dict, *, client: bool = True, **kwargs):
+def span(
+    tracer: trace.Tracer,
+    name: str,
+    attributes: Attributes,
+    *,
+    client: bool = True,
+    context: Context | None = None,
+) -> AbstractContextManager[trace.Span]:
     """A span that records nothing by itself on exceptions: `failed` does, redacted."""
     return tracer.start_as_current_span(
         name,
@@ -21,7 +36,7 @@ def span(tracer: trace.Tracer, name: str, attributes: dict, *, client: bool = Tr
         attributes=attributes,
         record_exception=False,
         set_status_on_exception=False,
-        **kwargs,
+        context=context,
     )
 
 
@@ -33,29 +48,32 @@ def source_failed(span: trace.Span, aborted: bool) -> None:
         span.set_attribute("error.type", "aborted" if aborted else "dataset_failed")
 
 
-def failed(span: trace.Span, failure) -> None:
+def failed(span: trace.Span, failure: Failure) -> None:
     """ERROR status, and the exception as an event, with the redacted one-line reason only
-    (record_exception would put the raw message and a stack trace in the trace)."""
+    (record_exception would put the raw message and a stack trace in the trace). `error.type` is
+    the failure's kind; a server's SQLSTATE goes in `db.response.status_code`."""
     span.set_status(trace.Status(trace.StatusCode.ERROR, failure.reason))
-    span.set_attribute("error.type", failure.code)
+    span.set_attribute("error.type", str(failure.kind))
+    if failure.sqlstate:
+        span.set_attribute("db.response.status_code", failure.sqlstate)
     span.add_event(
-        "exception", {"exception.type": failure.code, "exception.message": failure.reason}
+        "exception", {"exception.type": str(failure.kind), "exception.message": failure.reason}
     )
 
 
-def retried(span: trace.Span, failure, attempt: int, delay: float) -> None:
+def retried(span: trace.Span, failure: Failure, attempt: int, delay: float) -> None:
     span.add_event(
         "retry",
         {
             "syncd.retry.attempt": attempt,
             "syncd.retry.reason": failure.reason,
             "syncd.retry.delay_s": round(delay, 3),
-            "error.type": failure.code,
+            "error.type": str(failure.kind),
         },
     )
 
 
-def db_attributes(dsn, operation: str, collection: str | None = None) -> dict:
+def db_attributes(dsn: Dsn, operation: str, collection: str | None = None) -> Attributes:
     """PostgreSQL database-client attributes (OpenTelemetry database semantic conventions,
     stable since 1.33: db.system.name, db.namespace, db.collection.name, db.operation.name,
     server.address/port), on CLIENT spans.

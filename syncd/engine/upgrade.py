@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import anyio
 import asyncpg
 
-from syncd import ledger
+from syncd import config, ledger
 from syncd.engine import sql
-from syncd.engine.errors import FinalError
+from syncd.engine.errors import FinalError, Side
 from syncd.engine.layout import COLUMNS_SQL, SOURCE_SETTING, base_type, bucket_names, relation_names
-
-if TYPE_CHECKING:
-    from syncd.engine.destination import Destination
+from syncd.engine.retry import Observer, RetryPolicy
 
 log = logging.getLogger("syncd.upgrade")
 
@@ -79,37 +77,53 @@ WHERE c.oid = $1::oid AND a.grantee <> c.relowner
 _INDEX_HEAD = re.compile(r"^CREATE (UNIQUE )?INDEX \S+ ON (?:ONLY )?\S+ USING ")
 
 
-async def upgrade_layout(destination: Destination) -> int:
+@dataclass(frozen=True, slots=True)
+class _Upgrade:
+    schema: str
+    column: str  # up.column
+    buckets: int
+    timeouts: config.Timeouts
+    # DDL waits for readers: again and again, a little longer each time, until a deadline
+    retry: RetryPolicy
+
+
+async def upgrade_layout(
+    conn: asyncpg.Connection,
+    settings: config.DestinationSettings,
+    timeouts: config.Timeouts,
+    observe: Observer,
+) -> int:
     """Convert every v1 dataset table of the data schema; returns how many were converted."""
+    retry = RetryPolicy(None, 0.05, 2.0, jitter=False, observe=observe, level=logging.INFO)
+    up = _Upgrade(settings.schema, settings.source_column, settings.buckets, timeouts, retry)
     converted = 0
-    key = f"LIST ({destination.source_column})"
-    async with destination.acquire() as conn:
-        v1 = await conn.fetchval(f"SELECT EXISTS ({_V1_TABLES_SQL})", destination.schema, key)
-        # or what an earlier conversion could not drop yet, readers holding it
-        left = await conn.fetchval(f"SELECT EXISTS ({_LEFTOVERS_SQL})", destination.schema)
-        if not v1 and not left:
-            return 0  # the common case: one cheap look, no lock
-        # one instance converts; another starting meanwhile waits here, then finds nothing
-        await conn.execute("SELECT pg_advisory_lock($1, 2)", ledger.LOCK_NAMESPACE)
-        try:
-            for name in [r["name"] for r in await conn.fetch(_LEFTOVERS_SQL, destination.schema)]:
-                await _drop_when_free(destination, conn, name)
-            for row in await conn.fetch(_V1_TABLES_SQL, destination.schema, key):
-                await _convert(destination, conn, row["name"], row["oid"])
-                converted += 1
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1, 2)", ledger.LOCK_NAMESPACE)
+    key = f"LIST ({up.column})"
+    v1 = await conn.fetchval(f"SELECT EXISTS ({_V1_TABLES_SQL})", up.schema, key)
+    # or what an earlier conversion could not drop yet, readers holding it
+    left = await conn.fetchval(f"SELECT EXISTS ({_LEFTOVERS_SQL})", up.schema)
+    if not v1 and not left:
+        return 0  # the common case: one cheap look, no lock
+    # one instance converts; another starting meanwhile waits here, then finds nothing
+    await conn.execute("SELECT pg_advisory_lock($1, 2)", ledger.LOCK_NAMESPACE)
+    try:
+        for name in [r["name"] for r in await conn.fetch(_LEFTOVERS_SQL, up.schema)]:
+            await _drop_when_free(up, conn, name)
+        for row in await conn.fetch(_V1_TABLES_SQL, up.schema, key):
+            await _convert(up, conn, row["name"], row["oid"])
+            converted += 1
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1, 2)", ledger.LOCK_NAMESPACE)
     return converted
 
 
-async def _convert(destination: Destination, conn: asyncpg.Connection, name: str, oid: int) -> None:
-    schema, column = destination.schema, destination.source_column
+async def _convert(up: _Upgrade, conn: asyncpg.Connection, name: str, oid: int) -> None:
+    schema, column = up.schema, up.column
     old = sql.qualified(schema, name)
     staged = sql.shorten(name, sql.MAX_IDENT_BYTES - len(NEW_SUFFIX)) + NEW_SUFFIX
     new = sql.qualified(schema, staged)
     columns = [(r["name"], r["type"]) for r in await conn.fetch(COLUMNS_SQL, oid)]
     names = [sql.ident(c) for c, _ in columns]
-    buckets = destination.settings.buckets
+    buckets = up.buckets
     # what a conversion that died before its rename left (its buckets carry the final names)
     await conn.execute(f"DROP TABLE IF EXISTS {new}")
     views = await conn.fetch(_DEPENDENT_VIEWS_SQL, oid)
@@ -164,13 +178,13 @@ async def _convert(destination: Destination, conn: asyncpg.Connection, name: str
         await conn.execute(";".join(statements))
         copied = await conn.execute(
             f"INSERT INTO {new} ({', '.join(names)}) SELECT {', '.join(names)} FROM {old}",  # noqa: S608
-            timeout=destination.timeouts.statement,
+            timeout=up.timeouts.statement,
         )
     rows = int(copied.rsplit(" ", 1)[-1])
     retired = sql.shorten(name, sql.MAX_IDENT_BYTES - len(OLD_SUFFIX)) + OLD_SUFFIX
     marker = sql.literal(f"syncd layout v1, replaced: {name}")
     await _when_free(
-        destination,
+        up,
         conn,
         f"ALTER TABLE {old} RENAME TO {sql.ident(retired)};"
         f"COMMENT ON TABLE {sql.qualified(schema, retired)} IS {marker};"
@@ -191,50 +205,51 @@ async def _convert(destination: Destination, conn: asyncpg.Connection, name: str
         what=f"renaming {schema}.{name}",
     )
     log.warning("converted %s.%s: %d rows", schema, name, rows)
-    await _drop_when_free(destination, conn, retired)
+    await _drop_when_free(up, conn, retired)
 
 
-async def _drop_when_free(destination: Destination, conn: asyncpg.Connection, name: str) -> None:
+async def _drop_when_free(up: _Upgrade, conn: asyncpg.Connection, name: str) -> None:
     try:
         await _when_free(
-            destination,
+            up,
             conn,
-            f"DROP TABLE IF EXISTS {sql.qualified(destination.schema, name)}",
-            what=f"dropping {destination.schema}.{name}",
+            f"DROP TABLE IF EXISTS {sql.qualified(up.schema, name)}",
+            what=f"dropping {up.schema}.{name}",
             deadline=30.0,
         )
     except TimeoutError:
-        log.warning("%s.%s is still read; it is dropped at a later start", destination.schema, name)
+        log.warning("%s.%s is still read; it is dropped at a later start", up.schema, name)
     except asyncpg.DependentObjectsStillExistError:
         log.warning(
             "%s.%s was kept: something depends on it (a view created meanwhile); drop it by hand",
-            destination.schema,
+            up.schema,
             name,
         )
 
 
 async def _when_free(
-    destination: Destination,
+    up: _Upgrade,
     conn: asyncpg.Connection,
     statements: str,
     *,
     what: str,
     deadline: float = SWAP_DEADLINE,
-    record: tuple | None = None,
+    record: tuple[object, ...] | None = None,
 ) -> None:
     """Run DDL in one transaction under lock_timeout, again and again until readers let it in."""
-    lock_ms = int(destination.timeouts.lock * 1000)
-    delay = 0.05
+    lock_ms = int(up.timeouts.lock * 1000)
+
+    async def attempt() -> None:
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL lock_timeout = {lock_ms}")
+            await conn.execute(statements)
+            if record is not None:
+                await conn.execute(*record)
+
     with anyio.fail_after(deadline):
-        while True:
-            try:
-                async with conn.transaction():
-                    await conn.execute(f"SET LOCAL lock_timeout = {lock_ms}")
-                    await conn.execute(statements)
-                    if record is not None:
-                        await conn.execute(*record)
-                return
-            except asyncpg.LockNotAvailableError:
-                log.info("%s: readers hold the table; again in %.2fs", what, delay)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        await up.retry.call(
+            attempt,
+            f"{what}: readers hold the table",
+            side=Side.DESTINATION,
+            retry_on=lambda exc: isinstance(exc, asyncpg.LockNotAvailableError),
+        )

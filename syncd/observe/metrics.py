@@ -28,17 +28,18 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from syncd import __version__
-from syncd.engine.errors import Failure
+from syncd.engine.errors import Failure, Kind
 from syncd.engine.limits import Usage
-from syncd.engine.sync import ABORTED, FAILED, OK, SKIPPED, Progress, SourceResult
+from syncd.engine.results import Progress, SourceResult
+from syncd.ledger import Status
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 disable_created_metrics()  # no *_created series: they double the series count for nothing
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800)
 
 # every label value each counter can take, exported at 0 from the start
-SYNC_OUTCOMES = (OK, FAILED, ABORTED, SKIPPED)
-DATASET_OUTCOMES = (OK, FAILED, ABORTED)
+SYNC_OUTCOMES = (Status.OK, Status.FAILED, Status.ABORTED, Status.SKIPPED)
+DATASET_OUTCOMES = (Status.OK, Status.FAILED, Status.ABORTED)
 RELOAD_OUTCOMES = ("success", "failure")
 RETRY_REASONS = (
     "connection",
@@ -56,20 +57,22 @@ RETRY_REASONS = (
 
 def retry_reason(failure: Failure) -> str:
     """A bounded label for why something was retried."""
-    code = failure.code
-    if code in ("connection", "timeout", "tls"):
-        return code
-    if code == "IdleStreamTimeout":
+    if failure.kind in (Kind.CONNECTION, Kind.TIMEOUT, Kind.TLS):
+        return str(failure.kind)
+    if failure.kind == Kind.STALLED:
         return "idle_stream"
-    if code == "57014":
-        return "statement_timeout"
-    if code == "55P03":
+    if failure.kind == Kind.BUSY:
         return "lock_timeout"
-    if code[:2] in ("08", "57"):
-        return "server_restart" if code in ("57P01", "57P02", "57P03") else "connection"
-    if code[:2] == "53":
+    state = failure.sqlstate or ""
+    if state == "57014":
+        return "statement_timeout"
+    if state == "55P03":
+        return "lock_timeout"
+    if state[:2] in ("08", "57"):
+        return "server_restart" if state in ("57P01", "57P02", "57P03") else "connection"
+    if state[:2] == "53":
         return "server_resources"
-    if code in ("40001", "40P01"):
+    if state in ("40001", "40P01"):
         return "conflict"
     return "other"
 
@@ -234,14 +237,14 @@ class Metrics(Progress):
             seconds = (result.ended_at - result.started_at).total_seconds()
             self.duration.labels(result.status).observe(seconds)
         for d in result.datasets.values():
-            if d.status in ("pending", "loaded"):
+            if d.status in (Status.PENDING, Status.LOADED):
                 continue
             self.datasets.labels(d.name, d.status).inc()
-            if d.status == OK:
+            if d.status == Status.OK:
                 self.rows.labels(d.name).inc(d.rows)
                 self.bytes.labels(d.name).inc(d.bytes)
         complete = self.all_datasets <= result.datasets.keys()
-        if result.status == OK and result.ended_at is not None and complete:
+        if result.status == Status.OK and result.ended_at is not None and complete:
             self._succeeded(result.source_id, result.ended_at.timestamp())
             self.failures_in_row.labels(result.source_id).set(0)
         elif result.status in ("failed", "aborted"):
@@ -250,7 +253,7 @@ class Metrics(Progress):
     def bytes_moved(self, count: int) -> None:
         self.streamed.inc(count)
 
-    def retried(self, source_id: str, dataset: str | None, failure: Failure) -> None:
+    def retried(self, source_id: str | None, dataset: str | None, failure: Failure) -> None:
         self.retries.labels(retry_reason(failure)).inc()
 
     def render(self) -> bytes:

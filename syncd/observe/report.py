@@ -13,17 +13,8 @@ from typing import TextIO
 import anyio
 
 from syncd.config import Config
-from syncd.engine.sync import (
-    ABORTED,
-    FAILED,
-    OK,
-    SKIPPED,
-    DatasetResult,
-    Progress,
-    SourceResult,
-    now,
-)
-from syncd.ledger import DatasetStatus
+from syncd.engine.results import DatasetResult, Progress, SourceResult, now
+from syncd.ledger import DatasetStatus, Status
 from syncd.safetext import printable
 
 JSON_VERSION = 1
@@ -91,7 +82,7 @@ class LiveProgress(Progress):
     def source_finished(self, result: SourceResult) -> None:
         self.running -= 1
         self.done += 1
-        if result.status != OK:
+        if result.status != Status.OK:
             self.failed += 1
         self.rows += result.rows
 
@@ -130,7 +121,7 @@ def summary(results: Sequence[SourceResult], config: Config, seconds: float) -> 
     names = {s.id: s.name or "" for s in config.sources}
     rows = []
     for r in results:
-        ok = sum(1 for d in r.datasets.values() if d.status == OK)
+        ok = sum(1 for d in r.datasets.values() if d.status == Status.OK)
         took = (r.ended_at - r.started_at).total_seconds() if r.ended_at else 0.0
         rows.append(
             [
@@ -150,10 +141,10 @@ def summary(results: Sequence[SourceResult], config: Config, seconds: float) -> 
         f"  {r.source_id} {d.name}: {printable(d.error)}"
         for r in results
         for d in r.datasets.values()
-        if d.status not in (OK,) and d.error
+        if d.status not in (Status.OK,) and d.error
     ]
-    ok_count = sum(1 for r in results if r.status == OK)
-    skipped = sum(1 for r in results if r.status == SKIPPED)
+    ok_count = sum(1 for r in results if r.status == Status.OK)
+    skipped = sum(1 for r in results if r.status == Status.SKIPPED)
     total_rows = sum(r.rows for r in results)
     total_bytes = sum(r.bytes for r in results)
     out.append("")
@@ -189,7 +180,7 @@ def status_table(
                     human_age(age),
                     f"{e.last_rows:,}" if e.last_rows is not None else "-",
                     e.last_status or "-",
-                    (e.last_error or "") if e.last_status != OK else "",
+                    (e.last_error or "") if e.last_status != Status.OK else "",
                 ]
             )
     return table(
@@ -206,7 +197,7 @@ def _took(started: datetime | None, ended: datetime | None) -> float | None:
 
 
 def _dataset_json(d: DatasetResult) -> dict:
-    landed = d.status == OK
+    landed = d.status == Status.OK
     return {
         "status": d.status,
         "mode": d.mode,
@@ -244,14 +235,16 @@ def pass_document(
         "seconds": round(seconds, 3),
         "totals": {
             "sources": len(results),
-            "sources_ok": sum(1 for r in results if r.status == OK),
-            "sources_failed": sum(1 for r in results if r.status == FAILED),
-            "sources_aborted": sum(1 for r in results if r.status == ABORTED),
-            "sources_skipped": sum(1 for r in results if r.status == SKIPPED),
+            "sources_ok": sum(1 for r in results if r.status == Status.OK),
+            "sources_failed": sum(1 for r in results if r.status == Status.FAILED),
+            "sources_aborted": sum(1 for r in results if r.status == Status.ABORTED),
+            "sources_skipped": sum(1 for r in results if r.status == Status.SKIPPED),
             "datasets": len(datasets),
-            "datasets_ok": sum(1 for d in datasets if d.status == OK),
-            "datasets_failed": sum(1 for d in datasets if d.status in (FAILED, ABORTED)),
-            "datasets_skipped": sum(1 for d in datasets if d.status == SKIPPED),
+            "datasets_ok": sum(1 for d in datasets if d.status == Status.OK),
+            "datasets_failed": sum(
+                1 for d in datasets if d.status in (Status.FAILED, Status.ABORTED)
+            ),
+            "datasets_skipped": sum(1 for d in datasets if d.status == Status.SKIPPED),
             "rows": sum(r.rows for r in results),
             "bytes": sum(r.bytes for r in results),
         },

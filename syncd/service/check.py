@@ -29,7 +29,7 @@ import asyncpg
 
 from syncd.config import Config, Dataset, Source
 from syncd.engine.connect import connect_password
-from syncd.engine.errors import classify
+from syncd.engine.errors import Side, classify
 from syncd.engine.source import SourceSession
 from syncd.observe.checkreport import as_json_document, report
 
@@ -126,7 +126,7 @@ async def check_source(
         with anyio.fail_after(config.timeouts.connect + 1):
             session = await SourceSession.open(source, config.timeouts)
     except Exception as exc:
-        failure = classify(exc, "source")
+        failure = classify(exc, Side.SOURCE)
         state = getattr(exc, "sqlstate", None) or ""
         if state.startswith("28") or state == "3D000":  # reached, but refused us
             result.reachable, result.authenticated = True, False
@@ -155,7 +155,7 @@ async def check_source(
         for dataset in datasets:
             result.datasets.append(await _check_dataset(session, dataset, timeout))
     except Exception as exc:
-        result.errors.append(classify(exc, "source").reason)
+        result.errors.append(classify(exc, Side.SOURCE).reason)
     finally:
         with anyio.CancelScope(shield=True):
             await session.close()
@@ -193,7 +193,7 @@ async def _check_dataset(session: SourceSession, dataset: Dataset, timeout: floa
                 check.estimated_rows = await _estimate(session.conn, shape)
         check.ok = True
     except Exception as exc:
-        check.error = classify(exc, "source").reason
+        check.error = classify(exc, Side.SOURCE).reason
     return check
 
 
@@ -276,7 +276,7 @@ async def check_destination(config: Config, timeout: float) -> DestinationCheck:
             server_settings={"application_name": "syncd check"},
         )
     except Exception as exc:
-        result.errors.append(classify(exc, "destination").reason)
+        result.errors.append(classify(exc, Side.DESTINATION).reason)
         return result
     result.reachable = True
     try:
@@ -317,7 +317,7 @@ async def check_destination(config: Config, timeout: float) -> DestinationCheck:
     except _Rollback:
         pass
     except Exception as exc:
-        result.errors.append(classify(exc, "destination").reason)
+        result.errors.append(classify(exc, Side.DESTINATION).reason)
     finally:
         await conn.close(timeout=5)
     return result

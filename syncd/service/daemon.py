@@ -29,24 +29,17 @@ import anyio
 from syncd import __version__, ledger
 from syncd import config as config_module
 from syncd.config import Config, ConfigError
-from syncd.engine.errors import classify
+from syncd.engine.errors import Side, classify
 from syncd.engine.limits import Limits
-from syncd.engine.sync import (
-    OK,
-    SKIPPED,
-    Engine,
-    Fanout,
-    SourceLocks,
-    SourceResult,
-    now,
-    sweep,
-    sync_source,
-)
+from syncd.engine.results import Fanout, SourceResult, now
+from syncd.engine.retry import RetryPolicy
+from syncd.engine.runner import Engine
+from syncd.engine.sync import sweep, sync_source
+from syncd.ledger import Status
 from syncd.observe.metrics import Metrics
 from syncd.service import statuspage
 from syncd.service.http import Control, HttpServer
 from syncd.service.notify import Notifier, watchdog_interval
-from syncd.service.once import destination_for
 from syncd.service.reload import ReloadRecorder, state_dir
 from syncd.service.scheduler import Clock, Scheduler
 from syncd.service.status import StatusBoard
@@ -260,8 +253,19 @@ class Daemon:
 
     async def _connect(self) -> None:
         """Open the destination (and run its migrations); retry until it answers."""
-        delay = 1.0
+        # every failure is waited out (a wrong password may be fixed by a reload), and the
+        # wait ends early on a reload or a stop
+        retry = RetryPolicy(
+            None,
+            1.0,
+            DESTINATION_RETRY_MAX,
+            jitter=False,
+            observe=self.progress.retried,
+            sleep=self._wake.wait,
+        )
+        attempt = 0
         while not self.stopping.is_set() and not self._reload_requested:
+            attempt += 1
             engine = self._new_engine(self.config)
             try:
                 await engine.destination.open()
@@ -276,15 +280,9 @@ class Daemon:
                     failures = await ledger.consecutive_failures(conn)
             except Exception as exc:
                 await _close_engine(engine)
-                log.warning(
-                    "destination %s: %s; retrying in %.0fs",
-                    self.config.destination.dsn,
-                    classify(exc).reason,
-                    delay,
-                )
-                self._ready_cache = (self.clock.monotonic(), False, classify(exc).reason)
-                await self._wake.wait(delay)
-                delay = min(delay * 2, DESTINATION_RETRY_MAX)
+                failure = classify(exc, Side.DESTINATION)
+                self._ready_cache = (self.clock.monotonic(), False, failure.reason)
+                await retry.pause(failure, attempt, f"destination {self.config.destination.dsn}")
                 continue
             self.board.seed(entries)
             self.board.seed_durations(durations)
@@ -305,10 +303,7 @@ class Daemon:
             return
 
     def _new_engine(self, config: Config) -> Engine:
-        destination = destination_for(config)
-        return Engine(
-            config, destination, self.limits, SourceLocks(destination), progress=self.progress
-        )
+        return Engine.create(config, self.limits, self.progress)
 
     def _start_due(self) -> None:
         assert self.engine is not None
@@ -379,9 +374,9 @@ class Daemon:
 
     def _record(self, result: SourceResult) -> None:
         sid = result.source_id
-        if result.status == OK:
+        if result.status == Status.OK:
             self.scheduler.succeeded(sid, result.started_at)
-        elif result.status == SKIPPED:
+        elif result.status == Status.SKIPPED:
             if result.synced_elsewhere is not None:
                 self.scheduler.seen_success(sid, result.synced_elsewhere)
             else:  # another instance holds it right now: look again in a while
@@ -391,9 +386,9 @@ class Daemon:
 
     def _record_added(self, result: SourceResult, names: frozenset[str]) -> None:
         """A pass of datasets a reload added: the source's regular schedule stays as it was."""
-        if result.status == OK or result.synced_elsewhere is not None:
+        if result.status == Status.OK or result.synced_elsewhere is not None:
             return
-        locked = result.status == SKIPPED  # another instance holds it right now
+        locked = result.status == Status.SKIPPED  # another instance holds it right now
         self.scheduler.added_failed(result.source_id, names, self.clock.now(), failed=not locked)
         if locked:
             self.scheduler.defer(result.source_id, timedelta(seconds=LOCKED_RETRY))

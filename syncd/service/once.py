@@ -16,7 +16,10 @@ from syncd.config import Config
 from syncd.engine.destination import Destination
 from syncd.engine.errors import classify
 from syncd.engine.limits import Limits
-from syncd.engine.sync import OK, Engine, Fanout, SourceLocks, SourceResult, now, sweep, sync_many
+from syncd.engine.results import Fanout, SourceResult, now
+from syncd.engine.runner import Engine
+from syncd.engine.sync import sweep, sync_many
+from syncd.ledger import Status
 from syncd.observe.report import LiveProgress, dumps, pass_document, status_table, summary
 
 log = logging.getLogger("syncd.once")
@@ -44,14 +47,6 @@ class MetricsOutput:
                 push_to_gateway(self.pushgateway, job="syncd_once", registry=metrics.registry)
             except OSError as exc:
                 print(f"metrics pushgateway {self.pushgateway}: {exc}", file=err)
-
-
-def destination_for(config: Config) -> Destination:
-    # each municipality syncing holds one connection for its landing transaction; the rest
-    # serve the ledger and the vacuum lane (DDL takes connections of its own)
-    return Destination(
-        config.destination, config.timeouts, pool_size=config.concurrency.sources + 4
-    )
 
 
 async def _vacuum(destination: Destination) -> None:
@@ -95,7 +90,12 @@ async def run_once(
         missing = "sources" if not config.sources else "datasets"
         print(f"nothing to sync: the config lists no {missing}", file=err)
         return finish(EXIT_OK, [])
-    destination = destination_for(config)
+    progress = LiveProgress(len(config.sources), err)
+    metrics = Metrics()
+    limits = Limits(config.concurrency)
+    metrics.watch_limits(limits.usage)
+    engine = Engine.create(config, limits, Fanout(progress, metrics))
+    destination = engine.destination
     try:
         await destination.open()
         async with destination.acquire() as conn:
@@ -105,12 +105,6 @@ async def run_once(
         message = f"destination {config.destination.dsn}: {classify(exc).reason}"
         print(message, file=err)
         return finish(EXIT_FAILED, [], message)
-    progress = LiveProgress(len(config.sources), err)
-    metrics = Metrics()
-    locks = SourceLocks(destination)
-    limits = Limits(config.concurrency)
-    metrics.watch_limits(limits.usage)
-    engine = Engine(config, destination, limits, locks, progress=Fanout(progress, metrics))
     if tracer is not None:
         engine.tracer = tracer
     try:
@@ -128,15 +122,14 @@ async def run_once(
     finally:
         progress.clear()
         with anyio.CancelScope(shield=True):
-            await locks.close()
-            await destination.close()
+            await engine.close()
     if results is None:  # interrupted before the pass ended
         message = "interrupted: the pass was cancelled; nothing half-written was kept"
         print(message, file=err)
         return finish(EXIT_FAILED, [], message)
     if metrics_output is not None:
         metrics_output.write(metrics, err)
-    return finish(EXIT_OK if all(r.status == OK for r in results) else EXIT_FAILED, results)
+    return finish(EXIT_OK if all(r.status == Status.OK for r in results) else EXIT_FAILED, results)
 
 
 async def _cancel_on_signal(scope: anyio.CancelScope) -> None:

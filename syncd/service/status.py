@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from syncd.config import Config
-from syncd.engine.sync import OK, SKIPPED, Progress, SourceResult
-from syncd.ledger import DatasetStatus
+from syncd.engine.results import Progress, SourceResult
+from syncd.ledger import DatasetStatus, Status
 
 
 @dataclass(slots=True)
@@ -32,7 +32,7 @@ class RunView:
 @dataclass(slots=True)
 class SourceView:
     name: str | None
-    state: str = "pending"  # pending | running | ok | failed
+    state: Status = Status.PENDING  # pending | running | ok | failed
     last_success: datetime | None = None
     last_error: str | None = None
     duration: float | None = None  # seconds, the last finished sync
@@ -75,16 +75,16 @@ class StatusBoard(Progress):
         """The ledger's view, at start."""
         for e in entries:
             view = self.sources.get(e.source_id)
-            if view is None or e.dataset not in view.datasets or view.state == "running":
+            if view is None or e.dataset not in view.datasets or view.state == Status.RUNNING:
                 continue
             view.datasets[e.dataset] = DatasetView(
                 e.last_status,
                 e.last_success,
                 e.last_rows,
-                e.last_error if e.last_status != OK else None,
+                e.last_error if e.last_status != Status.OK else None,
             )
         for view in self.sources.values():
-            if view.state != "running":
+            if view.state != Status.RUNNING:
                 self._derive(view)
 
     @staticmethod
@@ -96,25 +96,25 @@ class StatusBoard(Progress):
         view.last_error = errors[0] if errors else None
         statuses = {d.status for d in datasets}
         if None in statuses or not statuses:
-            view.state = "pending"
+            view.state = Status.PENDING
         else:
-            view.state = "ok" if statuses <= {OK} else "failed"
+            view.state = Status.OK if statuses <= {Status.OK} else Status.FAILED
 
     def source_started(self, source_id: str) -> None:
         view = self.sources.get(source_id)
         if view is not None:
-            view.state = "running"
+            view.state = Status.RUNNING
 
     def source_finished(self, result: SourceResult) -> None:
         view = self.sources.get(result.source_id)
         if view is None:
             return
-        if result.status == SKIPPED:
+        if result.status == Status.SKIPPED:
             if result.synced_elsewhere is not None:  # another instance did it: it succeeded
                 for name in result.datasets:
                     dv = view.datasets.setdefault(name, DatasetView())
                     if dv.last_success is None or dv.last_success < result.synced_elsewhere:
-                        dv.status, dv.error = OK, None
+                        dv.status, dv.error = Status.OK, None
                         dv.last_success = result.synced_elsewhere
             self._derive(view)
             return
@@ -124,12 +124,12 @@ class StatusBoard(Progress):
         for name, d in result.datasets.items():
             dv = view.datasets.setdefault(name, DatasetView())
             dv.status = d.status
-            if d.status == OK:
+            if d.status == Status.OK:
                 dv.last_success, dv.rows, dv.error = d.ended_at, d.rows, None
             else:
                 dv.error = d.error
         self._derive(view)
-        if result.error and result.status != OK:
+        if result.error and result.status != Status.OK:
             view.last_error = result.error
 
     def snapshot(self, next_due: dict[str, datetime]) -> dict:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from syncd.engine.errors import TransferError, classify
+from syncd.engine.connect import PasswordFileError
+from syncd.engine.errors import FinalError, IdleStreamTimeout, Kind, Side, TransferError, classify
 
 
 def test_a_protocol_cut_mid_operation_is_a_lost_connection_worth_retrying():
@@ -13,17 +14,36 @@ def test_a_protocol_cut_mid_operation_is_a_lost_connection_worth_retrying():
     exc = asyncpg.InternalClientError(
         "cannot switch to state 15; another operation (2) is in progress"
     )
-    failure = classify(TransferError("destination", exc))
-    assert failure.retryable and failure.code == "connection" and failure.side == "destination"
+    failure = classify(TransferError(Side.DESTINATION, exc))
+    assert failure.retryable and failure.kind == Kind.CONNECTION
+    assert failure.side == Side.DESTINATION and failure.sqlstate is None
     assert "connection broken in the middle of an operation" in failure.reason
 
 
 def test_other_client_errors_stay_final():
     failure = classify(asyncpg.InternalClientError("no binary format encoder for type x"))
-    assert not failure.retryable and failure.code == "client"
+    assert not failure.retryable and failure.kind == Kind.CLIENT
 
 
 def test_reasons_are_one_line_and_redacted():
     failure = classify(RuntimeError("boom\nat postgresql://u:hunter2@h/db password=x"))
     assert "\n" not in failure.reason and "hunter2" not in failure.reason
     assert "password=***" in failure.reason
+
+
+def test_a_server_error_keeps_its_sqlstate_apart_from_its_kind():
+    failure = classify(
+        asyncpg.exceptions.LockNotAvailableError("canceling statement due to lock timeout")
+    )
+    assert failure.kind == Kind.SERVER and failure.sqlstate == "55P03" and failure.retryable
+    failure = classify(asyncpg.exceptions.UndefinedTableError('relation "x" does not exist'))
+    assert failure.kind == Kind.SERVER and failure.sqlstate == "42P01" and not failure.retryable
+
+
+def test_syncd_errors_carry_their_kind_not_their_class_name():
+    assert classify(IdleStreamTimeout("no bytes for 30s")).kind == Kind.STALLED
+    assert classify(IdleStreamTimeout("no bytes for 30s")).retryable
+    assert classify(FinalError("a type syncd cannot copy")).kind == Kind.REJECTED
+    assert classify(PasswordFileError("password_file /x not found")).kind == Kind.CREDENTIALS
+    assert classify(TimeoutError(), Side.SOURCE).kind == Kind.TIMEOUT
+    assert classify(ConnectionRefusedError()).kind == Kind.CONNECTION

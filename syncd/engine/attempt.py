@@ -1,0 +1,314 @@
+"""One attempt at a municipality: a source snapshot, a destination landing, every dataset in
+order, then the commit with the ledger rows and the notification.
+
+A dataset's own failure stays in its savepoints; a retryable one is tried again in the same
+snapshot and landing. When the snapshot or the landing itself is lost, `PassLost` asks the caller
+(`sync._sync`) for a whole new attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+from functools import partial
+
+import anyio
+from opentelemetry import trace
+
+from syncd import ledger
+from syncd.config import Dataset, Source
+from syncd.engine import downstream, incremental, spans
+from syncd.engine.copy import Transfer
+from syncd.engine.errors import Failure, FinalError, Kind, Side, classify
+from syncd.engine.landing import Landing
+from syncd.engine.results import DatasetResult, SourceResult, now
+from syncd.engine.runner import Engine
+from syncd.engine.shape import Shape
+from syncd.engine.source import SourceSession
+from syncd.engine.tables import Target
+from syncd.ledger import Mode, Status
+
+log = logging.getLogger("syncd.sync")
+
+
+class PassLost(Exception):
+    """The pass's source snapshot or destination transaction is gone: everything again."""
+
+    def __init__(self, failure: Failure):
+        super().__init__(failure.reason)
+        self.failure = failure
+
+
+async def open_snapshot(
+    engine: Engine, source: Source, pending: Sequence[Dataset], result: SourceResult
+) -> SourceSession:
+    try:
+        return await SourceSession.open(source, engine.config.timeouts)
+    except Exception as exc:
+        failure = classify(exc, Side.SOURCE)
+        if isinstance(exc, TimeoutError):
+            failure = Failure(
+                True,
+                f"no answer from {source.dsn.host_key} within "
+                f"timeouts.connect ({engine.config.timeouts.connect:g}s)",
+                Kind.TIMEOUT,
+                Side.SOURCE,
+            )
+        for d in pending:
+            result.datasets[d.name].attempts += 1
+        raise PassLost(failure) from exc
+
+
+async def land_all(
+    engine: Engine,
+    session: SourceSession,
+    source: Source,
+    pending: Sequence[Dataset],
+    result: SourceResult,
+) -> None:
+    """Every pending dataset into one destination transaction, committed with the ledger rows:
+    a reader sees all of this municipality's previous rows or all of its new ones."""
+    destination = engine.destination
+    try:
+        opened: Landing | None = None  # for the except: was it the landing that was lost?
+        async with destination.landing(source.id) as landing:
+            opened = landing
+            for dataset in pending:
+                await _copy_dataset(
+                    engine, session, landing, source, dataset, result.datasets[dataset.name]
+                )
+            loaded = [d for d in result.datasets.values() if d.status == Status.LOADED]
+            if not loaded:
+                return  # nothing to make visible; the ledger says why in _finish
+            if not await engine.locks.confirm(source.id):
+                raise FinalError(
+                    "lost this source's lock while the destination connection was down; "
+                    "not committing what another instance may be syncing"
+                )
+            buckets = await landing.buckets()
+            attributes = spans.db_attributes(destination.settings.dsn, "COMMIT")
+            attributes["syncd.datasets"] = len(loaded)
+            with spans.span(engine.tracer, f"commit {source.id}", attributes):
+                ended = now()
+                for res in loaded:
+                    res.ended_at = ended
+                # the ledger rows and the notification say `ok` for what this commit makes
+                # visible; the results say so only once it has (a cancel before it rolls back)
+                if result.pass_id is not None:
+                    await ledger.finish_pass(
+                        landing.conn,
+                        result.pass_id,
+                        source.id,
+                        [d.entry(landing=True) for d in result.datasets.values()],
+                    )
+                # in the transaction that makes the rows visible: heard only once they are
+                await downstream.announce(
+                    landing.conn, engine.config.destination.notify_channel, _announcement(result)
+                )
+                # never cancelled half-way: a commit sent is a commit known
+                with anyio.CancelScope(shield=True):
+                    await landing.commit()
+                    for res in loaded:
+                        res.status = Status.OK
+                    result.recorded = True
+    except (PassLost, anyio.get_cancelled_exc_class()):
+        raise
+    except Exception as exc:
+        if result.recorded:  # it committed; what failed after it (a pool reset) changes nothing
+            log.warning("source %s: after the commit: %s", source.id, classify(exc).reason)
+            landing.settled(buckets)
+            return
+        # the commit (or the last statements) failed: nothing landed
+        failure = classify(exc, Side.DESTINATION)
+        if not failure.lost_connection and opened is not None and opened.lost is not None:
+            failure = opened.lost  # asyncpg's words for it talk about the pool
+        if failure.retryable:
+            raise PassLost(failure) from exc
+        for res in result.datasets.values():
+            if res.status == Status.LOADED:
+                res.fail(failure.reason)
+        return
+    landing.settled(buckets)
+
+
+async def _copy_dataset(
+    engine: Engine,
+    session: SourceSession,
+    landing: Landing,
+    source: Source,
+    dataset: Dataset,
+    res: DatasetResult,
+) -> None:
+    """Land one dataset in the open transaction; a dataset that fails for good is recorded in
+    `res` and rolled back alone."""
+    attributes = spans.db_attributes(source.dsn, "COPY", dataset.table)
+    attributes.update({"syncd.dataset": dataset.name, "syncd.dataset.kind": dataset.kind})
+    with spans.span(engine.tracer, f"COPY {dataset.name}", attributes) as span:
+        await _copy_attempts(engine, session, landing, source, dataset, res, span)
+        span.set_attribute("syncd.attempts", res.attempts)
+        if res.status == Status.LOADED:
+            span.set_attribute("db.response.returned_rows", res.rows)
+            span.set_attribute("syncd.rows", res.rows)
+            span.set_attribute("syncd.bytes", res.bytes)
+
+
+async def _copy_attempts(
+    engine: Engine,
+    session: SourceSession,
+    landing: Landing,
+    source: Source,
+    dataset: Dataset,
+    res: DatasetResult,
+    span: trace.Span,
+) -> None:
+    retry = engine.retry
+    while True:
+        res.attempts += 1
+        res.started_at = res.started_at or now()
+        try:
+            async with session.savepoint(), landing.savepoint():
+                shape = await session.describe(dataset)
+                target, transfer = await _land(engine, landing, session, shape, dataset)
+        except Exception as exc:
+            failure = classify(exc)
+            if landing.lost is not None:
+                failure = failure if failure.lost_connection else landing.lost
+                raise PassLost(failure) from exc  # the transaction is gone: all again
+            if failure.side == Side.DESTINATION and failure.lost_connection:
+                raise PassLost(failure) from exc
+            lost = failure.side == Side.SOURCE and failure.lost_connection
+            if failure.kind == Kind.STALLED or lost or not session.alive:
+                await session.abort()  # the snapshot is gone or hung: a new one for everything
+                spans.failed(span, failure)  # this COPY; the pass's retry is recorded above it
+                raise PassLost(failure) from exc
+            engine.destination.forget(dataset.name)
+            if retry.allows(failure, res.attempts):
+                await retry.pause(
+                    failure,
+                    res.attempts,
+                    f"source {source.id} dataset {dataset.name}",
+                    source=source.id,
+                    dataset=dataset.name,
+                )
+                continue
+            spans.failed(span, failure)
+            log.warning(
+                "source %s dataset %s failed: %s",
+                source.id,
+                dataset.name,
+                failure.reason,
+                extra={"source": source.id, "dataset": dataset.name, "reason": failure.reason},
+            )
+            res.fail(failure.reason)
+            return
+        res.rows, res.bytes, res.mode, res.watermark = (
+            transfer.rows,
+            transfer.bytes,
+            target.mode,
+            target.watermark,
+        )
+        res.status = Status.LOADED  # visible when the pass commits
+        span.set_attribute("syncd.mode", target.mode)
+        if target.watermark is not None:
+            span.set_attribute("syncd.watermark", target.watermark)
+        if target.missing:
+            span.add_event("columns not added yet", {"syncd.columns": list(target.missing)})
+        log.info(
+            "source %s dataset %s: %d rows, %d bytes in %.2fs",
+            source.id,
+            dataset.name,
+            transfer.rows,
+            transfer.bytes,
+            transfer.seconds,
+            extra={
+                "source": source.id,
+                "dataset": dataset.name,
+                "rows": transfer.rows,
+                "bytes": transfer.bytes,
+                "seconds": round(transfer.seconds, 3),
+            },
+        )
+        return
+
+
+async def _land(
+    engine: Engine, landing: Landing, session: SourceSession, shape: Shape, dataset: Dataset
+) -> tuple[Target, Transfer]:
+    """Replace the municipality's rows (snapshots, full refreshes) or upsert a window
+    (incremental), in the pass's transaction."""
+    destination = engine.destination
+    spec = dataset.incremental
+    target = await destination.prepare(shape, session.source.id, spec.key if spec else ())
+    if target.missing:
+        shape = shape.only(target.columns)
+    window = None
+    if spec is not None:
+        cursor_type = shape.column(spec.cursor).type
+        for column in spec.key:
+            shape.column(column)
+        state = await landing.watermark(target)
+        target = replace(target, cursor=spec.cursor)
+        if (
+            state is None
+            or state[0] is None
+            or incremental.refresh_due(spec, state[1], now())
+            or not incremental.readable(spec, cursor_type, state[0])
+        ):
+            top = await session.max_cursor(shape, spec.cursor, incremental.cap(spec, cursor_type))
+            target = replace(target, mode=Mode.FULL_REFRESH, watermark=top)
+        else:
+            window = incremental.window(spec, cursor_type, state[0])
+            target = replace(target, mode=Mode.INCREMENTAL, watermark=state[0])
+    where = f"{destination.schema}.{target.dataset}"
+    with spans.span(
+        engine.tracer,
+        f"COPY {where}",
+        spans.db_attributes(destination.settings.dsn, "COPY", where),
+    ):
+        async with engine.limits.writers:
+            return await _copy(engine, landing, session, shape, target, window)
+
+
+async def _copy(
+    engine: Engine,
+    landing: Landing,
+    session: SourceSession,
+    shape: Shape,
+    target: Target,
+    window: incremental.CursorWindow | None,
+) -> tuple[Target, Transfer]:
+    timeouts = engine.config.timeouts
+    if window is None:
+        transfer = await landing.replace(
+            target,
+            partial(session.copy_out, shape),
+            idle_timeout=timeouts.idle_stream,
+            on_bytes=engine.progress.bytes_moved,
+        )
+        if target.mode == "full_refresh":  # the rows and their watermark, together
+            await landing.store_watermark(target, full=True)
+        return target, transfer
+    transfer, watermark = await landing.upsert(
+        target,
+        partial(session.copy_out, shape, window=window),
+        cap=window.cap,
+        idle_timeout=timeouts.idle_stream,
+        on_bytes=engine.progress.bytes_moved,
+    )
+    target = replace(target, watermark=watermark)
+    await landing.store_watermark(target, full=False)
+    return target, transfer
+
+
+def _announcement(result: SourceResult) -> str:
+    """The notification's payload: the pass as it commits (loaded datasets are `ok` then)."""
+    outcomes = []
+    for d in result.datasets.values():
+        status = Status.OK if d.status in (Status.OK, Status.LOADED) else d.status
+        outcomes.append(
+            downstream.DatasetOutcome(
+                d.name, status, d.rows if status == Status.OK else None, d.mode
+            )
+        )
+    return downstream.payload(result.source_id, result.pass_id, outcomes, now())

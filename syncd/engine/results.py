@@ -1,0 +1,112 @@
+"""What a pass produces: a result per municipality and per dataset, and the progress hooks that
+the live display, the metrics and the daemon's status listen to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from syncd.engine.errors import Failure
+from syncd.ledger import FINAL, Entry, Mode, Status
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class DatasetResult:
+    name: str
+    status: Status = Status.PENDING  # pending -> loaded -> ok | failed | aborted | skipped
+    rows: int = 0
+    bytes: int = 0
+    attempts: int = 0
+    error: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    mode: Mode | None = None
+    watermark: str | None = None
+
+    def fail(self, reason: str, status: Status = Status.FAILED) -> None:
+        self.status, self.error, self.ended_at = status, reason, now()
+
+    def entry(self, *, landing: bool = False) -> Entry:
+        """The ledger row; with `landing`, as the landing's commit will make it (loaded: ok)."""
+        status = Status.OK if landing and self.status == Status.LOADED else self.status
+        return Entry(
+            self.name,
+            status if status in FINAL else Status.ABORTED,
+            self.started_at,
+            self.ended_at,
+            self.rows if status == Status.OK else None,
+            self.bytes if status == Status.OK else None,
+            self.attempts,
+            self.error,
+            self.mode,
+            self.watermark if status == Status.OK else None,
+        )
+
+
+@dataclass(slots=True)
+class SourceResult:
+    source_id: str
+    datasets: dict[str, DatasetResult]
+    pass_id: int | None = None
+    status: Status = Status.RUNNING  # then ok | failed | aborted | skipped
+    error: str | None = None  # why the whole source failed, when it did
+    started_at: datetime = field(default_factory=now)
+    ended_at: datetime | None = None
+    synced_elsewhere: datetime | None = None  # skipped: another instance synced it then
+    recorded: bool = False  # the ledger rows were committed with the rows themselves
+
+    @property
+    def rows(self) -> int:
+        return sum(d.rows for d in self.datasets.values() if d.status == Status.OK)
+
+    @property
+    def bytes(self) -> int:
+        return sum(d.bytes for d in self.datasets.values() if d.status == Status.OK)
+
+    def settle(self) -> None:
+        statuses = {d.status for d in self.datasets.values()}
+        if self.status != Status.SKIPPED:
+            if statuses <= {Status.OK}:
+                self.status = Status.OK
+            else:
+                self.status = Status.ABORTED if Status.ABORTED in statuses else Status.FAILED
+        self.ended_at = now()
+
+
+class Progress:
+    """What a pass reports as it goes; the TTY display and the daemon's status override it."""
+
+    def source_started(self, source_id: str) -> None: ...
+
+    def source_finished(self, result: SourceResult) -> None: ...
+
+    def bytes_moved(self, count: int) -> None: ...
+
+    def retried(self, source_id: str | None, dataset: str | None, failure: Failure) -> None: ...
+
+
+class Fanout(Progress):
+    """Several listeners as one."""
+
+    def __init__(self, *listeners: Progress):
+        self.listeners = listeners
+
+    def source_started(self, source_id: str) -> None:
+        for listener in self.listeners:
+            listener.source_started(source_id)
+
+    def source_finished(self, result: SourceResult) -> None:
+        for listener in self.listeners:
+            listener.source_finished(result)
+
+    def bytes_moved(self, count: int) -> None:
+        for listener in self.listeners:
+            listener.bytes_moved(count)
+
+    def retried(self, source_id: str | None, dataset: str | None, failure: Failure) -> None:
+        for listener in self.listeners:
+            listener.retried(source_id, dataset, failure)

@@ -1,0 +1,52 @@
+"""What every municipality sync of a run shares: the config, the destination and its pool, the
+limits, the per-source locks, the progress listeners and the retry policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from opentelemetry import trace
+
+from syncd import ledger
+from syncd.config import Config
+from syncd.engine import spans
+from syncd.engine.destination import Destination
+from syncd.engine.limits import Limits
+from syncd.engine.locks import SourceLocks
+from syncd.engine.results import Progress
+from syncd.engine.retry import RetryPolicy
+
+
+@dataclass(eq=False)
+class Engine:
+    """What every municipality sync shares."""
+
+    config: Config
+    destination: Destination
+    limits: Limits
+    locks: SourceLocks
+    instance: str = field(default_factory=ledger.instance_name)
+    progress: Progress = field(default_factory=Progress)
+    tracer: trace.Tracer = field(default_factory=spans.tracer)
+
+    @classmethod
+    def create(cls, config: Config, limits: Limits, progress: Progress | None = None) -> Engine:
+        progress = progress or Progress()
+        # each municipality syncing holds one connection for its landing transaction; the rest
+        # serve the ledger and the vacuum lane (DDL takes connections of its own)
+        destination = Destination(
+            config.destination,
+            config.timeouts,
+            pool_size=config.concurrency.sources + 4,
+            observe=progress.retried,
+        )
+        return cls(config, destination, limits, SourceLocks(destination), progress=progress)
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The configured policy (`retry`), heard by this engine's progress listeners."""
+        return RetryPolicy.configured(self.config.retry, self.progress.retried)
+
+    async def close(self) -> None:
+        await self.locks.close()
+        await self.destination.close()

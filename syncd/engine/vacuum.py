@@ -1,0 +1,138 @@
+"""The vacuum lane: what the landings deleted becomes free space for the next pass."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+
+import asyncpg
+
+from syncd import config
+from syncd.engine import sql
+from syncd.engine.errors import classify
+
+log = logging.getLogger("syncd.destination")
+
+Acquire = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
+
+
+class Vacuum:
+    """Dead rows per bucket, and VACUUM once enough of a bucket is dead and removable.
+
+    A pass deletes each municipality's previous rows; until VACUUM marks that space free, the next
+    pass can only grow the table. A bucket is vacuumed once a fifth of its rows are dead, counting
+    only rows deleted by landings that committed before every landing of ours still open began:
+    VACUUM cannot remove what an open snapshot may still see, and trying would only cost. At the
+    end of a `once` pass (or when the daemon goes idle) every bucket written is vacuumed. That
+    keeps each dataset within about twice a fresh load: a municipality's new rows are written
+    before its old ones die, so its bucket briefly holds both."""
+
+    THRESHOLD = 0.2
+    MIN_INTERVAL = 10.0  # seconds between two vacuums of one bucket (others' snapshots hold it)
+
+    def __init__(self, acquire: Acquire, schema: str, timeouts: config.Timeouts):
+        self._acquire = acquire
+        self.schema = schema
+        self.timeouts = timeouts
+        self._seq = itertools.count()
+        self._open: set[int] = set()  # when each open landing began (a sequence number)
+        self._bucket: dict[tuple[str, str], str] = {}
+        self._dead: dict[str, list[tuple[int, int]]] = {}  # bucket -> (committed at, rows)
+        self._size: dict[str, int] = {}  # bucket -> its rows at its last vacuum, then written
+        self._last: dict[str, float] = {}  # bucket -> when it was last vacuumed
+        self._running: set[str] = set()
+
+    def bucket_of(self, dataset: str, source_id: str) -> str | None:
+        return self._bucket.get((dataset, source_id))
+
+    def opened(self) -> int:
+        seq = next(self._seq)
+        self._open.add(seq)
+        return seq
+
+    def closed(self, seq: int) -> None:
+        self._open.discard(seq)
+
+    def committed(
+        self,
+        source_id: str,
+        buckets: dict[str, str],
+        deleted: dict[str, int],
+        landed: dict[str, int],
+    ) -> None:
+        """A landing committed: per dataset, its bucket, the rows it deleted and wrote."""
+        seq = next(self._seq)
+        for dataset, bucket in buckets.items():
+            self._bucket[(dataset, source_id)] = bucket
+            dead = deleted.get(dataset, 0)
+            if dead:
+                self._dead.setdefault(bucket, []).append((seq, dead))
+            self._size[bucket] = self._size.get(bucket, 0) + landed.get(dataset, 0)
+
+    def _removable(self, bucket: str) -> int:
+        horizon = min(self._open, default=math.inf)
+        return sum(rows for seq, rows in self._dead.get(bucket, ()) if seq < horizon)
+
+    def due(self) -> list[str]:
+        now = time.monotonic()
+        return [
+            b
+            for b in self._dead
+            if b not in self._running
+            and now - self._last.get(b, -math.inf) >= self.MIN_INTERVAL
+            and self._removable(b) >= max(1, self.THRESHOLD * self._size.get(b, 0))
+        ]
+
+    async def run_due(self) -> None:
+        await self._vacuum(self.due())
+
+    async def flush(self) -> None:
+        """Every bucket with dead rows: at the end of a `once` pass, or when the daemon is idle,
+        no landing of ours holds back what VACUUM may remove."""
+        await self._vacuum(sorted(b for b in self._dead if b not in self._running))
+
+    async def _vacuum(self, buckets: Sequence[str]) -> None:
+        todo = [b for b in buckets if b not in self._running]
+        if not todo:
+            return
+        self._running.update(todo)
+        try:
+            async with self._acquire() as conn:
+                for bucket in todo:
+                    horizon = min(self._open, default=math.inf)
+                    name = sql.qualified(self.schema, bucket)
+                    self._last[bucket] = time.monotonic()
+                    try:
+                        # TRUNCATE false: truncating the file end needs a lock readers would
+                        # queue behind; the space is reused by the next pass anyway
+                        # no ANALYZE: sampling a bucket costs more than vacuuming it, and
+                        # autovacuum keeps the statistics as rows change
+                        await conn.execute(
+                            f"VACUUM (TRUNCATE false) {name}", timeout=self.timeouts.statement
+                        )
+                        size = await conn.fetchval(
+                            "SELECT reltuples::bigint FROM pg_catalog.pg_class "
+                            "WHERE oid = $1::text::regclass",
+                            name,
+                        )
+                    except asyncpg.UndefinedTableError:  # dropped (or made anew) meanwhile
+                        self._dead.pop(bucket, None)
+                        self._size.pop(bucket, None)
+                        continue
+                    except Exception as exc:
+                        log.warning("vacuum of %s failed: %s", bucket, classify(exc).reason)
+                        continue
+                    self._size[bucket] = max(int(size or 0), 0)
+                    kept = [
+                        (seq, rows) for seq, rows in self._dead.get(bucket, ()) if seq >= horizon
+                    ]
+                    if kept:
+                        self._dead[bucket] = kept
+                    else:
+                        self._dead.pop(bucket, None)
+        finally:
+            self._running.difference_update(todo)
