@@ -16,6 +16,8 @@ from enum import StrEnum
 
 import asyncpg
 
+from syncd.config import Config
+
 
 class Status(StrEnum):
     """Where a dataset or a municipality stands. The ledger stores running, ok, failed and
@@ -171,7 +173,7 @@ async def begin_pass(
 ) -> int:
     """Allocate a pass id and write its `running` rows."""
     async with conn.transaction():
-        pass_id = await conn.fetchval("SELECT nextval('syncd.pass_id_seq')")
+        pass_id: int = await conn.fetchval("SELECT nextval('syncd.pass_id_seq')")
         await conn.execute(
             """
             INSERT INTO syncd.ledger (pass_id, source_id, dataset, started_at, status, instance)
@@ -337,7 +339,10 @@ async def oldest_success(
         source_id,
         list(datasets),
     )
-    return row["oldest"] if row["n"] == len(set(datasets)) else None
+    if row is None or row["n"] != len(set(datasets)):
+        return None
+    oldest: datetime | None = row["oldest"]
+    return oldest
 
 
 async def last_successes(conn: asyncpg.Connection, datasets: Sequence[str]) -> dict[str, datetime]:
@@ -430,5 +435,5 @@ async def register(
             )
 
 
-def pairs(config) -> list[tuple[str, str, str | None]]:
+def pairs(config: Config) -> list[tuple[str, str, str | None]]:
     return [(s.id, d.name, s.name) for s in config.sources for d in config.datasets]

@@ -7,6 +7,8 @@ import contextlib
 import socket
 from pathlib import Path
 
+import asyncpg
+
 from syncd.engine.errors import FinalError, Kind
 
 APPLICATION_NAME = "syncd"
@@ -59,7 +61,7 @@ SERVER_KEEPALIVES = {
 }
 
 
-def enable_keepalive(conn) -> None:
+def enable_keepalive(conn: asyncpg.Connection) -> None:
     """TCP keepalives from our side too, so a silently dropped link is noticed."""
     transport = getattr(conn, "_transport", None)  # asyncpg has no public accessor
     sock = transport.get_extra_info("socket") if transport is not None else None

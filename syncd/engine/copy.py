@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 
@@ -21,7 +22,7 @@ from syncd.engine.errors import FinalError, IdleStreamTimeout, Side, TransferErr
 
 QUEUE_CHUNKS = 8  # asyncpg hands over whatever one socket read gave: ~64-256 kB per chunk
 
-Sink = Callable[[bytes], Awaitable[None]]
+Sink = Callable[[bytes], Coroutine[Any, Any, None]]  # what asyncpg's COPY TO output calls
 CopyOut = Callable[[Sink], Awaitable[int]]  # streams into the sink, returns rows
 CopyIn = Callable[[AsyncIterable[bytes]], Awaitable[int]]  # consumes the chunks, returns rows
 

@@ -30,6 +30,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any, cast
 
 import asyncpg
 
@@ -114,12 +115,11 @@ class Destination:
             **self._connect_kwargs(),
         )
         try:
-            async with self._pool.acquire() as conn:
+            async with self.acquire() as conn:
                 await ledger.migrate(conn)
                 async with conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock($1, 1)", ledger.LOCK_NAMESPACE)
                     await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {sql.ident(self.schema)}")
-            async with self.acquire() as conn:
                 await upgrade_layout(conn, self.settings, self.timeouts, self._observe)
         except BaseException:
             await self.close()
@@ -127,11 +127,11 @@ class Destination:
 
     async def connect(self) -> asyncpg.Connection:
         """A connection of its own, outside the pool (session locks, VACUUM)."""
-        conn = await asyncpg.connect(**self._connect_kwargs())
+        conn: asyncpg.Connection = await asyncpg.connect(**self._connect_kwargs())
         enable_keepalive(conn)
         return conn
 
-    def _connect_kwargs(self) -> dict:
+    def _connect_kwargs(self) -> dict[str, Any]:
         missing = self.settings.dsn.missing_files()
         if missing:
             raise FinalError(f"cannot connect: {'; '.join(missing)}")
@@ -164,7 +164,9 @@ class Destination:
     async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
         if self._pool is None:
             raise RuntimeError("destination is not open")
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as proxy:
+            # the pool's proxy forwards every method of the connection it holds
+            conn = cast(asyncpg.Connection, proxy)
             try:
                 yield conn
             except BaseException as exc:
@@ -308,6 +310,8 @@ class Destination:
             if rel is None:  # nobody made it while we waited for the lock
                 await conn.execute(";".join(statements))
                 rel = await conn.fetchrow(_PARENT_SQL, self.schema, shape.dataset)
+        if rel is None:
+            raise FinalError(f"{self.schema}.{shape.dataset} vanished as it was created")
         return rel
 
     async def _ensure_key(

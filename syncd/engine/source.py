@@ -9,7 +9,7 @@ municipal database; `default_transaction_read_only` is on for the session as a s
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import asyncpg
@@ -22,14 +22,12 @@ from syncd.engine.connect import (
     connect_password,
     enable_keepalive,
 )
-from syncd.engine.copy import copy_row_count
+from syncd.engine.copy import Sink, copy_row_count
 from syncd.engine.errors import FinalError, RetryableError
 from syncd.engine.incremental import ALIAS, CursorWindow
 from syncd.engine.shape import Column, Shape
 
 FIRST_USER_OID = 16384  # below: built-in types, whose binary format every server shares
-
-Sink = Callable[[bytes], Awaitable[None]]
 
 
 _TABLE_COLUMNS_SQL = """
@@ -287,7 +285,7 @@ class SourceSession:
         iso = style.replace(" ", "").upper().startswith("ISO,")
         if not iso:
             await self.conn.execute("SELECT pg_catalog.set_config('DateStyle', 'ISO', true)")
-        top = await self.conn.fetchval(
+        top: str | None = await self.conn.fetchval(
             f"SELECT max({column})::text FROM ({shape.select}\n) AS {ALIAS} WHERE {condition}",  # noqa: S608
             timeout=self.timeouts.statement + self.timeouts.idle_stream,
         )

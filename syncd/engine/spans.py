@@ -87,7 +87,7 @@ def db_attributes(dsn: Dsn, operation: str, collection: str | None = None) -> At
     syncd -> the destination instead of 650 nodes; `db.name`, deprecated by db.namespace, is
     still emitted with the same value because Tempo's defaults read it."""
     database = dsn.database or "postgresql"
-    attributes = {
+    attributes: Attributes = {
         "db.system.name": "postgresql",
         "db.operation.name": operation,
         "server.address": dsn.host,

@@ -50,7 +50,7 @@ async def sync_source(
 
     One trace per municipality sync: this is its root span (a new trace, whatever called us)."""
     result = SourceResult(source.id, {d.name: DatasetResult(d.name) for d in datasets})
-    attributes = {
+    attributes: spans.Attributes = {
         "syncd.source.id": source.id,
         "server.address": source.dsn.host,
         "server.port": source.dsn.port,
@@ -207,13 +207,14 @@ async def _sync(
 
 async def _finish(engine: Engine, source: Source, result: SourceResult) -> None:
     """Ledger rows final, unless they committed with the rows. Retried; never raises."""
-    if result.recorded or result.pass_id is None:
+    pass_id = result.pass_id
+    if result.recorded or pass_id is None:
         return
 
     async def record() -> None:
         async with engine.destination.acquire() as conn:
             await ledger.finish_pass(
-                conn, result.pass_id, source.id, [d.entry() for d in result.datasets.values()]
+                conn, pass_id, source.id, [d.entry() for d in result.datasets.values()]
             )
 
     try:

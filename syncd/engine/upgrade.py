@@ -234,7 +234,7 @@ async def _when_free(
     *,
     what: str,
     deadline: float = SWAP_DEADLINE,
-    record: tuple[object, ...] | None = None,
+    record: tuple[str, *tuple[object, ...]] | None = None,
 ) -> None:
     """Run DDL in one transaction under lock_timeout, again and again until readers let it in."""
     lock_ms = int(up.timeouts.lock * 1000)
@@ -244,7 +244,8 @@ async def _when_free(
             await conn.execute(f"SET LOCAL lock_timeout = {lock_ms}")
             await conn.execute(statements)
             if record is not None:
-                await conn.execute(*record)
+                query, *args = record
+                await conn.execute(query, *args)
 
     with anyio.fail_after(deadline):
         await up.retry.call(

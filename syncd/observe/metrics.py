@@ -13,7 +13,8 @@ hides that increment from rate() and increase(), so a first pass would count for
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 
 from prometheus_client import (
     CollectorRegistry,
@@ -24,7 +25,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from syncd import __version__
@@ -34,7 +35,7 @@ from syncd.engine.results import Progress, SourceResult
 from syncd.ledger import Status
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-disable_created_metrics()  # no *_created series: they double the series count for nothing
+disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the series count for nothing
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800)
 
 # every label value each counter can take, exported at 0 from the start
@@ -159,8 +160,8 @@ class Metrics(Progress):
         for outcome in SYNC_OUTCOMES:
             self.syncs.labels(outcome)
             self.duration.labels(outcome)
-        for outcome in RELOAD_OUTCOMES:
-            self.reloads.labels(outcome)
+        for reload_outcome in RELOAD_OUTCOMES:
+            self.reloads.labels(reload_outcome)
         for reason in RETRY_REASONS:
             self.retries.labels(reason)
 
@@ -189,7 +190,7 @@ class Metrics(Progress):
         for source_id, count in counts.items():
             self.failures_in_row.labels(source_id).set(count)
 
-    def seed_pending(self, since: dict) -> None:
+    def seed_pending(self, since: dict[str, datetime]) -> None:
         """Sources the ledger knows no complete sync of, and since when they are configured
         (`syncd.catalog.added_at`): exported until their first success, so that a municipality
         that never worked ages like any other and reaches the 48 h and 72 h alerts."""
@@ -202,7 +203,7 @@ class Metrics(Progress):
     def watch_limits(self, usage: Callable[[], dict[str, Usage]]) -> None:
         self._limits = usage
 
-    def seed(self, successes: dict) -> None:
+    def seed(self, successes: dict[str, datetime]) -> None:
         """Last successes known to the ledger (at start, and what other instances did)."""
         for source_id, when in successes.items():
             self._succeeded(source_id, when.timestamp())
@@ -266,7 +267,7 @@ class _LimiterCollector(Collector):
     def __init__(self, metrics: Metrics):
         self.metrics = metrics
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         in_use = GaugeMetricFamily("syncd_limiter_in_use", "Slots taken", labels=["limiter"])
         waiting = GaugeMetricFamily(
             "syncd_limiter_waiting", "Tasks waiting for a slot", labels=["limiter"]
@@ -279,5 +280,5 @@ class _LimiterCollector(Collector):
             capacity.add_metric([name], u.total)
         yield from (in_use, waiting, capacity)
 
-    def describe(self):
+    def describe(self) -> list[Metric]:
         return []

@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 import anyio
 
@@ -196,7 +196,7 @@ def _took(started: datetime | None, ended: datetime | None) -> float | None:
     return round((ended - started).total_seconds(), 3) if started and ended else None
 
 
-def _dataset_json(d: DatasetResult) -> dict:
+def _dataset_json(d: DatasetResult) -> dict[str, Any]:
     landed = d.status == Status.OK
     return {
         "status": d.status,
@@ -220,7 +220,7 @@ def pass_document(
     seconds: float,
     exit_code: int,
     error: str | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """`syncd once --json`: every source and dataset of the pass, and the totals.
     The README's "`syncd once --json`" section is its schema."""
     names = {s.id: s.name for s in config.sources}
@@ -266,7 +266,7 @@ def pass_document(
     }
 
 
-def config_error_document(problems: Sequence[str]) -> dict:
+def config_error_document(problems: Sequence[str]) -> dict[str, Any]:
     """`syncd once --json` on a config it cannot use (exit 2): the problems, nothing ran."""
     return {
         "version": JSON_VERSION,
@@ -277,6 +277,6 @@ def config_error_document(problems: Sequence[str]) -> dict:
     }
 
 
-def dumps(document: dict) -> str:
+def dumps(document: dict[str, Any]) -> str:
     """One line of ASCII JSON: readable in any locale, and the last line of the output."""
     return json.dumps(document, ensure_ascii=True)

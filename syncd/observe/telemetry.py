@@ -66,10 +66,12 @@ def protocol(env: dict[str, str] | None = None) -> str:
 def make_exporter(kind: str) -> SpanExporter:
     # the exporters read endpoint, headers, timeout and TLS settings from OTEL_* themselves
     if kind == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    return OTLPSpanExporter()
+        from opentelemetry.exporter.otlp.proto.grpc import trace_exporter as grpc
+
+        return grpc.OTLPSpanExporter()
+    from opentelemetry.exporter.otlp.proto.http import trace_exporter as http
+
+    return http.OTLPSpanExporter()
 
 
 @dataclass
