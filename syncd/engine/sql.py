@@ -33,10 +33,6 @@ def table_ref(dotted: str) -> str:
     return ".".join(ident(part.lower()) for part in dotted.split("."))
 
 
-def fits(name: str) -> bool:
-    return len(name.encode()) <= MAX_IDENT_BYTES
-
-
 def shorten(name: str, room: int = MAX_IDENT_BYTES) -> str:
     """`name` itself when it fits in `room` bytes, else a prefix plus a stable hash."""
     if len(name.encode()) <= room:
