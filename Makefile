@@ -31,6 +31,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check syncd tests bench deploy/airflow
 	$(BIN)/ruff format --check syncd tests bench deploy/airflow
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix syncd tests bench deploy/airflow

@@ -12,10 +12,9 @@ import platform
 import time
 from collections.abc import Iterator
 
-from syncd import brasil, many, single_table, tracing
-from syncd.engine import incremental
 from syncd.lab import embedded
 
+from . import brasil, incremental, many, single_table, tracing
 from .common import BENCH_SETTINGS, LOOPBACKS, ROOT, Clusters, table
 
 LISTA = str(ROOT / "config" / "listas" / "hipertensos.sql")

@@ -8,8 +8,7 @@ import threading
 
 from aiohttp import web
 
-from syncd import many
-
+from . import many
 from .common import Clusters, execute, median, run_syncd
 
 
