@@ -101,7 +101,7 @@ def _dsn(section: Section, key: str, warnings: list[str]) -> Dsn | None:
 def _destination(
     sec: Section, root: Section, base: Path, warnings: list[str]
 ) -> DestinationSettings | None:
-    if "destination" not in root.value:
+    if "destination" not in root.mapping:
         root.problem("destination", "is required")
         return None
     if not sec.is_mapping(
@@ -266,7 +266,7 @@ def _source(sec: Section, base: Path, warnings: list[str]) -> Source | None:
     if raw_params is not None:
         psec = Section(sec.doc, (*sec.path, "params"), sec.problems, raw_params)
         if psec.is_mapping("setting name: value"):
-            for key, value in raw_params.items():
+            for key, value in psec.mapping.items():
                 if not isinstance(key, str) or not PARAM_NAME.fullmatch(key):
                     psec.problem(key, "parameter names are lowercase identifiers")
                 elif isinstance(value, (dict, list)) or value is None:

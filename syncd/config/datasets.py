@@ -108,24 +108,15 @@ def _incremental(sec: Section) -> Incremental | None:
     if mode not in ("snapshot", "incremental"):
         sec.problem("mode", f"{mode!r} is not snapshot or incremental")
         return None
-    keys = ("cursor", "key", "lookback", "full_refresh_every")
     if mode == "snapshot":
-        for key in keys:
-            if sec.has(key):
-                sec.problem(key, "only for mode: incremental")
+        for name in ("cursor", "key", "lookback", "full_refresh_every"):
+            if sec.has(name):
+                sec.problem(name, "only for mode: incremental")
         return None
     cursor = sec.string("cursor", required=True, pattern=COLUMN_NAME, what="a column name")
-    raw_key = sec.raw("key")
-    key: tuple[str, ...] = ()
-    if raw_key is None:
-        sec.problem("key", "is required (the row identity, one column or a list)")
-    else:
-        names = raw_key if isinstance(raw_key, list) else [raw_key]
-        if not names or not all(isinstance(n, str) and COLUMN_NAME.fullmatch(n) for n in names):
-            sec.problem("key", "must be a column name or a list of column names")
-        else:
-            key = tuple(names)
-    lookback = lookback_seconds = None
+    key = _row_key(sec)
+    lookback: int | None = None
+    lookback_seconds: float | None = None
     raw = sec.raw("lookback")
     if isinstance(raw, bool) or (raw is not None and not isinstance(raw, (int, str))):
         sec.problem("lookback", "must be a whole number (cursor units) or a duration like 3d")
@@ -134,13 +125,27 @@ def _incremental(sec: Section) -> Incremental | None:
             sec.problem("lookback", "must not be negative")
         lookback = raw
     elif raw is not None:
-        lookback_seconds = sec.duration("lookback", 0.0)
+        lookback_seconds = sec.duration("lookback")
     full_refresh = None
     if sec.has("full_refresh_every"):
-        full_refresh = sec.duration("full_refresh_every", 0.0, minimum=1.0)
+        full_refresh = sec.duration("full_refresh_every", minimum=1.0)
     if cursor is None or not key:
         return None
     return Incremental(cursor, key, lookback, lookback_seconds, full_refresh)
+
+
+def _row_key(sec: Section) -> tuple[str, ...]:
+    """The row identity: a column or a list of columns; () when missing or wrong (a problem)."""
+    raw = sec.raw("key")
+    if raw is None:
+        sec.problem("key", "is required (the row identity, one column or a list)")
+        return ()
+    given = raw if isinstance(raw, list) else [raw]
+    columns = tuple(n for n in given if isinstance(n, str) and COLUMN_NAME.fullmatch(n))
+    if not given or len(columns) != len(given):
+        sec.problem("key", "must be a column name or a list of column names")
+        return ()
+    return columns
 
 
 def _read_query_file(sec: Section, path: Path) -> str | None:

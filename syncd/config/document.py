@@ -4,11 +4,10 @@ problem can name its line, and the text of every scalar YAML did not read as a s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from syncd.config.problem import Problem, key_path
+from syncd.config.problem import Key, KeyPath, Problem, key_path
 
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
@@ -17,7 +16,11 @@ class Document:
     """A parsed YAML document plus the line of every key path."""
 
     def __init__(
-        self, data: Any, lines: dict[tuple, int], file: str, texts: dict[tuple, str] | None = None
+        self,
+        data: object,
+        lines: dict[KeyPath, int],
+        file: str,
+        texts: dict[KeyPath, str] | None = None,
     ):
         self.data = data
         self.lines = lines
@@ -36,11 +39,11 @@ class Document:
 
 def compose(text: str, file: str) -> Document:
     loader = yaml.SafeLoader(text)
-    lines: dict[tuple, int] = {}
-    texts: dict[tuple, str] = {}
+    lines: dict[KeyPath, int] = {}
+    texts: dict[KeyPath, str] = {}
     seen_nodes = 0
 
-    def walk(node: yaml.Node, path: tuple) -> Any:
+    def walk(node: yaml.Node, path: KeyPath) -> object:
         nonlocal seen_nodes
         seen_nodes += 1
         if seen_nodes > 200_000:  # aliases can make a small file expand without bound
@@ -48,10 +51,10 @@ def compose(text: str, file: str) -> Document:
         lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             loader.flatten_mapping(node)
-            result: dict[Any, Any] = {}
+            result: dict[Key, object] = {}
             for key_node, value_node in node.value:
                 key = loader.construct_object(key_node, deep=True)
-                if not isinstance(key, (str, int, float, bool)) or key is None:
+                if not isinstance(key, (str, int, float)):  # bool is an int
                     raise _KeyProblem(path, key_node.start_mark.line + 1, "keys must be plain text")
                 if key in result:
                     raise _KeyProblem(path, key_node.start_mark.line + 1, f"duplicate key {key!r}")
@@ -73,7 +76,7 @@ def compose(text: str, file: str) -> Document:
 
 
 class _KeyProblem(Exception):
-    def __init__(self, path: tuple, line: int, message: str):
+    def __init__(self, path: KeyPath, line: int, message: str):
         self.path, self.line, self.message = path, line, message
 
 

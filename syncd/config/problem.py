@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TypeAlias
+
+# A mapping key as YAML read it (text, a number, true/false) or a list index.
+Key: TypeAlias = str | int | float
+KeyPath: TypeAlias = tuple[Key, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +38,7 @@ class ConfigError(Exception):
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_$-]+")
 
 
-def key_path(path: tuple) -> str:
+def key_path(path: KeyPath) -> str:
     """sources[3].dsn; keys that are not plain words shown quoted (they may hold anything)."""
     out = ""
     for part in path:

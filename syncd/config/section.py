@@ -6,24 +6,24 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import overload
 
 from syncd.config.document import Document
-from syncd.config.problem import Problem, key_path
+from syncd.config.problem import Key, KeyPath, Problem, key_path
 from syncd.config.values import format_duration, parse_duration
 
 
 class Section:
     """One mapping of the document being validated: typed getters that record problems."""
 
-    def __init__(self, doc: Document, path: tuple, problems: list[Problem], value: Any = None):
+    def __init__(self, doc: Document, path: KeyPath, problems: list[Problem], value: object = None):
         self.doc = doc
         self.path = path
         self.problems = problems
         self.value = doc.data if value is None and not path else value
         self.used: set[str] = set()
 
-    def problem(self, key: Any, message: str) -> None:
+    def problem(self, key: Key | None, message: str) -> None:
         path = (*self.path, key) if key is not None else self.path
         line = self.doc.lines.get(path) or self.doc.lines.get(self.path)
         self.problems.append(Problem(key_path(path), line, message, self.doc.file))
@@ -34,12 +34,17 @@ class Section:
             return False
         return True
 
-    def has(self, key: str) -> bool:
-        return isinstance(self.value, dict) and key in self.value and self.value[key] is not None
+    @property
+    def mapping(self) -> dict[Key, object]:
+        """The keys and values, or none when the section is not a mapping (`is_mapping` says so)."""
+        return self.value if isinstance(self.value, dict) else {}
 
-    def raw(self, key: str) -> Any:
+    def has(self, key: str) -> bool:
+        return self.mapping.get(key) is not None
+
+    def raw(self, key: str) -> object:
         self.used.add(key)
-        return self.value.get(key) if isinstance(self.value, dict) else None
+        return self.mapping.get(key)
 
     def sub(self, key: str) -> Section:
         return Section(self.doc, (*self.path, key), self.problems, self.raw(key) or {})
@@ -57,15 +62,38 @@ class Section:
             if section.is_mapping("one entry"):
                 yield section
 
+    @overload
+    def string(
+        self,
+        key: str,
+        default: str,
+        *,
+        required: bool = False,
+        pattern: re.Pattern[str] | None = None,
+        what: str = "",
+    ) -> str: ...
+
+    @overload
+    def string(
+        self,
+        key: str,
+        default: None = None,
+        *,
+        required: bool = False,
+        pattern: re.Pattern[str] | None = None,
+        what: str = "",
+    ) -> str | None: ...
+
     def string(
         self,
         key: str,
         default: str | None = None,
         *,
         required: bool = False,
-        pattern: re.Pattern | None = None,
+        pattern: re.Pattern[str] | None = None,
         what: str = "",
     ) -> str | None:
+        """The text under `key`; `default` when it is absent or wrong (a problem then)."""
         value = self.raw(key)
         if value is None:
             if required:
@@ -84,7 +112,7 @@ class Section:
             return default
         return value
 
-    def written(self, path: tuple, value: int | float) -> str | None:
+    def written(self, path: KeyPath, value: int | float) -> str | None:
         """A number where text was wanted: kept when YAML read it as written (`351570`),
         refused when it did not (`012345` is octal 5349, `3_549_904` is 3549904, `1.50` is
         1.5): quoting it says what was meant."""
@@ -115,7 +143,16 @@ class Section:
             return default
         return value
 
-    def duration(self, key: str, default: float, *, minimum: float = 0.0) -> float:
+    @overload
+    def duration(self, key: str, default: float, *, minimum: float = 0.0) -> float: ...
+
+    @overload
+    def duration(self, key: str, default: None = None, *, minimum: float = 0.0) -> float | None: ...
+
+    def duration(
+        self, key: str, default: float | None = None, *, minimum: float = 0.0
+    ) -> float | None:
+        """Seconds, from text like 1h30m; `default` when absent or wrong (a problem then)."""
         value = self.raw(key)
         if value is None:
             return default
@@ -136,8 +173,6 @@ class Section:
         return path if path.is_absolute() or base is None else base / path
 
     def check_unknown(self) -> None:
-        if not isinstance(self.value, dict):
-            return
-        for key in self.value:
+        for key in self.mapping:
             if key not in self.used:
                 self.problem(key, "unknown key")

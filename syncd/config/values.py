@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from datetime import time
-from typing import Any
 
 from syncd.config.model import DailyWindow
 
@@ -20,7 +19,8 @@ DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 WINDOW = re.compile(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})")
 
 
-def parse_duration(value: Any) -> float | None:
+def parse_duration(value: object) -> float | None:
+    """Seconds, from text like `90s`, `1h30m` or `500ms`; None for anything else."""
     if isinstance(value, bool) or not isinstance(value, str):
         return None
     text = value.strip()
