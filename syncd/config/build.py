@@ -11,6 +11,9 @@ from syncd.config.document import Document, parse_yaml, read_yaml
 from syncd.config.dsn import Dsn, DsnError, world_readable
 from syncd.config.model import (
     DEFAULT_BUCKETS,
+    DEFAULT_NOTIFY_CHANNEL,
+    DEFAULT_SCHEMA,
+    DEFAULT_SOURCE_COLUMN,
     Concurrency,
     Config,
     DestinationSettings,
@@ -110,26 +113,26 @@ def _destination(
         return None
     dsn = _dsn(sec, "dsn", warnings)
     password_file = sec.path_value("password_file", base)
-    schema = sec.string("schema", "syncd_data", pattern=LOWER_IDENT, what="a lowercase identifier")
+    schema = sec.string(
+        "schema", DEFAULT_SCHEMA, pattern=LOWER_IDENT, what="a lowercase identifier"
+    )
     if schema in RESERVED_SCHEMAS:
         sec.problem("schema", f"{schema!r} is reserved; pick a schema of its own")
-    elif schema is not None and schema.startswith("pg_"):
+    elif schema.startswith("pg_"):
         sec.problem(
             "schema",
             f"{schema!r}: names starting with pg_ belong to PostgreSQL (pg_temp is each "
             "session's own, gone at disconnect); pick a schema of its own",
         )
     column = sec.string(
-        "source_column", "municipio_id_sus", pattern=LOWER_IDENT, what="a lowercase identifier"
+        "source_column", DEFAULT_SOURCE_COLUMN, pattern=LOWER_IDENT, what="a lowercase identifier"
     )
     buckets = sec.integer("buckets", DEFAULT_BUCKETS, maximum=256)
     channel = _notify_channel(sec)
     sec.check_unknown()
     if dsn is None:
         return None
-    return DestinationSettings(
-        dsn, password_file, schema or "syncd_data", column or "municipio_id_sus", buckets, channel
-    )
+    return DestinationSettings(dsn, password_file, schema, column, buckets, channel)
 
 
 def _notify_channel(sec: Section) -> str | None:
@@ -140,56 +143,59 @@ def _notify_channel(sec: Section) -> str | None:
             return None
     return sec.string(
         "notify_channel",
-        "syncd",
+        DEFAULT_NOTIFY_CHANNEL,
         pattern=LOWER_IDENT,
         what="a lowercase identifier (or null to send no notification)",
     )
 
 
 def _concurrency(sec: Section) -> Concurrency:
+    d = Concurrency()
     if not sec.is_mapping("sources, per_host, writers"):
-        return Concurrency()
+        return d
     result = Concurrency(
-        sources=sec.integer("sources", 32, maximum=10_000),
-        per_host=sec.integer("per_host", 4, maximum=10_000),
-        writers=sec.integer("writers", 16, maximum=1_000),
+        sources=sec.integer("sources", d.sources, maximum=10_000),
+        per_host=sec.integer("per_host", d.per_host, maximum=10_000),
+        writers=sec.integer("writers", d.writers, maximum=1_000),
     )
     sec.check_unknown()
     return result
 
 
 def _schedule(sec: Section) -> Schedule:
+    d = Schedule()
     if not sec.is_mapping("interval, window, timezone, jitter, failed_backoff, ..."):
-        return Schedule()
-    interval = sec.duration("interval", 86400.0, minimum=1.0)
+        return d
+    interval = sec.duration("interval", d.interval, minimum=1.0)
     window = None
     raw_window = sec.string("window")
     if raw_window is not None:
         window = parse_window(raw_window)
         if window is None:
             sec.problem("window", f'{raw_window!r} is not a daily window like "03:00-13:00"')
-    tz = sec.string("timezone", "America/Sao_Paulo")
+    tz = sec.string("timezone", d.timezone)
     try:
         zoneinfo.ZoneInfo(tz)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        sec.problem("timezone", f"{tz!r} is not a known time zone (like America/Sao_Paulo)")
-        tz = "America/Sao_Paulo"
-    jitter = sec.duration("jitter", 600.0)
-    failed_backoff = sec.duration("failed_backoff", 300.0, minimum=1.0)
-    failed_backoff_max = sec.duration("failed_backoff_max", 7200.0, minimum=1.0)
+        sec.problem("timezone", f"{tz!r} is not a known time zone (like {d.timezone})")
+        tz = d.timezone
+    jitter = sec.duration("jitter", d.jitter)
+    failed_backoff = sec.duration("failed_backoff", d.failed_backoff, minimum=1.0)
+    failed_backoff_max = sec.duration("failed_backoff_max", d.failed_backoff_max, minimum=1.0)
     sec.check_unknown()
     return Schedule(interval, window, tz, jitter, failed_backoff, failed_backoff_max)
 
 
 def _http(sec: Section, base: Path) -> Http:
+    d = Http()
     if not sec.is_mapping("listen, token_file"):
-        return Http()
-    listen = sec.string("listen", "127.0.0.1:9187")
-    host, port = "127.0.0.1", 9187
+        return d
+    host, port = d.host, d.port
+    listen = sec.string("listen")
     if listen is not None:
         parsed = parse_listen(listen)
         if parsed is None:
-            sec.problem("listen", f"{listen!r} is not host:port (like 127.0.0.1:9187)")
+            sec.problem("listen", f"{listen!r} is not host:port (like {d.listen})")
         else:
             host, port = parsed
     token_file = sec.path_value("token_file", base)
@@ -198,9 +204,9 @@ def _http(sec: Section, base: Path) -> Http:
 
 
 def _timeouts(sec: Section) -> Timeouts:
-    if not sec.is_mapping("connect, statement, idle_stream, lock, shutdown_grace"):
-        return Timeouts()
     d = Timeouts()
+    if not sec.is_mapping("connect, statement, idle_stream, lock, shutdown_grace"):
+        return d
     result = Timeouts(
         connect=sec.duration("connect", d.connect, minimum=0.1),
         statement=sec.duration("statement", d.statement, minimum=1.0),
@@ -213,9 +219,9 @@ def _timeouts(sec: Section) -> Timeouts:
 
 
 def _retry(sec: Section) -> Retry:
-    if not sec.is_mapping("attempts, backoff, max_backoff"):
-        return Retry()
     d = Retry()
+    if not sec.is_mapping("attempts, backoff, max_backoff"):
+        return d
     result = Retry(
         attempts=sec.integer("attempts", d.attempts, maximum=100),
         backoff=sec.duration("backoff", d.backoff),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from syncd.config import querytext
-from syncd.config.model import Dataset, Incremental, Variant
+from syncd.config.model import Dataset, DatasetMode, Incremental, Variant
 from syncd.config.section import Section
 from syncd.config.values import COLUMN_NAME, COLUMN_PATH, LOWER_IDENT, TABLE_NAME
 
@@ -104,11 +104,11 @@ def _variant(sec: Section, base: Path, *, with_probe: bool) -> Variant | None:
 
 
 def _incremental(sec: Section) -> Incremental | None:
-    mode = sec.string("mode", "snapshot")
-    if mode not in ("snapshot", "incremental"):
+    mode = sec.string("mode", DatasetMode.SNAPSHOT)
+    if mode not in tuple(DatasetMode):
         sec.problem("mode", f"{mode!r} is not snapshot or incremental")
         return None
-    if mode == "snapshot":
+    if mode == DatasetMode.SNAPSHOT:
         for name in ("cursor", "key", "lookback", "full_refresh_every"):
             if sec.has(name):
                 sec.problem(name, "only for mode: incremental")

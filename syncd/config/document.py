@@ -83,7 +83,9 @@ class _KeyProblem(Exception):
 def read_yaml(path: Path, problems: list[Problem]) -> Document | None:
     try:
         if path.stat().st_size > MAX_CONFIG_BYTES:
-            problems.append(Problem("", None, "file is larger than 16 MiB", str(path)))
+            problems.append(
+                Problem("", None, f"file is larger than {MAX_CONFIG_BYTES >> 20} MiB", str(path))
+            )
             return None
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -1,24 +1,35 @@
-"""The config as the program sees it: frozen dataclasses, built once per load or reload."""
+"""The config as the program sees it: frozen dataclasses, built once per load or reload.
+
+Every default is stated here once, as the default of its field; the builders read it from here
+(from an instance like `Schedule()`, or, for DestinationSettings, which needs a dsn, from the
+DEFAULT_* constants its fields use).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import time
+from enum import StrEnum
 from pathlib import Path
 
 from syncd.config.dsn import Dsn
 
+DEFAULT_SCHEMA = "syncd_data"
+DEFAULT_SOURCE_COLUMN = "municipio_id_sus"
 DEFAULT_BUCKETS = 16
+DEFAULT_NOTIFY_CHANNEL = "syncd"
 
 
 @dataclass(frozen=True, slots=True)
 class DestinationSettings:
     dsn: Dsn
     password_file: Path | None = None
-    schema: str = "syncd_data"
-    source_column: str = "municipio_id_sus"
+    schema: str = DEFAULT_SCHEMA
+    source_column: str = DEFAULT_SOURCE_COLUMN
     buckets: int = DEFAULT_BUCKETS  # hash partitions per dataset table, however many municipalities
-    notify_channel: str | None = "syncd"  # None: no NOTIFY after a municipality lands
+    notify_channel: str | None = (
+        DEFAULT_NOTIFY_CHANNEL  # None: no NOTIFY after a municipality lands
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +63,11 @@ class Http:
     host: str = "127.0.0.1"
     port: int = 9187
     token_file: Path | None = None
+
+    @property
+    def listen(self) -> str:
+        """As `http.listen` is written: host:port, an IPv6 host in brackets."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +128,13 @@ class Incremental:
     full_refresh_every: float | None = None
 
 
+class DatasetMode(StrEnum):
+    """`datasets[].mode`: every row each time, or only the rows past the watermark."""
+
+    SNAPSHOT = "snapshot"
+    INCREMENTAL = "incremental"
+
+
 @dataclass(frozen=True, slots=True)
 class Dataset:
     name: str
@@ -133,8 +156,8 @@ class Dataset:
         return "table" if self.table else "query"
 
     @property
-    def mode(self) -> str:
-        return "incremental" if self.incremental else "snapshot"
+    def mode(self) -> DatasetMode:
+        return DatasetMode.INCREMENTAL if self.incremental else DatasetMode.SNAPSHOT
 
 
 @dataclass(frozen=True, slots=True)
