@@ -138,9 +138,8 @@ def _destination(
 def _notify_channel(sec: Section) -> str | None:
     """A lowercase identifier, so that a plain `LISTEN name` (which folds case) hears it;
     `null` or `""` turns the notification off."""
-    if isinstance(sec.value, dict) and "notify_channel" in sec.value:
-        if sec.raw("notify_channel") in (None, ""):
-            return None
+    if "notify_channel" in sec.mapping and sec.raw("notify_channel") in (None, ""):
+        return None
     return sec.string(
         "notify_channel",
         DEFAULT_NOTIFY_CHANNEL,
