@@ -18,11 +18,12 @@ from pathlib import Path
 import asyncpg
 import yaml
 
+from syncd.config import Http
 from syncd.lab import embedded, pec
 
 # the demo runs from a clone (`make demo`): it uses the example lista nominal operators copy
 LISTAS = Path(__file__).resolve().parents[2] / "config" / "listas"
-HTTP_LISTEN = "127.0.0.1:9187"
+HTTP_LISTEN = Http().listen  # the config's default, so the demo serves where syncd would
 LANDED_SQL = """
 SELECT dataset, count(*) AS municipalities, sum(last_rows) AS rows
 FROM syncd.latest WHERE last_status = 'ok' GROUP BY dataset ORDER BY dataset

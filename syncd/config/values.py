@@ -1,0 +1,67 @@
+"""The written forms of single values: names, durations, daily windows, listen addresses."""
+
+from __future__ import annotations
+
+import re
+from datetime import time
+
+from syncd.config.model import DailyWindow
+
+SOURCE_ID = re.compile(r"[A-Za-z0-9_]{1,32}")
+LOWER_IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# A PEC table name: schema.table or table, plain identifiers (quoted when used).
+TABLE_NAME = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_$]{0,62}\.)?[A-Za-z_][A-Za-z0-9_$]{0,62}")
+PARAM_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
+COLUMN_PATH = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_$]{0,62}\.){1,2}[A-Za-z_][A-Za-z0-9_$]{0,62}")
+DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+WINDOW = re.compile(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})")
+
+
+def parse_duration(value: object) -> float | None:
+    """Seconds, from text like `90s`, `1h30m` or `500ms`; None for anything else."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    pos, total = 0, 0.0
+    for match in DURATION.finditer(text):
+        if match.start() != pos:
+            return None
+        total += float(match.group(1)) * DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    return total if pos == len(text) else None
+
+
+def format_duration(seconds: float) -> str:
+    if seconds >= 86400 and seconds % 86400 == 0:
+        return f"{int(seconds // 86400)}d"
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    return f"{seconds:g}s"
+
+
+def parse_window(text: str) -> DailyWindow | None:
+    match = WINDOW.fullmatch(text.strip())
+    if not match:
+        return None
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59 or (h2 == 24 and m2 != 0):
+        return None
+    end = time(0, 0) if h2 == 24 else time(h2, m2)
+    start = time(h1, m1)
+    if start == end:
+        return None
+    return DailyWindow(start, end)
+
+
+def parse_listen(text: str) -> tuple[str, int] | None:
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        return None
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
