@@ -273,3 +273,39 @@ def write_config(tmp_path: Path):
         return path, config_module.load(path)
 
     return write
+
+
+@pytest.fixture(scope="session")
+async def _scratch_db(dest_cluster: embedded.Cluster) -> AsyncIterator[DestDb]:
+    admin = await asyncpg.connect(dest_cluster.dsn())
+    try:
+        await admin.execute('CREATE DATABASE "scratch"')
+    finally:
+        await admin.close()
+    yield DestDb("scratch", dest_cluster)
+
+
+@pytest.fixture
+async def scratch_dest(_scratch_db: DestDb) -> DestDb:
+    """An empty destination database, for unit tests.
+
+    One database for the session, emptied of every schema before each test: CREATE DATABASE
+    costs 0.05-0.9 s on a busy shared disk, emptying it tens of ms. A test that changes
+    database settings or roles, or needs two databases, takes `dest` instead."""
+    conn = await _scratch_db.connect()
+    try:
+        # a session an earlier test left open would hold its locks against the DROPs
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        schemas = await conn.fetch(
+            "SELECT nspname::text FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
+            "AND nspname NOT IN ('information_schema', 'public')"
+        )
+        for (schema,) in schemas:
+            await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    finally:
+        await conn.close()
+    return _scratch_db
