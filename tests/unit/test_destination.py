@@ -1,5 +1,9 @@
-"""The destination side on a real database: `Destination` makes the dataset tables, a `Landing`
-replaces or upserts one municipality's rows in one transaction, `Vacuum` reclaims what it deleted.
+"""The destination side on a real database (engine/destination.py, landing.py, tables.py,
+vacuum.py): `Destination` makes the dataset tables, a `Landing` replaces or upserts one
+municipality's rows in one transaction, `Vacuum` reclaims what it deleted.
+
+(Not named test_landing.py: tests/scenarios/test_landing.py has that basename, and pytest's
+default import mode cannot collect two test modules of one name.)
 
 The rows come as binary COPY from a real PostgreSQL query (a VALUES list), so the bytes are what
 a municipal server would send. A second connection reads what other sessions would see.
