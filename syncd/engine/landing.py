@@ -140,6 +140,9 @@ class Landing:
             f"CREATE TEMP TABLE IF NOT EXISTS {delta} (LIKE {d.parent(target.dataset)} "
             "INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
+        # empty already, unless this dataset was upserted before in this same landing (a retry
+        # after its savepoint was released): DELETE, not TRUNCATE, which would write the catalog
+        await self.conn.execute(f"DELETE FROM {delta}")  # noqa: S608
 
         async def copy_in(chunks: AsyncIterable[bytes]) -> int:
             status = await self.conn.copy_to_table(

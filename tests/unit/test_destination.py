@@ -279,15 +279,12 @@ async def test_upsert_watermark_obeys_the_cap_and_stays_put_without_rows(
     assert (capped, empty) == ("11", "10")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the upsert's temporary delta table is emptied only at commit, so a window "
-    "upserted again in the same landing (a retried dataset whose landing savepoint was already "
-    "released) meets the first attempt's rows: every key twice, a FinalError",
-)
 async def test_a_window_upserted_again_in_the_same_landing_gives_the_same_result(
     destination: Destination, reader: asyncpg.Connection
 ):
+    """A dataset retried after its landing savepoint was released (the source's own RELEASE
+    timed out) upserts its window again in the same transaction. The delta table used to be
+    emptied only at commit: every key then came twice, and the dataset failed as not unique."""
     target = replace(await incremental_target(destination, "a"), watermark="0")
     async with destination.landing("a") as landing:
         for _ in range(2):
