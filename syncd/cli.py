@@ -87,7 +87,7 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from syncd.service.once import run_status
+    from syncd.service.statuscmd import run_status
 
     return run_async(run_status, load_config(args.config))
 

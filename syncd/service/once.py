@@ -20,11 +20,11 @@ from syncd.engine.results import Fanout, SourceResult, now
 from syncd.engine.runner import Engine
 from syncd.engine.sync import sweep, sync_many
 from syncd.ledger import Status
-from syncd.observe.report import LiveProgress, dumps, pass_document, status_table, summary
+from syncd.observe.report import LiveProgress, dumps, pass_document, summary
 
 log = logging.getLogger("syncd.once")
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+EXIT_OK, EXIT_FAILED = 0, 1
 
 
 @dataclass(frozen=True)
@@ -141,19 +141,3 @@ async def _cancel_on_signal(scope: anyio.CancelScope) -> None:
             )
             scope.cancel()
             return
-
-
-async def run_status(config: Config, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    destination = Destination(config.destination, config.timeouts, pool_size=1)
-    try:
-        conn = await destination.connect()
-    except Exception as exc:
-        print(f"destination {config.destination.dsn}: {classify(exc).reason}", file=err)
-        return EXIT_FAILED
-    try:
-        has_ledger = await conn.fetchval("SELECT to_regclass('syncd.latest') IS NOT NULL")
-        entries = await ledger.latest(conn) if has_ledger else []
-    finally:
-        await conn.close()
-    print(status_table(config, entries), file=out)
-    return EXIT_OK
