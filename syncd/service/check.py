@@ -21,7 +21,6 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import anyio
@@ -31,58 +30,11 @@ from syncd.config import Config, Dataset, Source
 from syncd.engine.connect import connect_password
 from syncd.engine.errors import Side, classify
 from syncd.engine.source import SourceSession
-from syncd.observe.checkreport import as_json_document, report
+from syncd.service.checkreport import as_json_document, report
+from syncd.service.checkresult import DatasetCheck, DestinationCheck, SourceCheck
 
 DESTINATION_MIN_VERSION = 12  # hash partitioning of the dataset tables
 FIT_MIN = 10  # whole-country queries that must fit in the lock table beside syncd
-
-
-@dataclass
-class DatasetCheck:
-    name: str
-    ok: bool = False
-    variant: str | None = None
-    columns: list[dict[str, str]] = field(default_factory=list)
-    estimated_rows: int | None = None
-    error: str | None = None
-
-
-@dataclass
-class SourceCheck:
-    id: str
-    name: str | None
-    server: str
-    reachable: bool = False
-    connect_ms: float | None = None
-    round_trip_ms: float | None = None
-    authenticated: bool | None = None
-    tls_mode: str = "prefer"
-    tls: str | None = None  # e.g. TLSv1.3, None when not encrypted
-    tls_verified: str = "no"  # "host and CA", "CA only", "no"
-    server_version: str | None = None
-    read_only: bool | None = None
-    datasets: list[DatasetCheck] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors and all(d.ok for d in self.datasets)
-
-
-@dataclass
-class DestinationCheck:
-    server: str
-    reachable: bool = False
-    server_version: str | None = None
-    rights: str | None = None
-    locks: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
 
 
 # -- sources -------------------------------------------------------------------------------------

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from syncd.service.check import DestinationCheck, SourceCheck
+from syncd.service.checkresult import DestinationCheck, SourceCheck
 
 
-def as_json_document(sources: list[SourceCheck], destination: DestinationCheck, ok: bool) -> dict:
+def as_json_document(
+    sources: list[SourceCheck], destination: DestinationCheck, ok: bool
+) -> dict[str, Any]:
     return {
         "ok": ok,
         "sources": [{**asdict(s), "ok": s.ok} for s in sources],
@@ -65,21 +66,20 @@ def report(sources: list[SourceCheck], destination: DestinationCheck) -> str:
     for s in sources:
         for e in s.errors:
             lines.append(f"{s.id}: error: {e}")
-        for d in s.datasets:
-            if not d.ok:
-                lines.append(f"{s.id}: dataset {d.name}: {d.error}")
-            elif d.variant and d.variant != "default":
-                lines.append(f"{s.id}: dataset {d.name}: variant {d.variant}")
+        for ds in s.datasets:
+            if not ds.ok:
+                lines.append(f"{s.id}: dataset {ds.name}: {ds.error}")
+            elif ds.variant and ds.variant != "default":
+                lines.append(f"{s.id}: dataset {ds.name}: variant {ds.variant}")
         for w in s.warnings:
             lines.append(f"{s.id}: warning: {w}")
-    d = destination
-    locks = d.locks
+    locks = destination.locks
     lines.append("")
     lines.append(
-        f"destination {d.server}: "
-        + ("FAIL" if not d.ok else "warn" if d.warnings else "ok")
-        + (f", PostgreSQL {d.server_version}" if d.server_version else "")
-        + (f", rights: {d.rights}" if d.rights else "")
+        f"destination {destination.server}: "
+        + ("FAIL" if not destination.ok else "warn" if destination.warnings else "ok")
+        + (f", PostgreSQL {destination.server_version}" if destination.server_version else "")
+        + (f", rights: {destination.rights}" if destination.rights else "")
         + (
             f", lock slots {locks['lock_slots']}, whole-country joins that fit "
             f"{locks['country_joins_that_fit']}"
@@ -87,11 +87,11 @@ def report(sources: list[SourceCheck], destination: DestinationCheck) -> str:
             else ""
         )
     )
-    lines += [f"destination: error: {e}" for e in d.errors]
-    lines += [f"destination: warning: {w}" for w in d.warnings]
+    lines += [f"destination: error: {e}" for e in destination.errors]
+    lines += [f"destination: warning: {w}" for w in destination.warnings]
     failed = sum(not s.ok for s in sources)
     lines.append(
         f"{len(sources)} sources: {len(sources) - failed} pass, {failed} fail; destination "
-        + ("passes" if d.ok else "fails")
+        + ("passes" if destination.ok else "fails")
     )
     return "\n".join(lines) + "\n"
