@@ -38,10 +38,11 @@ from syncd.engine.sync import sweep, sync_source
 from syncd.ledger import Status
 from syncd.observe.metrics import Metrics
 from syncd.service import statuspage
+from syncd.service.clock import Clock
 from syncd.service.http import Control, HttpServer
 from syncd.service.notify import Notifier, watchdog_interval
 from syncd.service.reload import ReloadRecorder, state_dir
-from syncd.service.scheduler import Clock, Scheduler
+from syncd.service.scheduler import Scheduler
 from syncd.service.status import StatusBoard
 
 log = logging.getLogger("syncd.daemon")

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import hashlib
-import time as _time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,38 +23,9 @@ from datetime import time as dtime
 from zoneinfo import ZoneInfo
 
 from syncd.config import DailyWindow, Schedule
+from syncd.service.clock import Clock
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class Clock:
-    """Wall time for schedules, monotonic time for durations. Tests use a fake one."""
-
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-    def monotonic(self) -> float:
-        return _time.monotonic()
-
-
-class FakeClock(Clock):
-    def __init__(self, start: datetime):
-        self._now = start
-        self._mono = 0.0
-
-    def now(self) -> datetime:
-        return self._now
-
-    def monotonic(self) -> float:
-        return self._mono
-
-    def advance(self, seconds: float) -> None:
-        self._now += timedelta(seconds=seconds)
-        self._mono += seconds
-
-    def set(self, when: datetime) -> None:
-        self._mono += (when - self._now).total_seconds()
-        self._now = when
 
 
 def offset(source_id: str, span: float) -> float:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from fakeclock import FakeClock
+
 from syncd.config import Schedule, parse_window
-from syncd.service.scheduler import FakeClock, Scheduler, offset
+from syncd.service.scheduler import Scheduler, offset
 
 SP = ZoneInfo("America/Sao_Paulo")  # UTC-3, no daylight saving since 2019
 HOUR = 3600.0
