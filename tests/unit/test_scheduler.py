@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import anyio
 from fakeclock import FakeClock
 
 from syncd.config import Schedule, parse_window
+from syncd.service.dispatch import Wakeup
 from syncd.service.scheduler import Scheduler, offset
 
 SP = ZoneInfo("America/Sao_Paulo")  # UTC-3, no daylight saving since 2019
@@ -204,3 +206,36 @@ def test_added_datasets_wait_for_the_window():
     s.datasets_added({"gestantes"})
     assert s.due() == []
     assert s.next_due("a") == at("2026-11-28T03:00")
+
+
+async def test_the_dispatcher_sleeps_on_the_same_clock():
+    """The wait for the next due time ends when the fake clock gets there, or when woken."""
+    clock = FakeClock(at("2026-11-27T10:00"))
+    wakeup = Wakeup(clock)
+    ended: list[datetime] = []
+
+    async def wait(timeout: float | None) -> None:
+        await wakeup.wait(timeout)
+        ended.append(clock.now())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(wait, HOUR)
+        await anyio.sleep(0.05)
+        clock.advance(HOUR - 1)
+        await anyio.sleep(0.05)
+        assert ended == []
+        clock.advance(1)
+        with anyio.fail_after(5):
+            while not ended:
+                await anyio.sleep(0.01)
+        assert ended == [at("2026-11-27T11:00")]
+
+        tg.start_soon(wait, None)  # no timeout: only a wakeup ends it
+        await anyio.sleep(0.05)
+        clock.advance(24 * HOUR)
+        await anyio.sleep(0.05)
+        assert len(ended) == 1
+        wakeup.set()
+        with anyio.fail_after(5):
+            while len(ended) == 1:
+                await anyio.sleep(0.01)
