@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
@@ -50,19 +50,14 @@ class _State:
 
 
 class Scheduler:
-    def __init__(
-        self,
-        schedule: Schedule,
-        source_ids: list[str] | tuple[str, ...] = (),
-        clock: Clock | None = None,
-    ):
+    def __init__(self, schedule: Schedule, source_ids: Sequence[str], clock: Clock) -> None:
         self.schedule = schedule
-        self.clock = clock or Clock()
+        self.clock = clock
         self._states: dict[str, _State] = {sid: _State() for sid in source_ids}
 
     # -- what happened ------------------------------------------------------------------------
 
-    def update(self, schedule: Schedule, source_ids: list[str] | tuple[str, ...]) -> None:
+    def update(self, schedule: Schedule, source_ids: Sequence[str]) -> None:
         """A reload: new settings; sources added start fresh, removed ones are forgotten."""
         self.schedule = schedule
         wanted = set(source_ids)
