@@ -270,8 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_format, args.command)
+    command: Callable[[argparse.Namespace], int] = args.func
     try:
-        return args.func(args)
+        return command(args)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

@@ -81,13 +81,25 @@ def _server_user() -> pwd.struct_passwd | None:
 
 
 def _run(
-    cmd: list[str], *, user: pwd.struct_passwd | None, **kwargs
-) -> subprocess.CompletedProcess:
-    if user is not None:
-        kwargs.update(user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd="/")
+    cmd: list[str], *, user: pwd.struct_passwd | None, start_new_session: bool = False
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env.setdefault("LC_ALL", "C")
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, **kwargs)
+    if user is None:
+        return subprocess.run(
+            cmd, env=env, capture_output=True, text=True, start_new_session=start_new_session
+        )
+    return subprocess.run(
+        cmd,
+        env=env,
+        capture_output=True,
+        text=True,
+        start_new_session=start_new_session,
+        user=user.pw_uid,
+        group=user.pw_gid,
+        extra_groups=[],
+        cwd="/",
+    )
 
 
 def wheel_bin_dir() -> Path:
@@ -188,7 +200,7 @@ def debian_bin_dir(major: int) -> Path | None:
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def make_base_dir(prefix: str = "syncd-pg-", parent: Path | None = None) -> Path:

@@ -29,6 +29,7 @@ import asyncpg
 from syncd.config import Config, Dataset, Source
 from syncd.engine.connect import connect_password
 from syncd.engine.errors import Side, classify
+from syncd.engine.shape import Shape
 from syncd.engine.source import SourceSession
 from syncd.service.checkreport import as_json_document, report
 from syncd.service.checkresult import DatasetCheck, DestinationCheck, SourceCheck
@@ -116,7 +117,7 @@ async def check_source(
 
 async def _check_role(conn: asyncpg.Connection, result: SourceCheck, timeout: float) -> None:
     with anyio.fail_after(timeout):
-        row = await conn.fetchrow(_ROLE_SQL)
+        row = await _one_row(conn, _ROLE_SQL)
     could = []
     if row["rolsuper"]:
         could.append("is a superuser")
@@ -149,7 +150,7 @@ async def _check_dataset(session: SourceSession, dataset: Dataset, timeout: floa
     return check
 
 
-async def _estimate(conn: asyncpg.Connection, shape) -> int | None:
+async def _estimate(conn: asyncpg.Connection, shape: Shape) -> int | None:
     if shape.table is not None:
         tuples = await conn.fetchval(_RELTUPLES_SQL, *shape.table)
         if tuples is not None and tuples >= 0:  # -1: never analyzed (PostgreSQL 14+)
@@ -241,7 +242,7 @@ async def check_destination(config: Config, timeout: float) -> DestinationCheck:
                         "(hash-partitioned dataset tables)"
                     )
                 await _check_rights(conn, config, result)
-                row = await conn.fetchrow(_LOCKS_SQL)
+                row = await _one_row(conn, _LOCKS_SQL)
                 names = [d.name for d in config.datasets]
                 indexes = await conn.fetchval(_INDEXES_SQL, dest.schema, names)
             budget = lock_budget(
@@ -277,6 +278,14 @@ async def check_destination(config: Config, timeout: float) -> DestinationCheck:
 
 class _Rollback(Exception):
     pass
+
+
+async def _one_row(conn: asyncpg.Connection, query: str) -> asyncpg.Record:
+    """The row of a catalog query that always returns one."""
+    row = await conn.fetchrow(query)
+    if row is None:
+        raise LookupError(f"no row from: {' '.join(query.split())[:60]}")
+    return row
 
 
 async def _check_rights(conn: asyncpg.Connection, config: Config, result: DestinationCheck) -> None:

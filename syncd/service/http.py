@@ -11,8 +11,10 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from syncd.observe.metrics import CONTENT_TYPE
 from syncd.service import statuspage
@@ -28,20 +30,20 @@ class Control:
 
     ready: Callable[[], Awaitable[tuple[bool, str]]]
     metrics: Callable[[], bytes]
-    status: Callable[[], dict]
-    trigger: Callable[[str], dict | None]  # None: unknown source
+    status: Callable[[], dict[str, Any]]  # JSON
+    trigger: Callable[[str], dict[str, Any] | None]  # JSON; None: unknown source
     token: Callable[[], str | None]
     page: Callable[[str], str] | None = None  # the status page's HTML, given its CSP nonce
 
 
-def _json(data: dict, status: int = 200) -> web.Response:
+def _json(data: dict[str, Any], status: int = 200) -> web.Response:
     return web.Response(
         text=json.dumps(data, ensure_ascii=False), status=status, content_type="application/json"
     )
 
 
 @web.middleware
-async def _limits(request: web.Request, handler):
+async def _limits(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.content_length is not None and request.content_length > MAX_BODY:
         return _too_large()
     if request.content_length is None and request.body_exists:

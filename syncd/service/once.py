@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 import anyio
+from opentelemetry import trace
 
 from syncd import ledger
 from syncd.config import Config
@@ -20,6 +21,7 @@ from syncd.engine.results import Fanout, SourceResult, now
 from syncd.engine.runner import Engine
 from syncd.engine.sync import sweep, sync_many
 from syncd.ledger import Status
+from syncd.observe.metrics import Metrics
 from syncd.observe.report import LiveProgress, dumps, pass_document, summary
 
 log = logging.getLogger("syncd.once")
@@ -34,7 +36,7 @@ class MetricsOutput:
     textfile: str | None = None
     pushgateway: str | None = None
 
-    def write(self, metrics, err: TextIO) -> None:
+    def write(self, metrics: Metrics, err: TextIO) -> None:
         from prometheus_client import push_to_gateway, write_to_textfile
 
         if self.textfile:
@@ -62,13 +64,11 @@ async def run_once(
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
     metrics_output: MetricsOutput | None = None,
-    tracer=None,
+    tracer: trace.Tracer | None = None,
     json_output: bool = False,
 ) -> int:
     """One pass. On `out`: the summary table, or with `json_output` one JSON document
     (`report.pass_document`), whatever the outcome. Messages for people go to `err`."""
-    from syncd.observe.metrics import Metrics
-
     started, started_at = time.monotonic(), now()
 
     def finish(code: int, results: list[SourceResult], error: str | None = None) -> int:

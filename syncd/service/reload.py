@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 STATE_FILE = "reload-state"
 EXIT_REJECTED, EXIT_NO_ANSWER = 1, 3
@@ -70,7 +71,13 @@ def read_state(directory: Path) -> ReloadState | None:
         return None
 
 
-def reload(pid: int, directory: Path | None, timeout: float, out=sys.stdout, err=sys.stderr) -> int:
+def reload(
+    pid: int,
+    directory: Path | None,
+    timeout: float,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
     if directory is None:
         print(
             "syncd reload: no state directory (set RuntimeDirectory=syncd in the unit, "

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVarTuple
 
 import anyio
 
 from syncd import config as config_module
 
+Args = TypeVarTuple("Args")
 
-def run_async(func: Callable[..., Awaitable[int]], *args) -> int:
+
+def run_async(func: Callable[[*Args], Awaitable[int]], *args: *Args) -> int:
+    options: dict[str, bool]
     try:
         import uvloop  # noqa: F401
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from syncd.config import Config
 from syncd.engine.results import Progress, SourceResult
@@ -44,7 +45,7 @@ def _iso(when: datetime | None) -> str | None:
     return when.isoformat() if when is not None else None
 
 
-def _run(run: RunView | None) -> dict | None:
+def _run(run: RunView | None) -> dict[str, str | None] | None:
     if run is None:
         return None
     return {"started": _iso(run.started), "ended": _iso(run.ended), "status": run.status}
@@ -90,8 +91,9 @@ class StatusBoard(Progress):
     @staticmethod
     def _derive(view: SourceView) -> None:
         datasets = view.datasets.values()
-        successes = [d.last_success for d in datasets]
-        view.last_success = min(successes) if successes and all(successes) else None
+        successes = [d.last_success for d in datasets if d.last_success is not None]
+        everyone = bool(successes) and len(successes) == len(datasets)
+        view.last_success = min(successes) if everyone else None
         errors = [d.error for d in datasets if d.error]
         view.last_error = errors[0] if errors else None
         statuses = {d.status for d in datasets}
@@ -132,7 +134,7 @@ class StatusBoard(Progress):
         if result.error and result.status != Status.OK:
             view.last_error = result.error
 
-    def snapshot(self, next_due: dict[str, datetime]) -> dict:
+    def snapshot(self, next_due: dict[str, datetime]) -> dict[str, Any]:
         return {
             "sources": {
                 sid: {

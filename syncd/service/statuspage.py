@@ -48,7 +48,9 @@ class Row:
     next_due: datetime | None
 
 
-def rows_of(sources: dict[str, SourceView], next_due: dict, now: datetime) -> list[Row]:
+def rows_of(
+    sources: dict[str, SourceView], next_due: dict[str, datetime], now: datetime
+) -> list[Row]:
     rows = []
     for sid, view in sources.items():
         age = (now - view.last_success).total_seconds() if view.last_success else None
