@@ -14,7 +14,7 @@ from syncd.ledger import DatasetStatus, Status
 
 @dataclass(slots=True)
 class DatasetView:
-    status: str | None = None
+    status: Status | None = None
     last_success: datetime | None = None
     rows: int | None = None
     error: str | None = None
@@ -27,7 +27,7 @@ class RunView:
 
     started: datetime
     ended: datetime | None
-    status: str  # ok | failed | aborted
+    status: Status  # ok | failed | aborted
 
 
 @dataclass(slots=True)
@@ -79,7 +79,7 @@ class StatusBoard(Progress):
             if view is None or e.dataset not in view.datasets or view.state == Status.RUNNING:
                 continue
             view.datasets[e.dataset] = DatasetView(
-                e.last_status,
+                Status(e.last_status) if e.last_status is not None else None,
                 e.last_success,
                 e.last_rows,
                 e.last_error if e.last_status != Status.OK else None,

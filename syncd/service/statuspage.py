@@ -18,20 +18,33 @@ import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
+from syncd.ledger import Status
 from syncd.service.status import SourceView
 
 LATE = 48 * 3600.0  # seconds: the same threshold as syncd.freshness and the alert rules
 REFRESH_S = 30
 NEVER = 1e12  # sort key for an age that is infinite
 
+
+class Shown(StrEnum):
+    """How the page shows a municipality (its CSS class): worst first."""
+
+    FAILING = "failing"
+    LATE = "late"
+    NEVER = "never"
+    RUNNING = "running"
+    OK = "ok"
+
+
 # display state -> (rank: smaller first, label)
 STATES = {
-    "failing": (0, "failing"),
-    "late": (1, "late"),
-    "never": (2, "never synced"),
-    "running": (3, "running"),
-    "ok": (4, "ok"),
+    Shown.FAILING: (0, "failing"),
+    Shown.LATE: (1, "late"),
+    Shown.NEVER: (2, "never synced"),
+    Shown.RUNNING: (3, "running"),
+    Shown.OK: (4, "ok"),
 }
 
 
@@ -39,7 +52,7 @@ STATES = {
 class Row:
     id: str
     name: str
-    state: str  # a key of STATES
+    state: Shown
     last_success: datetime | None
     age: float | None  # seconds since last_success
     rows: int | None
@@ -54,16 +67,16 @@ def rows_of(
     rows = []
     for sid, view in sources.items():
         age = (now - view.last_success).total_seconds() if view.last_success else None
-        if view.state == "failed":
-            state = "failing"
+        if view.state == Status.FAILED:
+            state = Shown.FAILING
         elif age is not None and age > LATE:
-            state = "late"
-        elif view.state == "running":
-            state = "running"
+            state = Shown.LATE
+        elif view.state == Status.RUNNING:
+            state = Shown.RUNNING
         elif view.last_success is None:
-            state = "never"
+            state = Shown.NEVER
         else:
-            state = "ok"
+            state = Shown.OK
         counts = [d.rows for d in view.datasets.values() if d.rows is not None]
         error = view.last_error
         same = [name for name, d in view.datasets.items() if error and d.error == error]
