@@ -139,7 +139,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def listen_address(text: str) -> str:
     """argparse type for HOST:PORT."""
     if config_module.parse_listen(text) is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (like 127.0.0.1:9187)")
+        example = config_module.Http().listen
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (like {example})")
     return text.strip()
 
 
@@ -242,9 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--listen",
         type=listen_address,
-        default="127.0.0.1:9187",
+        default=config_module.Http().listen,
         metavar="HOST:PORT",
-        help="the daemon's HTTP endpoint (default 127.0.0.1:9187)",
+        help=f"the daemon's HTTP endpoint (default {config_module.Http().listen})",
     )
     p.add_argument("--municipalities", type=int, default=20, metavar="N")
     p.add_argument(

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from syncd.config import querytext
 from syncd.config.model import Dataset, DatasetMode, Incremental, Variant
+from syncd.config.querytext import clean
 from syncd.config.section import Section
 from syncd.config.values import COLUMN_NAME, COLUMN_PATH, LOWER_IDENT, TABLE_NAME
 
@@ -160,4 +160,4 @@ def _read_query_file(sec: Section, path: Path) -> str | None:
 
 def clean_query(text: str) -> str:
     """Without the BOM, trailing `;`, comments and blank space COPY (...) would choke on."""
-    return querytext.clean(text)
+    return clean(text)
