@@ -11,9 +11,8 @@ from syncd import config as config_module
 from syncd.config import ConfigError
 from syncd.config.dsn import world_readable
 from syncd.safetext import printable
-from syncd.service.runtime import load_config, run_async
-
-EXIT_CONFIG = 2
+from syncd.service.check import CHECK_TIMEOUT
+from syncd.service.runtime import EXIT_CONFIG, load_config, run_async
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -122,9 +121,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             lambda: run_demo(
                 once=args.once,
                 data_dir=args.data_dir,
-                municipalities=args.municipalities,
-                citizens=args.citizens,
                 listen=args.listen,
+                **{k: v for k in ("municipalities", "citizens") if (v := getattr(args, k))},
             )
         )
     except (EmbeddedPostgresError, DemoError) as exc:
@@ -207,7 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="one JSON document instead of a table")
     p.add_argument(
-        "--timeout", type=float, default=30.0, metavar="SECONDS", help="per check (default 30)"
+        "--timeout",
+        type=float,
+        default=CHECK_TIMEOUT,
+        metavar="SECONDS",
+        help=f"per check (default {CHECK_TIMEOUT:g})",
     )
     p.set_defaults(func=cmd_check)
 
@@ -247,14 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help=f"the daemon's HTTP endpoint (default {config_module.Http().listen})",
     )
-    p.add_argument("--municipalities", type=int, default=20, metavar="N")
-    p.add_argument(
-        "--citizens",
-        type=int,
-        default=2000,
-        metavar="N",
-        help="citizens per municipality (consultations: 3x)",
-    )
+    # their defaults are the demo's own (syncd.lab.demo), not loaded for every command
+    p.add_argument("--municipalities", type=int, metavar="N", help="how many to make up")
+    p.add_argument("--citizens", type=int, metavar="N", help="citizens per municipality")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -311,7 +311,7 @@ class DatasetStatus:
     dataset: str
     last_success: datetime | None
     last_rows: int | None
-    last_status: str | None
+    last_status: Status | None  # None too for a status this version does not know
     last_ended: datetime | None
     last_error: str | None
 
@@ -324,7 +324,16 @@ async def latest(conn: asyncpg.Connection) -> list[DatasetStatus]:
         FROM syncd.latest ORDER BY source_id, dataset
         """
     )
-    return [DatasetStatus(**dict(r)) for r in rows]
+    return [DatasetStatus(**{**dict(r), "last_status": _status(r["last_status"])}) for r in rows]
+
+
+def _status(text: str | None) -> Status | None:
+    """A status read back; one written by another syncd version that this one does not know
+    (instances sharing a destination are upgraded one at a time) is shown as unknown."""
+    try:
+        return Status(text) if text is not None else None
+    except ValueError:
+        return None
 
 
 async def oldest_success(

@@ -180,7 +180,7 @@ async def _copy_attempts(
             lost = failure.side == Side.SOURCE and failure.lost_connection
             if failure.kind == Kind.STALLED or lost or not session.alive:
                 await session.abort()  # the snapshot is gone or hung: a new one for everything
-                spans.failed(span, failure)  # this COPY; the pass's retry is recorded above it
+                spans.interrupted(span, failure)  # the pass's retry is recorded on its root
                 raise PassLost(failure) from exc
             engine.destination.forget(dataset.name)
             if retry.allows(failure, res.attempts):
@@ -286,7 +286,7 @@ async def _copy(
             idle_timeout=timeouts.idle_stream,
             on_bytes=engine.progress.bytes_moved,
         )
-        if target.mode == "full_refresh":  # the rows and their watermark, together
+        if target.mode == Mode.FULL_REFRESH:  # the rows and their watermark, together
             await landing.store_watermark(target, full=True)
         return target, transfer
     transfer, watermark = await landing.upsert(

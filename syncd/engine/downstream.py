@@ -28,6 +28,8 @@ from datetime import datetime
 
 import asyncpg
 
+from syncd.ledger import Mode, Status
+
 # PostgreSQL refuses payloads of 8000 bytes or more (a default build); the margin is for the
 # `omitted` count added after the cut.
 NOTIFY_LIMIT_BYTES = 8000
@@ -40,9 +42,9 @@ class DatasetOutcome:
     """One dataset of the pass as the notification reports it."""
 
     name: str
-    status: str  # ok | failed | aborted
+    status: Status  # ok | failed | aborted
     rows: int | None
-    mode: str | None  # snapshot | full_refresh | incremental
+    mode: Mode | None
 
 
 def _dumps(value: object) -> str:
@@ -58,7 +60,7 @@ def payload(
         "version": PAYLOAD_VERSION,
         "source": source_id,
         "pass": pass_id,
-        "status": "ok" if all(d.status == "ok" for d in datasets) else "partial",
+        "status": "ok" if all(d.status == Status.OK for d in datasets) else "partial",
         "at": at.isoformat(),
         "datasets": {},
     }

@@ -90,6 +90,13 @@ class RetryableError(SyncdError):
     kind = Kind.BUSY
 
 
+class NoAnswer(RetryableError):
+    """A server that did not answer within one of syncd's own timeouts (the COPY past
+    timeouts.statement, a command past timeouts.idle_stream)."""
+
+    kind = Kind.TIMEOUT
+
+
 class IdleStreamTimeout(RetryableError):
     """No bytes moved for `timeouts.idle_stream`: the link or the server hangs."""
 

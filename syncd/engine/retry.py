@@ -52,7 +52,8 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         """The wait after failed attempt number `attempt` (1-based)."""
-        delay = min(self.max_backoff, self.backoff * 2.0 ** max(attempt - 1, 0))
+        doublings = min(max(attempt - 1, 0), 64)  # attempts=None counts without end
+        delay = min(self.max_backoff, self.backoff * 2.0**doublings)
         return delay / 2 + random.uniform(0, delay / 2) if self.jitter else delay
 
     def allows(self, failure: Failure, attempt: int) -> bool:

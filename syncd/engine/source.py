@@ -23,7 +23,7 @@ from syncd.engine.connect import (
     enable_keepalive,
 )
 from syncd.engine.copy import Sink, copy_row_count
-from syncd.engine.errors import FinalError, RetryableError
+from syncd.engine.errors import FinalError, NoAnswer
 from syncd.engine.incremental import ALIAS, CursorWindow
 from syncd.engine.shape import Column, Shape
 
@@ -171,8 +171,8 @@ class SourceSession:
             )
         )
 
-    def _no_answer(self) -> RetryableError:
-        return RetryableError(
+    def _no_answer(self) -> NoAnswer:
+        return NoAnswer(
             f"no answer from the source within timeouts.idle_stream "
             f"({self.timeouts.idle_stream:g}s)"
         )
@@ -245,7 +245,7 @@ class SourceSession:
                 shape, sink, self.timeouts.statement + self.timeouts.idle_stream
             )
         except TimeoutError:
-            raise RetryableError(
+            raise NoAnswer(
                 f"statement timeout on the source: the COPY ran past timeouts.statement "
                 f"({self.timeouts.statement:g}s)"
             ) from None

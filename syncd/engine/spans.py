@@ -14,11 +14,12 @@ from syncd.config.dsn import Dsn
 from syncd.engine.errors import Failure
 
 Attributes = dict[str, AttributeValue]
+TRACER_SCOPE = "syncd"  # the instrumentation scope, with syncd's version
 
 
 def tracer() -> trace.Tracer:
     """The global provider's tracer, its instrumentation scope named and versioned."""
-    return trace.get_tracer("syncd", __version__)
+    return trace.get_tracer(TRACER_SCOPE, __version__)
 
 
 def span(
@@ -59,6 +60,12 @@ def failed(span: trace.Span, failure: Failure) -> None:
     span.add_event(
         "exception", {"exception.type": str(failure.kind), "exception.message": failure.reason}
     )
+
+
+def interrupted(span: trace.Span, failure: Failure) -> None:
+    """This span's work was cut short because its whole pass starts again (a lost or stalled
+    snapshot): not an error of its own, and the retry is recorded on the pass's root span."""
+    span.add_event("interrupted", {"syncd.reason": failure.reason, "error.type": str(failure.kind)})
 
 
 def retried(span: trace.Span, failure: Failure, attempt: int, delay: float) -> None:

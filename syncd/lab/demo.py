@@ -23,7 +23,11 @@ from syncd.lab import embedded, pec
 
 # the demo runs from a clone (`make demo`): it uses the example lista nominal operators copy
 LISTAS = Path(__file__).resolve().parents[2] / "config" / "listas"
-HTTP_LISTEN = Http().listen  # the config's default, so the demo serves where syncd would
+HTTP_LISTEN = Http().listen
+DEMO_MUNICIPALITIES, DEMO_CITIZENS = (
+    20,
+    2000,
+)  # consultations: 3 per citizen  # the config's default, so the demo serves where syncd would
 LANDED_SQL = """
 SELECT dataset, count(*) AS municipalities, sum(last_rows) AS rows
 FROM syncd.latest WHERE last_status = 'ok' GROUP BY dataset ORDER BY dataset
@@ -98,14 +102,18 @@ def run_demo(
     *,
     once: bool,
     data_dir: str | None,
-    municipalities: int = 20,
-    citizens: int = 2000,
+    municipalities: int = DEMO_MUNICIPALITIES,
+    citizens: int = DEMO_CITIZENS,
     listen: str = HTTP_LISTEN,
 ) -> int:
     from syncd.config import parse_listen
     from syncd.service.once import run_once
     from syncd.service.runtime import load_config, run_async
 
+    if not (LISTAS / "hipertensos.sql").is_file():
+        raise DemoError(
+            f"{LISTAS} is missing: the demo runs from a clone of the repository (`make demo`)"
+        )
     if not once:  # before minutes of generating data: is the HTTP address free?
         address = parse_listen(listen)
         assert address is not None  # the command line checked it

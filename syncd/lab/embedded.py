@@ -337,12 +337,6 @@ class Cluster:
         with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
             os.kill(int(pid_file.read_text().splitlines()[0]), 9)
 
-    def is_running(self) -> bool:
-        result = _run(
-            [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "status"], user=self.user
-        )
-        return result.returncode == 0
-
     def log_tail(self, chars: int = 4000) -> str:
         try:
             return (self.data_dir / "server.log").read_text(errors="replace")[-chars:]

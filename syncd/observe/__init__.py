@@ -1,0 +1,1 @@
+"""What syncd tells: traces and logs (telemetry), Prometheus metrics, and reports for people."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
+from enum import StrEnum
 
 from prometheus_client import (
     CollectorRegistry,
@@ -41,7 +42,15 @@ DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 144
 # every label value each counter can take, exported at 0 from the start
 SYNC_OUTCOMES = (Status.OK, Status.FAILED, Status.ABORTED, Status.SKIPPED)
 DATASET_OUTCOMES = (Status.OK, Status.FAILED, Status.ABORTED)
-RELOAD_OUTCOMES = ("success", "failure")
+
+
+class ReloadOutcome(StrEnum):
+    """How a reload went: `syncd_config_reloads_total{outcome}`, and the daemon's state file."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+
+
 RETRY_REASONS = (
     "connection",
     "timeout",
@@ -160,7 +169,7 @@ class Metrics(Progress):
         for outcome in SYNC_OUTCOMES:
             self.syncs.labels(outcome)
             self.duration.labels(outcome)
-        for reload_outcome in RELOAD_OUTCOMES:
+        for reload_outcome in ReloadOutcome:
             self.reloads.labels(reload_outcome)
         for reason in RETRY_REASONS:
             self.retries.labels(reason)
@@ -248,7 +257,7 @@ class Metrics(Progress):
         if result.status == Status.OK and result.ended_at is not None and complete:
             self._succeeded(result.source_id, result.ended_at.timestamp())
             self.failures_in_row.labels(result.source_id).set(0)
-        elif result.status in ("failed", "aborted"):
+        elif result.status in (Status.FAILED, Status.ABORTED):
             self.failures_in_row.labels(result.source_id).inc()
 
     def bytes_moved(self, count: int) -> None:

@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from syncd import __version__
 from syncd.engine.errors import redact
+from syncd.engine.spans import TRACER_SCOPE
 from syncd.safetext import json_printable, printable
 
 log = logging.getLogger("syncd.telemetry")
@@ -81,7 +82,7 @@ class Telemetry:
 
     @property
     def tracer(self) -> trace.Tracer:
-        return self.provider.get_tracer("syncd", __version__)
+        return self.provider.get_tracer(TRACER_SCOPE, __version__)
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Send what is buffered, then stop (called on every exit, `syncd once` included)."""
@@ -111,7 +112,17 @@ def setup(exporter: SpanExporter | None = None, *, install: bool = True) -> Tele
 
 # -- logs ----------------------------------------------------------------------------------------
 
-FIELDS = ("source", "dataset", "pass_id", "rows", "bytes", "seconds", "attempt", "reason")
+FIELDS = (
+    "source",
+    "dataset",
+    "pass_id",
+    "rows",
+    "bytes",
+    "seconds",
+    "attempt",
+    "reason",
+    "error_type",
+)
 
 
 def _trace_ids() -> dict[str, str]:

@@ -32,8 +32,14 @@ from syncd.engine.errors import Side, classify
 from syncd.engine.shape import Shape
 from syncd.engine.source import SourceSession
 from syncd.service.checkreport import as_json_document, report
-from syncd.service.checkresult import DatasetCheck, DestinationCheck, SourceCheck
+from syncd.service.checkresult import (
+    DEFAULT_SSLMODE,
+    DatasetCheck,
+    DestinationCheck,
+    SourceCheck,
+)
 
+CHECK_TIMEOUT = 30.0  # seconds per check, by default
 DESTINATION_MIN_VERSION = 12  # hash partitioning of the dataset tables
 FIT_MIN = 10  # whole-country queries that must fit in the lock table beside syncd
 
@@ -67,7 +73,7 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AN
 
 
 def tls_mode(source: Source) -> str:
-    return dict(source.dsn.params).get("sslmode") or os.environ.get("PGSSLMODE") or "prefer"
+    return dict(source.dsn.params).get("sslmode") or os.environ.get("PGSSLMODE") or DEFAULT_SSLMODE
 
 
 async def check_source(
@@ -80,7 +86,7 @@ async def check_source(
             session = await SourceSession.open(source, config.timeouts)
     except Exception as exc:
         failure = classify(exc, Side.SOURCE)
-        state = getattr(exc, "sqlstate", None) or ""
+        state = failure.sqlstate or ""
         if state.startswith("28") or state == "3D000":  # reached, but refused us
             result.reachable, result.authenticated = True, False
         result.errors.append(failure.reason)
@@ -312,7 +318,10 @@ async def _check_rights(conn: asyncpg.Connection, config: Config, result: Destin
 
 
 async def run_check(
-    config: Config, out: TextIO = sys.stdout, as_json: bool = False, timeout: float = 30.0
+    config: Config,
+    out: TextIO = sys.stdout,
+    as_json: bool = False,
+    timeout: float = CHECK_TIMEOUT,
 ) -> int:
     sources: list[SourceCheck | None] = [None] * len(config.sources)
     everyone = anyio.CapacityLimiter(config.concurrency.sources)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+DEFAULT_SSLMODE = "prefer"  # what libpq and asyncpg use when neither the DSN nor PGSSLMODE says
+
 
 @dataclass
 class DatasetCheck:
@@ -26,7 +28,7 @@ class SourceCheck:
     connect_ms: float | None = None
     round_trip_ms: float | None = None
     authenticated: bool | None = None
-    tls_mode: str = "prefer"
+    tls_mode: str = DEFAULT_SSLMODE
     tls: str | None = None  # e.g. TLSv1.3, None when not encrypted
     tls_verified: str = "no"  # "host and CA", "CA only", "no"
     server_version: str | None = None

@@ -354,5 +354,4 @@ def same_destination(old: Config, new: Config) -> bool:
 
 async def close_engine(engine: Engine) -> None:
     with anyio.CancelScope(shield=True), anyio.move_on_after(10):
-        await engine.locks.close()
-        await engine.destination.close()
+        await engine.close()

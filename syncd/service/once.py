@@ -23,10 +23,9 @@ from syncd.engine.sync import sweep, sync_many
 from syncd.ledger import Status
 from syncd.observe.metrics import Metrics
 from syncd.observe.report import LiveProgress, dumps, pass_document, summary
+from syncd.service.runtime import EXIT_FAILED, EXIT_OK
 
 log = logging.getLogger("syncd.once")
-
-EXIT_OK, EXIT_FAILED = 0, 1
 
 
 @dataclass(frozen=True)

@@ -20,26 +20,20 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import TextIO
 
+from syncd.observe.metrics import ReloadOutcome
+
 STATE_FILE = "reload-state"
 EXIT_REJECTED, EXIT_NO_ANSWER = 1, 3
-
-
-class Outcome(StrEnum):
-    """How a reload went: in the state file and in `syncd_config_reloads_total{outcome}`."""
-
-    SUCCESS = "success"
-    FAILURE = "failure"
 
 
 @dataclass(frozen=True, slots=True)
 class ReloadState:
     pid: int
     generation: int
-    outcome: Outcome
+    outcome: ReloadOutcome
     message: str
 
 
@@ -55,7 +49,7 @@ class ReloadRecorder:
         self.directory = directory
         self.generation = 0
 
-    def record(self, outcome: Outcome, message: str) -> None:
+    def record(self, outcome: ReloadOutcome, message: str) -> None:
         self.generation += 1
         if self.directory is None:
             return
@@ -74,7 +68,9 @@ def read_state(directory: Path) -> ReloadState | None:
         pid, generation, outcome, *message = (
             (directory / STATE_FILE).read_text(encoding="utf-8").split(" ", 3)
         )
-        return ReloadState(int(pid), int(generation), Outcome(outcome), " ".join(message).strip())
+        return ReloadState(
+            int(pid), int(generation), ReloadOutcome(outcome), " ".join(message).strip()
+        )
     except (OSError, ValueError):
         return None
 
@@ -104,7 +100,7 @@ def reload(
     while time.monotonic() < deadline:
         state = read_state(directory)
         if state is not None and state.pid == pid and state.generation > generation:
-            if state.outcome == Outcome.SUCCESS:
+            if state.outcome == ReloadOutcome.SUCCESS:
                 print(f"syncd reload: {state.message}", file=out)
                 return 0
             print(

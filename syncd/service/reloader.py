@@ -14,11 +14,11 @@ from pathlib import Path
 
 from syncd import config as config_module
 from syncd.config import ConfigError
-from syncd.observe.metrics import Metrics
+from syncd.observe.metrics import Metrics, ReloadOutcome
 from syncd.service.dispatch import Dispatcher
 from syncd.service.http import HttpServer
 from syncd.service.notify import Notifier
-from syncd.service.reload import Outcome, ReloadRecorder
+from syncd.service.reload import ReloadRecorder
 from syncd.service.views import Views
 
 log = logging.getLogger("syncd.daemon")
@@ -51,9 +51,9 @@ class Reloader:
             first = exc.problems[0] if exc.problems else "invalid config"
             more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
             log.error("reload rejected, still running the previous config: %s%s", first, more)
-            self.metrics.reloads.labels(Outcome.FAILURE).inc()
+            self.metrics.reloads.labels(ReloadOutcome.FAILURE).inc()
             self.metrics.reload_ok.set(0)
-            self.recorder.record(Outcome.FAILURE, f"{first}{more}")
+            self.recorder.record(ReloadOutcome.FAILURE, f"{first}{more}")
             self.notifier.ready("reload rejected: running the previous config")
             return
         old = self.dispatcher.configure(new)
@@ -71,7 +71,7 @@ class Reloader:
                     old.http.port,
                 )
         await self.dispatcher.follow_destination(old)
-        self.metrics.reloads.labels(Outcome.SUCCESS).inc()
+        self.metrics.reloads.labels(ReloadOutcome.SUCCESS).inc()
         self.metrics.reload_ok.set(1)
         removed = {s.id for s in old.sources} - {s.id for s in new.sources}
         added = {s.id for s in new.sources} - {s.id for s in old.sources}
@@ -81,5 +81,5 @@ class Reloader:
             f"{len(new.datasets)} datasets; concurrency {c.sources}/{c.per_host}/{c.writers}"
         )
         log.info("%s", summary)
-        self.recorder.record(Outcome.SUCCESS, summary)
+        self.recorder.record(ReloadOutcome.SUCCESS, summary)
         self.notifier.ready()

@@ -10,6 +10,9 @@ import anyio
 
 from syncd import config as config_module
 
+# what every command exits with: done; something failed (named on stderr); the config is wrong
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
 Args = TypeVarTuple("Args")
 
 

@@ -79,7 +79,7 @@ class StatusBoard(Progress):
             if view is None or e.dataset not in view.datasets or view.state == Status.RUNNING:
                 continue
             view.datasets[e.dataset] = DatasetView(
-                Status(e.last_status) if e.last_status is not None else None,
+                e.last_status,
                 e.last_success,
                 e.last_rows,
                 e.last_error if e.last_status != Status.OK else None,

@@ -10,8 +10,7 @@ from syncd.config import Config
 from syncd.engine.destination import Destination
 from syncd.engine.errors import classify
 from syncd.observe.report import status_table
-
-EXIT_OK, EXIT_FAILED = 0, 1
+from syncd.service.runtime import EXIT_FAILED, EXIT_OK
 
 
 async def run_status(config: Config, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:

@@ -47,3 +47,17 @@ def test_syncd_errors_carry_their_kind_not_their_class_name():
     assert classify(PasswordFileError("password_file /x not found")).kind == Kind.CREDENTIALS
     assert classify(TimeoutError(), Side.SOURCE).kind == Kind.TIMEOUT
     assert classify(ConnectionRefusedError()).kind == Kind.CONNECTION
+
+
+def test_a_source_that_does_not_answer_is_a_timeout_not_a_lock_wait():
+    """A COPY past timeouts.statement is counted as a timeout; only others holding what syncd
+    needs (a key index readers keep from being built) is `busy`, labelled lock_timeout."""
+    from syncd.engine.errors import NoAnswer, RetryableError
+    from syncd.observe.metrics import retry_reason
+
+    stalled = classify(TransferError(Side.SOURCE, NoAnswer("statement timeout on the source")))
+    assert stalled.retryable and stalled.kind == Kind.TIMEOUT
+    assert retry_reason(stalled) == "timeout"
+    held = classify(RetryableError("readers held syncd_data.x while its key index was built"))
+    assert held.kind == Kind.BUSY and retry_reason(held) == "lock_timeout"
+    assert retry_reason(classify(IdleStreamTimeout("no data for 30s"))) == "idle_stream"

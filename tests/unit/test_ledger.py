@@ -147,3 +147,15 @@ def test_statuses_and_modes_are_the_strings_the_ledger_stores():
     assert Mode.FULL_REFRESH == "full_refresh"
     assert ledger.FINAL == {Status.OK, Status.FAILED, Status.ABORTED}
     assert Status("failed") is Status.FAILED
+
+
+async def test_a_status_this_version_does_not_know_reads_back_as_unknown(conn: asyncpg.Connection):
+    """Instances sharing a destination are upgraded one at a time: a newer one may write a status
+    this one has no name for. It must read as unknown, not take the daemon down."""
+    pass_id = await ledger.begin_pass(conn, "351570", ["cidadaos", "vacinas"], "host:1")
+    await ledger.finish_pass(
+        conn, pass_id, "351570", [entry("cidadaos", Status.OK, 5), entry("vacinas", Status.OK, 2)]
+    )
+    await conn.execute("UPDATE syncd.latest SET last_status = 'paused' WHERE dataset = 'vacinas'")
+    statuses = {s.dataset: s.last_status for s in await ledger.latest(conn)}
+    assert statuses == {"cidadaos": Status.OK, "vacinas": None}

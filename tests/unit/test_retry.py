@@ -121,3 +121,11 @@ async def test_retry_on_chooses_what_is_waited_out():
 
     only_locks = lambda exc: isinstance(exc, asyncpg.exceptions.LockNotAvailableError)  # noqa: E731
     assert await policy.call(locked_twice, "ddl", retry_on=only_locks) == 3
+
+
+def test_an_endless_policy_keeps_its_cap_however_long_it_waits():
+    """The daemon waits for its destination with no attempt limit: after a day of refusals the
+    doubling must still stop at the cap, not overflow a float."""
+    policy = RetryPolicy(None, 1.0, 60.0, jitter=False)
+    assert policy.delay(100_000) == 60.0
+    assert 30.0 <= RetryPolicy(None, 1.0, 60.0).delay(10**9) <= 60.0
