@@ -11,7 +11,7 @@ import pytest
 from daemonproc import DaemonProcess, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
-from syncd.observe.metrics import RELOAD_OUTCOMES, RETRY_REASONS, SYNC_OUTCOMES
+from syncd.observe.metrics import RETRY_REASONS, SYNC_OUTCOMES, ReloadOutcome
 
 from conftest import TABLE_DATASETS
 from helpers import ROOT, run_pass
@@ -70,7 +70,7 @@ async def test_counters_are_at_zero_before_any_sync(make_sources, dest, write_co
         for outcome in SYNC_OUTCOMES:
             assert found[("syncd_syncs_total", (("outcome", outcome),))] == 0, outcome
             assert found[("syncd_sync_duration_seconds_count", (("outcome", outcome),))] == 0
-        for outcome in RELOAD_OUTCOMES:
+        for outcome in ReloadOutcome:
             assert found[("syncd_config_reloads_total", (("outcome", outcome),))] == 0
         for reason in RETRY_REASONS:
             assert found[("syncd_retries_total", (("reason", reason),))] == 0
