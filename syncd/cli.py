@@ -11,7 +11,6 @@ from syncd import config as config_module
 from syncd.config import ConfigError
 from syncd.config.dsn import world_readable
 from syncd.safetext import printable
-from syncd.service.check import CHECK_TIMEOUT
 from syncd.service.runtime import EXIT_CONFIG, load_config, run_async
 
 
@@ -103,6 +102,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from syncd.service.check import run_check
 
     config = load_config(args.config)
+    if args.timeout is None:
+        return run_async(run_check, config, sys.stdout, args.json)
     return run_async(run_check, config, sys.stdout, args.json, args.timeout)
 
 
@@ -205,11 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="one JSON document instead of a table")
     p.add_argument(
+        # its default is the check's own (syncd.service.check), not loaded for every command
         "--timeout",
         type=float,
-        default=CHECK_TIMEOUT,
         metavar="SECONDS",
-        help=f"per check (default {CHECK_TIMEOUT:g})",
+        help="how long each check may take",
     )
     p.set_defaults(func=cmd_check)
 

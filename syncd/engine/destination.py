@@ -300,12 +300,7 @@ class Destination:
             ),
         ]
         async with conn.transaction():
-            await conn.execute(f"SET LOCAL lock_timeout = {int(self.timeouts.lock * 1000)}")
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-                ledger.LOCK_NAMESPACE,
-                f"{self.schema}.{shape.dataset}",
-            )
+            await self._ddl_locks(conn, shape.dataset)
             rel = await conn.fetchrow(_PARENT_SQL, self.schema, shape.dataset)
             if rel is None:  # nobody made it while we waited for the lock
                 await conn.execute(";".join(statements))
@@ -348,6 +343,16 @@ class Destination:
                 f"timeouts.lock ({self.timeouts.lock:g}s) while its key index was built"
             )
 
+    async def _ddl_locks(self, conn: asyncpg.Connection, dataset: str) -> None:
+        """In a DDL transaction: readers wait at most `timeouts.lock` for it, and syncd's own DDL
+        on this dataset (another instance's, say) runs one at a time."""
+        await conn.execute(f"SET LOCAL lock_timeout = {int(self.timeouts.lock * 1000)}")
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            ledger.LOCK_NAMESPACE,
+            f"{self.schema}.{dataset}",
+        )
+
     async def _try_ddl(
         self, conn: asyncpg.Connection, dataset: str, statements: str, timeout: float | None = None
     ) -> bool:
@@ -361,12 +366,7 @@ class Destination:
 
         async def attempt() -> None:
             async with conn.transaction():
-                await conn.execute(f"SET LOCAL lock_timeout = {int(self.timeouts.lock * 1000)}")
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-                    ledger.LOCK_NAMESPACE,
-                    f"{self.schema}.{dataset}",
-                )
+                await self._ddl_locks(conn, dataset)
                 await conn.execute(statements, timeout=timeout)
 
         try:

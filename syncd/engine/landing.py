@@ -102,18 +102,7 @@ class Landing:
             timeout=self._long(),
         )
         self.deleted[target.dataset] = count(status)
-
-        async def copy_in(chunks: AsyncIterable[bytes]) -> int:
-            status = await self.conn.copy_to_table(
-                target.dataset,
-                schema_name=d.schema,
-                columns=list(target.columns),
-                source=chunks,
-                format="binary",
-                timeout=self._long(),
-            )
-            return copy_row_count(status)
-
+        copy_in = self._copy_in(target.dataset, d.schema, target.columns)
         transfer = await self._pipe(copy_out, copy_in, idle_timeout, on_bytes)
         self.landed[target.dataset] = transfer.rows
         return transfer
@@ -136,24 +125,14 @@ class Landing:
         # pool's connections are reused, so a steady-state pass creates no table
         signature = "\x00".join([target.dataset, *target.columns]).encode()
         delta = "syncd_delta_" + hashlib.sha256(signature).hexdigest()[:16]
+        # the table is empty already, unless this dataset was upserted before in this same
+        # landing (a retry after its savepoint was released): DELETE, as TRUNCATE writes the
+        # catalog; one round trip for both
         await self.conn.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {delta} (LIKE {d.parent(target.dataset)} "
-            "INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            f"CREATE TEMP TABLE IF NOT EXISTS {delta} (LIKE {d.parent(target.dataset)} "  # noqa: S608
+            f"INCLUDING DEFAULTS) ON COMMIT DELETE ROWS; DELETE FROM {delta}"
         )
-        # empty already, unless this dataset was upserted before in this same landing (a retry
-        # after its savepoint was released): DELETE, not TRUNCATE, which would write the catalog
-        await self.conn.execute(f"DELETE FROM {delta}")  # noqa: S608
-
-        async def copy_in(chunks: AsyncIterable[bytes]) -> int:
-            status = await self.conn.copy_to_table(
-                delta,
-                columns=list(target.columns),
-                source=chunks,
-                format="binary",
-                timeout=self._long(),
-            )
-            return copy_row_count(status)
-
+        copy_in = self._copy_in(delta, None, target.columns)  # a temp table: no schema
         transfer = await self._pipe(copy_out, copy_in, idle_timeout, on_bytes)
         names = ", ".join(sql.ident(c) for c in columns)
         updates = ", ".join(
@@ -186,6 +165,22 @@ class Landing:
         self.landed[target.dataset] = transfer.rows
         self.deleted[target.dataset] = int(updated or 0)
         return transfer, top or target.watermark
+
+    def _copy_in(self, table: str, schema: str | None, columns: tuple[str, ...]) -> CopyIn:
+        """The destination end of the pipe: binary COPY of the chunks into `table`."""
+
+        async def copy_in(chunks: AsyncIterable[bytes]) -> int:
+            status = await self.conn.copy_to_table(
+                table,
+                schema_name=schema,
+                columns=list(columns),
+                source=chunks,
+                format="binary",
+                timeout=self._long(),
+            )
+            return copy_row_count(status)
+
+        return copy_in
 
     async def _pipe(
         self,

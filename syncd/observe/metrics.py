@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from enum import StrEnum
 
 from prometheus_client import (
     CollectorRegistry,
@@ -42,13 +41,6 @@ DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 144
 # every label value each counter can take, exported at 0 from the start
 SYNC_OUTCOMES = (Status.OK, Status.FAILED, Status.ABORTED, Status.SKIPPED)
 DATASET_OUTCOMES = (Status.OK, Status.FAILED, Status.ABORTED)
-
-
-class ReloadOutcome(StrEnum):
-    """How a reload went: `syncd_config_reloads_total{outcome}`, and the daemon's state file."""
-
-    SUCCESS = "success"
-    FAILURE = "failure"
 
 
 RETRY_REASONS = (
@@ -169,8 +161,6 @@ class Metrics(Progress):
         for outcome in SYNC_OUTCOMES:
             self.syncs.labels(outcome)
             self.duration.labels(outcome)
-        for reload_outcome in ReloadOutcome:
-            self.reloads.labels(reload_outcome)
         for reason in RETRY_REASONS:
             self.retries.labels(reason)
 

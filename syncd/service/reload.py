@@ -20,13 +20,19 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TextIO
 
-from syncd.observe.metrics import ReloadOutcome
-
 STATE_FILE = "reload-state"
 EXIT_REJECTED, EXIT_NO_ANSWER = 1, 3
+
+
+class ReloadOutcome(StrEnum):
+    """How a reload went: in the state file and in `syncd_config_reloads_total{outcome}`."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from syncd import config as config_module
 from syncd.config import ConfigError
-from syncd.observe.metrics import Metrics, ReloadOutcome
+from syncd.observe.metrics import Metrics
 from syncd.service.dispatch import Dispatcher
 from syncd.service.http import HttpServer
 from syncd.service.notify import Notifier
-from syncd.service.reload import ReloadRecorder
+from syncd.service.reload import ReloadOutcome, ReloadRecorder
 from syncd.service.views import Views
 
 log = logging.getLogger("syncd.daemon")
@@ -42,6 +42,8 @@ class Reloader:
         self.metrics = metrics
         self.notifier = notifier
         self.recorder = recorder
+        for outcome in ReloadOutcome:  # exported at 0 before the first reload
+            metrics.reloads.labels(outcome)
 
     async def reload(self) -> None:
         self.notifier.reloading()
