@@ -1,0 +1,210 @@
+"""The row differ: the C accelerator and the pure-Python differ give identical results, and both
+compute the multiset difference of rows (what to insert, what to delete)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from syncd.engine import rowdiff
+from syncd.engine.rowdiff import HEADER, KEY, TRAILER, PyDiffer, keys_copy, py_row_hash
+
+needs_c = pytest.mark.skipif(not rowdiff.ACCELERATED, reason="the C differ is not built here")
+SEED = rowdiff.shape_seed([("a", "integer"), ("b", "text"), ("c", "bytea")])
+
+
+def make_tuple(rng: random.Random, fields: int) -> bytes:
+    parts = [fields.to_bytes(2, "big")]
+    for _ in range(fields):
+        if rng.random() < 0.15:
+            parts.append(b"\xff\xff\xff\xff")
+            continue
+        value = rng.randbytes(rng.choice([0, 1, 4, 8, 30, 300, 5000]))
+        parts.append(len(value).to_bytes(4, "big") + value)
+    return b"".join(parts)
+
+
+def stream(tuples: list[bytes], extension: bytes = b"") -> bytes:
+    header = HEADER[:15] + len(extension).to_bytes(4, "big") + extension
+    return header + b"".join(tuples) + TRAILER
+
+
+def stored(keys: list[bytes | None]) -> bytes:
+    rows = [b"\x00\x01\xff\xff\xff\xff" if k is None else b"\x00\x01\x00\x00\x00\x10" + k for k in keys]
+    return stream(rows)
+
+
+def chunks(data: bytes, rng: random.Random) -> list[bytes]:
+    out, at = [], 0
+    while at < len(data):
+        size = rng.choice([1, 2, 3, 7, 19, 100, 4096, 65536])
+        out.append(data[at : at + size])
+        at += size
+    return out
+
+
+def run(make, seed: int, existing: bytes, source: bytes, rng: random.Random, *, early: int = 0):
+    """Drive one differ; `early` chunks of the source are fed before seal (pending)."""
+    d = make(seed, True)
+    for piece in chunks(existing, rng):
+        d.add_stored(piece)
+    pieces = chunks(source, rng)
+    out = [d.feed(p) for p in pieces[:early]]
+    assert d.pending == sum(len(p) for p in pieces[:early])
+    out.append(d.seal())
+    assert d.pending == 0
+    out += [d.feed(p) for p in pieces[early:]]
+    out.append(d.finish())
+    return b"".join(out), d.gone(), d.duplicates(), d.counts()
+
+
+def split_keys(blob: bytes) -> list[bytes]:
+    return [blob[i : i + KEY] for i in range(0, len(blob), KEY)]
+
+
+def output_tuples(out: bytes) -> list[bytes]:
+    if not out:
+        return []
+    walk = rowdiff._Walk()
+    found = walk.tuples(out)
+    assert walk.complete
+    return found
+
+
+def scenario(rng: random.Random):
+    fields = 3
+    base = [make_tuple(rng, fields) for _ in range(rng.randint(0, 300))]
+    base += rng.sample(base, min(len(base), rng.randint(0, 5)))  # the same row twice
+    held = [py_row_hash(t, SEED) for t in base if rng.random() < 0.9]
+    held += [rng.randbytes(KEY) for _ in range(rng.randint(0, 20))]  # vanished rows
+    held += [None] * rng.randint(0, 3)  # landed by an older syncd
+    rng.shuffle(held)
+    source = [t for t in base if rng.random() < 0.95] + [
+        make_tuple(rng, fields) for _ in range(rng.randint(0, 30))
+    ]
+    rng.shuffle(source)
+    extension = rng.randbytes(rng.choice([0, 0, 5]))
+    return held, source, stored(held), stream(source, extension)
+
+
+@pytest.mark.parametrize("case", range(40))
+def test_python_differ_computes_the_multiset_difference(case: int) -> None:
+    rng = random.Random(case)
+    held, source, existing, data = scenario(rng)
+    out, gone, dups, counts = run(PyDiffer, SEED, existing, data, rng, early=rng.randint(0, 3))
+    have = Counter(k for k in held if k is not None)
+    duplicated = {k for k, n in have.items() if n > 1}
+    single = {k for k, n in have.items() if n == 1}
+    # what comes out: every source row but one copy of each singly held hash
+    kept: set[bytes] = set()
+    expected_new = []
+    for t in source:
+        key = py_row_hash(t, SEED)
+        if key in single and key not in kept:
+            kept.add(key)
+        else:
+            expected_new.append(t)
+    new = output_tuples(out)
+    assert [n[:2] for n in new] == [(4).to_bytes(2, "big")] * len(new)  # one more field
+    assert [n[2:-20] for n in new] == [t[2:] for t in expected_new]
+    assert [n[-16:] for n in new] == [py_row_hash(t, SEED) for t in expected_new]
+    assert sorted(split_keys(gone)) == sorted(single - kept)
+    assert sorted(split_keys(dups)) == sorted(duplicated)
+    assert counts["rows_in"] == len(source)
+    assert counts["rows_new"] == len(expected_new)
+    assert counts["rows_matched"] == len(kept)
+    assert counts["unhashed"] == held.count(None)
+    assert counts["existing"] == len(held) - held.count(None)
+
+
+@needs_c
+@pytest.mark.parametrize("case", range(40))
+def test_c_differ_gives_identical_results(case: int) -> None:
+    held, source, existing, data = scenario(random.Random(case))
+    early = random.Random(case).randint(0, 3)
+    py = run(PyDiffer, SEED, existing, data, random.Random(1000 + case), early=early)
+    c = run(rowdiff.CDiffer, SEED, existing, data, random.Random(2000 + case), early=early)
+    assert c[0] == py[0]
+    assert sorted(split_keys(c[1])) == sorted(split_keys(py[1]))
+    assert sorted(split_keys(c[2])) == sorted(split_keys(py[2]))
+    assert c[3] == py[3]
+
+
+@needs_c
+def test_c_row_hash_is_xxh3_128_seeded() -> None:
+    data = b"\x00\x01\x00\x00\x00\x03abc"
+    assert rowdiff.c_row_hash(data, SEED) == py_row_hash(data, SEED)
+
+
+@pytest.mark.parametrize("make", [PyDiffer, rowdiff.CDiffer] if rowdiff.ACCELERATED else [PyDiffer])
+def test_rows_mode_hashes_destination_rows_like_source_tuples(make) -> None:
+    rng = random.Random(7)
+    rows = [make_tuple(rng, 3) for _ in range(50)]
+    d = make(SEED, False)
+    d.add_rows(stream(rows))
+    d.seal()
+    d.feed(stream(rows[:-1] + [make_tuple(rng, 3)]))
+    assert d.finish() == b""  # emit=False: counts only
+    counts = d.counts()
+    assert (counts["rows_matched"], counts["rows_new"]) == (49, 1)
+    assert split_keys(d.gone()) == [py_row_hash(rows[-1], SEED)]
+
+
+@pytest.mark.parametrize("make", [PyDiffer, rowdiff.CDiffer] if rowdiff.ACCELERATED else [PyDiffer])
+def test_nothing_new_emits_nothing(make) -> None:
+    rng = random.Random(3)
+    rows = list(dict.fromkeys(make_tuple(rng, 3) for _ in range(10)))  # no row twice
+    d = make(SEED, True)
+    d.add_stored(stored([py_row_hash(t, SEED) for t in rows]))
+    assert d.seal() == b""
+    assert d.feed(stream(rows)) == b""
+    assert d.finish() == b""  # no COPY at all: not even a header
+    assert d.gone() == b""
+
+
+@pytest.mark.parametrize("make", [PyDiffer, rowdiff.CDiffer] if rowdiff.ACCELERATED else [PyDiffer])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"PGCOPY\n\xff\r\n\x01" + b"\x00" * 8, "bad signature"),
+        (HEADER + b"\x00\x01\xff\xff\xff\xfe", "field length"),
+        (HEADER + b"\x00\x01\x00\x00\x00\x00" + b"\x00\x02", "field count"),
+        (HEADER + TRAILER + b"\x00", "after the binary COPY trailer"),
+    ],
+)
+def test_malformed_streams_are_refused(make, data: bytes, message: str) -> None:
+    d = make(SEED, True)
+    d.seal()
+    with pytest.raises(ValueError, match=message):
+        d.feed(data)
+
+
+@pytest.mark.parametrize("make", [PyDiffer, rowdiff.CDiffer] if rowdiff.ACCELERATED else [PyDiffer])
+def test_a_stream_cut_short_is_refused(make) -> None:
+    d = make(SEED, True)
+    d.seal()
+    d.feed(HEADER + b"\x00\x01\x00\x00\x00\x05ab")
+    with pytest.raises(ValueError, match="ended early"):
+        d.finish()
+    e = make(SEED, True)
+    e.add_stored(HEADER + b"\x00\x01")
+    with pytest.raises(ValueError, match="ended early"):
+        e.seal()
+
+
+def test_keys_copy_frames_uuids() -> None:
+    keys = [bytes(range(16)), bytes(range(16, 32))]
+    d = PyDiffer(SEED, True)
+    d.add_stored(keys_copy(b"".join(keys)))
+    d.seal()
+    assert sorted(split_keys(d.gone())) == sorted(keys)
+
+
+def test_shape_seed_changes_with_names_types_and_order() -> None:
+    a = rowdiff.shape_seed([("a", "integer"), ("b", "text")])
+    assert a != rowdiff.shape_seed([("a", "bigint"), ("b", "text")])
+    assert a != rowdiff.shape_seed([("b", "text"), ("a", "integer")])
+    assert a != rowdiff.shape_seed([("a", "integer"), ("b", "text"), ("c", "text")])
+    assert a == rowdiff.shape_seed([("a", "integer"), ("b", "text")])
