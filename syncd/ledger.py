@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from importlib import resources
 
 import asyncpg
 
@@ -45,104 +46,18 @@ class Mode(StrEnum):
 
 LOCK_NAMESPACE = 0x73796E63  # 'sync': first key of every syncd advisory lock
 
-MIGRATIONS: list[str] = [
-    # 1: the ledger
-    """
-    CREATE SEQUENCE syncd.pass_id_seq;
-    CREATE TABLE syncd.ledger (
-        pass_id     bigint      NOT NULL,
-        source_id   text        NOT NULL,
-        dataset     text        NOT NULL,
-        started_at  timestamptz NOT NULL,
-        ended_at    timestamptz,
-        status      text        NOT NULL
-                    CHECK (status IN ('running', 'ok', 'failed', 'aborted')),
-        rows        bigint,
-        bytes       bigint,
-        attempts    integer     NOT NULL DEFAULT 0,
-        error       text,
-        instance    text        NOT NULL,
-        PRIMARY KEY (pass_id, source_id, dataset)
-    );
-    CREATE INDEX ledger_source_dataset ON syncd.ledger (source_id, dataset, started_at DESC);
-    CREATE INDEX ledger_running ON syncd.ledger (source_id) WHERE status = 'running';
-    COMMENT ON TABLE syncd.ledger IS
-        'One row per (pass, source, dataset): what syncd did, when, how much, and why it failed';
-    CREATE TABLE syncd.latest (
-        source_id     text NOT NULL,
-        dataset       text NOT NULL,
-        last_pass_id  bigint NOT NULL,
-        last_status   text NOT NULL,
-        last_ended    timestamptz,
-        last_error    text,
-        last_success  timestamptz,
-        last_rows     bigint,
-        PRIMARY KEY (source_id, dataset)
-    );
-    COMMENT ON TABLE syncd.latest IS
-        'Per (source, dataset): the last outcome and the last success, kept by syncd';
-    """,
-    # 2: what is configured, and how fresh it is, for the SQL users who do not open Grafana
-    """
-    CREATE TABLE syncd.catalog (
-        source_id   text NOT NULL,
-        dataset     text NOT NULL,
-        source_name text,
-        PRIMARY KEY (source_id, dataset)
-    );
-    COMMENT ON TABLE syncd.catalog IS
-        'The (source, dataset) pairs syncd is configured to keep fresh';
-    CREATE VIEW syncd.freshness AS
-    SELECT c.source_id, c.source_name, c.dataset, l.last_success,
-           now() - l.last_success AS age,
-           CASE WHEN l.last_success IS NULL THEN 'never'
-                WHEN l.last_success < now() - interval '72 hours' THEN 'critical'
-                WHEN l.last_success < now() - interval '48 hours' THEN 'late'
-                ELSE 'ok' END AS state,
-           l.last_status, l.last_ended, l.last_error
-    FROM syncd.catalog c
-    LEFT JOIN syncd.latest l USING (source_id, dataset);
-    COMMENT ON VIEW syncd.freshness IS
-        'Per municipality and dataset: last success and state (ok, late > 48 h, critical > 72 h, never)';
-    """,
-    # 3: incremental datasets
-    """
-    ALTER TABLE syncd.ledger ADD COLUMN mode text, ADD COLUMN watermark text;
-    COMMENT ON COLUMN syncd.ledger.mode IS 'snapshot, full_refresh or incremental';
-    COMMENT ON COLUMN syncd.ledger.watermark IS 'incremental datasets: the watermark after the pass';
-    CREATE TABLE syncd.watermarks (
-        source_id       text NOT NULL,
-        dataset         text NOT NULL,
-        cursor          text,
-        watermark       text,
-        full_refresh_at timestamptz,
-        updated_at      timestamptz NOT NULL,
-        PRIMARY KEY (source_id, dataset)
-    );
-    COMMENT ON TABLE syncd.watermarks IS
-        'Incremental datasets: how far each source has been read, and its last full refresh';
-    """,
-    # 4: since when each pair is configured: a municipality that never synced ages from there
-    """
-    ALTER TABLE syncd.catalog ADD COLUMN added_at timestamptz NOT NULL DEFAULT now();
-    COMMENT ON COLUMN syncd.catalog.added_at IS
-        'When syncd was first configured with this pair (rows older than migration 4: then)';
-    """,
-    # 5: landing v2 (hash buckets, rows replaced in one transaction per municipality); the
-    # dataset tables of the one-partition-per-municipality layout are converted by
-    # `upgrade.upgrade_layout`, which records each here
-    """
-    CREATE TABLE syncd.layout_upgrades (
-        schema_name  text        NOT NULL,
-        dataset      text        NOT NULL,
-        rows         bigint      NOT NULL,
-        upgraded_at  timestamptz NOT NULL DEFAULT now(),
-        PRIMARY KEY (schema_name, dataset)
-    );
-    COMMENT ON TABLE syncd.layout_upgrades IS
-        'Dataset tables converted from one partition per municipality to hash buckets';
-    """,
-]
+
+def _migrations() -> list[str]:
+    """syncd/sql/migrations/NNNN_*.sql, in order: a DBA reads the schema there."""
+    folder = resources.files("syncd.sql").joinpath("migrations")
+    return [
+        f.read_text(encoding="utf-8")
+        for f in sorted(folder.iterdir(), key=lambda f: f.name)
+        if f.name.endswith(".sql")
+    ]
+
+
+MIGRATIONS: list[str] = _migrations()
 
 
 def instance_name() -> str:
@@ -199,6 +114,8 @@ class Entry:
     error: str | None
     mode: Mode | None = None
     watermark: str | None = None
+    inserted: int | None = None
+    deleted: int | None = None
 
 
 async def finish_pass(
@@ -217,11 +134,13 @@ async def _update_ledger(
         UPDATE syncd.ledger AS l
         SET status = e.status, started_at = coalesce(e.started_at, l.started_at),
             ended_at = coalesce(e.ended_at, clock_timestamp()), rows = e.rows, bytes = e.bytes,
-            attempts = e.attempts, error = e.error, mode = e.mode, watermark = e.watermark
+            attempts = e.attempts, error = e.error, mode = e.mode, watermark = e.watermark,
+            inserted = e.inserted, deleted = e.deleted
         FROM unnest($3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::bigint[],
-                    $8::bigint[], $9::integer[], $10::text[], $11::text[], $12::text[])
+                    $8::bigint[], $9::integer[], $10::text[], $11::text[], $12::text[],
+                    $13::bigint[], $14::bigint[])
              AS e(dataset, status, started_at, ended_at, rows, bytes, attempts, error, mode,
-                  watermark)
+                  watermark, inserted, deleted)
         WHERE l.pass_id = $1 AND l.source_id = $2 AND l.dataset = e.dataset
         """,
         pass_id,
@@ -236,6 +155,8 @@ async def _update_ledger(
         [e.error for e in entries],
         [e.mode for e in entries],
         [e.watermark for e in entries],
+        [e.inserted for e in entries],
+        [e.deleted for e in entries],
     )
 
 

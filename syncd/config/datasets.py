@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from syncd.config.model import Dataset, DatasetMode, Incremental, Variant
+from syncd.config.model import (
+    DEFAULT_FULL_REFRESH_EVERY,
+    Dataset,
+    DatasetMode,
+    Incremental,
+    Variant,
+)
 from syncd.config.querytext import clean
 from syncd.config.section import Section
 from syncd.config.values import COLUMN_NAME, COLUMN_PATH, LOWER_IDENT, TABLE_NAME
@@ -58,10 +64,16 @@ def _dataset(sec: Section, base: Path) -> Dataset | None:
         if variant is not None:
             variants.append(variant)
     incremental = _incremental(sec)
+    if incremental is not None:
+        every = incremental.full_refresh_every
+    elif sec.has("full_refresh_every"):
+        every = sec.duration("full_refresh_every", minimum=1.0)
+    else:
+        every = DEFAULT_FULL_REFRESH_EVERY
     sec.check_unknown()
     if name is None or not variants:
         return None
-    return Dataset(name, tuple(variants), incremental)
+    return Dataset(name, tuple(variants), incremental, every)
 
 
 def _variant(sec: Section, base: Path, *, with_probe: bool) -> Variant | None:
@@ -109,7 +121,7 @@ def _incremental(sec: Section) -> Incremental | None:
         sec.problem("mode", f"{mode!r} is not snapshot or incremental")
         return None
     if mode == DatasetMode.SNAPSHOT:
-        for name in ("cursor", "key", "lookback", "full_refresh_every"):
+        for name in ("cursor", "key", "lookback"):
             if sec.has(name):
                 sec.problem(name, "only for mode: incremental")
         return None

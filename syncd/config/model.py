@@ -135,11 +135,17 @@ class DatasetMode(StrEnum):
     INCREMENTAL = "incremental"
 
 
+DEFAULT_FULL_REFRESH_EVERY = 7 * 86400.0  # snapshot datasets: rewritten whole, trusting nothing
+
+
 @dataclass(frozen=True, slots=True)
 class Dataset:
     name: str
     variants: tuple[Variant, ...]
     incremental: Incremental | None = None
+    # how often the municipality's rows are rewritten whole, trusting nothing stored (landing v3
+    # otherwise writes only what changed); None: never. Incremental datasets: theirs.
+    full_refresh_every: float | None = DEFAULT_FULL_REFRESH_EVERY
 
     @property
     def table(self) -> str | None:

@@ -44,6 +44,7 @@ typedef struct {
     uint64_t seed;
     int emit;
     int sealed;
+    int flushed;
     Walk existing, source;
     int existing_mode; /* 0: not started, 1: stored hashes, 2: rows to hash */
     /* the existing rows' keys, appended, then sealed into the table */
@@ -53,7 +54,7 @@ typedef struct {
     uint8_t *slot_keys;
     uint8_t *slot_state;
     Py_ssize_t slots;
-    Out pending; /* source bytes fed before seal(), framed when it comes */
+    Out pending; /* source bytes fed before flush(), framed then */
     long long unhashed, distinct, duplicated, rows_in, rows_new, rows_matched;
     int emitted_header;
     const char *error;
@@ -353,13 +354,23 @@ static PyObject *frame_source(Differ *d, const uint8_t *p, Py_ssize_t n) {
 }
 
 static PyObject *Differ_seal(Differ *d, PyObject *Py_UNUSED(ignored)) {
-    if (d->sealed) return PyBytes_FromStringAndSize("", 0);
+    if (d->sealed) Py_RETURN_NONE;
     if (d->existing_mode && (d->existing.phase != 2 || d->existing.carry_len)) {
         PyErr_SetString(PyExc_ValueError, "the existing rows' COPY stream ended early");
         return NULL;
     }
     d->sealed = 1;
     if (d->nkeys > 0 && build_table(d) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Differ_flush(Differ *d, PyObject *Py_UNUSED(ignored)) {
+    if (!d->sealed) {
+        PyErr_SetString(PyExc_RuntimeError, "seal() the existing rows first");
+        return NULL;
+    }
+    if (d->flushed) return PyBytes_FromStringAndSize("", 0);
+    d->flushed = 1;
     PyObject *result = frame_source(d, d->pending.data, d->pending.len);
     PyMem_Free(d->pending.data);
     d->pending.data = NULL;
@@ -403,7 +414,7 @@ static PyObject *Differ_feed(Differ *d, PyObject *arg) {
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
     PyObject *result;
-    if (d->sealed) {
+    if (d->flushed) {
         result = frame_source(d, view.buf, view.len);
     } else if (out_reserve(&d->pending, view.len) < 0) {
         result = PyErr_NoMemory();
@@ -421,8 +432,8 @@ static PyObject *Differ_pending(Differ *d, void *Py_UNUSED(closure)) {
 }
 
 static PyObject *Differ_finish(Differ *d, PyObject *Py_UNUSED(ignored)) {
-    if (!d->sealed) {
-        PyErr_SetString(PyExc_RuntimeError, "seal() the existing rows first");
+    if (!d->flushed) {
+        PyErr_SetString(PyExc_RuntimeError, "flush() the source bytes fed before seal() first");
         return NULL;
     }
     if (d->source.phase != 2 || d->source.carry_len) {
@@ -468,6 +479,7 @@ static PyMethodDef Differ_methods[] = {
     {"add_stored", (PyCFunction)Differ_add_stored, METH_O, NULL},
     {"add_rows", (PyCFunction)Differ_add_rows, METH_O, NULL},
     {"seal", (PyCFunction)Differ_seal, METH_NOARGS, NULL},
+    {"flush", (PyCFunction)Differ_flush, METH_NOARGS, NULL},
     {"feed", (PyCFunction)Differ_feed, METH_O, NULL},
     {"finish", (PyCFunction)Differ_finish, METH_NOARGS, NULL},
     {"gone", (PyCFunction)Differ_gone, METH_NOARGS, NULL},

@@ -19,9 +19,8 @@ from opentelemetry import trace
 from syncd import ledger
 from syncd.config import Dataset, Source
 from syncd.engine import downstream, incremental, spans
-from syncd.engine.copy import Transfer
 from syncd.engine.errors import Failure, FinalError, Kind, Side, classify
-from syncd.engine.landing import Landing
+from syncd.engine.landing import Landed, Landing, Write
 from syncd.engine.results import DatasetResult, SourceResult, now
 from syncd.engine.runner import Engine
 from syncd.engine.shape import Shape
@@ -70,14 +69,28 @@ async def land_all(
     """Every pending dataset into one destination transaction, committed with the ledger rows:
     a reader sees all of this municipality's previous rows or all of its new ones."""
     destination = engine.destination
+    # every dataset described and its table made ready first: DDL (a column a newer PEC added,
+    # an incremental key's index) runs before this pass holds any dataset table
+    shapes: dict[str, Shape] = {}
+    for dataset in pending:
+        shape = await _prepare_dataset(engine, session, source, dataset, result)
+        if shape is not None:
+            shapes[dataset.name] = shape
     try:
         opened: Landing | None = None  # for the except: was it the landing that was lost?
         async with destination.landing(source.id) as landing:
             opened = landing
             for dataset in pending:
-                await _copy_dataset(
-                    engine, session, landing, source, dataset, result.datasets[dataset.name]
-                )
+                if dataset.name in shapes:
+                    await _copy_dataset(
+                        engine,
+                        session,
+                        landing,
+                        source,
+                        dataset,
+                        shapes[dataset.name],
+                        result.datasets[dataset.name],
+                    )
             loaded = [d for d in result.datasets.values() if d.status == Status.LOADED]
             if not loaded:
                 return  # nothing to make visible; the ledger says why in _finish
@@ -132,12 +145,93 @@ async def land_all(
     landing.settled(buckets)
 
 
+async def _prepare_dataset(
+    engine: Engine, session: SourceSession, source: Source, dataset: Dataset, result: SourceResult
+) -> Shape | None:
+    """Describe the dataset on the source and make its table ready (DDL, if any), before the
+    landing opens; None if it failed for good (recorded in the result)."""
+    res = result.datasets[dataset.name]
+    res.started_at = res.started_at or now()
+    spec = dataset.incremental
+    tries = 0
+
+    async def prepare() -> Shape:
+        shape = await session.describe(dataset)
+        await engine.destination.prepare(shape, source.id, spec.key if spec else ())
+        return shape
+
+    while True:
+        tries += 1
+        try:
+            async with session.savepoint():
+                return await prepare()
+        except Exception as exc:
+            res.attempts += 1  # a clean pass counts its landing alone
+            failure = await _sorted_out(exc, session, None, None)
+            if await _again(engine, source, dataset, failure, tries):
+                continue
+            with spans.span(
+                engine.tracer, f"COPY {dataset.name}", {"syncd.dataset": dataset.name}
+            ) as span:
+                spans.failed(span, failure)
+            _failed(source, dataset, res, failure)
+            return None
+
+
+async def _sorted_out(
+    exc: Exception, session: SourceSession, landing: Landing | None, span: trace.Span | None
+) -> Failure:
+    """What a dataset's failure means: raises PassLost when the pass must start again."""
+    failure = classify(exc)
+    if landing is not None and landing.lost is not None:
+        failure = failure if failure.lost_connection else landing.lost
+        raise PassLost(failure) from exc  # the transaction is gone: all again
+    if failure.side == Side.DESTINATION and failure.lost_connection:
+        raise PassLost(failure) from exc
+    lost = failure.side == Side.SOURCE and failure.lost_connection
+    if failure.kind == Kind.STALLED or lost or not session.alive:
+        await session.abort()  # the snapshot is gone or hung: a new one for everything
+        if span is not None:
+            spans.interrupted(span, failure)  # the pass's retry is recorded on its root
+        raise PassLost(failure) from exc
+    return failure
+
+
+async def _again(
+    engine: Engine, source: Source, dataset: Dataset, failure: Failure, attempts: int
+) -> bool:
+    """After a dataset's own failure: True once the retry policy's pause is over."""
+    engine.destination.forget(dataset.name)
+    if not engine.retry.allows(failure, attempts):
+        return False
+    await engine.retry.pause(
+        failure,
+        attempts,
+        f"source {source.id} dataset {dataset.name}",
+        source=source.id,
+        dataset=dataset.name,
+    )
+    return True
+
+
+def _failed(source: Source, dataset: Dataset, res: DatasetResult, failure: Failure) -> None:
+    log.warning(
+        "source %s dataset %s failed: %s",
+        source.id,
+        dataset.name,
+        failure.reason,
+        extra={"source": source.id, "dataset": dataset.name, "reason": failure.reason},
+    )
+    res.fail(failure.reason)
+
+
 async def _copy_dataset(
     engine: Engine,
     session: SourceSession,
     landing: Landing,
     source: Source,
     dataset: Dataset,
+    shape: Shape,
     res: DatasetResult,
 ) -> None:
     """Land one dataset in the open transaction; a dataset that fails for good is recorded in
@@ -145,12 +239,14 @@ async def _copy_dataset(
     attributes = spans.db_attributes(source.dsn, "COPY", dataset.table)
     attributes.update({"syncd.dataset": dataset.name, "syncd.dataset.kind": dataset.kind})
     with spans.span(engine.tracer, f"COPY {dataset.name}", attributes) as span:
-        await _copy_attempts(engine, session, landing, source, dataset, res, span)
+        await _copy_attempts(engine, session, landing, source, dataset, shape, res, span)
         span.set_attribute("syncd.attempts", res.attempts)
         if res.status == Status.LOADED:
             span.set_attribute("db.response.returned_rows", res.rows)
             span.set_attribute("syncd.rows", res.rows)
             span.set_attribute("syncd.bytes", res.bytes)
+            span.set_attribute("syncd.rows.inserted", res.inserted)
+            span.set_attribute("syncd.rows.deleted", res.deleted)
 
 
 async def _copy_attempts(
@@ -159,55 +255,30 @@ async def _copy_attempts(
     landing: Landing,
     source: Source,
     dataset: Dataset,
+    shape: Shape,
     res: DatasetResult,
     span: trace.Span,
 ) -> None:
-    retry = engine.retry
     while True:
         res.attempts += 1
-        res.started_at = res.started_at or now()
         try:
             async with session.savepoint(), landing.savepoint():
-                shape = await session.describe(dataset)
-                target, transfer = await _land(engine, landing, session, shape, dataset)
+                target, landed = await _land(engine, landing, session, shape, dataset)
         except Exception as exc:
-            failure = classify(exc)
-            if landing.lost is not None:
-                failure = failure if failure.lost_connection else landing.lost
-                raise PassLost(failure) from exc  # the transaction is gone: all again
-            if failure.side == Side.DESTINATION and failure.lost_connection:
-                raise PassLost(failure) from exc
-            lost = failure.side == Side.SOURCE and failure.lost_connection
-            if failure.kind == Kind.STALLED or lost or not session.alive:
-                await session.abort()  # the snapshot is gone or hung: a new one for everything
-                spans.interrupted(span, failure)  # the pass's retry is recorded on its root
-                raise PassLost(failure) from exc
-            engine.destination.forget(dataset.name)
-            if retry.allows(failure, res.attempts):
-                await retry.pause(
-                    failure,
-                    res.attempts,
-                    f"source {source.id} dataset {dataset.name}",
-                    source=source.id,
-                    dataset=dataset.name,
-                )
+            failure = await _sorted_out(exc, session, landing, span)
+            if await _again(engine, source, dataset, failure, res.attempts):
                 continue
             spans.failed(span, failure)
-            log.warning(
-                "source %s dataset %s failed: %s",
-                source.id,
-                dataset.name,
-                failure.reason,
-                extra={"source": source.id, "dataset": dataset.name, "reason": failure.reason},
-            )
-            res.fail(failure.reason)
+            _failed(source, dataset, res, failure)
             return
+        transfer = landed.transfer
         res.rows, res.bytes, res.mode, res.watermark = (
             transfer.rows,
             transfer.bytes,
             target.mode,
             target.watermark,
         )
+        res.inserted, res.deleted = landed.inserted, landed.deleted
         res.status = Status.LOADED  # visible when the pass commits
         span.set_attribute("syncd.mode", target.mode)
         if target.watermark is not None:
@@ -234,71 +305,59 @@ async def _copy_attempts(
 
 async def _land(
     engine: Engine, landing: Landing, session: SourceSession, shape: Shape, dataset: Dataset
-) -> tuple[Target, Transfer]:
-    """Replace the municipality's rows (snapshots, full refreshes) or upsert a window
+) -> tuple[Target, Landed]:
+    """Write what changed of the municipality's rows (snapshots, incremental reloads), rewrite
+    them all (a full refresh is due, or nothing is stored yet) or upsert a window
     (incremental), in the pass's transaction."""
     destination = engine.destination
     spec = dataset.incremental
-    target = await destination.prepare(shape, session.source.id, spec.key if spec else ())
+    source_id = session.source.id
+    target = await destination.prepare(shape, source_id, spec.key if spec else ())
     if target.missing:
         shape = shape.only(target.columns)
+    state = await landing.watermark(target)
+    rewrite = incremental.rewrite_due(
+        dataset.full_refresh_every, state[1] if state else None, now(), source_id, dataset.name
+    )
+    write = Write.REWRITE if rewrite else Write.DIFF
     window = None
     if spec is not None:
         cursor_type = shape.column(spec.cursor).type
         for column in spec.key:
             shape.column(column)
-        state = await landing.watermark(target)
         target = replace(target, cursor=spec.cursor)
         if (
             state is None
             or state[0] is None
-            or incremental.refresh_due(spec, state[1], now())
+            or rewrite
             or not incremental.readable(spec, cursor_type, state[0])
         ):
             top = await session.max_cursor(shape, spec.cursor, incremental.cap(spec, cursor_type))
             target = replace(target, mode=Mode.FULL_REFRESH, watermark=top)
         else:
             window = incremental.window(spec, cursor_type, state[0])
+            write = Write.WINDOW
             target = replace(target, mode=Mode.INCREMENTAL, watermark=state[0])
+    elif rewrite:
+        target = replace(target, mode=Mode.FULL_REFRESH)
     where = f"{destination.schema}.{target.dataset}"
-    with spans.span(
-        engine.tracer,
-        f"COPY {where}",
-        spans.db_attributes(destination.settings.dsn, "COPY", where),
-    ):
+    attributes = spans.db_attributes(destination.settings.dsn, "COPY", where)
+    attributes["syncd.write"] = write
+    with spans.span(engine.tracer, f"COPY {where}", attributes):
         async with engine.limits.writers:
-            return await _copy(engine, landing, session, shape, target, window)
-
-
-async def _copy(
-    engine: Engine,
-    landing: Landing,
-    session: SourceSession,
-    shape: Shape,
-    target: Target,
-    window: incremental.CursorWindow | None,
-) -> tuple[Target, Transfer]:
-    timeouts = engine.config.timeouts
-    if window is None:
-        transfer = await landing.replace(
-            target,
-            partial(session.copy_out, shape),
-            idle_timeout=timeouts.idle_stream,
-            on_bytes=engine.progress.bytes_moved,
-        )
-        if target.mode == Mode.FULL_REFRESH:  # the rows and their watermark, together
-            await landing.store_watermark(target, full=True)
-        return target, transfer
-    transfer, watermark = await landing.upsert(
-        target,
-        partial(session.copy_out, shape, window=window),
-        cap=window.cap,
-        idle_timeout=timeouts.idle_stream,
-        on_bytes=engine.progress.bytes_moved,
-    )
-    target = replace(target, watermark=watermark)
-    await landing.store_watermark(target, full=False)
-    return target, transfer
+            landed = await landing.land(
+                target,
+                partial(session.copy_out, shape, window=window),
+                write=write,
+                cap=window.cap if window else None,
+                idle_timeout=engine.config.timeouts.idle_stream,
+                on_bytes=engine.progress.bytes_moved,
+            )
+    if window is not None:
+        target = replace(target, watermark=landed.watermark)
+    if spec is not None or rewrite:  # the rows and their watermark (or refresh time), together
+        await landing.store_watermark(target, full=rewrite)
+    return target, landed
 
 
 def _announcement(result: SourceResult) -> str:

@@ -65,7 +65,9 @@ SERVER_KEEPALIVES = {  # the server's side (PostgreSQL settings)
 
 def enable_keepalive(conn: asyncpg.Connection) -> None:
     """TCP keepalives from our side too, so a silently dropped link is noticed."""
-    transport = getattr(conn, "_transport", None)  # asyncpg has no public accessor
+    # asyncpg has no public accessor for its socket (nor a socket factory); if this attribute
+    # ever goes, tests/unit/test_source.py::test_sessions_have_tcp_keepalives fails
+    transport = getattr(conn, "_transport", None)
     sock = transport.get_extra_info("socket") if transport is not None else None
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return

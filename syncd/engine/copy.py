@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
@@ -29,9 +29,21 @@ CopyIn = Callable[[AsyncIterable[bytes]], Awaitable[int]]  # consumes the chunks
 
 @dataclass(slots=True)
 class Transfer:
-    rows: int = 0
-    bytes: int = 0
+    rows: int = 0  # read from the source
+    bytes: int = 0  # read from the source
     seconds: float = 0.0
+    written: int = 0  # rows the destination took (all of them, unless a transform filtered)
+
+
+class Transform(Protocol):
+    """Between the two COPYs: what the destination gets of each source chunk (landing v3: only
+    the rows it does not hold yet). It may wait; `rows` is what it let through."""
+
+    rows: int
+
+    async def feed(self, chunk: bytes) -> bytes: ...
+
+    async def finish(self) -> bytes: ...
 
 
 async def pipe(
@@ -41,8 +53,12 @@ async def pipe(
     idle_timeout: float = math.inf,
     queue_chunks: int = QUEUE_CHUNKS,
     on_bytes: Callable[[int], None] | None = None,
+    transform: Transform | None = None,
 ) -> Transfer:
-    """Run both COPYs concurrently; raises TransferError naming the side that failed."""
+    """Run both COPYs concurrently; raises TransferError naming the side that failed.
+
+    The destination COPY starts with the first chunk it gets: when a transform lets nothing
+    through, no COPY runs there at all."""
     send, receive = anyio.create_memory_object_stream[bytes](queue_chunks)
     transfer = Transfer()
     started = time.monotonic()
@@ -55,37 +71,41 @@ async def pipe(
         last_progress = time.monotonic()
         if on_bytes is not None:
             on_bytes(len(chunk))
+        if transform is not None:
+            chunk = await transform.feed(chunk)
+            if not chunk:
+                return
         await send.send(chunk)
 
     async def produce() -> None:
         try:
             transfer.rows = await copy_out(sink)
+            if transform is not None and (tail := await transform.finish()):
+                await send.send(tail)
         except anyio.get_cancelled_exc_class():
             raise
         except Exception as exc:
             raise TransferError(Side.SOURCE, exc) from exc
         send.close()  # only now: end of stream means the source COPY completed
 
-    class Chunks:
+    async def chunks(first: bytes) -> AsyncIterator[bytes]:
         """The queue as the destination COPY reads it; taking a chunk counts as progress."""
-
-        def __aiter__(self) -> Chunks:
-            return self
-
-        async def __anext__(self) -> bytes:
-            nonlocal last_progress
-            try:
-                chunk = await receive.receive()
-            except anyio.EndOfStream:
-                raise StopAsyncIteration from None
+        nonlocal last_progress
+        yield first
+        async for chunk in receive:
             last_progress = time.monotonic()
-            return chunk
+            yield chunk
 
     async def consume() -> None:
         nonlocal rows_in
         try:
             with receive:
-                rows_in = await copy_in(Chunks())
+                try:
+                    first = await receive.receive()
+                except anyio.EndOfStream:
+                    rows_in = 0  # nothing to write: no COPY
+                    return
+                rows_in = await copy_in(chunks(first))
         except anyio.get_cancelled_exc_class():
             raise
         except Exception as exc:
@@ -114,13 +134,13 @@ async def pipe(
         raise first_failure(group) from None
     finally:
         send.close()
-    if rows_in != transfer.rows:
+    sent = transform.rows if transform is not None else transfer.rows
+    if rows_in != sent:
         raise TransferError(
             Side.DESTINATION,
-            FinalError(
-                f"row count mismatch: source sent {transfer.rows}, destination took {rows_in}"
-            ),
+            FinalError(f"row count mismatch: source sent {sent}, destination took {rows_in}"),
         )
+    transfer.written = rows_in
     transfer.seconds = time.monotonic() - started
     return transfer
 

@@ -44,12 +44,20 @@ from syncd.engine.connect import (
 )
 from syncd.engine.errors import FinalError, RetryableError, Side, classify
 from syncd.engine.incremental import TEXT_SETTINGS
-from syncd.engine.landing import Landing, transaction
-from syncd.engine.layout import COLUMNS_SQL, SOURCE_SETTING, base_type, bucket_names, relation_names
+from syncd.engine.landing import Landing
+from syncd.engine.layout import (
+    COLUMNS_SQL,
+    ROW_HASH,
+    SOURCE_SETTING,
+    base_type,
+    bucket_names,
+    index_name,
+)
 from syncd.engine.retry import Observer, RetryPolicy, unobserved
 from syncd.engine.shape import Shape
 from syncd.engine.tables import Table, Tables, Target
-from syncd.engine.upgrade import upgrade_layout
+from syncd.engine.txn import transaction
+from syncd.engine.upgrade import add_row_hashes, upgrade_layout
 from syncd.engine.vacuum import Vacuum
 
 log = logging.getLogger("syncd.destination")
@@ -59,7 +67,8 @@ DDL_TRIES, DDL_PAUSE = 3, 0.2  # tries of one DDL statement, and the pause after
 
 _PARENT_SQL = """
 SELECT c.oid::int AS oid, c.relkind::text AS relkind,
-       CASE WHEN c.relkind = 'p' THEN pg_catalog.pg_get_partkeydef(c.oid) END AS partkey
+       c.relkind = 'p' AND pg_catalog.pg_get_partkeydef(c.oid)
+           = 'HASH (' || pg_catalog.quote_ident($3) || ')' AS ours
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = $1 AND c.relname = $2
 """
@@ -121,6 +130,7 @@ class Destination:
                     await conn.execute("SELECT pg_advisory_xact_lock($1, 1)", ledger.LOCK_NAMESPACE)
                     await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {sql.ident(self.schema)}")
                 await upgrade_layout(conn, self.settings, self.timeouts, self._observe)
+                await add_row_hashes(conn, self.settings, self.timeouts, self._observe)
         except BaseException:
             await self.close()
             raise
@@ -191,6 +201,11 @@ class Destination:
                 f"the dataset has a column named {self.source_column!r}, which syncd fills with "
                 "the source id (destination.source_column); rename it in the query"
             )
+        if ROW_HASH in shape.column_names:
+            raise FinalError(
+                f"the dataset has a column named {ROW_HASH!r}, which syncd keeps for each row's "
+                "hash; rename it in the query"
+            )
         table = self.tables.get(shape.dataset)
         if table is None or not self._fits(table, shape, key):
             # a connection of its own, not the pool's: the caller holds a pooled one in its
@@ -202,10 +217,12 @@ class Destination:
                 await _close(conn)
             self.tables.known[shape.dataset] = table
         missing = tuple(c.name for c in shape.columns if c.name not in table.columns)
+        landed = [c for c in shape.columns if c.name in table.columns]
         return Target(
             shape.dataset,
             source_id,
-            tuple(c.name for c in shape.columns if c.name in table.columns),
+            tuple(c.name for c in landed),
+            tuple(base_type(c.type) for c in landed),
             key=key,
             missing=missing,
         )
@@ -224,16 +241,20 @@ class Destination:
     async def _ensure_table(
         self, conn: asyncpg.Connection, shape: Shape, key: tuple[str, ...]
     ) -> Table:
-        rel = await conn.fetchrow(_PARENT_SQL, self.schema, shape.dataset)
+        rel = await conn.fetchrow(_PARENT_SQL, self.schema, shape.dataset, self.source_column)
         if rel is None:
             rel = await self._create(conn, shape)
-        expected = f"HASH ({self.source_column})"
-        if rel["relkind"] != "p" or rel["partkey"] != expected:
+        if not rel["ours"]:
             raise FinalError(
                 f"{self.schema}.{shape.dataset} exists but is not a syncd dataset table "
-                f"(partitioned by {expected}); rename or drop it"
+                f"(partitioned by HASH ({self.source_column})); rename or drop it"
             )
         existing = {r["name"]: r["type"] for r in await conn.fetch(COLUMNS_SQL, rel["oid"])}
+        if ROW_HASH not in existing:
+            raise FinalError(
+                f"{self.schema}.{shape.dataset} has no {ROW_HASH} column (landed by an older "
+                "syncd that is still running?); restart this syncd to upgrade it"
+            )
         conflicts = [
             f"column {c.name!r} is {c.type} on the source but {existing[c.name]} in "
             f"{self.schema}.{shape.dataset}"
@@ -281,18 +302,18 @@ class Destination:
         parent = self.parent(shape.dataset)
         column = sql.ident(self.source_column)
         columns = ", ".join(f"{sql.ident(c.name)} {base_type(c.type)}" for c in shape.columns)
-        names = relation_names(shape.dataset, self.settings.buckets)
         buckets = self.settings.buckets
         statements = [
             f"CREATE TABLE {parent} ({columns}, {column} text NOT NULL "
-            f"DEFAULT pg_catalog.current_setting({sql.literal(SOURCE_SETTING)})) "
-            f"PARTITION BY HASH ({column})",
+            f"DEFAULT pg_catalog.current_setting({sql.literal(SOURCE_SETTING)}), "
+            f"{ROW_HASH} uuid) PARTITION BY HASH ({column})",
             *(
                 f"CREATE TABLE {sql.qualified(self.schema, name)} PARTITION OF {parent} "
                 f"FOR VALUES WITH (MODULUS {buckets}, REMAINDER {n})"
                 for n, name in enumerate(bucket_names(shape.dataset, buckets))
             ),
-            f"CREATE INDEX {sql.ident(names[-2])} ON {parent} ({column})",
+            f"CREATE INDEX {sql.ident(index_name(shape.dataset, 'rows'))} ON {parent} "
+            f"({column}) INCLUDE ({ROW_HASH})",
             f"COMMENT ON TABLE {parent} IS "
             + sql.literal(
                 f"syncd dataset {shape.dataset}: each municipality's rows are replaced "
@@ -301,10 +322,12 @@ class Destination:
         ]
         async with conn.transaction():
             await self._ddl_locks(conn, shape.dataset)
-            rel = await conn.fetchrow(_PARENT_SQL, self.schema, shape.dataset)
+            rel = await conn.fetchrow(_PARENT_SQL, self.schema, shape.dataset, self.source_column)
             if rel is None:  # nobody made it while we waited for the lock
                 await conn.execute(";".join(statements))
-                rel = await conn.fetchrow(_PARENT_SQL, self.schema, shape.dataset)
+                rel = await conn.fetchrow(
+                    _PARENT_SQL, self.schema, shape.dataset, self.source_column
+                )
         if rel is None:
             raise FinalError(f"{self.schema}.{shape.dataset} vanished as it was created")
         return rel
@@ -324,7 +347,7 @@ class Destination:
         unknown = [k for k in key if k not in existing]
         if unknown:
             raise FinalError(f"key column(s) {', '.join(unknown)} are not in the dataset")
-        name = relation_names(dataset, self.settings.buckets)[-1]
+        name = index_name(dataset, "key")
         statement = (
             f"DROP INDEX IF EXISTS {sql.qualified(self.schema, name)};"
             f"CREATE UNIQUE INDEX {sql.ident(name)} ON {self.parent(dataset)} "

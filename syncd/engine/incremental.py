@@ -23,6 +23,7 @@ Cursors:
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -112,9 +113,24 @@ def readable(spec: Incremental, type_sql: str, watermark: str) -> bool:
     return _WHOLE.fullmatch(watermark) is not None
 
 
-def refresh_due(spec: Incremental, full_refresh_at: datetime | None, now: datetime) -> bool:
+REWRITE_SPREAD = 0.2  # full refreshes come due within the last fifth of their interval
+
+
+def rewrite_due(
+    every: float | None,
+    full_refresh_at: datetime | None,
+    now: datetime,
+    source_id: str,
+    dataset: str,
+) -> bool:
+    """Is it time to rewrite the municipality's rows whole, trusting nothing stored? Always
+    when nothing was ever written whole (a first load, or rows an older syncd landed); then
+    every `full_refresh_every`, a little earlier for some (source, dataset) pairs than for
+    others, always the same, so municipalities first loaded on one day do not all rewrite on
+    one day ever after."""
     if full_refresh_at is None:
         return True
-    if spec.full_refresh_every is None:
+    if every is None:
         return False
-    return (now - full_refresh_at).total_seconds() >= spec.full_refresh_every
+    spread = zlib.crc32(f"{source_id}\x00{dataset}".encode()) / 2**32
+    return (now - full_refresh_at).total_seconds() >= every * (1 - REWRITE_SPREAD * spread)

@@ -1,29 +1,88 @@
 """One municipality's landing: the open destination transaction its pass writes in.
 
-For each dataset, inside a savepoint: DELETE the municipality's rows and COPY the new ones
-(`replace`), or upsert an incremental window by key (`upsert`); the watermark with the rows.
-Only row locks and ROW EXCLUSIVE are taken, so readers never wait for a landing.
+For each dataset, inside a savepoint, `land` writes what changed (landing v3): the municipality's
+stored row hashes are read from the rows index while the source stream starts, the stream goes
+through the row differ (engine/rowdiff.py), only the rows the destination does not hold are
+copied in, and the held rows no source row matched are deleted. A full refresh deletes and
+rewrites everything instead; an incremental window is upserted by key. The watermark lands with
+the rows. Only row locks and ROW EXCLUSIVE are taken, so readers never wait for a landing.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
 import hashlib
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+import io
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 
 import anyio
 import asyncpg
 
 from syncd import config
-from syncd.engine import sql
+from syncd.engine import rowdiff, sql
 from syncd.engine.copy import CopyIn, CopyOut, Transfer, copy_row_count, first_failure, pipe
 from syncd.engine.errors import Failure, FinalError, Kind, Side, TransferError
 from syncd.engine.incremental import ALIAS
+from syncd.engine.layout import ROW_HASH, SOURCE_SETTING
 from syncd.engine.tables import Tables, Target
+from syncd.engine.txn import Tx, count, transaction
 from syncd.engine.vacuum import Vacuum
+
+# Source bytes kept while the stored hashes still arrive: the source stream starts at once,
+# and waits only past this much (a large municipality's hashes take a moment to read).
+PENDING_LIMIT = 64 * 2**20
+GONE = "pg_temp.syncd_gone"  # one per connection: the hashes of rows to delete
+
+
+class Write(StrEnum):
+    """How a dataset's rows are written."""
+
+    DIFF = "diff"  # only what changed, by the stored row hashes
+    REWRITE = "rewrite"  # everything, trusting nothing stored (full refresh, first load)
+    WINDOW = "window"  # an incremental window, upserted by key
+
+
+@dataclass(slots=True)
+class Landed:
+    transfer: Transfer = field(default_factory=Transfer)
+    inserted: int = 0
+    deleted: int = 0
+    watermark: str | None = None  # a window's new watermark
+
+
+class _Diff:
+    """The pipe's transform: source chunks in, the destination's new rows out. Until the stored
+    hashes are in (`ready`), chunks are kept by the differ, up to PENDING_LIMIT."""
+
+    def __init__(self, differ: rowdiff.RowDiffer):
+        self.differ = differ
+        self.ready = anyio.Event()
+        self.rows = 0
+        self._flushed = False
+
+    async def feed(self, chunk: bytes) -> bytes:
+        if not self.ready.is_set():
+            if self.differ.pending < PENDING_LIMIT:
+                return self.differ.feed(chunk)  # kept until flushed
+            await self.ready.wait()
+        return self._flush() + self.differ.feed(chunk)
+
+    async def finish(self) -> bytes:
+        await self.ready.wait()
+        tail = self._flush() + self.differ.finish()
+        self.rows = self.differ.counts()["rows_new"]
+        return tail
+
+    def _flush(self) -> bytes:
+        if self._flushed:
+            return b""
+        self._flushed = True
+        return self.differ.flush()
 
 
 class Landing:
@@ -33,7 +92,7 @@ class Landing:
         self,
         conn: asyncpg.Connection,
         source_id: str,
-        transaction: asyncpg.transaction.Transaction,
+        transaction: Tx,
         *,
         tables: Tables,
         timeouts: config.Timeouts,
@@ -45,6 +104,7 @@ class Landing:
         self.conn = conn
         self.source_id = source_id
         self._transaction = transaction
+        self._gone_table = False
         self.deleted: dict[str, int] = {}  # dataset -> rows this pass removed
         self.landed: dict[str, int] = {}  # dataset -> rows this pass wrote
 
@@ -86,85 +146,186 @@ class Landing:
         t = self.timeouts
         return t.statement + 2 * t.idle_stream
 
-    async def replace(
+    async def land(
         self,
         target: Target,
         copy_out: CopyOut,
         *,
+        write: Write,
+        cap: str | None = None,
         idle_timeout: float,
         on_bytes: Callable[[int], None] | None = None,
-    ) -> Transfer:
-        """This municipality's rows of the dataset: the old ones deleted, the new ones copied in."""
+    ) -> Landed:
+        """This municipality's rows of the dataset as the source has them now.
+
+        DIFF: only the difference is written (rows whose hash the destination does not hold are
+        copied in, held hashes no source row matched are deleted); REWRITE: every row deleted
+        and copied in again, trusting nothing stored; WINDOW: the rows of an incremental
+        window, upserted by key (rows whose hash is unchanged are not written again). A keyed
+        dataset's new rows go through a temporary table, so the rows they replace are deleted
+        before they arrive (the key is unique)."""
         d = self.tables
-        status = await self.conn.execute(
-            f"DELETE FROM {d.parent(target.dataset)} WHERE {sql.ident(d.source_column)} = $1",  # noqa: S608
-            self.source_id,
+        parent = d.parent(target.dataset)
+        landed = Landed()
+        if write == Write.REWRITE:
+            status = await self.conn.execute(
+                f"DELETE FROM {parent} WHERE {sql.ident(d.source_column)} = $1",  # noqa: S608
+                self.source_id,
+                timeout=self._long(),
+            )
+            landed.deleted += count(status)
+        differ = rowdiff.differ(target.seed)
+        diff = _Diff(differ)
+        delta = await self._delta(target) if target.key else None
+        columns = (*target.columns, ROW_HASH)
+        copy_in = (
+            self._copy_in(delta, None, columns)  # a temp table: no schema
+            if delta
+            else self._copy_in(target.dataset, d.schema, columns)
+        )
+
+        async def existing() -> None:
+            if write == Write.DIFF:
+                landed.deleted += await self._load_hashes(differ, parent)
+            else:
+                differ.seal()
+            diff.ready.set()
+
+        landed.transfer = await self._pipe(
+            copy_out, copy_in, idle_timeout, on_bytes, diff, existing
+        )
+        gone = differ.gone()
+        if gone:
+            landed.deleted += await self._delete_hashes(parent, gone)
+        if delta is None:
+            landed.inserted = landed.transfer.written
+        else:
+            inserted, updated = await self._insert_delta(
+                target, delta, unchanged_skipped=write == Write.WINDOW
+            )
+            landed.inserted, landed.deleted = inserted + updated, landed.deleted + updated
+            if write == Write.WINDOW:
+                top = await self.conn.fetchval(
+                    f"SELECT max({ALIAS}.{sql.ident(target.cursor or '')})::text "  # noqa: S608
+                    f"FROM {delta} AS {ALIAS} WHERE {cap}"
+                )
+                landed.watermark = top or target.watermark
+        self.landed[target.dataset] = landed.inserted
+        self.deleted[target.dataset] = landed.deleted
+        return landed
+
+    async def _load_hashes(self, differ: rowdiff.RowDiffer, parent: str) -> int:
+        """The municipality's stored row hashes into the differ (from the rows index alone);
+        then the rows that can never match (no hash yet, or a hash held twice) are deleted
+        before anything is written. Returns the rows deleted."""
+        d = self.tables
+        mine = f"{sql.ident(d.source_column)} = pg_catalog.current_setting({sql.literal(SOURCE_SETTING)})"
+
+        async def add(chunk: bytes) -> None:
+            differ.add_stored(chunk)
+
+        await self.conn.copy_from_query(
+            f"SELECT {ROW_HASH} FROM {parent} WHERE {mine}",  # noqa: S608
+            output=add,
+            format="binary",
             timeout=self._long(),
         )
-        self.deleted[target.dataset] = count(status)
-        copy_in = self._copy_in(target.dataset, d.schema, target.columns)
-        transfer = await self._pipe(copy_out, copy_in, idle_timeout, on_bytes)
-        self.landed[target.dataset] = transfer.rows
-        return transfer
+        differ.seal()
+        counts = differ.counts()
+        if not counts["unhashed"] and not counts["duplicated"]:
+            return 0
+        twice = differ.duplicates()
+        status = await self.conn.execute(
+            f"DELETE FROM {parent} WHERE {mine} AND ({ROW_HASH} IS NULL "  # noqa: S608
+            f"OR {ROW_HASH} = ANY($1::uuid[]))",
+            [uuid.UUID(bytes=twice[i : i + 16]) for i in range(0, len(twice), 16)],
+            timeout=self._long(),
+        )
+        return count(status)
 
-    async def upsert(
-        self,
-        target: Target,
-        copy_out: CopyOut,
-        *,
-        cap: str,
-        idle_timeout: float,
-        on_bytes: Callable[[int], None] | None = None,
-    ) -> tuple[Transfer, str | None]:
-        """The rows of an incremental window, upserted by (source, key); returns the new
-        watermark: the highest cursor among them that `cap` admits, else the old one."""
+    async def _delete_hashes(self, parent: str, keys: bytes) -> int:
+        """Delete the municipality's rows with these hashes (none of which a new row has)."""
         d = self.tables
-        column = d.source_column
-        columns = [*target.columns, column]
-        # one temporary table per connection and column set, emptied at every commit: the
-        # pool's connections are reused, so a steady-state pass creates no table
-        signature = "\x00".join([target.dataset, *target.columns]).encode()
+        if not self._gone_table:
+            await self.conn.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {GONE} (h uuid) ON COMMIT DELETE ROWS"
+            )
+            self._gone_table = True
+        await self.conn.copy_to_table(
+            GONE.split(".")[1],
+            schema_name="pg_temp",
+            source=io.BytesIO(rowdiff.keys_copy(keys)),
+            format="binary",
+            timeout=self._long(),
+        )
+        deleted: int = await self.conn.fetchval(
+            f"WITH d AS (DELETE FROM {parent} AS t USING {GONE} AS g "  # noqa: S608
+            f"WHERE t.{sql.ident(d.source_column)} = "
+            f"pg_catalog.current_setting({sql.literal(SOURCE_SETTING)}) "
+            f"AND t.{ROW_HASH} = g.h RETURNING 1), e AS (DELETE FROM {GONE}) "
+            "SELECT count(*) FROM d",
+            timeout=self._long(),
+        )
+        return deleted
+
+    async def _delta(self, target: Target) -> str:
+        """The temporary table a keyed dataset's new rows wait in: one per connection and column
+        set (names and types), emptied at every commit, so a steady-state pass creates none."""
+        d = self.tables
+        signature = "\x00".join(
+            [
+                target.dataset,
+                *(f"{c}\x01{t}" for c, t in zip(target.columns, target.types, strict=True)),
+            ]
+        ).encode()
         delta = "syncd_delta_" + hashlib.sha256(signature).hexdigest()[:16]
-        # the table is empty already, unless this dataset was upserted before in this same
-        # landing (a retry after its savepoint was released): DELETE, as TRUNCATE writes the
-        # catalog; one round trip for both
+        # empty already, unless this dataset was landed before in this same landing (a retry
+        # after its savepoint was released): DELETE, as TRUNCATE writes the catalog
         await self.conn.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {delta} (LIKE {d.parent(target.dataset)} "  # noqa: S608
             f"INCLUDING DEFAULTS) ON COMMIT DELETE ROWS; DELETE FROM {delta}"
         )
-        copy_in = self._copy_in(delta, None, target.columns)  # a temp table: no schema
-        transfer = await self._pipe(copy_out, copy_in, idle_timeout, on_bytes)
-        names = ", ".join(sql.ident(c) for c in columns)
+        return delta
+
+    async def _insert_delta(
+        self, target: Target, delta: str, *, unchanged_skipped: bool
+    ) -> tuple[int, int]:
+        """The delta's rows into the dataset, by (source, key); returns (inserted, updated)."""
+        d = self.tables
+        columns = [*target.columns, ROW_HASH]
+        names = ", ".join(sql.ident(c) for c in (*columns, d.source_column))
         updates = ", ".join(
-            f"{sql.ident(c)} = excluded.{sql.ident(c)}"
-            for c in target.columns
-            if c not in target.key
+            f"{sql.ident(c)} = excluded.{sql.ident(c)}" for c in columns if c not in target.key
         )
-        conflict = ", ".join(sql.ident(k) for k in (column, *target.key))
-        action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
-        insert = f"INSERT INTO {d.parent(target.dataset)} ({names}) SELECT {names} FROM {delta}"  # noqa: S608
-        # the rows that replace an older version leave it dead: the vacuum lane counts them
-        same = " AND ".join(f"o.{sql.ident(k)} = n.{sql.ident(k)}" for k in (column, *target.key))
-        updated = await self.conn.fetchval(
-            f"SELECT count(*) FROM {delta} AS n WHERE EXISTS "  # noqa: S608
-            f"(SELECT 1 FROM {d.parent(target.dataset)} AS o WHERE {same})",
-            timeout=self._long(),
+        conflict = ", ".join(sql.ident(k) for k in (d.source_column, *target.key))
+        parent = d.parent(target.dataset)
+        same = " AND ".join(
+            f"o.{sql.ident(k)} = n.{sql.ident(k)}" for k in (d.source_column, *target.key)
+        )
+        # a window re-reads rows it landed before: those whose hash is the same are left be
+        new = (
+            f"NOT EXISTS (SELECT 1 FROM {parent} AS o WHERE {same} AND o.{ROW_HASH} = n.{ROW_HASH})"  # noqa: S608
+            if unchanged_skipped
+            else "TRUE"
         )
         try:
-            await self.conn.execute(
-                f"{insert} ON CONFLICT ({conflict}) {action}", timeout=self._long()
+            # every part of one statement sees the rows as they were before it: `u` counts the
+            # rows the insert replaces (left dead: the vacuum lane counts them)
+            row = await self.conn.fetchrow(
+                f"WITH u AS (SELECT count(*) AS n FROM {delta} AS n WHERE {new} "  # noqa: S608
+                f"AND EXISTS (SELECT 1 FROM {parent} AS o WHERE {same})), "
+                f"w AS (INSERT INTO {parent} ({names}) SELECT {names} FROM {delta} AS n "
+                f"WHERE {new} ON CONFLICT ({conflict}) DO UPDATE SET {updates} RETURNING 1) "
+                "SELECT count(*) - (SELECT n FROM u) AS inserted, (SELECT n FROM u) AS updated "
+                "FROM w",
+                timeout=self._long(),
             )
         except asyncpg.CardinalityViolationError:
             raise FinalError(
                 f"key ({', '.join(target.key)}) is not unique among the new rows"
             ) from None
-        top = await self.conn.fetchval(
-            f"SELECT max({ALIAS}.{sql.ident(target.cursor or '')})::text "  # noqa: S608
-            f"FROM {delta} AS {ALIAS} WHERE {cap}"
-        )
-        self.landed[target.dataset] = transfer.rows
-        self.deleted[target.dataset] = int(updated or 0)
-        return transfer, top or target.watermark
+        assert row is not None
+        return int(row["inserted"]), int(row["updated"])
 
     def _copy_in(self, table: str, schema: str | None, columns: tuple[str, ...]) -> CopyIn:
         """The destination end of the pipe: binary COPY of the chunks into `table`."""
@@ -188,16 +349,19 @@ class Landing:
         copy_in: CopyIn,
         idle_timeout: float,
         on_bytes: Callable[[int], None] | None,
+        diff: _Diff,
+        beside: Callable[[], Coroutine[None, None, None]],
     ) -> Transfer:
-        """The byte pipe, watching the destination connection: a backend killed mid-COPY is seen
-        at once (asyncpg would otherwise wait for flow control that never resumes)."""
+        """The byte pipe through the differ, with `beside` (the stored hashes' read) running
+        as the source stream starts, watching the destination connection: a backend killed
+        mid-COPY is seen at once (asyncpg would otherwise wait for flow control that never
+        resumes). The pool's proxy forwards the listener to the connection it holds."""
         lost = anyio.Event()
 
         def on_terminated(_conn: object) -> None:
             lost.set()
 
-        under = raw(self.conn)
-        under.add_termination_listener(on_terminated)
+        self.conn.add_termination_listener(on_terminated)
 
         async def watch() -> None:
             await lost.wait()
@@ -211,14 +375,20 @@ class Landing:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(watch)
+                tg.start_soon(beside)
                 transfer = await pipe(
-                    copy_out, copy_in, idle_timeout=idle_timeout, on_bytes=on_bytes
+                    copy_out,
+                    copy_in,
+                    idle_timeout=idle_timeout,
+                    on_bytes=on_bytes,
+                    transform=diff,
                 )
                 tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             raise first_failure(group) from None
         finally:
-            under.remove_termination_listener(on_terminated)
+            with contextlib.suppress(asyncpg.InterfaceError):  # released: listeners went too
+                self.conn.remove_termination_listener(on_terminated)
         return transfer
 
     async def watermark(self, target: Target) -> tuple[str | None, datetime | None] | None:
@@ -275,39 +445,3 @@ class Landing:
     def settled(self, buckets: dict[str, str]) -> None:
         """The landing committed: what it deleted is the vacuum lane's to reclaim."""
         self.vacuum.committed(self.source_id, buckets, self.deleted, self.landed)
-
-
-@asynccontextmanager
-async def transaction(conn: asyncpg.Connection) -> AsyncIterator[asyncpg.transaction.Transaction]:
-    """A transaction (or a savepoint inside one) whose rollback never hides why it failed: on a
-    connection that died, there is nothing to roll back."""
-    tr = conn.transaction()
-    await tr.start()
-    try:
-        yield tr
-    except BaseException:
-        with contextlib.suppress(Exception), anyio.CancelScope(shield=True):
-            if not raw(conn).is_closed() and not _done(tr):
-                await tr.rollback()
-        raise
-    if not _done(tr):
-        await tr.commit()
-
-
-def _done(tr: asyncpg.transaction.Transaction) -> bool:
-    # asyncpg keeps a transaction's state private; a savepoint that an inner error already
-    # rolled back (or a commit that went through) must not be ended twice
-    state: enum.Enum = getattr(tr, "_state")  # noqa: B009
-    return state.name in ("COMMITTED", "ROLLEDBACK")
-
-
-def count(status: str | None) -> int:
-    try:
-        return int((status or "").rsplit(" ", 1)[-1])
-    except ValueError:
-        return 0
-
-
-def raw(conn: asyncpg.Connection) -> asyncpg.Connection:
-    """The connection under a pool's proxy (termination listeners live there)."""
-    return getattr(conn, "_con", None) or conn

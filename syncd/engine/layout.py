@@ -1,7 +1,9 @@
 """How syncd names and types what it creates in the data schema (landing v2).
 
 A dataset `d` is the table `d`, HASH-partitioned into buckets `d__p00`, `d__p01`, ... with the
-indexes `d__source` (the source column) and, for incremental datasets, `d__key`. Dataset names
+indexes `d__rows` (the source column, with each row's hash included: landing v3 reads a
+municipality's hashes from it alone) and, for incremental datasets, `d__key`; landing v2's
+`d__source` (the source column alone) is what `d__rows` replaced. Dataset names
 may not contain `__`, so no dataset can ever be named like another's relations, and no source id
 appears in any name: two (dataset, source) pairs can never map to one relation.
 """
@@ -13,6 +15,7 @@ import re
 from syncd.engine import sql
 
 SOURCE_SETTING = "syncd.source_id"  # the transaction-local setting the source column defaults to
+ROW_HASH = "syncd_row_hash"  # landing v3: each row's hash (uuid), see engine/rowdiff.py
 BUCKET_SEPARATOR = "__p"
 
 # a table's columns, in order, with their types as SQL (for the dataset tables and the upgrade)
@@ -50,7 +53,15 @@ def bucket_names(dataset: str, buckets: int) -> list[str]:
     return [f"{stem}{BUCKET_SEPARATOR}{n:0{width}d}" for n in range(buckets)]
 
 
+INDEXES = ("source", "key", "rows")  # v2's source index, the incremental key, v3's rows index
+
+
+def index_name(dataset: str, kind: str) -> str:
+    """`<dataset>__<kind>`, the dataset part shortened (with a hash) to fit 63 bytes."""
+    assert kind in INDEXES
+    return f"{sql.shorten(dataset, sql.MAX_IDENT_BYTES - 8)}__{kind}"
+
+
 def relation_names(dataset: str, buckets: int) -> list[str]:
-    """Every relation syncd creates in the data schema for a dataset."""
-    stem = sql.shorten(dataset, sql.MAX_IDENT_BYTES - 8)
-    return [dataset, *bucket_names(dataset, buckets), f"{stem}__source", f"{stem}__key"]
+    """Every relation syncd creates (or created) in the data schema for a dataset."""
+    return [dataset, *bucket_names(dataset, buckets), *(index_name(dataset, k) for k in INDEXES)]

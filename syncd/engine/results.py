@@ -26,6 +26,8 @@ class DatasetResult:
     ended_at: datetime | None = None
     mode: Mode | None = None
     watermark: str | None = None
+    inserted: int = 0  # rows written (landing v3 writes only what changed)
+    deleted: int = 0
 
     def fail(self, reason: str, status: Status = Status.FAILED) -> None:
         self.status, self.error, self.ended_at = status, reason, now()
@@ -44,6 +46,8 @@ class DatasetResult:
             self.error,
             self.mode,
             self.watermark if status == Status.OK else None,
+            self.inserted if status == Status.OK else None,
+            self.deleted if status == Status.OK else None,
         )
 
 

@@ -7,7 +7,9 @@ shape (column names and types, in order), so a row whose shape changed never mat
 
 1. `add_stored` the municipality's stored hashes (a binary COPY of that one column), `seal`;
 2. `feed` the source's COPY stream: a tuple whose hash is held (once) is consumed and dropped; any
-   other comes out as a destination tuple with its hash as one more field;
+   other comes out as a destination tuple with its hash as one more field. What is fed before
+   `flush()` is kept (`pending` bytes) and framed by it, so the source stream can start while
+   the stored hashes still arrive;
 3. `gone()`: the held hashes no source tuple consumed, to delete.
 
 Rows are a multiset: a hash the destination holds more than once (a table without a key may hold
@@ -48,7 +50,9 @@ class RowDiffer(Protocol):
 
     def add_rows(self, chunk: bytes) -> None: ...
 
-    def seal(self) -> bytes: ...
+    def seal(self) -> None: ...
+
+    def flush(self) -> bytes: ...
 
     def feed(self, chunk: bytes) -> bytes: ...
 
@@ -150,6 +154,7 @@ class PyDiffer:
         self._source = _Walk()
         self._mode = 0
         self._sealed = False
+        self._flushed = False
         self._keys: list[bytes] = []
         self._state: dict[bytes, int] = {}
         self._pending: list[bytes] = []
@@ -185,9 +190,9 @@ class PyDiffer:
     def add_rows(self, chunk: bytes) -> None:
         self._add(chunk, 2)
 
-    def seal(self) -> bytes:
+    def seal(self) -> None:
         if self._sealed:
-            return b""
+            return
         if self._mode and not self._existing.complete:
             raise ValueError("the existing rows' COPY stream ended early")
         self._sealed = True
@@ -201,11 +206,18 @@ class PyDiffer:
                 self._counts["duplicated"] += 1
         self._counts["existing"] = len(self._keys)
         self._keys = []
+
+    def flush(self) -> bytes:
+        if not self._sealed:
+            raise RuntimeError("seal() the existing rows first")
+        if self._flushed:
+            return b""
+        self._flushed = True
         pending, self._pending, self._pending_bytes = self._pending, [], 0
         return b"".join(self._frame(chunk) for chunk in pending)
 
     def feed(self, chunk: bytes) -> bytes:
-        if not self._sealed:
+        if not self._flushed:
             self._pending.append(bytes(chunk))
             self._pending_bytes += len(chunk)
             return b""
@@ -232,8 +244,8 @@ class PyDiffer:
         return b"".join(out)
 
     def finish(self) -> bytes:
-        if not self._sealed:
-            raise RuntimeError("seal() the existing rows first")
+        if not self._flushed:
+            raise RuntimeError("flush() the source bytes fed before seal() first")
         if not self._source.complete:
             raise ValueError("the source's COPY stream ended early")
         return TRAILER if self._header else b""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from syncd.engine import sql
+from syncd.engine import rowdiff, sql
 from syncd.ledger import Mode
 
 
@@ -16,11 +16,17 @@ class Target:
     dataset: str
     source_id: str
     columns: tuple[str, ...]  # what the source sends, in order
+    types: tuple[str, ...] = ()  # their types, as the dataset table has them
     mode: Mode = Mode.SNAPSHOT
     key: tuple[str, ...] = ()  # incremental datasets: the row identity
     cursor: str | None = None
     watermark: str | None = None  # incremental datasets: stored with the rows
     missing: tuple[str, ...] = ()  # source columns the table could not take yet (readers held it)
+
+    @property
+    def seed(self) -> int:
+        """The row hashes' seed: a row whose shape changed never matches its old hash."""
+        return rowdiff.shape_seed(list(zip(self.columns, self.types, strict=True)))
 
 
 @dataclass(slots=True)

@@ -23,7 +23,14 @@ import asyncpg
 from syncd import config, ledger
 from syncd.engine import sql
 from syncd.engine.errors import FinalError, Side
-from syncd.engine.layout import COLUMNS_SQL, SOURCE_SETTING, base_type, bucket_names, relation_names
+from syncd.engine.layout import (
+    COLUMNS_SQL,
+    ROW_HASH,
+    SOURCE_SETTING,
+    base_type,
+    bucket_names,
+    index_name,
+)
 from syncd.engine.retry import Observer, RetryPolicy
 
 log = logging.getLogger("syncd.upgrade")
@@ -41,7 +48,7 @@ _V1_TABLES_SQL = r"""
 SELECT c.oid::int AS oid, c.relname::text AS name
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = $1 AND c.relkind = 'p' AND NOT c.relispartition
-  AND pg_catalog.pg_get_partkeydef(c.oid) = $2
+  AND pg_catalog.pg_get_partkeydef(c.oid) = 'LIST (' || pg_catalog.quote_ident($2) || ')'
   AND c.relname NOT LIKE '%\_\_%'  -- dataset names have no `__`; a retired `<d>__v1` has
 ORDER BY c.relname
 """
@@ -97,7 +104,7 @@ async def upgrade_layout(
     retry = RetryPolicy(None, 0.05, 2.0, jitter=False, observe=observe, level=logging.INFO)
     up = _Upgrade(settings.schema, settings.source_column, settings.buckets, timeouts, retry)
     converted = 0
-    key = f"LIST ({up.column})"
+    key = up.column
     v1 = await conn.fetchval(f"SELECT EXISTS ({_V1_TABLES_SQL})", up.schema, key)
     # or what an earlier conversion could not drop yet, readers holding it
     left = await conn.fetchval(f"SELECT EXISTS ({_LEFTOVERS_SQL})", up.schema)
@@ -161,8 +168,7 @@ async def _convert(up: _Upgrade, conn: asyncpg.Connection, name: str, oid: int) 
             f"FOR VALUES WITH (MODULUS {buckets}, REMAINDER {n})"
             for n, bucket in enumerate(bucket_names(name, buckets))
         ),
-        f"CREATE INDEX {sql.ident(relation_names(name, buckets)[-2])} ON {new} "
-        f"({sql.ident(column)})",
+        f"CREATE INDEX {sql.ident(index_name(name, 'source'))} ON {new} ({sql.ident(column)})",
     ]
     for row in await conn.fetch(_INDEXES_SQL, oid):  # the operators' own indexes
         head = _INDEX_HEAD.match(row["def"])
@@ -235,6 +241,7 @@ async def _when_free(
     what: str,
     deadline: float = SWAP_DEADLINE,
     record: tuple[str, *tuple[object, ...]] | None = None,
+    timeout: float | None = None,
 ) -> None:
     """Run DDL in one transaction under lock_timeout, again and again until readers let it in."""
     lock_ms = int(up.timeouts.lock * 1000)
@@ -242,7 +249,7 @@ async def _when_free(
     async def attempt() -> None:
         async with conn.transaction():
             await conn.execute(f"SET LOCAL lock_timeout = {lock_ms}")
-            await conn.execute(statements)
+            await conn.execute(statements, timeout=timeout)
             if record is not None:
                 query, *args = record
                 await conn.execute(query, *args)
@@ -254,3 +261,73 @@ async def _when_free(
             side=Side.DESTINATION,
             retry_on=lambda exc: isinstance(exc, asyncpg.LockNotAvailableError),
         )
+
+
+_V2_TABLES_SQL = r"""
+SELECT c.relname::text AS name,
+       EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+               WHERE a.attrelid = c.oid AND a.attname = $3 AND NOT a.attisdropped) AS hashed,
+       ARRAY(SELECT i.relname::text FROM pg_catalog.pg_index x
+             JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
+             WHERE x.indrelid = c.oid) AS indexes
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relkind = 'p' AND NOT c.relispartition
+  AND pg_catalog.pg_get_partkeydef(c.oid) = 'HASH (' || pg_catalog.quote_ident($2) || ')'
+  AND c.relname NOT LIKE '%\_\_%'
+ORDER BY c.relname
+"""
+
+
+async def add_row_hashes(
+    conn: asyncpg.Connection,
+    settings: config.DestinationSettings,
+    timeouts: config.Timeouts,
+    observe: Observer,
+) -> int:
+    """Landing v3 on dataset tables landed by v2, on the first start of this version, with
+    readers querying throughout: each gains the `syncd_row_hash` column (NULL for its rows:
+    their municipality's next pass rewrites them, as v2 would have) and the rows index (the
+    source column with the hash included, built under SHARE, which readers do not wait for),
+    and loses v2's source index. Returns how many tables changed."""
+    retry = RetryPolicy(None, 0.05, 2.0, jitter=False, observe=observe, level=logging.INFO)
+    up = _Upgrade(settings.schema, settings.source_column, settings.buckets, timeouts, retry)
+    column = sql.ident(up.column)
+    rows = await conn.fetch(_V2_TABLES_SQL, up.schema, up.column, ROW_HASH)
+    todo = [
+        r
+        for r in rows
+        if not r["hashed"]
+        or index_name(r["name"], "rows") not in r["indexes"]
+        or index_name(r["name"], "source") in r["indexes"]
+    ]
+    if not todo:
+        return 0  # the common case: one cheap look, no lock
+    await conn.execute("SELECT pg_advisory_lock($1, 2)", ledger.LOCK_NAMESPACE)
+    try:
+        for row in todo:
+            name = row["name"]
+            table = sql.qualified(up.schema, name)
+            log.warning("adding row hashes to %s (landing v3)", table)
+            await _when_free(
+                up,
+                conn,
+                f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {ROW_HASH} uuid",
+                what=f"adding {ROW_HASH} to {table}",
+            )
+            await _when_free(
+                up,
+                conn,
+                f"CREATE INDEX IF NOT EXISTS {sql.ident(index_name(name, 'rows'))} "
+                f"ON {table} ({column}) INCLUDE ({ROW_HASH})",
+                what=f"indexing {table}",
+                timeout=up.timeouts.statement,  # builds the index: as long as a big table takes
+            )
+            await _when_free(
+                up,
+                conn,
+                f"DROP INDEX IF EXISTS {sql.qualified(up.schema, index_name(name, 'source'))}",
+                what=f"dropping the v2 index of {table}",
+            )
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1, 2)", ledger.LOCK_NAMESPACE)
+    return len(todo)

@@ -220,10 +220,10 @@ class Metrics(Progress):
         self._last = {k: v for k, v in self._last.items() if k in keep}
         self._pending = {k: v for k, v in self._pending.items() if k in keep}
         for gauge in (self.last_success, self.pending_since, self.failures_in_row):
-            # prometheus_client has no public way to list the label sets of a metric
-            for labels in list(gauge._metrics):
-                if labels[0] not in keep:
-                    gauge.remove(*labels)
+            # each has the one label `source`; collect() lists the series it holds
+            held = {s.labels["source"] for m in gauge.collect() for s in m.samples}
+            for source_id in held - keep:
+                gauge.remove(source_id)
 
     # Progress hooks
 

@@ -80,8 +80,37 @@ async def test_the_queue_is_bounded_so_a_waiting_destination_holds_the_source_ba
         return sum([1 async for _ in chunks])
 
     transfer = await piped(copy_out, copy_in, queue_chunks=3)
-    assert queued_before_reading == [3]
+    # the queue's 3, and the first chunk, which the destination COPY waits for before it starts
+    assert queued_before_reading == [3 + 1]
     assert transfer.rows == 100
+
+
+async def test_no_destination_copy_runs_when_nothing_comes_through():
+    """Landing v3: a transform that lets nothing through (no row changed) writes nothing."""
+
+    class Nothing:
+        rows = 0
+
+        async def feed(self, chunk: bytes) -> bytes:
+            return b""
+
+        async def finish(self) -> bytes:
+            return b""
+
+    async def copy_out(sink: Sink) -> int:
+        for _ in range(5):
+            await sink(b"x" * 10)
+        return 5
+
+    started: list[bool] = []
+
+    async def copy_in(chunks: AsyncIterable[bytes]) -> int:
+        started.append(True)
+        return sum([1 async for _ in chunks])
+
+    transfer = await pipe(copy_out, copy_in, transform=Nothing())
+    assert started == []
+    assert (transfer.rows, transfer.bytes, transfer.written) == (5, 50, 0)
 
 
 async def test_a_source_failure_names_the_source_and_never_ends_the_destination_stream():

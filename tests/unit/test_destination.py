@@ -21,9 +21,10 @@ import pytest
 from syncd.config import DestinationSettings, Timeouts
 from syncd.config.dsn import Dsn
 from syncd.engine import sql
-from syncd.engine.copy import CopyOut, Sink, copy_row_count
+from syncd.engine.copy import CopyOut, Sink, Transfer, copy_row_count
 from syncd.engine.destination import Destination
 from syncd.engine.errors import FinalError, Side, TransferError
+from syncd.engine.landing import Landing, Write
 from syncd.engine.shape import Column, Shape
 from syncd.engine.tables import Target
 from syncd.ledger import Mode
@@ -94,7 +95,7 @@ async def land(destination: Destination, source_id: str, **datasets: CopyOut) ->
         for name, copy_out in datasets.items():
             target = await destination.prepare(replace(THINGS, dataset=name), source_id)
             async with landing.savepoint():
-                await landing.replace(target, copy_out, idle_timeout=30)
+                await landing.land(target, copy_out, write=Write.DIFF, idle_timeout=30)
         await landing.commit()
 
 
@@ -102,7 +103,7 @@ async def test_prepare_makes_a_table_hash_partitioned_by_source(
     destination: Destination, reader: asyncpg.Connection
 ):
     target = await destination.prepare(THINGS, "a")
-    assert target == Target("things", "a", ("id", "name"))
+    assert target == Target("things", "a", ("id", "name"), ("integer", "text"))
     partkey = await reader.fetchval("SELECT pg_get_partkeydef($1::regclass)", f"{SCHEMA}.things")
     assert partkey == f"HASH ({SOURCE_COLUMN})"
     buckets = await reader.fetchval(
@@ -113,6 +114,7 @@ async def test_prepare_makes_a_table_hash_partitioned_by_source(
         "id": "integer",
         "name": "text",
         SOURCE_COLUMN: "text",
+        "syncd_row_hash": "uuid",
     }
 
 
@@ -154,7 +156,11 @@ async def test_replacing_a_sources_rows_leaves_the_other_sources_rows(
     await land(destination, "b", things=rows_from(reader, (1, "b1"), (2, "b2")))
     async with destination.landing("a") as landing:
         target = await destination.prepare(THINGS, "a")
-        transfer = await landing.replace(target, rows_from(reader, (7, "new")), idle_timeout=30)
+        transfer = (
+            await landing.land(
+                target, rows_from(reader, (7, "new")), write=Write.DIFF, idle_timeout=30
+            )
+        ).transfer
         await landing.commit()
     assert transfer.rows == 1
     assert (landing.deleted, landing.landed) == ({"things": 3}, {"things": 1})
@@ -173,10 +179,14 @@ async def test_a_failed_dataset_rolls_back_to_its_savepoint_and_the_others_land(
         things = await destination.prepare(THINGS, "a")
         others = await destination.prepare(OTHERS, "a")
         async with landing.savepoint():
-            await landing.replace(things, rows_from(reader, (2, "t2")), idle_timeout=30)
+            await landing.land(
+                things, rows_from(reader, (2, "t2")), write=Write.DIFF, idle_timeout=30
+            )
         with pytest.raises(TransferError) as caught:
             async with landing.savepoint():
-                await landing.replace(others, failing_after_header(lost), idle_timeout=30)
+                await landing.land(
+                    others, failing_after_header(lost), write=Write.DIFF, idle_timeout=30
+                )
         assert caught.value.side is Side.SOURCE and caught.value.cause is lost
         # the failed dataset's DELETE and counts are gone with its savepoint
         assert (landing.deleted, landing.landed) == ({"things": 1}, {"things": 1})
@@ -194,7 +204,9 @@ async def test_commit_shows_every_dataset_at_once(
     async with destination.landing("a") as landing:
         for shape, name in ((THINGS, "t2"), (OTHERS, "o2")):
             target = await destination.prepare(shape, "a")
-            await landing.replace(target, rows_from(reader, (2, name)), idle_timeout=30)
+            await landing.land(
+                target, rows_from(reader, (2, name)), write=Write.DIFF, idle_timeout=30
+            )
         # readers see all of the previous rows, and are not kept waiting for them
         await reader.execute("SET lock_timeout = '100ms'")
         assert await contents(reader, "things", "a") == [(1, "t")]
@@ -211,12 +223,23 @@ async def test_an_exception_in_the_landing_rolls_back_everything(
     with pytest.raises(RuntimeError, match="ledger write failed"):
         async with destination.landing("a") as landing:
             target = await destination.prepare(THINGS, "a")
-            await landing.replace(target, rows_from(reader, (2, "t2")), idle_timeout=30)
+            await landing.land(
+                target, rows_from(reader, (2, "t2")), write=Write.DIFF, idle_timeout=30
+            )
             raise RuntimeError("ledger write failed")
     assert await contents(reader, "things", "a") == [(1, "t")]
     # and the connection went back to the pool clean: the next landing works
     await land(destination, "a", things=rows_from(reader, (3, "t3")))
     assert await contents(reader, "things", "a") == [(3, "t3")]
+
+
+async def upsert(
+    landing: Landing, target: Target, copy_out: CopyOut, *, cap: str, idle_timeout: float
+) -> tuple[Transfer, str | None]:
+    landed = await landing.land(
+        target, copy_out, write=Write.WINDOW, cap=cap, idle_timeout=idle_timeout
+    )
+    return landed.transfer, landed.watermark
 
 
 async def incremental_target(destination: Destination, source_id: str) -> Target:
@@ -231,15 +254,19 @@ async def test_upsert_updates_by_key_and_returns_the_highest_cursor(
     target = await incremental_target(destination, "a")
     async with destination.landing("a") as landing:
         full = replace(target, mode=Mode.FULL_REFRESH, watermark="3")
-        await landing.replace(
-            full, rows_from(reader, (1, "v1"), (2, "v1"), (3, "v1")), idle_timeout=30
+        await landing.land(
+            full,
+            rows_from(reader, (1, "v1"), (2, "v1"), (3, "v1")),
+            write=Write.DIFF,
+            idle_timeout=30,
         )
         await landing.store_watermark(full, full=True)
         await landing.commit()
 
     window = replace(target, watermark="3")
     async with destination.landing("a") as landing:
-        transfer, watermark = await landing.upsert(
+        transfer, watermark = await upsert(
+            landing,
             window,
             rows_from(reader, (3, "v2"), (4, "v2"), (6, "v2")),
             cap="TRUE",
@@ -268,14 +295,15 @@ async def test_upsert_watermark_obeys_the_cap_and_stays_put_without_rows(
 ):
     target = replace(await incremental_target(destination, "a"), watermark="10")
     async with destination.landing("a") as landing:
-        _, capped = await landing.upsert(
+        _, capped = await upsert(
+            landing,
             target,
             rows_from(reader, (11, "x"), (30001231, "not informed")),
             cap="syncd_q.id < 20000000",
             idle_timeout=30,
         )
     async with destination.landing("a") as landing:
-        _, empty = await landing.upsert(target, rows_from(reader), cap="TRUE", idle_timeout=30)
+        _, empty = await upsert(landing, target, rows_from(reader), cap="TRUE", idle_timeout=30)
     assert (capped, empty) == ("11", "10")
 
 
@@ -289,8 +317,12 @@ async def test_a_window_upserted_again_in_the_same_landing_gives_the_same_result
     async with destination.landing("a") as landing:
         for _ in range(2):
             async with landing.savepoint():
-                _, watermark = await landing.upsert(
-                    target, rows_from(reader, (1, "x"), (2, "y")), cap="TRUE", idle_timeout=30
+                _, watermark = await upsert(
+                    landing,
+                    target,
+                    rows_from(reader, (1, "x"), (2, "y")),
+                    cap="TRUE",
+                    idle_timeout=30,
                 )
         await landing.commit()
     assert watermark == "2"
@@ -304,8 +336,12 @@ async def test_upsert_refuses_a_window_with_a_key_twice(
     async with destination.landing("a") as landing:
         with pytest.raises(FinalError, match=r"key \(id\) is not unique"):
             async with landing.savepoint():
-                await landing.upsert(
-                    target, rows_from(reader, (1, "x"), (1, "y")), cap="TRUE", idle_timeout=30
+                await upsert(
+                    landing,
+                    target,
+                    rows_from(reader, (1, "x"), (1, "y")),
+                    cap="TRUE",
+                    idle_timeout=30,
                 )
         await landing.commit()
     assert await contents(reader, "things", "a") == []
@@ -338,7 +374,9 @@ async def test_buckets_name_the_partition_that_holds_the_sources_rows(
 ):
     async with destination.landing("1100015") as landing:
         target = await destination.prepare(THINGS, "1100015")
-        await landing.replace(target, rows_from(reader, (1, "x"), (2, "y")), idle_timeout=30)
+        await landing.land(
+            target, rows_from(reader, (1, "x"), (2, "y")), write=Write.DIFF, idle_timeout=30
+        )
         buckets = await landing.buckets()
         await landing.commit()
     held = await reader.fetch(
@@ -356,7 +394,7 @@ async def test_vacuum_waits_for_older_landings_then_reclaims_the_bucket(
     async def pass_of(source_id: str, *rows: tuple[int, str]) -> str:
         async with destination.landing(source_id) as landing:
             target = await destination.prepare(THINGS, source_id)
-            await landing.replace(target, rows_from(reader, *rows), idle_timeout=30)
+            await landing.land(target, rows_from(reader, *rows), write=Write.DIFF, idle_timeout=30)
             buckets = await landing.buckets()
             await landing.commit()
         landing.settled(buckets)

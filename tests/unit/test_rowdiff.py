@@ -32,7 +32,9 @@ def stream(tuples: list[bytes], extension: bytes = b"") -> bytes:
 
 
 def stored(keys: list[bytes | None]) -> bytes:
-    rows = [b"\x00\x01\xff\xff\xff\xff" if k is None else b"\x00\x01\x00\x00\x00\x10" + k for k in keys]
+    rows = [
+        b"\x00\x01\xff\xff\xff\xff" if k is None else b"\x00\x01\x00\x00\x00\x10" + k for k in keys
+    ]
     return stream(rows)
 
 
@@ -53,7 +55,8 @@ def run(make, seed: int, existing: bytes, source: bytes, rng: random.Random, *, 
     pieces = chunks(source, rng)
     out = [d.feed(p) for p in pieces[:early]]
     assert d.pending == sum(len(p) for p in pieces[:early])
-    out.append(d.seal())
+    assert d.seal() is None
+    out.append(d.flush())
     assert d.pending == 0
     out += [d.feed(p) for p in pieces[early:]]
     out.append(d.finish())
@@ -122,7 +125,7 @@ def test_python_differ_computes_the_multiset_difference(case: int) -> None:
 @needs_c
 @pytest.mark.parametrize("case", range(40))
 def test_c_differ_gives_identical_results(case: int) -> None:
-    held, source, existing, data = scenario(random.Random(case))
+    _, _, existing, data = scenario(random.Random(case))
     early = random.Random(case).randint(0, 3)
     py = run(PyDiffer, SEED, existing, data, random.Random(1000 + case), early=early)
     c = run(rowdiff.CDiffer, SEED, existing, data, random.Random(2000 + case), early=early)
@@ -145,7 +148,8 @@ def test_rows_mode_hashes_destination_rows_like_source_tuples(make) -> None:
     d = make(SEED, False)
     d.add_rows(stream(rows))
     d.seal()
-    d.feed(stream(rows[:-1] + [make_tuple(rng, 3)]))
+    d.flush()
+    d.feed(stream([*rows[:-1], make_tuple(rng, 3)]))
     assert d.finish() == b""  # emit=False: counts only
     counts = d.counts()
     assert (counts["rows_matched"], counts["rows_new"]) == (49, 1)
@@ -158,7 +162,8 @@ def test_nothing_new_emits_nothing(make) -> None:
     rows = list(dict.fromkeys(make_tuple(rng, 3) for _ in range(10)))  # no row twice
     d = make(SEED, True)
     d.add_stored(stored([py_row_hash(t, SEED) for t in rows]))
-    assert d.seal() == b""
+    d.seal()
+    assert d.flush() == b""
     assert d.feed(stream(rows)) == b""
     assert d.finish() == b""  # no COPY at all: not even a header
     assert d.gone() == b""
@@ -177,6 +182,7 @@ def test_nothing_new_emits_nothing(make) -> None:
 def test_malformed_streams_are_refused(make, data: bytes, message: str) -> None:
     d = make(SEED, True)
     d.seal()
+    d.flush()
     with pytest.raises(ValueError, match=message):
         d.feed(data)
 
@@ -185,6 +191,7 @@ def test_malformed_streams_are_refused(make, data: bytes, message: str) -> None:
 def test_a_stream_cut_short_is_refused(make) -> None:
     d = make(SEED, True)
     d.seal()
+    d.flush()
     d.feed(HEADER + b"\x00\x01\x00\x00\x00\x05ab")
     with pytest.raises(ValueError, match="ended early"):
         d.finish()
@@ -199,6 +206,7 @@ def test_keys_copy_frames_uuids() -> None:
     d = PyDiffer(SEED, True)
     d.add_stored(keys_copy(b"".join(keys)))
     d.seal()
+    d.flush()
     assert sorted(split_keys(d.gone())) == sorted(keys)
 
 
