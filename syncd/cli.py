@@ -90,6 +90,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     return run_async(run_status, load_config(args.config))
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from syncd.service.verifycmd import run_verify
+
+    config = config_module.select(load_config(args.config), args.source or [], args.dataset or [])
+    return run_async(run_verify, config)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from syncd.service.daemon import run_daemon
 
@@ -219,6 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     with_config(p)
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "verify",
+        help="compare each municipality's destination rows with its source, writing nothing",
+    )
+    with_config(p)
+    p.add_argument("--source", action="append", metavar="ID", help="only this source (repeat)")
+    p.add_argument("--dataset", action="append", metavar="NAME", help="only this dataset (repeat)")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser(
         "reload",

@@ -88,12 +88,20 @@ async def assert_dataset_exact(
 async def fingerprint(
     conn: asyncpg.Connection, dataset: str, source_id: str | None = None
 ) -> tuple:
-    """(rows, md5 of every row as text): equal fingerprints, equal contents."""
+    """(rows, md5 of every row as text): equal fingerprints, equal contents. The row hashes
+    syncd keeps beside each row (landing v3) are not contents."""
     where = f"WHERE {KEY} = $1" if source_id is not None else ""
     args = [source_id] if source_id is not None else []
+    names = await conn.fetchval(
+        "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute "
+        "WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped "
+        "AND attname <> 'syncd_row_hash'",
+        f'{SCHEMA}."{dataset}"',
+    )
+    row = f"ROW({names})::text"
     return tuple(
         await conn.fetchrow(
-            f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) "
+            f"SELECT count(*), md5(coalesce(string_agg({row}, '|' ORDER BY {row}), '')) "
             f'FROM {SCHEMA}."{dataset}" AS t {where}',
             *args,
         )

@@ -53,6 +53,7 @@ typedef struct {
     /* open addressing, linear probing, slot = fastrange of the key's first 8 bytes */
     uint8_t *slot_keys;
     uint8_t *slot_state;
+    uint32_t *slot_count; /* emit=False (verify): copies held per key, matched one by one */
     Py_ssize_t slots;
     Out pending; /* source bytes fed before flush(), framed then */
     long long unhashed, distinct, duplicated, rows_in, rows_new, rows_matched;
@@ -197,6 +198,12 @@ static int on_source(Differ *d, const uint8_t *p, Py_ssize_t len, Out *out) {
             uint8_t state = d->slot_state[i];
             if (state == EMPTY) break;
             if (memcmp(d->slot_keys + i * KEY, key, KEY) == 0) {
+                if (d->slot_count != NULL) {
+                    if (d->slot_count[i] == 0) break;
+                    d->slot_count[i]--;
+                    d->rows_matched++;
+                    return 0;
+                }
                 if (state == PRESENT) {
                     d->slot_state[i] = MATCHED;
                     d->rows_matched++;
@@ -316,6 +323,7 @@ static void Differ_dealloc(Differ *d) {
     PyMem_Free(d->keys);
     PyMem_Free(d->slot_keys);
     PyMem_Free(d->slot_state);
+    PyMem_Free(d->slot_count);
     PyMem_Free(d->pending.data);
     Py_TYPE(d)->tp_free((PyObject *)d);
 }
@@ -382,7 +390,8 @@ static int build_table(Differ *d) {
     d->slots = d->nkeys + d->nkeys / 3 + 1;
     d->slot_keys = PyMem_Malloc((size_t)d->slots * KEY);
     d->slot_state = PyMem_Calloc((size_t)d->slots, 1);
-    if (d->slot_keys == NULL || d->slot_state == NULL) {
+    if (!d->emit) d->slot_count = PyMem_Calloc((size_t)d->slots, sizeof(uint32_t));
+    if (d->slot_keys == NULL || d->slot_state == NULL || (!d->emit && d->slot_count == NULL)) {
         PyErr_NoMemory();
         return -1;
     }
@@ -393,9 +402,11 @@ static int build_table(Differ *d) {
                 memcpy(d->slot_keys + i * KEY, key, KEY);
                 d->slot_state[i] = PRESENT;
                 d->distinct++;
+                if (d->slot_count != NULL) d->slot_count[i] = 1;
                 break;
             }
             if (memcmp(d->slot_keys + i * KEY, key, KEY) == 0) {
+                if (d->slot_count != NULL) d->slot_count[i]++;
                 if (d->slot_state[i] == PRESENT) {
                     d->slot_state[i] = DUPLICATE;
                     d->duplicated++;

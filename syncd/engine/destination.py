@@ -115,7 +115,9 @@ class Destination:
         self.tables = Tables(settings.schema, settings.source_column)
         self.vacuum = Vacuum(self.acquire, settings.schema, timeouts)
 
-    async def open(self) -> None:
+    async def open(self, *, setup: bool = True) -> None:
+        """The pool; with `setup`, the ledger migrated and the dataset tables upgraded too
+        (`syncd verify` and `syncd status` only read, and change nothing)."""
         self._pool = await asyncpg.create_pool(
             min_size=0,
             max_size=self.pool_size,
@@ -123,6 +125,8 @@ class Destination:
             init=_init_connection,
             **self._connect_kwargs(),
         )
+        if not setup:
+            return
         try:
             async with self.acquire() as conn:
                 await ledger.migrate(conn)

@@ -18,7 +18,9 @@ stream, and every copy the source has comes in again. NULL hashes (rows an older
 are counted (`unhashed`) and never match.
 
 `syncd verify` uses `add_rows` instead: the destination's rows themselves, hashed as a source
-tuple is, so a row changed by hand is seen whatever its stored hash says.
+tuple is, so a row changed by hand is seen whatever its stored hash says; with `emit=False`
+nothing comes out and every held copy is matched one by one (an exact multiset comparison:
+`rows_new` source rows the destination lacks, `existing - rows_matched` it has in excess).
 
 The framing walk and the hashing run in C (`_rowdiff.c`) when it is built; this module's `PyDiffer`
 is the same thing in pure Python (a few times slower), used when it is not, and held to identical
@@ -157,6 +159,7 @@ class PyDiffer:
         self._flushed = False
         self._keys: list[bytes] = []
         self._state: dict[bytes, int] = {}
+        self._copies: dict[bytes, int] = {}  # emit=False: copies held per key
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._header = False
@@ -198,6 +201,8 @@ class PyDiffer:
         self._sealed = True
         state = self._state
         for key in self._keys:
+            if not self.emit:
+                self._copies[key] = self._copies.get(key, 0) + 1
             if key not in state:
                 state[key] = _PRESENT
                 self._counts["distinct"] += 1
@@ -229,6 +234,13 @@ class PyDiffer:
         for item in self._source.tuples(chunk):
             key = py_row_hash(item, seed)
             counts["rows_in"] += 1
+            if not self.emit:
+                if self._copies.get(key, 0) > 0:
+                    self._copies[key] -= 1
+                    counts["rows_matched"] += 1
+                else:
+                    counts["rows_new"] += 1
+                continue
             if state.get(key) == _PRESENT:
                 state[key] = _MATCHED
                 counts["rows_matched"] += 1

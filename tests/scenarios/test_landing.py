@@ -271,12 +271,16 @@ async def _to_v1_layout(conn: asyncpg.Connection, datasets: list[str]) -> None:
             "PARTITION BY LIST (municipio_id_sus)"
         )
         await conn.execute(f"ALTER TABLE {SCHEMA}.old_{name} ALTER municipio_id_sus DROP DEFAULT")
+        await conn.execute(f"ALTER TABLE {SCHEMA}.old_{name} DROP COLUMN syncd_row_hash")
         for mid in ids:
             await conn.execute(
                 f"CREATE TABLE {SCHEMA}.{name}__{mid} PARTITION OF {SCHEMA}.old_{name} "
                 f"FOR VALUES IN ('{mid}')"
             )
-        await conn.execute(f"INSERT INTO {SCHEMA}.old_{name} SELECT * FROM {SCHEMA}.{name}")
+        await conn.execute(
+            f"INSERT INTO {SCHEMA}.old_{name} SELECT {await _columns(conn, name)} "
+            f"FROM {SCHEMA}.{name}"
+        )
         await conn.execute(f"DROP TABLE {SCHEMA}.{name}")
         await conn.execute(f"ALTER TABLE {SCHEMA}.old_{name} RENAME TO {name}")
     await conn.execute(f"CREATE INDEX ON {SCHEMA}.{datasets[0]} (nu_cns)")
@@ -284,7 +288,18 @@ async def _to_v1_layout(conn: asyncpg.Connection, datasets: list[str]) -> None:
     await conn.execute(f"GRANT SELECT ON {SCHEMA}.{datasets[0]} TO analistas")
     await conn.execute(
         "DROP TABLE syncd.layout_upgrades; ALTER TABLE syncd.catalog DROP COLUMN added_at;"
+        "ALTER TABLE syncd.ledger DROP COLUMN inserted, DROP COLUMN deleted;"
         "DELETE FROM syncd.schema_version WHERE version > 3"
+    )
+
+
+async def _columns(conn: asyncpg.Connection, name: str) -> str:
+    """The dataset table's columns but its row hashes (what landing v2 had)."""
+    return await conn.fetchval(
+        "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute "
+        "WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped "
+        "AND attname <> 'syncd_row_hash'",
+        f"{SCHEMA}.{name}",
     )
 
 

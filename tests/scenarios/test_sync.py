@@ -217,9 +217,12 @@ async def test_limits_hold_measured_from_pg_stat_activity(
         entry = db.source_entry()
         entry["dsn"] = source_cluster.dsn(db.dbname, user="esus_leitura", host=host)
         entries.append(entry)
-    slow = {  # each COPY takes a while, so the limits get tested under load
+    slow = {  # each COPY takes a while, so the limits get tested under load: rows of more
+        # than the server's 8 kB send buffer, one every 50 ms, so the destination's COPY (which
+        # starts with the first row: landing v3) runs as long as the source's
         "name": "equipes_lentas",
-        "query": "SELECT e.* FROM tb_dim_equipe e WHERE (SELECT pg_sleep(0.25)::text) IS NOT NULL",
+        "query": "SELECT e.*, repeat('x', 9000) AS folga FROM tb_dim_equipe e "
+        "CROSS JOIN LATERAL (SELECT pg_sleep(0.05)::text AS z) AS s",
     }
     _, config = write_config(
         dest,

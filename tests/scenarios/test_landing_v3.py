@@ -1,0 +1,265 @@
+"""Landing v3 on real PostgreSQL: a pass writes only what changed (nothing when nothing did), rows
+are a multiset, a changed shape rewrites, nothing drifts past a full refresh, `syncd verify`
+sees a hand-changed row, and v2 tables are upgraded with readers querying."""
+
+from __future__ import annotations
+
+import anyio
+import asyncpg
+
+from syncd import ledger
+from syncd.engine.destination import Destination
+from syncd.service.verifycmd import run_verify
+
+from conftest import TABLE_DATASETS, DestDb
+from helpers import assert_dataset_exact, fingerprint, run_pass
+from test_landing import Readers
+
+CIDADAOS = TABLE_DATASETS[0]
+SCHEMA = "syncd_data"
+TABLE = "public.tb_fat_cidadao_pec"
+DUPS = {"name": "repetidas", "table": "public.repetidas"}
+
+
+async def last_writes(dst: asyncpg.Connection, source_id: str) -> dict[str, tuple]:
+    rows = await dst.fetch(
+        "SELECT DISTINCT ON (dataset) dataset, status, rows, inserted, deleted, mode "
+        "FROM syncd.ledger WHERE source_id = $1 ORDER BY dataset, pass_id DESC",
+        source_id,
+    )
+    return {r["dataset"]: tuple(r)[1:] for r in rows}
+
+
+async def ctids(dst: asyncpg.Connection, dataset: str) -> list[str]:
+    return [r[0] for r in await dst.fetch(f"SELECT ctid::text FROM {SCHEMA}.{dataset} ORDER BY 1")]
+
+
+async def verify(config) -> tuple[int, str]:
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    code = await run_verify(config, out, err)
+    return code, out.getvalue() + err.getvalue()
+
+
+async def test_an_unchanged_municipality_writes_nothing(make_sources, dest: DestDb, write_config):
+    (src,) = await make_sources(1, citizens=300)
+    _, config = write_config(dest, [src], [CIDADAOS])
+    code, out, err = await run_pass(config)
+    assert code == 0, out + err
+    dst = await dest.connect()
+    try:
+        before = await ctids(dst, "cidadaos")
+        await dst.execute("CHECKPOINT")
+        lsn = await dst.fetchval("SELECT pg_current_wal_lsn()")
+        code, out, err = await run_pass(config)
+        assert code == 0, out + err
+        wal = await dst.fetchval("SELECT pg_current_wal_lsn() - $1::pg_lsn", lsn)
+        assert await ctids(dst, "cidadaos") == before  # not one row version written
+        status, rows, inserted, deleted, mode = (await last_writes(dst, src.id))["cidadaos"]
+        assert (status, rows, inserted, deleted, mode) == ("ok", 300, 0, 0, "snapshot")
+        # the ledger's own rows (and their pages' first images after the checkpoint) only
+        assert wal < 96 * 1024, wal
+    finally:
+        await dst.close()
+
+
+async def test_a_pass_writes_about_what_changed(make_sources, dest: DestDb, write_config):
+    (src,) = await make_sources(1, citizens=400)
+    _, config = write_config(dest, [src], [CIDADAOS])
+    assert (await run_pass(config))[0] == 0
+    admin = await asyncpg.connect(src.admin_dsn)
+    dst = await dest.connect()
+    try:
+        await admin.execute(
+            f"UPDATE {TABLE} SET no_cidadao = coalesce(no_cidadao, '') || ' (atualizado)' "
+            "WHERE co_seq_fat_cidadao_pec % 50 = 1"  # 8 rows
+        )
+        await admin.execute(f"DELETE FROM {TABLE} WHERE co_seq_fat_cidadao_pec % 100 = 7")  # 4
+        await admin.execute(
+            f"CREATE TEMP TABLE novos AS SELECT * FROM {TABLE} WHERE co_seq_fat_cidadao_pec <= 3;"
+            "UPDATE novos SET co_seq_fat_cidadao_pec = co_seq_fat_cidadao_pec + 100000;"
+            f"INSERT INTO {TABLE} SELECT * FROM novos"
+        )  # 3 new rows
+        code, out, err = await run_pass(config)
+        assert code == 0, out + err
+        status, rows, inserted, deleted, _ = (await last_writes(dst, src.id))["cidadaos"]
+        # updated rows: the new version in, the old out
+        assert (status, rows) == ("ok", 399)
+        assert (inserted, deleted) == (8 + 3, 8 + 4)
+        await assert_dataset_exact(admin, dst, src.id, "cidadaos", f"SELECT * FROM {TABLE}")
+        assert (await run_pass(config))[0] == 0
+        assert (await last_writes(dst, src.id))["cidadaos"][2:4] == (0, 0)
+        await assert_dataset_exact(admin, dst, src.id, "cidadaos", f"SELECT * FROM {TABLE}")
+        code, text = await verify(config)
+        assert code == 0 and "1 of 1 datasets equal" in text, text
+    finally:
+        await admin.close()
+        await dst.close()
+
+
+async def test_identical_rows_are_a_multiset(make_sources, dest: DestDb, write_config):
+    (src,) = await make_sources(1)
+    admin = await asyncpg.connect(src.admin_dsn)
+    dst = await dest.connect()
+    try:
+        await admin.execute(
+            "CREATE TABLE repetidas (a int, b text); GRANT SELECT ON repetidas TO PUBLIC;"
+            "INSERT INTO repetidas VALUES (1, 'x'), (1, 'x'), (1, 'x'), (2, 'y'), (NULL, NULL)"
+        )
+        _, config = write_config(dest, [src], [DUPS])
+        for change in (
+            "DELETE FROM repetidas WHERE ctid = (SELECT min(ctid) FROM repetidas WHERE a = 1)",
+            "INSERT INTO repetidas VALUES (2, 'y'), (NULL, NULL)",
+            "DELETE FROM repetidas WHERE a = 1",
+            None,
+        ):
+            code, out, err = await run_pass(config)
+            assert code == 0, out + err
+            await assert_dataset_exact(admin, dst, src.id, "repetidas", "SELECT * FROM repetidas")
+            if change:
+                await admin.execute(change)
+    finally:
+        await admin.close()
+        await dst.close()
+
+
+async def test_a_column_added_at_the_source_rewrites_with_the_new_shape(
+    make_sources, dest: DestDb, write_config
+):
+    (src,) = await make_sources(1, citizens=100)
+    _, config = write_config(dest, [src], [CIDADAOS])
+    assert (await run_pass(config))[0] == 0
+    admin = await asyncpg.connect(src.admin_dsn)
+    dst = await dest.connect()
+    try:
+        await admin.execute(f"ALTER TABLE {TABLE} ADD COLUMN nu_novo integer DEFAULT 7")
+        code, out, err = await run_pass(config)
+        assert code == 0, out + err
+        _, rows, inserted, deleted, _ = (await last_writes(dst, src.id))["cidadaos"]
+        assert (rows, inserted, deleted) == (100, 100, 100)  # every row has a new field
+        await assert_dataset_exact(admin, dst, src.id, "cidadaos", f"SELECT * FROM {TABLE}")
+        assert (await run_pass(config))[0] == 0
+        assert (await last_writes(dst, src.id))["cidadaos"][2:4] == (0, 0)
+    finally:
+        await admin.close()
+        await dst.close()
+
+
+async def test_hand_changes_are_seen_by_verify_and_undone_by_a_full_refresh(
+    make_sources, dest: DestDb, write_config
+):
+    sources = await make_sources(2, citizens=120)
+    _, config = write_config(dest, sources, [CIDADAOS])
+    assert (await run_pass(config))[0] == 0
+    code, text = await verify(config)
+    assert code == 0 and "2 of 2 datasets equal" in text, text
+    dst = await dest.connect()
+    admin = await asyncpg.connect(sources[0].admin_dsn)
+    try:
+        one, two = sources[0].id, sources[1].id
+        # a row changed by hand (its hash kept), and a hash that no longer matches its row
+        await dst.execute(
+            f"UPDATE {SCHEMA}.cidadaos SET no_cidadao = 'mexido' WHERE municipio_id_sus = $1 "
+            "AND co_seq_fat_cidadao_pec = 5",
+            one,
+        )
+        await dst.execute(
+            f"UPDATE {SCHEMA}.cidadaos SET syncd_row_hash = gen_random_uuid() "
+            "WHERE municipio_id_sus = $1 AND co_seq_fat_cidadao_pec = 6",
+            two,
+        )
+        code, text = await verify(config)
+        assert code == 1, text
+        assert [line.split()[:3] for line in text.splitlines() if "differs" in line] == [
+            [one, "cidadaos", "differs"]
+        ], text  # the wrong hash is no difference in the rows
+        # the next pass trusts the hashes: the hand-changed row stays, the bad hash heals
+        assert (await run_pass(config))[0] == 0
+        assert (await last_writes(dst, two))["cidadaos"][2:4] == (1, 1)
+        assert (await verify(config))[0] == 1
+        # a full refresh trusts nothing
+        _, refresh = write_config(dest, sources, [{**CIDADAOS, "full_refresh_every": "1s"}])
+        await anyio.sleep(1.1)
+        assert (await run_pass(refresh))[0] == 0
+        assert (await last_writes(dst, one))["cidadaos"][4] == "full_refresh"
+        code, text = await verify(config)
+        assert code == 0, text
+        await assert_dataset_exact(admin, dst, one, "cidadaos", f"SELECT * FROM {TABLE}")
+    finally:
+        await admin.close()
+        await dst.close()
+
+
+async def _to_v2(dst: asyncpg.Connection, names: list[str]) -> None:
+    """What landing v2 left: no row hashes, the source column's own index, ledger at 5."""
+    for name in names:
+        await dst.execute(
+            f"DROP INDEX {SCHEMA}.{name}__rows; ALTER TABLE {SCHEMA}.{name} DROP COLUMN "
+            f"syncd_row_hash; CREATE INDEX {name}__source ON {SCHEMA}.{name} (municipio_id_sus)"
+        )
+    await dst.execute(
+        "ALTER TABLE syncd.ledger DROP COLUMN inserted, DROP COLUMN deleted;"
+        "DELETE FROM syncd.schema_version WHERE version > 5"
+    )
+
+
+async def test_upgrade_from_v2_with_readers_querying(make_sources, dest: DestDb, write_config):
+    sources = await make_sources(3, citizens=200)
+    names = ["cidadaos", "atendimentos"]
+    _, config = write_config(dest, sources, TABLE_DATASETS[:2])
+    assert (await run_pass(config))[0] == 0
+    dst = await dest.connect()
+    try:
+        await _to_v2(dst, names)
+        before = {n: await fingerprint(dst, n) for n in names}
+        readers = Readers(dest.dsn, names, lock_timeout="5s")
+        destination = Destination(config.destination, config.timeouts, pool_size=2)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(readers.run)
+            await anyio.sleep(0.3)
+            await destination.open()
+            await destination.close()
+            await anyio.sleep(0.3)
+            readers.stop.set()
+        assert readers.errors == [], readers.errors[:3]
+        assert {n: await fingerprint(dst, n) for n in names} == before  # no row lost
+        assert await dst.fetchval("SELECT max(version) FROM syncd.schema_version") == len(
+            ledger.MIGRATIONS
+        )
+        indexes = {
+            r[0]
+            for r in await dst.fetch(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = ANY($2)",
+                SCHEMA,
+                names,
+            )
+        }
+        assert indexes == {"cidadaos__rows", "atendimentos__rows"}
+        # the first v3 pass rewrites what v2 landed (no hashes yet); the next writes nothing
+        assert (await run_pass(config))[0] == 0
+        writes = await last_writes(dst, sources[0].id)
+        assert writes["cidadaos"][2] == writes["cidadaos"][3] == 200
+        assert (await run_pass(config))[0] == 0
+        assert (await last_writes(dst, sources[0].id))["cidadaos"][2:4] == (0, 0)
+        assert (await verify(config))[0] == 0
+    finally:
+        await dst.close()
+
+
+async def test_a_source_column_named_like_a_keyword(make_sources, dest: DestDb, write_config):
+    (src,) = await make_sources(1, citizens=50)
+    _, config = write_config(
+        dest, [src], [CIDADAOS], destination={"dsn": dest.dsn, "source_column": "order"}
+    )
+    for _ in range(2):
+        code, out, err = await run_pass(config)
+        assert code == 0, out + err
+    dst = await dest.connect()
+    try:
+        assert (
+            await dst.fetchval(f'SELECT count(*) FROM {SCHEMA}.cidadaos WHERE "order" = $1', src.id)
+            == 50
+        )
+    finally:
+        await dst.close()
