@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import anyio
 import asyncpg
+from test_landing import Readers
 
 from syncd import ledger
 from syncd.engine.destination import Destination
@@ -13,7 +14,6 @@ from syncd.service.verifycmd import run_verify
 
 from conftest import TABLE_DATASETS, DestDb
 from helpers import assert_dataset_exact, fingerprint, run_pass
-from test_landing import Readers
 
 CIDADAOS = TABLE_DATASETS[0]
 SCHEMA = "syncd_data"
