@@ -14,19 +14,24 @@ from collections.abc import Iterator
 
 from syncd.lab import embedded
 
-from . import brasil, incremental, many, single_table, tracing
-from .common import BENCH_SETTINGS, LOOPBACKS, ROOT, Clusters, table
+from . import brasil, incremental, landing, many, single_table, soak, tracing
+from .common import BENCH_SETTINGS, LOOPBACKS, ROOT, Clusters, median, table
 
 LISTA = str(ROOT / "config" / "listas" / "hipertensos.sql")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--only", choices=["single", "many", "tracing", "incremental", "brasil"])
+    parser.add_argument(
+        "--only",
+        choices=["single", "landing", "many", "tracing", "incremental", "brasil", "soak"],
+    )
     parser.add_argument(
         "--brasil", default="100,1000,5570", help="municipality counts for (e), comma-separated"
     )
     parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--soak-minutes", type=float, default=30.0)
+    parser.add_argument("--soak-municipalities", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--municipalities", type=int, default=650)
     parser.add_argument("--citizens", type=int, default=200)
@@ -64,6 +69,56 @@ def main() -> None:
             ),
             f"runs: pipe {_list(r['pipe_s'])}; syncd {_list(r['syncd_s'])}",
         ]
+    if args.only in (None, "landing"):
+        with _clusters("syncd-bench-landing-") as clusters:
+            r = landing.run(clusters, args.rows, args.rounds)
+        results["landing"] = r
+        mb = 2**20
+        lines += [
+            "",
+            f"(f) landing v3, one {r['rows']:,}-row table: syncd once (whole command) vs reading "
+            "the table alone (the floor) and the psql binary pipe into a fresh table",
+            table(
+                ["case", "syncd (median)", "baseline (median)", "ratio", "target", "landing v2"],
+                [
+                    [
+                        "nothing changed",
+                        f"{median(r['unchanged_s']):.2f} s",
+                        f"floor {median(r['floor_s']):.2f} s",
+                        f"{r['unchanged_vs_floor']:.2f}x",
+                        "<= 1.2x floor",
+                        f"{r['v2']['unchanged_vs_pipe']:.2f}x pipe (rewrites all)",
+                    ],
+                    [
+                        f"~2% changed ({median(r['changed_rows']):,.0f} rows)",
+                        f"{median(r['changed_s']):.2f} s",
+                        f"pipe {median(r['pipe_s']):.2f} s",
+                        f"{r['changed_vs_pipe']:.2f}x",
+                        "<= 0.75x pipe",
+                        f"{r['v2']['unchanged_vs_pipe']:.2f}x pipe",
+                    ],
+                    [
+                        "~2% changed: WAL",
+                        f"{median(r['changed_wal_bytes']) / mb:.0f} MB",
+                        f"pipe {median(r['pipe_wal_bytes']) / mb:.0f} MB",
+                        f"{r['changed_wal_vs_pipe'] * 100:.0f}%",
+                        "<= 10% of the pipe's",
+                        "~100%+ (every row rewritten)",
+                    ],
+                    [
+                        "first load",
+                        f"{median(r['first_s']):.2f} s",
+                        f"pipe {median(r['pipe_s']):.2f} s",
+                        f"{r['first_vs_pipe']:.2f}x",
+                        "<= 1.1x pipe",
+                        "",
+                    ],
+                ],
+            ),
+            f"runs: floor {_list(r['floor_s'])}; pipe {_list(r['pipe_s'])}; first {_list(r['first_s'])}; "
+            f"unchanged {_list(r['unchanged_s'])}; changed {_list(r['changed_s'])}; "
+            f"peak RSS {r['peak_rss_mb']:.0f} MB",
+        ]
     if args.only in (None, "many"):
         with _clusters("syncd-bench-many-", source_fast=True) as clusters:
             r = many.run(clusters, args.municipalities, args.citizens, args.concurrency, LISTA)
@@ -76,7 +131,7 @@ def main() -> None:
                     "municipalities",
                     "concurrency",
                     "first pass",
-                    "steady-state pass",
+                    "steady-state pass (~2% changed)",
                     "peak RSS",
                     "peak source connections",
                 ],
@@ -106,7 +161,7 @@ def main() -> None:
                 [
                     "municipalities",
                     "first pass",
-                    "steady-state pass",
+                    "steady-state pass (~2% changed)",
                     "per municipality",
                     "peak RSS",
                 ],
@@ -167,6 +222,41 @@ def main() -> None:
             f"incremental passes over {r['grid_municipalities']} municipalities "
             "(consultations each, new rows each):",
             table(["case", "incremental pass"], [[k, f"{v:.2f} s"] for k, v in r["grid"].items()]),
+        ]
+    if args.only == "soak":  # half an hour: only when asked for
+        with _clusters("syncd-bench-soak-", source_fast=True) as clusters:
+            r = soak.run(clusters, args.soak_minutes, args.soak_municipalities)
+        results["soak"] = r
+        lines += [
+            "",
+            f"(g) soak: syncd run for {r['minutes']:g} min, {r['municipalities']} municipalities x 2 "
+            "datasets every 15 s, sources changing, ~10% of connections reset or stalled",
+            table(
+                ["result", "value"],
+                [
+                    ["verify at the end (exit 0: every dataset equal)", str(r["verify_exit"])],
+                    ["verify", r["verify_tail"]],
+                    ["ledger rows left running", str(r["ledger_running"])],
+                    [
+                        "dataset passes ok / failed or aborted",
+                        f"{r['passes_ok']} / {r['passes_failed']}",
+                    ],
+                    [
+                        "faults injected",
+                        f"{r['faults']['resets']} resets, {r['faults']['stalls']} stalls",
+                    ],
+                    ["source changes", str(r["source_changes"])],
+                    [
+                        "RSS after warm-up / at the end / peak",
+                        f"{r['rss_mb_after_warmup']:.0f} / {r['rss_mb_at_end']:.0f} / {r['rss_mb_peak']:.0f} MB",
+                    ],
+                    [
+                        "open files after warm-up / at the end",
+                        f"{r['fds_after_warmup']} / {r['fds_at_end']}",
+                    ],
+                    ["daemon exit code after SIGTERM", str(r["exit_code"])],
+                ],
+            ),
         ]
     text = "\n".join(lines)
     print(text)

@@ -14,7 +14,7 @@ import asyncpg
 
 from syncd.lab import pec
 
-from .common import Clusters, execute, once_ok, write_config
+from .common import Clusters, change_share, execute, once_ok, write_config
 
 DATABASES = 10
 CITIZENS = 30  # per municipality
@@ -103,6 +103,7 @@ def run(clusters: Clusters, points: list[int], concurrency: int) -> dict:
             },
         )
         first = once_ok(config)
+        asyncio.run(change_share([clusters.source.dsn(db) for db in placed], 0.02))
         steady = once_ok(config)
         curve.append(
             {

@@ -91,6 +91,30 @@ async def make_municipalities(
     await asyncio.gather(*(fill(mid) for mid in ids))
 
 
+async def change_share(dsns: list[str], share: float = 0.02) -> int:
+    """About `share` of every database's citizens changed (the day's corrections), and as many
+    consultations added: what a steady-state pass then meets. Returns the rows touched."""
+    semaphore = asyncio.Semaphore(8)
+    touched = 0
+
+    async def one(dsn: str) -> None:
+        nonlocal touched
+        async with semaphore:
+            conn = await asyncpg.connect(dsn)
+            try:
+                status = await conn.execute(
+                    "UPDATE tb_fat_cidadao_pec SET no_cidadao = md5(no_cidadao) "
+                    "WHERE random() < $1",
+                    share,
+                )
+                touched += int(status.split()[-1])
+            finally:
+                await conn.close()
+
+    await asyncio.gather(*(one(d) for d in dsns))
+    return touched
+
+
 def spread_sources(clusters: Clusters, prefix: str, ids: list[str]) -> list[dict]:
     """Sources over LOOPBACKS addresses, so `per_host` sees that many servers."""
     return [

@@ -16,6 +16,7 @@ from syncd.lab import pec
 from .common import (
     Clusters,
     ConnectionWatcher,
+    change_share,
     execute,
     make_municipalities,
     once_ok,
@@ -23,6 +24,7 @@ from .common import (
     write_config,
 )
 
+STEADY_SHARE = 0.02  # of each municipality's citizens changed before the steady-state pass
 DATASETS = [
     {"name": "cidadaos", "table": "public.tb_fat_cidadao_pec"},
     {"name": "lista_nominal_hipertensos", "query_file": "LISTA"},
@@ -56,7 +58,10 @@ def run(clusters: Clusters, count: int, citizens: int, concurrency: int, lista: 
     config = config_for(clusters, "many", ids, concurrency, lista)
     with ConnectionWatcher(clusters.source) as watcher:
         first = once_ok(config)
-    # the daily case: every municipality already landed, its rows replaced
+    # the daily case: every municipality already landed, about 2% of its rows changed
+    changed = asyncio.run(
+        change_share([clusters.source.dsn(f"pec_{mid}") for mid in ids], STEADY_SHARE)
+    )
     steady = once_ok(config)
     summary_line = [line for line in steady.output.splitlines() if "sources ok" in line]
     return {
@@ -67,6 +72,7 @@ def run(clusters: Clusters, count: int, citizens: int, concurrency: int, lista: 
         "setup_s": setup,
         "wall_s": first.seconds,
         "steady_s": steady.seconds,
+        "steady_changed_rows": changed,
         "peak_rss_mb": max(first.max_rss_kb, steady.max_rss_kb) / 1024,
         "peak_source_connections": watcher.peak,
         "summary": summary_line[-1] if summary_line else "",

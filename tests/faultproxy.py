@@ -9,7 +9,8 @@ open, and applies to the next chunk that crosses:
   ("down": server to client, "up": client to server); `cuts` connections at most (the first
   ones to get that far);
 - `reset()`: RST every open connection now;
-- `blackhole`: accept, never answer; open connections stop moving bytes.
+- `blackhole`: accept, never answer; open connections stop moving bytes;
+- `stall(conn, seconds)`: one open connection stops moving bytes for a while (the soak's).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import contextlib
 import socket
 import struct
+import time
 from dataclasses import dataclass, field
 
 CHUNK = 64 * 1024
@@ -29,6 +31,7 @@ class _Conn:
     server: asyncio.StreamWriter | None
     sent: dict[str, int] = field(default_factory=lambda: {"up": 0, "down": 0})
     tasks: list[asyncio.Task] = field(default_factory=list)
+    stalled_until: float = 0.0
 
     def abort(self, rst: bool = False) -> None:
         for writer in (self.client, self.server):
@@ -73,6 +76,9 @@ class FaultProxy:
         """RST every open connection."""
         for conn in list(self.conns):
             conn.abort(rst=True)
+
+    def stall(self, conn: _Conn, seconds: float) -> None:
+        conn.stalled_until = time.monotonic() + seconds
 
     def cut_next(self, after: int, direction: str = "down", times: int = 1) -> None:
         self.cut_after, self.cut_direction, self.cuts = after, direction, times
@@ -125,8 +131,8 @@ class FaultProxy:
                 data = await reader.read(CHUNK)
                 if not data:
                     break
-                while self.blackhole:  # hold everything, answer nothing
-                    await asyncio.sleep(0.05)
+                while self.blackhole or time.monotonic() < conn.stalled_until:
+                    await asyncio.sleep(0.05)  # hold everything, answer nothing
                 if self.latency:
                     await asyncio.sleep(self.latency)
                 if self.cuts > 0 and self.cut_after is not None and direction == self.cut_direction:

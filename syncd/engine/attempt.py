@@ -338,8 +338,6 @@ async def _land(
             window = incremental.window(spec, cursor_type, state[0])
             write = Write.WINDOW
             target = replace(target, mode=Mode.INCREMENTAL, watermark=state[0])
-    elif rewrite:
-        target = replace(target, mode=Mode.FULL_REFRESH)
     where = f"{destination.schema}.{target.dataset}"
     attributes = spans.db_attributes(destination.settings.dsn, "COPY", where)
     attributes["syncd.write"] = write
