@@ -29,6 +29,7 @@ results by tests/unit/test_rowdiff.py.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -88,6 +89,7 @@ class _Walk:
         self.buffer = b""
 
     def tuples(self, chunk: bytes) -> list[bytes]:
+        chunk = bytes(chunk)  # asyncpg hands over bytearrays and memoryviews too
         data = self.buffer + chunk if self.buffer else chunk
         found: list[bytes] = []
         pos, n = 0, len(data)
@@ -280,11 +282,14 @@ except ImportError:  # not built: no C compiler where syncd was installed
     c_row_hash = None
 
 ACCELERATED = CDiffer is not None
+# SYNCD_PURE_PYTHON_DIFF=1: the pure-Python differ even where the C one is built (to compare
+# the two on real data, or to rule the accelerator out)
+PURE_PYTHON = os.environ.get("SYNCD_PURE_PYTHON_DIFF", "") not in ("", "0")
 
 
 def differ(seed: int, *, emit: bool = True) -> RowDiffer:
     """A differ: the C one when it is built."""
-    if CDiffer is not None:
+    if CDiffer is not None and not PURE_PYTHON:
         made: RowDiffer = CDiffer(seed, emit)
         return made
     return PyDiffer(seed, emit)

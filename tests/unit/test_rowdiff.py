@@ -231,3 +231,16 @@ def test_verify_mode_matches_duplicates_copy_by_copy(make) -> None:
     counts = d.counts()
     missing, extra = counts["rows_new"], counts["existing"] - counts["rows_matched"]
     assert (missing, extra) == (2, 1)
+
+
+@pytest.mark.parametrize("make", [PyDiffer, rowdiff.CDiffer] if rowdiff.ACCELERATED else [PyDiffer])
+@pytest.mark.parametrize("kind", [bytearray, memoryview])
+def test_any_bytes_like_chunk_is_taken(make, kind) -> None:
+    """asyncpg's COPY callbacks hand over bytearrays (found by the end-to-end test)."""
+    rng = random.Random(5)
+    rows = list(dict.fromkeys(make_tuple(rng, 3) for _ in range(20)))
+    d = make(SEED, True)
+    d.add_stored(kind(bytearray(stored([py_row_hash(t, SEED) for t in rows[:10]]))))
+    d.seal()
+    out = d.flush() + d.feed(kind(bytearray(stream(rows)))) + d.finish()
+    assert len(output_tuples(out)) == 10

@@ -250,3 +250,16 @@ async def test_params_reach_dataset_queries_as_settings(source_db: str):
         assert await session.conn.fetchval("SELECT current_setting('syncd.ibge')") == "110001"
     finally:
         await session.close()
+
+
+async def test_sessions_have_tcp_keepalives(session: SourceSession) -> None:
+    """enable_keepalive reaches asyncpg's socket through a private attribute (asyncpg has no
+    public one): if a new asyncpg renames it, this fails instead of keepalives going quietly."""
+    import socket
+
+    from syncd.engine.connect import KEEPALIVE_IDLE
+
+    transport = getattr(session.conn, "_transport")  # noqa: B009  (the assumption under test)
+    sock = transport.get_extra_info("socket")
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE
