@@ -118,8 +118,9 @@ class Sshd:
             )
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and self.proc.poll() is None:
-                with contextlib.suppress(OSError), socket.create_connection(
-                    ("127.0.0.1", self.port), timeout=0.5
+                with (
+                    contextlib.suppress(OSError),
+                    socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
                 ):
                     return self
                 time.sleep(0.05)

@@ -27,7 +27,7 @@ import ssl
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncssh
 
@@ -98,8 +98,12 @@ class TunnelNotConnected(TunnelError):
     hop = Hop.FORWARD
 
 
-class KeyFileError(FinalError):
+class KeyFileError(TunnelError):
+    """syncd's own key (or its passphrase) cannot be read or opened."""
+
     kind = Kind.CREDENTIALS
+    retryable = False
+    hop = Hop.AUTHENTICATED
 
 
 class HostPinnedContext(ssl.SSLContext):
@@ -160,7 +164,7 @@ def _read_secret_file(bastion: Bastion, key: str, path: Path) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise KeyFileError(
-            f"bastion {bastion.name}: {key} {path} cannot be read ({exc.strerror or exc})"
+            bastion.name, f"{key} {path} cannot be read ({exc.strerror or exc})"
         ) from None
 
 
@@ -240,7 +244,7 @@ class _LocalSide(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio's classes
         bridge = self.bridge
         if bridge.local is not None or bridge.closed:
             transport.abort()  # one connection per bridge: asyncpg's
@@ -340,9 +344,7 @@ class BastionLink:
             return asyncssh.import_private_key(data, passphrase)
         except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError, ValueError) as exc:
             # asyncssh's words name the problem (a wrong passphrase, a format), never the key
-            raise KeyFileError(
-                f"bastion {b.name}: private_key_file {b.private_key_file}: {exc}"
-            ) from None
+            raise KeyFileError(b.name, f"private_key_file {b.private_key_file}: {exc}") from None
 
     async def _connect(self, timeout: float) -> asyncssh.SSHClientConnection:
         b = self.bastion

@@ -9,6 +9,7 @@ stopping sshd, and by cutting the proxy mid-COPY.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import subprocess
 from pathlib import Path
@@ -17,12 +18,13 @@ import anyio
 import asyncpg
 import pytest
 
+from syncd import config as config_module
 from syncd.config import Config
-from syncd.engine import attempt  # noqa: F401  (the engine's source path under test)
 from syncd.engine.errors import Kind, classify
 from syncd.engine.source import SourceSession
 from syncd.engine.tunnel import Tunnels
-from syncd.service.once import run_once
+from syncd.service.check import run_check
+from syncd.service.enroll import preferred_port
 
 from conftest import TABLE_DATASETS
 from faultproxy import FaultProxy
@@ -99,7 +101,7 @@ async def test_host_key_mismatch_is_refused_as_a_security_failure_and_not_retrie
         bastions={"hub": sshd.bastion(proxy.port, host_key=other)},
         retry={"attempts": 4, "backoff": "10ms", "max_backoff": "20ms"},
     )
-    code, out, err = await run_pass(config)
+    code, out, _ = await run_pass(config)
     assert code == 1
     assert "bastion hub" in out and "host key" in out and "SECURITY" in out, out
     assert proxy.accepted == 1  # one handshake, refused, never tried again
@@ -114,7 +116,6 @@ async def test_host_key_mismatch_is_refused_as_a_security_failure_and_not_retrie
 
 async def test_a_mismatch_latches_on_the_engine_and_is_a_final_failure_kind(sshd, tmp_path):
     other = keygen(tmp_path / "impostor2", "impostor")
-    from syncd import config as config_module
 
     config = config_module.loads(
         f"""
@@ -232,5 +233,245 @@ async def test_blackholed_traffic_is_detected_by_ssh_keepalive(
     assert await landed(dest) == {db.id: db.citizens}
 
 
-async def test_tls_verify_full_checks_the_database_name_through_the_tunnel():
-    pytest.skip("see test_tls_through_the_tunnel below")
+# -- reverse tunnels: `syncd tunnel enroll`, a real `ssh -N -R`, check --online -----------------
+
+
+def ssh_reverse(sshd: Sshd, key: Path, known: Path, listen: int, db) -> subprocess.Popen[bytes]:
+    """The municipal side, as deploy/tunnel/syncd-tunnel.service runs it."""
+    return subprocess.Popen(
+        [
+            "ssh",
+            "-N",
+            "-R",
+            f"127.0.0.1:{listen}:{db.cluster.host}:{db.cluster.port}",
+            "-i",
+            str(key),
+            "-p",
+            str(sshd.port),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={known}",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-o",
+            "ServerAliveInterval=5",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-F",
+            "none",
+            f"{sshd.user}@127.0.0.1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> bool:
+    """True once something listens on 127.0.0.1:port; False if `proc` exited first."""
+    with anyio.fail_after(30):
+        while proc.poll() is None:
+            try:
+                stream = await anyio.connect_tcp("127.0.0.1", port)
+            except OSError:
+                await anyio.sleep(0.05)
+                continue
+            await stream.aclose()
+            return True
+    return False
+
+
+async def check_json(config: Config) -> tuple[int, dict]:
+    out = io.StringIO()
+    code = await run_check(config, out, as_json=True, timeout=10)
+    return code, json.loads(out.getvalue())
+
+
+@pytest.mark.slow
+async def test_enroll_then_a_real_reverse_tunnel_checks_and_lands_and_its_absence_reads_clearly(
+    sshd, make_sources, dest, write_config, tmp_path
+):
+    [db] = await make_sources(1)
+    muni_key = tmp_path / "muni_ed25519"
+    keygen(muni_key, "municipio")
+    known = sshd.known_hosts(tmp_path / "known_hosts")
+    already = {  # an enrolled neighbour holds the port the scheme would give first
+        "id": "other",
+        "dsn": f"postgresql://esus_leitura@127.0.0.1:{preferred_port(db.id)}/esus",
+        "ssh_tunnel": {"bastion": "rdv"},
+    }
+    path, _ = write_config(dest, [already], DATASETS, bastions={"rdv": sshd.bastion()})
+    enrolled = run_cli(
+        "tunnel", "enroll", db.id, "--config", str(path), "--public-key", f"{muni_key}.pub"
+    )
+    assert enrolled.returncode == 0, enrolled.stderr
+    again = run_cli(
+        "tunnel", "enroll", db.id, "--config", str(path), "--public-key", f"{muni_key}.pub"
+    )
+    assert again.stdout == enrolled.stdout  # deterministic
+    [line] = [x for x in enrolled.stdout.splitlines() if x.startswith("restrict,")]
+    port = int(line.split('permitlisten="127.0.0.1:')[1].split('"')[0])
+    assert 20000 <= port < 30000 and port != preferred_port(db.id)
+    assert line.startswith(f'restrict,port-forwarding,permitlisten="127.0.0.1:{port}" ssh-ed25519 ')
+    assert f"dsn: postgresql://esus_leitura@127.0.0.1:{port}/esus" in enrolled.stdout
+    assert "ssh_tunnel: {bastion: rdv}" in enrolled.stdout
+    sshd.authorize(line)
+
+    # the restricted key may not hold another port: sshd refuses, ssh exits
+    other_port = port + 1 if port < 29999 else port - 1
+    refused = ssh_reverse(sshd, muni_key, known, other_port, db)
+    assert not await wait_listening(other_port, refused)
+    assert refused.wait(30) != 0
+    assert b"forwarding failed" in refused.stderr.read()  # type: ignore[union-attr]
+
+    source = db.source_entry(ssh_tunnel={"bastion": "rdv"})
+    source["dsn"] = f"postgresql://esus_leitura@127.0.0.1:{port}/{db.dbname}"
+    _, config = write_config(dest, [source], DATASETS, bastions={"rdv": sshd.bastion()})
+
+    code, report = await check_json(config)  # the municipality has not dialled in yet
+    assert code == 1
+    [checked] = report["sources"]
+    assert checked["error_kind"] == "tunnel_not_connected"
+    assert "municipal tunnel not connected" in checked["errors"][0]
+    assert checked["hops"]["bastion reachable"] == "ok"
+    assert checked["hops"]["authenticated"] == "ok"
+    assert checked["hops"]["forward accepted"] == "FAILED"
+    assert checked["hops"]["database answered"] == "-"
+
+    tunnel = ssh_reverse(sshd, muni_key, known, port, db)
+    try:
+        assert await wait_listening(port, tunnel), tunnel.stderr.read()  # type: ignore[union-attr]
+        code, report = await check_json(config)
+        [checked] = report["sources"]
+        assert code == 0, checked
+        assert checked["bastion"] == "rdv"
+        assert [checked["hops"][h] for h in list(checked["hops"])[:5]] == ["ok"] * 5
+        code, out, err = await run_pass(config)
+        assert code == 0, out + err
+        assert await landed(dest) == {db.id: db.citizens}
+    finally:
+        tunnel.terminate()
+        tunnel.wait(10)
+
+
+def locked_key(sshd: Sshd, directory: Path, passphrase: str) -> tuple[Path, Path, str]:
+    """A key with a passphrase, authorized on sshd: (key, passphrase file, a piece of the key)."""
+    key = directory / "locked_ed25519"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-C", "locked", "-f", str(key)],
+        check=True,
+    )
+    sshd.authorize(Path(f"{key}.pub").read_text())
+    secret_file = directory / "passphrase"
+    secret_file.write_text(passphrase + "\n")
+    return key, secret_file, "".join(key.read_text().splitlines()[1:-1])[:40]
+
+
+async def test_secrets_of_the_bastion_never_show(sshd, make_sources, dest, write_config, tmp_path):
+    [db] = await make_sources(1)
+    passphrase = "frase-secreta-Ç9!"
+    key, secret_file, key_body = locked_key(sshd, tmp_path, passphrase)
+    bastion = sshd.bastion(private_key_file=str(key), passphrase_file=str(secret_file))
+    path, config = write_config(dest, [tunnelled(db)], DATASETS, bastions={"hub": bastion})
+    outputs = [repr(config), str(config.sources[0])]
+    for args in (["once", "--json"], ["check", "--online", "--json"], ["status"]):
+        done = run_cli(*args, "--config", str(path))
+        assert done.returncode == 0, done.stdout + done.stderr
+        outputs += [done.stdout, done.stderr]
+    # a wrong passphrase: the failure names the file, not what is in it
+    secret_file.write_text("not-the-passphrase\n")
+    done = run_cli("once", "--json", "--config", str(path))
+    assert done.returncode == 1 and "private_key_file" in done.stdout
+    outputs += [done.stdout, done.stderr]
+    for text in outputs:
+        assert passphrase not in text and key_body not in text
+        assert "not-the-passphrase" not in text
+
+
+# -- TLS through the tunnel -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def tls_source(pg_base: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Debian's PostgreSQL 15 with TLS only, its certificate naming `localhost` alone."""
+    import trustme
+
+    from syncd.lab import embedded, pec
+
+    bin_dir = embedded.debian_bin_dir(15)
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL with OpenSSL here (Debian's postgresql-15)")
+    ca = trustme.CA()
+    cluster = embedded.Cluster.create(
+        bin_dir,
+        pg_base / "tunnel-tls",
+        settings={**embedded.FAST_SETTINGS, "listen_addresses": "127.0.0.1"},
+        hba=[
+            "local all all trust",
+            "hostnossl all all 0.0.0.0/0 reject",
+            "hostssl all all 127.0.0.0/8 trust",
+        ],
+        start=False,
+    )
+    cert = ca.issue_cert("localhost")  # not 127.0.0.1, the loopback end of the tunnel
+    cluster.install_file("server.crt", b"".join(b.bytes() for b in cert.cert_chain_pems), 0o644)
+    cluster.install_file("server.key", cert.private_key_pem.bytes(), 0o600)
+    cluster.configure(
+        ssl="on",
+        ssl_cert_file=str(cluster.data_dir / "server.crt"),
+        ssl_key_file=str(cluster.data_dir / "server.key"),
+    )
+    cluster.start()
+    admin = await asyncpg.connect(cluster.socket_dsn())
+    try:
+        await admin.execute("CREATE ROLE esus_leitura LOGIN")
+        await admin.execute("CREATE DATABASE esus")
+        conn = await asyncpg.connect(cluster.socket_dsn("esus"))
+        try:
+            await pec.create_municipality(conn, pec.Municipality("351570", 20))
+            await conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO esus_leitura")
+        finally:
+            await conn.close()
+    finally:
+        await admin.close()
+    ca_file = tmp_path_factory.mktemp("tunnel-ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    yield cluster, ca_file
+    cluster.destroy()
+
+
+async def test_tls_verify_full_checks_the_database_name_through_the_tunnel(
+    sshd, tls_source, dest, write_config
+):
+    cluster, ca_file = tls_source
+
+    def source(host: str) -> dict:
+        return {
+            "id": "351570",
+            "dsn": f"postgresql://esus_leitura@{host}:{cluster.port}/esus"
+            f"?sslmode=verify-full&sslrootcert={ca_file}",
+            "ssh_tunnel": {"bastion": "hub"},
+        }
+
+    # `localhost` is what the certificate names; asyncpg connects to 127.0.0.1 (the tunnel)
+    _, config = write_config(
+        dest, [source("localhost")], DATASETS, bastions={"hub": sshd.bastion()}
+    )
+    code, report = await check_json(config)
+    [checked] = report["sources"]
+    assert code == 0, checked
+    assert checked["tls"] and checked["tls_verified"] == "host and CA"
+    assert checked["hops"]["TLS verified"] == "ok"
+    code, out, err = await run_pass(config)
+    assert code == 0, out + err
+    # the DSN names 127.0.0.1, which the certificate does not: refused, through the tunnel too
+    _, config = write_config(
+        dest, [source("127.0.0.1")], DATASETS, bastions={"hub": sshd.bastion()}
+    )
+    code, report = await check_json(config)
+    [checked] = report["sources"]
+    assert code == 1 and checked["error_kind"] == "tls", checked
+    assert checked["hops"]["database answered"] == "ok"
+    assert checked["hops"]["TLS verified"] == "FAILED"
