@@ -51,22 +51,23 @@ def parse_host_key(text: str) -> str | None:
     return f"{algorithm} {blob}"
 
 
-def build_bastions(root: Section, base: Path) -> dict[str, Bastion]:
+def build_bastions(root: Section, base: Path) -> dict[str, Bastion | None]:
+    """Every bastion by name; None for one whose entry has problems (already recorded)."""
     raw = root.raw("bastions")
     if raw is None:
         return {}
     sec = Section(root.doc, ("bastions",), root.problems, raw)
     if not sec.is_mapping("bastion name: {host, user, private_key_file, host_key, ...}"):
         return {}
-    result: dict[str, Bastion] = {}
+    result: dict[str, Bastion | None] = {}
     for name, value in sec.mapping.items():
         sec.used.add(str(name))
         if not isinstance(name, str) or not BASTION_NAME.fullmatch(name):
             sec.problem(name, "bastion names are letters, digits, '_', '-' and '.' (up to 63)")
             continue
-        bastion = _bastion(Section(sec.doc, ("bastions", name), sec.problems, value), name, base)
-        if bastion is not None:
-            result[name] = bastion
+        result[name] = _bastion(
+            Section(sec.doc, ("bastions", name), sec.problems, value), name, base
+        )
     return result
 
 
@@ -105,7 +106,7 @@ def _bastion(sec: Section, name: str, base: Path) -> Bastion | None:
     return Bastion(name, host, user, key_file, host_key, port, passphrase_file, interval, count)
 
 
-def ssh_tunnel(sec: Section, bastions: dict[str, Bastion]) -> Bastion | None:
+def ssh_tunnel(sec: Section, bastions: dict[str, Bastion | None]) -> Bastion | None:
     """A source's `ssh_tunnel: {bastion: NAME}`: the bastion it names, which must exist."""
     raw = sec.raw("ssh_tunnel")
     if raw is None:
@@ -118,7 +119,7 @@ def ssh_tunnel(sec: Section, bastions: dict[str, Bastion]) -> Bastion | None:
     if name is None:
         return None
     bastion = bastions.get(name)
-    if bastion is None:
+    if name not in bastions:
         known = ", ".join(sorted(bastions)) or "none is configured under bastions:"
         tsec.problem("bastion", f"unknown bastion {name!r} (known: {known})")
     return bastion

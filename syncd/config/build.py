@@ -79,7 +79,7 @@ def _build(doc: Document, base: Path, problems: list[Problem]) -> Config:
         http=http,
         timeouts=timeouts,
         retry=retry,
-        bastions=tuple(bastions.values()),
+        bastions=tuple(b for b in bastions.values() if b is not None),
         warnings=tuple(warnings),
     )
 
@@ -235,7 +235,7 @@ def _retry(sec: Section) -> Retry:
 
 
 def _sources(
-    root: Section, base: Path, warnings: list[str], bastions: dict[str, Bastion]
+    root: Section, base: Path, warnings: list[str], bastions: dict[str, Bastion | None]
 ) -> list[Source]:
     sections = list(root.each("sources"))
     sources_file = root.path_value("sources_file", base)
@@ -266,7 +266,7 @@ def _sources(
 
 
 def _source(
-    sec: Section, base: Path, warnings: list[str], bastions: dict[str, Bastion]
+    sec: Section, base: Path, warnings: list[str], bastions: dict[str, Bastion | None]
 ) -> Source | None:
     source_id = sec.string(
         "id", required=True, pattern=SOURCE_ID, what="an id of letters, digits and _ (up to 32)"

@@ -57,6 +57,8 @@ async def sync_source(
     }
     if source.name:
         attributes["syncd.source.name"] = source.name
+    if source.bastion is not None:  # server.* stay the database's, as the bastion sees it
+        attributes["syncd.bastion"] = source.bastion.name
     with spans.span(
         engine.tracer,
         f"sync {source.id}",

@@ -27,12 +27,13 @@ import ssl
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import asyncssh
 
 from syncd.config import Bastion, Source
 from syncd.config.dsn import Dsn
+from syncd.engine.bridge import Bridge, ChannelSide, LocalSide, drop_unused
 from syncd.engine.errors import FinalError, Kind, RetryableError
 
 log = logging.getLogger("syncd.tunnel")
@@ -57,7 +58,8 @@ class TunnelError(RetryableError):
     hop = Hop.REACHABLE
 
     def __init__(self, bastion: str, detail: str, *, retryable: bool | None = None):
-        super().__init__(f"bastion {bastion}: {detail}")
+        # the kind in the text too: the ledger keeps the text (`syncd status`, the page)
+        super().__init__(f"bastion {bastion} ({self.kind}): {detail}")
         self.bastion, self.detail = bastion, detail
         if retryable is not None:
             self.retryable = retryable
@@ -187,98 +189,6 @@ class Endpoint:
     ssl: ssl.SSLContext | None
 
 
-class _Bridge:
-    """One session: a direct-tcpip channel and the one local connection asyncpg makes."""
-
-    def __init__(self, link: BastionLink) -> None:
-        self.link = link
-        self.channel: asyncssh.SSHTCPChannel[bytes] | None = None
-        self.local: asyncio.Transport | None = None
-        self.server: asyncio.base_events.Server | None = None
-        self.early: list[bytes] = []
-        self.closed = False
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.link.channels -= 1
-        if self.server is not None:
-            self.server.close()
-        if self.channel is not None:
-            self.channel.close()
-        if self.local is not None:
-            self.local.abort()  # the session sees its connection lost at once
-
-
-class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
-    def __init__(self, bridge: _Bridge) -> None:
-        self.bridge = bridge
-
-    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        if self.bridge.local is not None:
-            self.bridge.local.write(data)
-        else:
-            self.bridge.early.append(data)
-
-    def eof_received(self) -> bool:
-        if self.bridge.local is not None and self.bridge.local.can_write_eof():
-            self.bridge.local.write_eof()
-        return True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.bridge.close()
-
-    def pause_writing(self) -> None:  # the channel's window is full: stop reading asyncpg
-        if self.bridge.local is not None:
-            self.bridge.local.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.bridge.local is not None:
-            self.bridge.local.resume_reading()
-
-
-class _LocalSide(asyncio.Protocol):
-    def __init__(self, bridge: _Bridge) -> None:
-        self.bridge = bridge
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio's classes
-        bridge = self.bridge
-        if bridge.local is not None or bridge.closed:
-            transport.abort()  # one connection per bridge: asyncpg's
-            return
-        self.transport = transport
-        bridge.local = transport
-        if bridge.server is not None:
-            bridge.server.close()
-        for data in bridge.early:
-            transport.write(data)
-        bridge.early.clear()
-
-    def data_received(self, data: bytes) -> None:
-        if self.bridge.channel is not None and self.transport is self.bridge.local:
-            self.bridge.channel.write(data)
-
-    def eof_received(self) -> bool:
-        if self.bridge.channel is not None and self.transport is self.bridge.local:
-            self.bridge.channel.write_eof()
-        return True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.transport is self.bridge.local:
-            self.bridge.close()
-
-    def pause_writing(self) -> None:  # asyncpg reads slower than the channel brings
-        if self.bridge.channel is not None:
-            self.bridge.channel.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.bridge.channel is not None:
-            self.bridge.channel.resume_reading()
-
-
 class BastionLink:
     """The one SSH connection to one bastion, opened on demand, reopened when it drops."""
 
@@ -394,24 +304,27 @@ class BastionLink:
     async def open(self, host: str, port: int, timeout: float) -> int:
         """A channel to host:port as the bastion sees it, bridged to a loopback port."""
         conn = await self.connection(timeout)
-        bridge = _Bridge(self)
+        bridge = Bridge(self._closed_one)
         self.channels += 1
         try:
             channel, _ = await asyncio.wait_for(
-                conn.create_connection(lambda: _ChannelSide(bridge), host, port), timeout
+                conn.create_connection(lambda: ChannelSide(bridge), host, port), timeout
             )
             bridge.channel = channel
             loop = asyncio.get_running_loop()
-            bridge.server = await loop.create_server(lambda: _LocalSide(bridge), "127.0.0.1", 0)
+            bridge.server = await loop.create_server(lambda: LocalSide(bridge), "127.0.0.1", 0)
         except BaseException as exc:
             bridge.close()
             if isinstance(exc, Exception):
                 raise self._channel_error(exc, host, port, timeout) from None
             raise
         # asyncpg connects at once; a bridge nobody took goes away with the attempt
-        asyncio.get_running_loop().call_later(timeout + 1, _drop_unused, bridge)
+        asyncio.get_running_loop().call_later(timeout + 1, drop_unused, bridge)
         local_port: int = bridge.server.sockets[0].getsockname()[1]
         return local_port
+
+    def _closed_one(self) -> None:
+        self.channels -= 1
 
     def _channel_error(self, exc: Exception, host: str, port: int, timeout: float) -> TunnelError:
         name, where = self.bastion.name, f"{host}:{port}"
@@ -437,11 +350,6 @@ class BastionLink:
         if conn is not None:
             conn.close()
             await conn.wait_closed()
-
-
-def _drop_unused(bridge: _Bridge) -> None:
-    if bridge.local is None:
-        bridge.close()
 
 
 class Tunnels:

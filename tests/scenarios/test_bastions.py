@@ -17,14 +17,18 @@ from pathlib import Path
 import anyio
 import asyncpg
 import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from syncd import config as config_module
 from syncd.config import Config
 from syncd.engine.errors import Kind, classify
 from syncd.engine.source import SourceSession
 from syncd.engine.tunnel import Tunnels
+from syncd.observe import telemetry
 from syncd.service.check import run_check
 from syncd.service.enroll import preferred_port
+from syncd.service.once import MetricsOutput, run_once
 
 from conftest import TABLE_DATASETS
 from faultproxy import FaultProxy
@@ -101,9 +105,20 @@ async def test_host_key_mismatch_is_refused_as_a_security_failure_and_not_retrie
         bastions={"hub": sshd.bastion(proxy.port, host_key=other)},
         retry={"attempts": 4, "backoff": "10ms", "max_backoff": "20ms"},
     )
-    code, out, _ = await run_pass(config)
+    exporter = InMemorySpanExporter()
+    tel = telemetry.setup(install=False)
+    tel.provider.add_span_processor(SimpleSpanProcessor(exporter))
+    out = io.StringIO()
+    code = await run_once(config, out, io.StringIO(), tracer=tel.tracer)
+    tel.shutdown()
     assert code == 1
-    assert "bastion hub" in out and "host key" in out and "SECURITY" in out, out
+    assert "bastion hub (host_key_mismatch)" in out.getvalue() and "SECURITY" in out.getvalue()
+    [root] = [s for s in exporter.get_finished_spans() if s.parent is None]
+    assert root.attributes["error.type"] == "host_key_mismatch"
+    assert root.attributes["syncd.bastion"] == "hub"
+    assert root.attributes["server.address"] == "127.0.0.1"  # the database's, not the bastion's
+    assert root.attributes["server.port"] == db.cluster.port
+    assert not [e for e in root.events if e.name == "retry"]
     assert proxy.accepted == 1  # one handshake, refused, never tried again
     conn = await dest.connect()
     try:
@@ -140,7 +155,7 @@ datasets: [{{name: a, table: t}}]
 
 
 async def test_a_bastion_down_fails_its_sources_fast_naming_it_others_land_then_it_comes_back(
-    sshd, proxy, make_sources, dest, write_config
+    sshd, proxy, make_sources, dest, write_config, tmp_path
 ):
     behind, direct = await make_sources(2)
     _, config = write_config(
@@ -152,9 +167,12 @@ async def test_a_bastion_down_fails_its_sources_fast_naming_it_others_land_then_
         timeouts={"connect": "3s"},
     )
     await proxy.stop()  # nothing listens there now: the bastion is down
-    code, out, err = await run_pass(config)
+    textfile = tmp_path / "pass.prom"
+    out = io.StringIO()
+    code = await run_once(config, out, io.StringIO(), MetricsOutput(str(textfile)))
     assert code == 1
-    assert "bastion hub" in out, out
+    assert "bastion hub" in out.getvalue(), out.getvalue()
+    assert 'syncd_retries_total{reason="bastion_unreachable"} 1.0' in textfile.read_text()
     assert await landed(dest) == {direct.id: direct.citizens}
     conn = await dest.connect()
     try:
@@ -163,7 +181,8 @@ async def test_a_bastion_down_fails_its_sources_fast_naming_it_others_land_then_
         )
     finally:
         await conn.close()
-    assert "bastion hub" in row["error"] and row["attempts"] == 2  # one retry, not five
+    assert "bastion hub (bastion_unreachable)" in row["error"]
+    assert row["attempts"] == 2  # one retry, not five
     # back up (a proxy on the same port again): the next pass lands
     back = FaultProxy("127.0.0.1", sshd.port)
     back._server = await asyncio.start_server(back._accept, "127.0.0.1", proxy.port)
