@@ -1,6 +1,7 @@
 """`make bench`: numbers and ratios, never pass/fail.
 
-python -m bench [--only single|many] [--rows N] [--rounds N] [--municipalities N]
+python -m bench [--only single|many|tracing|incremental|brasil|bastion] [--rows N] [--rounds N]
+                [--municipalities N]
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 
 from syncd.lab import embedded
 
-from . import brasil, incremental, many, single_table, tracing
+from . import bastion, brasil, incremental, many, single_table, tracing
 from .common import BENCH_SETTINGS, LOOPBACKS, ROOT, Clusters, table
 
 LISTA = str(ROOT / "config" / "listas" / "hipertensos.sql")
@@ -22,7 +23,9 @@ LISTA = str(ROOT / "config" / "listas" / "hipertensos.sql")
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--only", choices=["single", "many", "tracing", "incremental", "brasil"])
+    parser.add_argument(
+        "--only", choices=["single", "many", "tracing", "incremental", "brasil", "bastion"]
+    )
     parser.add_argument(
         "--brasil", default="100,1000,5570", help="municipality counts for (e), comma-separated"
     )
@@ -168,6 +171,19 @@ def main() -> None:
             "(consultations each, new rows each):",
             table(["case", "incremental pass"], [[k, f"{v:.2f} s"] for k, v in r["grid"].items()]),
         ]
+    if args.only in (None, "bastion"):
+        with _clusters("syncd-bench-bastion-", source_fast=True) as clusters:
+            r = bastion.run(
+                clusters,
+                min(args.municipalities, 200),
+                args.citizens,
+                args.concurrency,
+                LISTA,
+                max(args.rounds, 4),
+                channels=args.municipalities,
+            )
+        results["bastion"] = r
+        lines += bastion.report(r)
     text = "\n".join(lines)
     print(text)
     out = ROOT / "bench" / "results"

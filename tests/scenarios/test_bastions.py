@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -32,8 +34,8 @@ from syncd.service.once import MetricsOutput, run_once
 
 from conftest import TABLE_DATASETS
 from faultproxy import FaultProxy
-from helpers import fingerprint, run_cli, run_pass
-from sshd import Sshd, keygen, require_openssh
+from helpers import ROOT, fingerprint, run_cli, run_pass
+from sshd import SSHD, Sshd, keygen, require_openssh
 
 CIDADAOS, EQUIPES = TABLE_DATASETS[0], TABLE_DATASETS[3]
 DATASETS = [CIDADAOS, EQUIPES]
@@ -255,37 +257,83 @@ async def test_blackholed_traffic_is_detected_by_ssh_keepalive(
 # -- reverse tunnels: `syncd tunnel enroll`, a real `ssh -N -R`, check --online -----------------
 
 
-def ssh_reverse(sshd: Sshd, key: Path, known: Path, listen: int, db) -> subprocess.Popen[bytes]:
-    """The municipal side, as deploy/tunnel/syncd-tunnel.service runs it."""
-    return subprocess.Popen(
-        [
-            "ssh",
-            "-N",
-            "-R",
-            f"127.0.0.1:{listen}:{db.cluster.host}:{db.cluster.port}",
-            "-i",
-            str(key),
-            "-p",
-            str(sshd.port),
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            f"UserKnownHostsFile={known}",
-            "-o",
-            "ExitOnForwardFailure=yes",
-            "-o",
-            "ServerAliveInterval=5",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-F",
-            "none",
-            f"{sshd.user}@127.0.0.1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+UNIT = ROOT / "deploy" / "tunnel" / "syncd-tunnel.service"
+
+
+def unit_command(values: dict[str, str]) -> list[str]:
+    """The shipped unit's ExecStart, its ${VARIABLES} from its Environment= lines and `values`
+    (what tunnel.env would hold), as systemd expands them."""
+    text = UNIT.read_text().replace("\\\n", " ")
+    env = {}
+    for line in text.splitlines():
+        if line.startswith("Environment="):
+            key, _, value = line.removeprefix("Environment=").partition("=")
+            env[key] = value
+    env.update(values)
+    [command] = [x for x in text.splitlines() if x.startswith("ExecStart=")]
+    return [
+        re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], word)
+        for word in shlex.split(command.removeprefix("ExecStart="))
+    ]
+
+
+def test_the_municipal_unit_restarts_and_trusts_only_the_pinned_host():
+    text = UNIT.read_text()
+    for line in ("Restart=on-failure", "StartLimitIntervalSec=0", "EnvironmentFile="):
+        assert line in text
+    command = unit_command({"TUNNEL_PORT": "20001", "RENDEZVOUS_HOST": "rdv.example.org"})
+    options = [command[i + 1] for i, word in enumerate(command) if word == "-o"]
+    for option in (
+        "ExitOnForwardFailure=yes",
+        "ServerAliveInterval=15",
+        "StrictHostKeyChecking=yes",
+        "BatchMode=yes",
+    ):
+        assert option in options
+    assert command[:3] == ["/usr/bin/ssh", "-N", "-T"]
+    assert "127.0.0.1:20001:localhost:5433" in command
+    assert command[-1] == "tunnel@rdv.example.org"
+
+
+def test_the_rendezvous_sshd_snippet_is_valid_for_this_openssh(tmp_path: Path):
+    require_openssh()
+    keygen(tmp_path / "hk")
+    (tmp_path / "sshd_config").write_text(
+        f"HostKey {tmp_path / 'hk'}\nUsePAM no\n"
+        f"Include {ROOT / 'deploy' / 'tunnel' / 'rendezvous-sshd.conf'}\n"
     )
+    done = subprocess.run(
+        [
+            str(SSHD),
+            "-T",
+            "-f",
+            str(tmp_path / "sshd_config"),
+            "-C",
+            "user=tunnel,host=m,addr=10.0.0.1",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "allowtcpforwarding remote" in done.stdout and "permitopen none" in done.stdout
+
+
+def ssh_reverse(sshd: Sshd, key: Path, known: Path, listen: int, db) -> subprocess.Popen[bytes]:
+    """The municipal side: the shipped unit's command, with this test's values."""
+    command = unit_command(
+        {
+            "TUNNEL_PORT": str(listen),
+            "RENDEZVOUS_HOST": "127.0.0.1",
+            "RENDEZVOUS_PORT": str(sshd.port),
+            "RENDEZVOUS_USER": sshd.user,
+            "DB_HOST": db.cluster.host,
+            "DB_PORT": str(db.cluster.port),
+            "TUNNEL_KEY": str(key),
+            "TUNNEL_KNOWN_HOSTS": str(known),
+        }
+    )
+    command[0] = "ssh"  # wherever it is here
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 async def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> bool:
