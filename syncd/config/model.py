@@ -120,6 +120,14 @@ class Source:
     def label(self) -> str:
         return f"{self.id} ({self.name})" if self.name else self.id
 
+    @property
+    def host_key(self) -> str:
+        """What `concurrency.per_host` counts against: one PostgreSQL server, the DSN's
+        host:port (never the bastion's); behind a bastion, as that bastion sees it, so
+        `localhost:5433` behind two bastions is two servers."""
+        key = self.dsn.host_key
+        return f"{self.bastion.name}/{key}" if self.bastion is not None else key
+
 
 @dataclass(frozen=True, slots=True)
 class Variant:

@@ -372,7 +372,7 @@ async def run_check(
 
     async def one(i: int, source: Source) -> None:
         host = per_host.setdefault(
-            source.dsn.host_key, anyio.CapacityLimiter(config.concurrency.per_host)
+            source.host_key, anyio.CapacityLimiter(config.concurrency.per_host)
         )
         async with host, everyone:
             sources[i] = await check_source(source, datasets, config, timeout, tunnels)

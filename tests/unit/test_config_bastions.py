@@ -67,8 +67,11 @@ def test_a_bastion_gets_its_defaults_and_its_sources_keep_the_database_address()
     assert hub.passphrase_file is None
     tunnelled, direct = c.sources
     assert tunnelled.bastion is hub and direct.bastion is None
-    # limits and per-host accounting see the database, as the bastion reaches it
+    # limits and per-host accounting see the database, as the bastion reaches it (and which
+    # bastion: localhost:5433 behind two bastions is two servers), never the bastion itself
     assert tunnelled.dsn.host_key == "pec.local:5432"
+    assert tunnelled.host_key == "hub-sp/pec.local:5432"
+    assert direct.host_key == direct.dsn.host_key == "10.20.0.7:5433"
 
 
 def test_every_bastion_key_is_read():
