@@ -189,6 +189,22 @@ class Endpoint:
     ssl: ssl.SSLContext | None
 
 
+class _Watch(asyncssh.SSHClient):
+    """Says when a bastion's connection drops (its sessions fail as lost connections)."""
+
+    def __init__(self, bastion: Bastion) -> None:
+        self.bastion = bastion
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            log.warning(
+                "bastion %s: connection lost (%s); reopened on next use",
+                self.bastion.name,
+                getattr(exc, "reason", None) or exc,
+                extra={"action": "bastion_lost", "bastion": self.bastion.name},
+            )
+
+
 class BastionLink:
     """The one SSH connection to one bastion, opened on demand, reopened when it drops."""
 
@@ -278,6 +294,7 @@ class BastionLink:
                     keepalive_count_max=b.keepalive_count_max,
                     connect_timeout=timeout,
                     login_timeout=timeout,
+                    client_factory=lambda: _Watch(b),
                 ),
                 timeout,
             )
@@ -333,7 +350,8 @@ class BastionLink:
                 return TunnelNotConnected(
                     name,
                     f"municipal tunnel not connected (nothing listens on {where} on the "
-                    "bastion: the municipality's ssh -R is down)",
+                    "bastion: the municipality's ssh -R is down; or, for a database on the "
+                    "bastion itself, the database is)",
                 )
             if exc.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED:
                 return ForwardRefused(
