@@ -1,6 +1,7 @@
 """`make bench`: numbers and ratios, never pass/fail.
 
-python -m bench [--only single|many] [--rows N] [--rounds N] [--municipalities N]
+python -m bench [--only single|many|tracing|incremental|brasil|bastion] [--rows N] [--rounds N]
+                [--municipalities N]
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 
 from syncd.lab import embedded
 
-from . import brasil, incremental, landing, many, single_table, soak, tracing
+from . import bastion, brasil, incremental, landing, many, single_table, soak, tracing
 from .common import BENCH_SETTINGS, LOOPBACKS, ROOT, Clusters, median, table
 
 LISTA = str(ROOT / "config" / "listas" / "hipertensos.sql")
@@ -24,7 +25,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument(
         "--only",
-        choices=["single", "landing", "many", "tracing", "incremental", "brasil", "soak"],
+        choices=[
+            "single",
+            "landing",
+            "many",
+            "tracing",
+            "incremental",
+            "brasil",
+            "bastion",
+            "soak",
+        ],
     )
     parser.add_argument(
         "--brasil", default="100,1000,5570", help="municipality counts for (e), comma-separated"
@@ -223,6 +233,19 @@ def main() -> None:
             "(consultations each, new rows each):",
             table(["case", "incremental pass"], [[k, f"{v:.2f} s"] for k, v in r["grid"].items()]),
         ]
+    if args.only in (None, "bastion"):
+        with _clusters("syncd-bench-bastion-", source_fast=True) as clusters:
+            r = bastion.run(
+                clusters,
+                min(args.municipalities, 200),
+                args.citizens,
+                args.concurrency,
+                LISTA,
+                max(args.rounds, 4),
+                channels=args.municipalities,
+            )
+        results["bastion"] = r
+        lines += bastion.report(r)
     if args.only == "soak":  # half an hour: only when asked for
         with _clusters("syncd-bench-soak-", source_fast=True) as clusters:
             r = soak.run(clusters, args.soak_minutes, args.soak_municipalities)

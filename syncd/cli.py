@@ -120,6 +120,20 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return reload(args.pid, state_dir(args.state_dir), args.timeout)
 
 
+def cmd_tunnel_enroll(args: argparse.Namespace) -> int:
+    from syncd.service.enroll import enroll
+
+    return enroll(
+        load_config(args.config),
+        args.id,
+        sys.stdout,
+        bastion_name=args.bastion,
+        public_key=args.public_key,
+        user=args.user,
+        database=args.database,
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from syncd.lab.demo import DemoError, run_demo
     from syncd.lab.embedded import EmbeddedPostgresError
@@ -250,6 +264,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout", type=float, default=90.0, metavar="SECONDS")
     p.set_defaults(func=cmd_reload)
+
+    p = sub.add_parser("tunnel", help="reverse tunnels for municipalities that can only dial out")
+    tunnel = p.add_subparsers(dest="tunnel_command", required=True, metavar="command")
+    p = tunnel.add_parser(
+        "enroll",
+        help="allocate a municipality's port on the rendezvous bastion; print its restricted "
+        "authorized_keys line and its source entry",
+    )
+    p.add_argument("id", metavar="ID", help="the source id (e.g. the IBGE code)")
+    with_config(p)
+    p.add_argument("--public-key", type=Path, metavar="FILE", help="the municipality's .pub key")
+    p.add_argument("--bastion", metavar="NAME", help="the rendezvous bastion (if several)")
+    p.add_argument("--user", default="esus_leitura", help="the DSN's role (default esus_leitura)")
+    p.add_argument("--database", default="esus", help="the DSN's database (default esus)")
+    p.set_defaults(func=cmd_tunnel_enroll)
 
     p = sub.add_parser("demo", help="embedded PostgreSQL, synthetic municipalities, the daemon")
     p.add_argument("--once", action="store_true", help="one pass, then exit")

@@ -16,6 +16,7 @@ from syncd.config.datasets import clean_query
 from syncd.config.document import MAX_CONFIG_BYTES, parse_yaml
 from syncd.config.model import (
     DEFAULT_BUCKETS,
+    Bastion,
     Concurrency,
     Config,
     DailyWindow,
@@ -60,6 +61,7 @@ __all__ = [
     "SOURCE_ID",
     "TABLE_NAME",
     "WINDOW",
+    "Bastion",
     "Concurrency",
     "Config",
     "ConfigError",

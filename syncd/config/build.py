@@ -6,6 +6,7 @@ import zoneinfo
 from dataclasses import replace
 from pathlib import Path
 
+from syncd.config.bastions import build_bastions, ssh_tunnel
 from syncd.config.datasets import build_datasets
 from syncd.config.document import Document, parse_yaml, read_yaml
 from syncd.config.dsn import Dsn, DsnError, world_readable
@@ -14,6 +15,7 @@ from syncd.config.model import (
     DEFAULT_NOTIFY_CHANNEL,
     DEFAULT_SCHEMA,
     DEFAULT_SOURCE_COLUMN,
+    Bastion,
     Concurrency,
     Config,
     DestinationSettings,
@@ -60,7 +62,8 @@ def _build(doc: Document, base: Path, problems: list[Problem]) -> Config:
     http = _http(root.sub("http"), base)
     timeouts = _timeouts(root.sub("timeouts"))
     retry = _retry(root.sub("retry"))
-    sources = _sources(root, base, warnings)
+    bastions = build_bastions(root, base)
+    sources = _sources(root, base, warnings, bastions)
     datasets = build_datasets(root, base)
     root.check_unknown()
 
@@ -76,6 +79,7 @@ def _build(doc: Document, base: Path, problems: list[Problem]) -> Config:
         http=http,
         timeouts=timeouts,
         retry=retry,
+        bastions=tuple(b for b in bastions.values() if b is not None),
         warnings=tuple(warnings),
     )
 
@@ -230,7 +234,9 @@ def _retry(sec: Section) -> Retry:
     return result
 
 
-def _sources(root: Section, base: Path, warnings: list[str]) -> list[Source]:
+def _sources(
+    root: Section, base: Path, warnings: list[str], bastions: dict[str, Bastion | None]
+) -> list[Source]:
     sections = list(root.each("sources"))
     sources_file = root.path_value("sources_file", base)
     if sources_file is not None:
@@ -247,7 +253,7 @@ def _sources(root: Section, base: Path, warnings: list[str]) -> list[Source]:
     result: list[Source] = []
     seen: dict[str, str] = {}
     for sec in sections:
-        source = _source(sec, base, warnings)
+        source = _source(sec, base, warnings, bastions)
         if source is None:
             continue
         where = f"{sec.doc.file}:{sec.doc.lines.get(sec.path, '?')}"
@@ -259,7 +265,9 @@ def _sources(root: Section, base: Path, warnings: list[str]) -> list[Source]:
     return result
 
 
-def _source(sec: Section, base: Path, warnings: list[str]) -> Source | None:
+def _source(
+    sec: Section, base: Path, warnings: list[str], bastions: dict[str, Bastion | None]
+) -> Source | None:
     source_id = sec.string(
         "id", required=True, pattern=SOURCE_ID, what="an id of letters, digits and _ (up to 32)"
     )
@@ -284,10 +292,11 @@ def _source(sec: Section, base: Path, warnings: list[str]) -> Source | None:
                         params.append((key, text))
                 else:
                     params.append((key, str(value)))
+    bastion = ssh_tunnel(sec, bastions)
     sec.check_unknown()
     if source_id is None or dsn is None:
         return None
-    return Source(source_id, dsn, name, password_file, tuple(params))
+    return Source(source_id, dsn, name, password_file, tuple(params), bastion)
 
 
 def select(config: Config, source_ids: list[str], datasets: list[str]) -> Config:

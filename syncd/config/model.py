@@ -87,16 +87,46 @@ class Retry:
 
 
 @dataclass(frozen=True, slots=True)
+class Bastion:
+    """An SSH host syncd reaches sources through (`bastions.<name>`), or the rendezvous host of
+    reverse tunnels. Only file paths here: the key and its passphrase are read when connecting.
+    `host_key` is public: the pinned key the bastion must present ("ssh-ed25519 AAAA...")."""
+
+    name: str
+    host: str
+    user: str
+    private_key_file: Path
+    host_key: str
+    port: int = 22
+    passphrase_file: Path | None = None
+    keepalive_interval: float = 15.0  # an SSH keepalive after this long without traffic...
+    keepalive_count_max: int = 3  # ...and the connection given up after this many unanswered
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
 class Source:
     id: str
-    dsn: Dsn
+    dsn: Dsn  # behind a bastion: host and port as the bastion sees them
     name: str | None = None
     password_file: Path | None = None
     params: tuple[tuple[str, str], ...] = ()
+    bastion: Bastion | None = None  # `ssh_tunnel: {bastion: NAME}`, resolved
 
     @property
     def label(self) -> str:
         return f"{self.id} ({self.name})" if self.name else self.id
+
+    @property
+    def host_key(self) -> str:
+        """What `concurrency.per_host` counts against: one PostgreSQL server, the DSN's
+        host:port (never the bastion's); behind a bastion, as that bastion sees it, so
+        `localhost:5433` behind two bastions is two servers."""
+        key = self.dsn.host_key
+        return f"{self.bastion.name}/{key}" if self.bastion is not None else key
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +207,7 @@ class Config:
     http: Http = field(default_factory=Http)
     timeouts: Timeouts = field(default_factory=Timeouts)
     retry: Retry = field(default_factory=Retry)
+    bastions: tuple[Bastion, ...] = ()
     warnings: tuple[str, ...] = ()
 
     def source(self, source_id: str) -> Source | None:

@@ -43,7 +43,7 @@ async def open_snapshot(
     engine: Engine, source: Source, pending: Sequence[Dataset], result: SourceResult
 ) -> SourceSession:
     try:
-        return await SourceSession.open(source, engine.config.timeouts)
+        return await SourceSession.open(source, engine.config.timeouts, engine.tunnels)
     except Exception as exc:
         failure = classify(exc, Side.SOURCE)
         if isinstance(exc, TimeoutError):

@@ -1,26 +1,20 @@
-"""The analytical side: dataset tables, and replacing one municipality's rows in them.
+"""The analytical side: dataset tables, and the landing transactions that write in them.
 
-Landing v2. Each dataset is one table in `destination.schema`, HASH-partitioned by
-`source_column` into a fixed number of buckets (`destination.buckets`, default 16), however many
-municipalities there are: the catalog does not grow with them, and a whole-country query locks a
-few dozen relations, not thousands.
+Each dataset is one table in `destination.schema`, HASH-partitioned by `source_column` into a
+fixed number of buckets (`destination.buckets`, default 16) however many municipalities there
+are: the catalog does not grow with them, and a whole-country query locks a few dozen
+relations, not thousands. Every row carries its hash (`syncd_row_hash`), and the rows index
+(the source column, the hash included) serves both the readers' `WHERE municipio = ...` and the
+landing's read of a municipality's hashes.
 
-A municipality's pass is one destination transaction (`Landing`): for each dataset, DELETE its
-rows and COPY the new ones in (the source column is filled by a column default that reads the
-transaction-local `syncd.source_id`), incremental windows upserted by key; then its ledger rows
-and its notification; then COMMIT. Readers see all of its previous rows or all of its new ones,
-for every dataset of the pass together. Only row locks and ROW EXCLUSIVE are taken on the way,
-so readers never wait and are never waited for: no steady-state pass runs any DDL.
-
-DDL is rare (a new dataset, a column a newer PEC added) and runs on a connection of its own under
-`timeouts.lock`. Column types are created without modifiers (`varchar`, `numeric`, `bpchar`), so a
-municipality whose PEC widened a column needs no DDL at all. A column that cannot be added because
-readers hold the table does not fail the sync: the rows land without it, and it is added when the
-table is free.
-
-What a pass deleted is dead space until VACUUM; `Vacuum` tracks it per bucket and vacuums a bucket
-once enough of it is dead, and everything dirty at the end of a `once` pass, so repeated passes
-reuse the space instead of growing.
+A municipality's pass is one destination transaction (`Landing`, landing v3: only what changed
+is written), its ledger rows and notification in it, then COMMIT: readers see all of its
+previous rows or all of its new ones, and only row locks and ROW EXCLUSIVE are taken, so they
+never wait. DDL is rare (a new dataset, a column a newer PEC added), runs before the landing
+opens, on a connection of its own, under `timeouts.lock`. Column types are created without
+modifiers (`varchar`, `numeric`, `bpchar`), so a widened column needs no DDL. A column readers
+keep from being added does not fail the sync: the rows land without it until the table is free.
+`Vacuum` reclaims what landings deleted.
 """
 
 from __future__ import annotations

@@ -63,6 +63,18 @@ class Kind(StrEnum):
     BUSY = "busy"  # others held what syncd needed for longer than timeouts.lock
     CLIENT = "client"  # the driver refused the operation
     INTERNAL = "internal"  # none of the above: a bug
+    # through an SSH bastion (syncd.engine.tunnel)
+    BASTION_UNREACHABLE = "bastion_unreachable"  # no SSH connection to the bastion
+    HOST_KEY_MISMATCH = "host_key_mismatch"  # the bastion's key is not the pinned one: security
+    BASTION_AUTH_FAILED = "bastion_auth_failed"  # the bastion refused syncd's key
+    FORWARD_REFUSED = "forward_refused"  # the bastion could not (or may not) reach the database
+    TUNNEL_NOT_CONNECTED = "tunnel_not_connected"  # a reverse tunnel's municipal end is not up
+
+
+# Kinds that mean the link to a server went away: the session is gone, a new one may work.
+LINK_KINDS = frozenset(
+    {Kind.CONNECTION, Kind.BASTION_UNREACHABLE, Kind.TUNNEL_NOT_CONNECTED, Kind.FORWARD_REFUSED}
+)
 
 
 class Side(StrEnum):
@@ -122,7 +134,7 @@ class Failure:
 
     @property
     def lost_connection(self) -> bool:
-        return self.kind is Kind.CONNECTION
+        return self.kind in LINK_KINDS
 
     def __str__(self) -> str:
         return self.reason

@@ -19,11 +19,14 @@ from opentelemetry import trace
 
 from syncd import config
 from syncd.engine import spans
-from syncd.engine.errors import Failure, Side, classify
+from syncd.engine.errors import Failure, Kind, Side, classify
 
 log = logging.getLogger("syncd.retry")
 
 T = TypeVar("T")
+# A bastion that is down or a municipal tunnel that is not connected gets one retry: waiting
+# longer helps none of the sources behind it, and each of them would wait as long.
+ONE_RETRY = frozenset({Kind.BASTION_UNREACHABLE, Kind.TUNNEL_NOT_CONNECTED})
 Observer = Callable[[str | None, str | None, Failure], None]  # (source, dataset, failure)
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -58,6 +61,8 @@ class RetryPolicy:
 
     def allows(self, failure: Failure, attempt: int) -> bool:
         """Is there another attempt after failed attempt number `attempt`?"""
+        if failure.kind in ONE_RETRY:
+            return failure.retryable and attempt < min(self.attempts or 2, 2)
         return failure.retryable and (self.attempts is None or attempt < self.attempts)
 
     def recorded(

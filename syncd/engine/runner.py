@@ -1,5 +1,6 @@
 """What every municipality sync of a run shares: the config, the destination and its pool, the
-limits, the per-source locks, the progress listeners and the retry policy."""
+limits, the per-source locks, the bastion connections, the progress listeners and the retry
+policy."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from syncd.engine.limits import Limits
 from syncd.engine.locks import SourceLocks
 from syncd.engine.results import Progress
 from syncd.engine.retry import RetryPolicy
+from syncd.engine.tunnel import Tunnels
 
 
 @dataclass(eq=False)
@@ -28,6 +30,7 @@ class Engine:
     instance: str = field(default_factory=ledger.instance_name)
     progress: Progress = field(default_factory=Progress)
     tracer: trace.Tracer = field(default_factory=spans.tracer)
+    tunnels: Tunnels = field(default_factory=Tunnels)  # one SSH connection per bastion
 
     @classmethod
     def create(cls, config: Config, limits: Limits, progress: Progress | None = None) -> Engine:
@@ -50,3 +53,4 @@ class Engine:
     async def close(self) -> None:
         await self.locks.close()
         await self.destination.close()
+        await self.tunnels.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from typing import Any
 
 import asyncpg
 
@@ -26,6 +27,7 @@ from syncd.engine.copy import Sink, copy_row_count
 from syncd.engine.errors import FinalError, NoAnswer
 from syncd.engine.incremental import ALIAS, CursorWindow
 from syncd.engine.shape import Column, Shape
+from syncd.engine.tunnel import Tunnels
 
 FIRST_USER_OID = 16384  # below: built-in types, whose binary format every server shares
 
@@ -95,13 +97,26 @@ class SourceSession:
         self.timeouts = timeouts
 
     @classmethod
-    async def open(cls, source: Source, timeouts: Timeouts) -> SourceSession:
+    async def open(
+        cls, source: Source, timeouts: Timeouts, tunnels: Tunnels | None = None
+    ) -> SourceSession:
+        """`tunnels`: where sources behind a bastion get their channel (the engine's)."""
         missing = source.dsn.missing_files()
         if missing:
             raise FinalError(f"cannot connect: {'; '.join(missing)}")
+        password = connect_password(source.password_file)
+        through: dict[str, Any] = {}
+        if source.bastion is not None:
+            if tunnels is None:
+                raise FinalError(f"bastion {source.bastion.name}: no tunnels here (a bug)")
+            endpoint = await tunnels.endpoint(source, timeouts.connect)
+            through = {"host": endpoint.host, "port": endpoint.port}
+            if endpoint.ssl is not None:
+                through["ssl"] = endpoint.ssl
         conn = await asyncpg.connect(
             source.dsn.raw,
-            password=connect_password(source.password_file),
+            **through,
+            password=password,
             timeout=timeouts.connect,
             # no answer to a command for this long: the server or the link hangs
             command_timeout=timeouts.idle_stream,

@@ -57,6 +57,8 @@ async def sync_source(
     }
     if source.name:
         attributes["syncd.source.name"] = source.name
+    if source.bastion is not None:  # server.* stay the database's, as the bastion sees it
+        attributes["syncd.bastion"] = source.bastion.name
     with spans.span(
         engine.tracer,
         f"sync {source.id}",
@@ -185,7 +187,7 @@ async def _sync(
         for d in pending:
             result.datasets[d.name].status = Status.PENDING
         try:
-            async with engine.limits.source_slot(source.dsn.host_key):
+            async with engine.limits.source_slot(source.host_key):
                 session = await open_snapshot(engine, source, pending, result)
                 try:
                     await land_all(engine, session, source, pending, result)

@@ -53,6 +53,9 @@ RETRY_REASONS = (
     "server_restart",
     "server_resources",
     "conflict",
+    "bastion_unreachable",
+    "tunnel_not_connected",
+    "forward_refused",
     "other",
 )
 
@@ -65,6 +68,8 @@ def retry_reason(failure: Failure) -> str:
         return "idle_stream"
     if failure.kind == Kind.BUSY:
         return "lock_timeout"
+    if failure.kind in (Kind.BASTION_UNREACHABLE, Kind.TUNNEL_NOT_CONNECTED, Kind.FORWARD_REFUSED):
+        return str(failure.kind)
     state = failure.sqlstate or ""
     if state == "57014":
         return "statement_timeout"

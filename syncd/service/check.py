@@ -11,6 +11,11 @@ stay valid on PostgreSQL 9.6, the PEC's bundled server.
 Per destination: version (hash partitioning needs 12), the rights syncd needs, and whether the
 shared lock table suits the layout (README: "Sizing the lock table").
 
+A source behind a bastion shows each hop on the way: bastion reachable, host key matches,
+authenticated, forward accepted (a reverse tunnel that is down fails here: "municipal tunnel
+not connected"), database answered, TLS verified. The bastions' connections are shared by
+their sources, as in a sync.
+
 Sources are checked `concurrency.sources` at a time and `per_host` per server; every step has
 its own timeout. Exit 0 when everything passes (warnings allowed), 1 when anything fails.
 """
@@ -28,9 +33,10 @@ import asyncpg
 
 from syncd.config import Config, Dataset, Source
 from syncd.engine.connect import connect_password
-from syncd.engine.errors import Side, classify
+from syncd.engine.errors import Failure, Kind, Side, classify
 from syncd.engine.shape import Shape
 from syncd.engine.source import SourceSession
+from syncd.engine.tunnel import HOPS, TunnelError, Tunnels
 from syncd.service.checkreport import as_json_document, report
 from syncd.service.checkresult import (
     DEFAULT_SSLMODE,
@@ -76,20 +82,51 @@ def tls_mode(source: Source) -> str:
     return dict(source.dsn.params).get("sslmode") or os.environ.get("PGSSLMODE") or DEFAULT_SSLMODE
 
 
+DATABASE_ANSWERED, TLS_VERIFIED = "database answered", "TLS verified"
+
+
+def _hops(result: SourceCheck, exc: BaseException | None, failure: Failure | None) -> None:
+    """Each hop of a tunnelled source: those before the failing one passed."""
+    names = [*HOPS, DATABASE_ANSWERED, TLS_VERIFIED]
+    if exc is None:
+        failed_at = len(names)
+    elif isinstance(exc, TunnelError):
+        failed_at = names.index(exc.hop)
+    elif failure is not None and failure.kind == Kind.TLS:
+        failed_at = names.index(TLS_VERIFIED)
+    elif failure is not None and failure.sqlstate is not None:
+        failed_at = len(names)  # the database answered: with a refusal, shown as an error
+    else:
+        failed_at = names.index(DATABASE_ANSWERED)
+    result.hops = {
+        name: "ok" if i < failed_at else "FAILED" if i == failed_at else "-"
+        for i, name in enumerate(names)
+    }
+
+
 async def check_source(
-    source: Source, datasets: list[Dataset], config: Config, timeout: float
+    source: Source,
+    datasets: list[Dataset],
+    config: Config,
+    timeout: float,
+    tunnels: Tunnels | None = None,
 ) -> SourceCheck:
     result = SourceCheck(source.id, source.name, source.dsn.host_key, tls_mode=tls_mode(source))
+    if source.bastion is not None:
+        result.bastion = source.bastion.name
     started = time.monotonic()
     try:
-        with anyio.fail_after(config.timeouts.connect + 1):
-            session = await SourceSession.open(source, config.timeouts)
+        with anyio.fail_after(2 * config.timeouts.connect + 1):  # the bastion, then the database
+            session = await SourceSession.open(source, config.timeouts, tunnels)
     except Exception as exc:
         failure = classify(exc, Side.SOURCE)
         state = failure.sqlstate or ""
         if state.startswith("28") or state == "3D000":  # reached, but refused us
             result.reachable, result.authenticated = True, False
         result.errors.append(failure.reason)
+        result.error_kind = str(failure.kind)
+        if source.bastion is not None:
+            _hops(result, exc, failure)
         return result
     result.connect_ms = round((time.monotonic() - started) * 1000, 1)
     result.reachable = result.authenticated = True
@@ -110,6 +147,10 @@ async def check_source(
             result.tls_verified = {"verify-full": "host and CA", "verify-ca": "CA only"}.get(
                 result.tls_mode, "no"
             )
+        if source.bastion is not None:
+            _hops(result, None, None)
+            if result.tls_verified == "no":  # not asked for: not a failure, not a pass
+                result.hops[TLS_VERIFIED] = f"not asked (sslmode={result.tls_mode})"
         await _check_role(conn, result, timeout)
         for dataset in datasets:
             result.datasets.append(await _check_dataset(session, dataset, timeout))
@@ -327,23 +368,28 @@ async def run_check(
     everyone = anyio.CapacityLimiter(config.concurrency.sources)
     per_host: dict[str, anyio.CapacityLimiter] = {}
     datasets = list(config.datasets)
+    tunnels = Tunnels()
 
     async def one(i: int, source: Source) -> None:
         host = per_host.setdefault(
-            source.dsn.host_key, anyio.CapacityLimiter(config.concurrency.per_host)
+            source.host_key, anyio.CapacityLimiter(config.concurrency.per_host)
         )
         async with host, everyone:
-            sources[i] = await check_source(source, datasets, config, timeout)
+            sources[i] = await check_source(source, datasets, config, timeout, tunnels)
 
     destination: list[DestinationCheck] = []
 
     async def dest() -> None:
         destination.append(await check_destination(config, timeout))
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(dest)
-        for i, source in enumerate(config.sources):
-            tg.start_soon(one, i, source)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(dest)
+            for i, source in enumerate(config.sources):
+                tg.start_soon(one, i, source)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await tunnels.close()
     checked = [s for s in sources if s is not None]
     ok = all(s.ok for s in checked) and destination[0].ok
     if as_json:

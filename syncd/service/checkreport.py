@@ -64,6 +64,9 @@ def report(sources: list[SourceCheck], destination: DestinationCheck) -> str:
         "  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in table
     ]
     for s in sources:
+        if s.bastion is not None:
+            hops = ", ".join(f"{hop} {state}" for hop, state in s.hops.items())
+            lines.append(f"{s.id}: via bastion {s.bastion}: {hops}")
         for e in s.errors:
             lines.append(f"{s.id}: error: {e}")
         for ds in s.datasets:

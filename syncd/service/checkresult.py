@@ -33,6 +33,10 @@ class SourceCheck:
     tls_verified: str = "no"  # "host and CA", "CA only", "no"
     server_version: str | None = None
     read_only: bool | None = None
+    bastion: str | None = None  # the bastion a tunnelled source is reached through
+    # tunnelled sources: each hop in order, "ok", "FAILED" or "-" (not reached)
+    hops: dict[str, str] = field(default_factory=dict)
+    error_kind: str | None = None  # errors.Kind of the failure that stopped the check
     datasets: list[DatasetCheck] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)

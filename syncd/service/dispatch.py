@@ -188,14 +188,14 @@ class Dispatcher:
             source = self.config.source(sid)
             if source is None:
                 continue
-            if len(self.in_flight) >= capacity or hosts[source.dsn.host_key] >= per_host:
+            if len(self.in_flight) >= capacity or hosts[source.host_key] >= per_host:
                 continue
-            hosts[source.dsn.host_key] += 1
+            hosts[source.host_key] += 1
             triggered = self.scheduler.is_triggered(sid)
             only = self.scheduler.only(sid)
             self.scheduler.started(sid)
             self.in_flight[sid] = self.engine
-            self._hosts[sid] = source.dsn.host_key
+            self._hosts[sid] = source.host_key
             syncs.start_soon(self._run_sync, source, self.engine, triggered, only)
 
     def _due_count(self) -> int:

@@ -6,6 +6,9 @@ an isolated network and on a phone. The rows are rendered here, every text throu
 strings), so a hostile municipality name or error text stays text. A per-response nonce in the
 Content-Security-Policy is the second guard: only this page's own script and style may run.
 
+Municipalities reached through an SSH bastion are counted per bastion in the summary and
+tagged `via <bastion>` (the filter matches the bastion's name: one bastion's group at a time).
+
 The script filters by name or id, sorts by any column, and refreshes the rows every 30 s
 (fetching this same page); `?q=` and `?sort=` keep a filtered view bookmarkable. Without
 JavaScript the page still shows everything, failing and late first, and reloads every 60 s.
@@ -59,11 +62,17 @@ class Row:
     duration: float | None
     error: str | None
     next_due: datetime | None
+    bastion: str | None = None  # reached through this SSH bastion
 
 
 def rows_of(
-    sources: dict[str, SourceView], next_due: dict[str, datetime], now: datetime
+    sources: dict[str, SourceView],
+    next_due: dict[str, datetime],
+    now: datetime,
+    bastions: dict[str, str] | None = None,
 ) -> list[Row]:
+    """`bastions`: source id -> the bastion it is reached through (the others are direct)."""
+    bastions = bastions or {}
     rows = []
     for sid, view in sources.items():
         age = (now - view.last_success).total_seconds() if view.last_success else None
@@ -93,6 +102,7 @@ def rows_of(
                 view.duration,
                 error,
                 next_due.get(sid),
+                bastions.get(sid),
             )
         )
     rows.sort(key=lambda r: (STATES[r.state][0], -(r.age if r.age is not None else NEVER), r.id))
@@ -143,7 +153,7 @@ def render(rows: list[Row], now: datetime, nonce: str, version: str) -> str:
     summary = "".join(
         f'<li class="{key}"><b>{counts[key]}</b> {_e(label)}</li>'
         for key, (_, label) in STATES.items()
-    )
+    ) + _by_bastion(rows)
     body = "\n".join(_row(r) for r in rows) or (
         '<tr><td colspan="7" class="empty">no municipality configured</td></tr>'
     )
@@ -158,6 +168,22 @@ def render(rows: list[Row], now: datetime, nonce: str, version: str) -> str:
     )
 
 
+def _by_bastion(rows: list[Row]) -> str:
+    """One summary item per bastion: how many municipalities it serves, how many fail."""
+    groups: dict[str, list[Row]] = {}
+    for r in rows:
+        if r.bastion is not None:
+            groups.setdefault(r.bastion, []).append(r)
+    items = []
+    for name in sorted(groups):
+        failing = sum(r.state == Shown.FAILING for r in groups[name])
+        items.append(
+            f'<li class="bastion" data-bastion="{_e(name)}"><b>{len(groups[name])}</b> '
+            f"via {_e(name)}" + (f", {failing} failing" if failing else "") + "</li>"
+        )
+    return "".join(items)
+
+
 def _row(r: Row) -> str:
     rank, label = STATES[r.state]
     age = r.age if r.age is not None else NEVER
@@ -168,10 +194,12 @@ def _row(r: Row) -> str:
     return (
         f'<tr class="{r.state}" data-id="{_e(r.id)}" data-name="{_e(r.name)}" '
         f'data-state="{rank}" data-age="{age:.0f}" data-success="{success:.0f}" '
-        f'data-rows="{rows}" '
+        f'data-rows="{rows}" data-bastion="{_e(r.bastion or "")}" '
         f'data-duration="{duration:.3f}">'
         f'<td data-label="municipality"><span class="name">{_e(r.name or r.id)}</span>'
-        f' <span class="id">{_e(r.id)}</span></td>'
+        f' <span class="id">{_e(r.id)}</span>'
+        + (f' <span class="via">via {_e(r.bastion)}</span>' if r.bastion else "")
+        + "</td>"
         f'<td data-label="state"><span class="badge">{_e(label)}</span></td>'
         f'<td data-label="last success" class="when" title="{_e(due)}">'
         f"{_e(_when(r.last_success))}</td>"
@@ -228,7 +256,7 @@ th[aria-sort=ascending] button::after { content: "\\25B2"; }
 th[aria-sort=descending] button::after { content: "\\25BC"; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.when { white-space: nowrap; }
-.id { color: var(--muted); font-size: 12px; }
+.id, .via { color: var(--muted); font-size: 12px; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px;
   font-weight: 600; color: var(--bg); white-space: nowrap; }
 tr.failing .badge { background: var(--failing); } tr.late .badge { background: var(--late); }
@@ -303,7 +331,8 @@ body.stale #asof::after { content: " (syncd is not answering)"; color: var(--fai
     var shown = 0;
     list.forEach(function (tr) {
       var hit = !needle || norm(tr.dataset.name).indexOf(needle) >= 0 ||
-        norm(tr.dataset.id).indexOf(needle) >= 0;
+        norm(tr.dataset.id).indexOf(needle) >= 0 ||
+        norm(tr.dataset.bastion || "").indexOf(needle) >= 0;
       tr.hidden = !hit;
       if (hit) shown++;
       tbody.appendChild(tr);

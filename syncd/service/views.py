@@ -63,7 +63,8 @@ class Views:
 
     def page(self, nonce: str) -> str:
         at = self.clock.now()
-        rows = statuspage.rows_of(self.board.sources, self._next_due(), at)
+        via = {s.id: s.bastion.name for s in self.dispatcher.config.sources if s.bastion}
+        rows = statuspage.rows_of(self.board.sources, self._next_due(), at, via)
         return statuspage.render(rows, at, nonce, __version__)
 
     def trigger(self, source_id: str) -> dict[str, Any] | None:

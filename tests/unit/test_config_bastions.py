@@ -1,0 +1,263 @@
+"""`bastions:` and `ssh_tunnel:`: the host key required and pinned, names resolved, every
+problem with its key path and line; `syncd tunnel enroll`'s port scheme; the tunnel failure
+kinds as the rest of syncd sees them (retries, metrics, lost connections, the status page)."""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from syncd import config
+from syncd.config import Bastion, ConfigError
+from syncd.config.bastions import parse_host_key
+from syncd.engine.errors import Failure, Kind, classify
+from syncd.engine.retry import RetryPolicy
+from syncd.engine.tunnel import BastionUnreachable, HostKeyMismatch, TunnelNotConnected
+from syncd.observe.metrics import RETRY_REASONS, retry_reason
+from syncd.service import enroll, statuspage
+from syncd.service.status import SourceView
+
+from helpers import run_cli
+
+# a real ed25519 public key (its blob names its algorithm, as the check wants)
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+
+BASE = f"""\
+destination:
+  dsn: postgresql://syncd@analytics.internal:5432/impulso
+bastions:
+  hub-sp:
+    host: bastion.example.org
+    user: syncd
+    private_key_file: /run/credentials/syncd.service/ssh-key
+    host_key: "{KEY}"
+sources:
+  - id: "3550308"
+    dsn: postgresql://leitor@pec.local:5432/esus
+    ssh_tunnel: {{bastion: hub-sp}}
+  - id: "351570"
+    dsn: postgresql://esus_leitura@10.20.0.7:5433/esus
+datasets:
+  - name: cidadaos
+    table: public.tb_fat_cidadao_pec
+"""
+
+
+def problems(text: str, base: Path | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        config.loads(textwrap.dedent(text), base=base, file="syncd.yaml")
+    return [str(p) for p in info.value.problems]
+
+
+def test_a_bastion_gets_its_defaults_and_its_sources_keep_the_database_address():
+    c = config.loads(BASE)
+    [hub] = c.bastions
+    assert hub == Bastion(
+        "hub-sp",
+        "bastion.example.org",
+        "syncd",
+        Path("/run/credentials/syncd.service/ssh-key"),
+        KEY,
+    )
+    assert (hub.port, hub.keepalive_interval, hub.keepalive_count_max) == (22, 15.0, 3)
+    assert hub.passphrase_file is None
+    tunnelled, direct = c.sources
+    assert tunnelled.bastion is hub and direct.bastion is None
+    # limits and per-host accounting see the database, as the bastion reaches it (and which
+    # bastion: localhost:5433 behind two bastions is two servers), never the bastion itself
+    assert tunnelled.dsn.host_key == "pec.local:5432"
+    assert tunnelled.host_key == "hub-sp/pec.local:5432"
+    assert direct.host_key == direct.dsn.host_key == "10.20.0.7:5433"
+
+
+def test_every_bastion_key_is_read():
+    text = BASE.replace(
+        "    user: syncd\n",
+        "    user: syncd\n    port: 2222\n    passphrase_file: key.pass\n"
+        "    keepalive_interval: 5s\n    keepalive_count_max: 2\n",
+    )
+    [hub] = config.loads(text, base=Path("/etc/syncd")).bastions
+    assert (hub.port, hub.passphrase_file) == (2222, Path("/etc/syncd/key.pass"))
+    assert (hub.keepalive_interval, hub.keepalive_count_max) == (5.0, 2)
+
+
+def test_a_missing_host_key_is_an_error_on_its_line_and_cannot_be_turned_off():
+    text = BASE.replace(f'    host_key: "{KEY}"\n', "")
+    [problem] = problems(text)
+    assert problem.startswith("syncd.yaml:4: bastions.hub-sp.host_key: is required")
+    assert "cannot be turned off" in problem
+    off = BASE.replace(f'    host_key: "{KEY}"\n', "    host_key: null\n")
+    assert problems(off)[0].startswith("syncd.yaml:8: bastions.hub-sp.host_key: is required")
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "ssh-ed25519",
+        "ssh-ed25519 not-base64!",
+        "ssh-rsa " + KEY.split()[1],  # the blob says ssh-ed25519
+        "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
+        "yes",
+    ],
+)
+def test_a_malformed_host_key_is_an_error_on_its_line(written: str):
+    [problem] = problems(BASE.replace(f'"{KEY}"', f'"{written}"'))
+    assert problem.startswith(
+        "syncd.yaml:8: bastions.hub-sp.host_key: is not an OpenSSH public key"
+    )
+
+
+def test_ssh_keyscan_lines_and_comments_are_accepted_as_the_key_alone():
+    assert parse_host_key(f"bastion.example.org {KEY}") == KEY
+    assert parse_host_key(f"{KEY} root@bastion") == KEY
+
+
+def test_an_unknown_bastion_is_an_error_naming_the_known_ones():
+    [problem] = problems(BASE.replace("{bastion: hub-sp}", "{bastion: hub-rj}"))
+    assert problem == (
+        "syncd.yaml:12: sources[0].ssh_tunnel.bastion: unknown bastion 'hub-rj' (known: hub-sp)"
+    )
+
+
+def test_bastion_entries_are_checked_like_every_section():
+    found = problems(
+        BASE.replace("    user: syncd\n", "    user: syncd\n    StrictHostKeyChecking: no\n")
+        .replace("{bastion: hub-sp}", "{bastion: hub-sp, jump: x}")
+        .replace("    host: bastion.example.org\n", "")
+    )
+    assert found == [
+        "syncd.yaml:4: bastions.hub-sp.host: is required",
+        "syncd.yaml:6: bastions.hub-sp.StrictHostKeyChecking: unknown key",
+        "syncd.yaml:12: sources[0].ssh_tunnel.jump: unknown key",
+    ]
+
+
+def test_ssh_tunnel_in_a_sources_file_names_that_file_and_line(tmp_path: Path):
+    (tmp_path / "sources.yaml").write_text(
+        '- id: "1"\n  dsn: postgresql://l@pec.local/esus\n  ssh_tunnel: {bastion: hub-sp}\n'
+        '- id: "2"\n  dsn: postgresql://l@pec.local/esus\n  ssh_tunnel: {bastion: nope}\n'
+    )
+    head, _, tail = BASE.partition("sources:\n")
+    text = head + "sources_file: sources.yaml\n" + tail[tail.index("datasets:") :]
+    [problem] = problems(text, base=tmp_path)
+    assert problem.startswith(f"{tmp_path / 'sources.yaml'}:6: sources[1].ssh_tunnel.bastion:")
+    ok = text.replace("nope", "hub-sp")
+    (tmp_path / "sources.yaml").write_text(
+        (tmp_path / "sources.yaml").read_text().replace("nope", "hub-sp")
+    )
+    c = config.loads(ok, base=tmp_path)
+    assert [s.bastion.name if s.bastion else None for s in c.sources] == ["hub-sp", "hub-sp"]
+
+
+def test_check_config_exits_2_with_one_line_and_no_traceback(tmp_path: Path):
+    path = tmp_path / "syncd.yaml"
+    path.write_text(BASE.replace(f'    host_key: "{KEY}"\n', ""))
+    done = run_cli("check-config", "--config", str(path))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"{path}:4: bastions.hub-sp.host_key: is required: the bastion's public host key, "
+        'pinned (host_key: "ssh-ed25519 AAAAC3Nza..." (from the bastion\'s ssh-keyscan)); '
+        "host-key checking cannot be turned off"
+    ]
+
+
+# -- syncd tunnel enroll ------------------------------------------------------------------------
+
+
+def rendezvous(port: int) -> str:
+    """BASE with its tunnelled source enrolled on `port` of the bastion's loopback."""
+    return BASE.replace("pec.local:5432", f"127.0.0.1:{port}")
+
+
+def test_enrolled_ports_are_deterministic_and_never_clash():
+    c = config.loads(rendezvous(enroll.preferred_port("4106902")))
+    [hub] = c.bastions
+    port = enroll.allocate_port(c, "4106902", hub)
+    assert port == enroll.preferred_port("4106902") + 1  # the first choice is taken
+    assert enroll.allocate_port(c, "4106902", hub) == port  # the same on every run
+    assert enroll.allocate_port(c, "3550308", hub) == enroll.preferred_port("4106902")  # its own
+    assert all(
+        enroll.PORT_BASE <= enroll.preferred_port(str(i)) < enroll.PORT_BASE + enroll.PORT_SPAN
+        for i in range(1000)
+    )
+
+
+def test_enroll_prints_the_restricted_key_line_and_the_source_entry(tmp_path: Path):
+    c = config.loads(rendezvous(20001))
+    pub = tmp_path / "muni.pub"
+    pub.write_text(KEY + " root@municipio\n")
+    out = io.StringIO()
+    assert enroll.enroll(c, "4106902", out, public_key=pub) == 0
+    port = enroll.allocate_port(c, "4106902", c.bastions[0])
+    text = out.getvalue()
+    assert f'restrict,port-forwarding,permitlisten="127.0.0.1:{port}" {KEY} ' in text
+    assert f'- id: "4106902"\n  dsn: postgresql://esus_leitura@127.0.0.1:{port}/esus\n' in text
+    assert "  ssh_tunnel: {bastion: hub-sp}\n" in text
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--public-key", "/nonexistent.pub"], "--public-key: /nonexistent.pub:"),
+        (["--bastion", "hub-rj"], "--bastion: unknown bastion 'hub-rj' (known: hub-sp)"),
+        ([], None),
+    ],
+)
+def test_enroll_refuses_bad_input_with_exit_2(tmp_path: Path, args: list[str], message):
+    path = tmp_path / "syncd.yaml"
+    path.write_text(rendezvous(20001))
+    bad_key = tmp_path / "bad.pub"
+    bad_key.write_text("not a key\n")
+    done = run_cli("tunnel", "enroll", "4106902", "--config", str(path), *args)
+    if message is None:  # no key given: a placeholder to replace
+        assert done.returncode == 0 and enroll.KEY_PLACEHOLDER in done.stdout
+        done = run_cli("tunnel", "enroll", "4106902", "-c", str(path), "--public-key", str(bad_key))
+        message = "is not an OpenSSH public key"
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+# -- the tunnel's failures, as the rest of syncd sees them -----------------------------------------
+
+
+def test_tunnel_failures_are_kinds_with_their_own_retry_reasons():
+    down = classify(BastionUnreachable("hub", "refused"))
+    assert down.kind == Kind.BASTION_UNREACHABLE and down.retryable and down.lost_connection
+    assert str(down) == "bastion hub (bastion_unreachable): refused"
+    mismatch = classify(HostKeyMismatch("hub", "SECURITY"))
+    assert mismatch.kind == Kind.HOST_KEY_MISMATCH and not mismatch.retryable
+    assert classify(TunnelNotConnected("hub", "x")).lost_connection
+    for failure in (down, classify(TunnelNotConnected("hub", "x"))):
+        assert retry_reason(failure) == str(failure.kind) and retry_reason(failure) in RETRY_REASONS
+
+
+def test_a_bastion_down_gets_one_retry_whatever_the_policy():
+    policy = RetryPolicy(attempts=6, backoff=0.0, max_backoff=0.0)
+    down = Failure(True, "down", Kind.BASTION_UNREACHABLE)
+    lost = Failure(True, "lost", Kind.CONNECTION)
+    assert [policy.allows(down, n) for n in (1, 2)] == [True, False]
+    assert [policy.allows(lost, n) for n in (1, 5, 6)] == [True, True, False]
+    assert not RetryPolicy(attempts=1, backoff=0, max_backoff=0).allows(down, 1)
+
+
+def test_the_status_page_counts_and_tags_municipalities_per_bastion():
+    at = datetime(2026, 12, 4, tzinfo=UTC)
+    sources = {
+        "1": SourceView("Um", state=config_status("failed")),
+        "2": SourceView("Dois"),
+        "3": SourceView("Três"),
+    }
+    rows = statuspage.rows_of(sources, {}, at, {"1": "hub-sp", "2": "hub-sp"})
+    assert {r.id: r.bastion for r in rows} == {"1": "hub-sp", "2": "hub-sp", "3": None}
+    page = statuspage.render(rows, at, "nonce", "test")
+    assert '<li class="bastion" data-bastion="hub-sp"><b>2</b> via hub-sp, 1 failing</li>' in page
+    assert page.count('<span class="via">via hub-sp</span>') == 2
+
+
+def config_status(value: str):
+    from syncd.ledger import Status
+
+    return Status(value)
