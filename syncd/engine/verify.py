@@ -46,7 +46,7 @@ async def verify_source(
     engine: Engine, source: Source, datasets: Sequence[Dataset]
 ) -> list[DatasetVerdict]:
     try:
-        session = await SourceSession.open(source, engine.config.timeouts)
+        session = await SourceSession.open(source, engine.config.timeouts, engine.tunnels)
     except Exception as exc:
         reason = classify(exc).reason
         return [DatasetVerdict(source.id, d.name, Verdict.FAILED, error=reason) for d in datasets]

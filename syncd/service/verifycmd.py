@@ -30,7 +30,7 @@ async def run_verify(config: Config, out: TextIO = sys.stdout, err: TextIO = sys
         async def one(source_id: str) -> None:
             source = config.source(source_id)
             assert source is not None
-            async with engine.limits.source_slot(source.dsn.host_key):
+            async with engine.limits.source_slot(source.host_key):
                 verdicts[source.id] = await verify_source(engine, source, config.datasets)
 
         async with anyio.create_task_group() as tg:
