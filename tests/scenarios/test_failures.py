@@ -159,6 +159,7 @@ async def test_types_syncd_cannot_copy_fail_with_advice_and_enums_domains_work(
             "c": "character varying",
             "tags": "text[]",
             "municipio_id_sus": "text",
+            "syncd_row_hash": "uuid",
         }
         # a table lands the domain's base type, unbounded like every column syncd creates
         assert dict(await dst.fetch(types("tabela_dominio"))) == {
@@ -166,6 +167,7 @@ async def test_types_syncd_cannot_copy_fail_with_advice_and_enums_domains_work(
             "s": "text",
             "c": "character varying",
             "municipio_id_sus": "text",
+            "syncd_row_hash": "uuid",
         }
         rows = await dst.fetch("SELECT id, s, c, tags FROM syncd_data.tipos ORDER BY id")
         assert [tuple(r) for r in rows] == [

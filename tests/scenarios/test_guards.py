@@ -134,7 +134,13 @@ async def test_hostile_column_names_and_values_stay_data(make_sources, dest, wri
                 "AND attnum > 0 ORDER BY attnum"
             )
         ]
-        assert columns == [hostile, "valor", "Maiúscula Com Espaço", "municipio_id_sus"]
+        assert columns == [
+            hostile,
+            "valor",
+            "Maiúscula Com Espaço",
+            "municipio_id_sus",
+            "syncd_row_hash",
+        ]
         assert (
             await dst.fetchval("SELECT valor FROM syncd_data.hostil")
             == "'); DROP TABLE syncd.ledger; --"
