@@ -67,8 +67,14 @@ class SourceLocks:
     async def unlock(self, source_id: str) -> None:
         async with self._lock:
             self._held.discard(source_id)
-            if self._conn is not None and not self._conn.is_closed():
+            if self._conn is None or self._conn.is_closed():
+                return
+            try:
                 await self._conn.execute("SELECT pg_advisory_unlock($1)", self.key(source_id))
+            except (asyncpg.InterfaceError, asyncpg.ConnectionDoesNotExistError, OSError):
+                # the connection died under us: its locks died with it, nothing to release;
+                # the next lock taken reconnects (and takes the others' locks again)
+                self._conn.terminate()
 
     async def close(self) -> None:
         if self._conn is not None:
