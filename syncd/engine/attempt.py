@@ -89,7 +89,7 @@ async def land_all(
             buckets = await landing.buckets()
             attributes = spans.db_attributes(destination.settings.dsn, "COMMIT")
             attributes["syncd.datasets"] = len(loaded)
-            with spans.span(engine.tracer, f"commit {source.id}", attributes):
+            with spans.span(engine.tracer, spans.SpanName.COMMIT, attributes):
                 ended = now()
                 for res in loaded:
                     res.ended_at = ended
@@ -144,7 +144,7 @@ async def _copy_dataset(
     `res` and rolled back alone."""
     attributes = spans.db_attributes(source.dsn, "COPY", dataset.table)
     attributes.update({"syncd.dataset": dataset.name, "syncd.dataset.kind": dataset.kind})
-    with spans.span(engine.tracer, f"COPY {dataset.name}", attributes) as span:
+    with spans.span(engine.tracer, spans.SpanName.COPY, attributes) as span:
         await _copy_attempts(engine, session, landing, source, dataset, res, span)
         span.set_attribute("syncd.attempts", res.attempts)
         if res.status == Status.LOADED:
@@ -263,7 +263,7 @@ async def _land(
     where = f"{destination.schema}.{target.dataset}"
     with spans.span(
         engine.tracer,
-        f"COPY {where}",
+        spans.SpanName.COPY,
         spans.db_attributes(destination.settings.dsn, "COPY", where),
     ):
         async with engine.limits.writers:

@@ -59,7 +59,7 @@ async def sync_source(
         attributes["syncd.source.name"] = source.name
     with spans.span(
         engine.tracer,
-        f"sync {source.id}",
+        spans.SpanName.SYNC,
         attributes,
         client=False,
         context=otel_context.Context(),
