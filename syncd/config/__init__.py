@@ -30,7 +30,7 @@ from syncd.config.model import (
     Timeouts,
     Variant,
 )
-from syncd.config.problem import ConfigError, Problem
+from syncd.config.problem import ConfigError, Notice, Problem, summarize
 from syncd.config.values import (
     COLUMN_NAME,
     COLUMN_PATH,
@@ -69,6 +69,7 @@ __all__ = [
     "DestinationSettings",
     "Http",
     "Incremental",
+    "Notice",
     "Problem",
     "Retry",
     "Schedule",
@@ -84,4 +85,5 @@ __all__ = [
     "parse_window",
     "parse_yaml",
     "select",
+    "summarize",
 ]
