@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the bearer token (default: the config's http.token_file)",
     )
 
-    p = command("config", "the config", cmd_config_print, config=False)
+    p = command("config", "the effective config (config print)", cmd_config_print, config=False)
     config_sub = p.add_subparsers(dest="config_command", required=True, metavar="command")
     c = config_sub.add_parser(
         "print", help="the effective config as YAML: defaults filled in, secrets redacted"

@@ -154,3 +154,21 @@ def parameter_notes(params: tuple[tuple[str, str], ...]) -> list[str]:
         for name, _ in params
         if name in PARAMETERS and PARAMETERS[name].support is Support.IGNORED
     ]
+
+
+def reference() -> str:
+    """The Markdown table of docs/cli.md (tests/unit/test_dsn.py keeps the two alike)."""
+    said = {
+        Support.DRIVER: "accepted",
+        Support.SERVER: "accepted (passed to the server, as libpq does)",
+        Support.IGNORED: "warning: no effect",
+        Support.REFUSED: "error",
+    }
+    rows = ["| parameter | in a syncd DSN | values |", "|---|---|---|"]
+    for name, p in PARAMETERS.items():
+        what = said[p.support] + (f": {p.instead}" if p.instead else "")
+        if p.secret:
+            what += "; a secret, shown as `***`"
+        values = ", ".join(f"`{v}`" for v in p.values)
+        rows.append(f"| `{name}` | {what} | {values} |")
+    return "\n".join(rows) + "\n"
