@@ -18,7 +18,6 @@ from syncd.service.runtime import (
     CONFIG_VARIABLE,
     DEFAULT_CONFIG,
     EXIT_CONFIG,
-    config_path,
     load_config,
     run_async,
 )
@@ -107,7 +106,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from syncd.service.daemon import run_daemon
 
-    return traced(lambda: run_daemon(str(config_path(args.config))))
+    return traced(lambda: run_daemon(args.config))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
