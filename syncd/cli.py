@@ -1,4 +1,8 @@
-"""Argument parsing only: each command calls one function."""
+"""Argument parsing only: each command calls one function (in syncd.service, or the lab's demo).
+
+The global options (--config, --log-level, --log-format, --version) are taken before or after
+the command name: `syncd --log-level debug run` and `syncd run --log-level debug` are one.
+"""
 
 from __future__ import annotations
 
@@ -7,40 +11,30 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from syncd import __version__
 from syncd import config as config_module
 from syncd.config import ConfigError
-from syncd.config.dsn import world_readable
-from syncd.safetext import printable
-from syncd.service.runtime import EXIT_CONFIG, load_config, run_async
+from syncd.service.runtime import (
+    CONFIG_VARIABLE,
+    DEFAULT_CONFIG,
+    EXIT_CONFIG,
+    load_config,
+    run_async,
+)
 
+MAN_SECTIONS = {
+    "FILES": f"""{DEFAULT_CONFIG}: the config, unless --config or ${CONFIG_VARIABLE} names
+    another (config/syncd.example.yaml in the source is a complete example).""",
+    "ENVIRONMENT": f"""{CONFIG_VARIABLE}: the config file, when --config is not given.
 
-def cmd_check_config(args: argparse.Namespace) -> int:
-    config = config_module.load(args.config)
-    for warning in config.warnings:
-        print(f"warning: {printable(warning)}", file=sys.stderr)
-    for path, key in _secret_files(config):
-        if not path.exists():
-            print(
-                f"warning: {key}: {path} does not exist here (fine if only the service "
-                "sees it, e.g. a systemd credential)",
-                file=sys.stderr,
-            )
-        elif world_readable(path):
-            print(f"warning: {key}: {path} is readable by every user", file=sys.stderr)
-    print(f"{args.config}: ok ({len(config.sources)} sources, {len(config.datasets)} datasets)")
-    return 0
+    OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL (grpc or http/protobuf),
+    OTEL_SERVICE_NAME (default syncd): where traces go; none: nowhere.
 
-
-def _secret_files(config: config_module.Config) -> list[tuple[Path, str]]:
-    files = []
-    if config.destination.password_file:
-        files.append((config.destination.password_file, "destination.password_file"))
-    if config.http.token_file:
-        files.append((config.http.token_file, "http.token_file"))
-    files += [
-        (s.password_file, f"source {s.id} password_file") for s in config.sources if s.password_file
-    ]
-    return files
+    PGPASSWORD, PGSSLMODE and libpq's other variables, as asyncpg reads them.""",
+    "EXIT STATUS": """0: done (all succeeded). 1: something failed, each named on stderr.
+    2: the config or the command line is wrong (each problem with its file, line and key path).""",
+    "SEE ALSO": "docs/cli.md and README.md in syncd's source.",
+}
 
 
 def traced(
@@ -84,10 +78,29 @@ def cmd_once(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from syncd.service.configcmd import check_config
+
+    return check_config(args.config)
+
+
+def cmd_config_print(args: argparse.Namespace) -> int:
+    from syncd.service.configcmd import print_config
+
+    return print_config(args.config)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from syncd.service.statuscmd import run_status
 
-    return run_async(run_status, load_config(args.config))
+    config = load_config(args.config)
+    return run_async(run_status, config, sys.stdout, sys.stderr, args.late, args.json)
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    from syncd.service.trigger import run_trigger
+
+    return run_trigger(load_config(args.config), args.ids, args.token_file)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -156,6 +169,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    from syncd.service.clidoc import bash_completion
+
+    sys.stdout.write(bash_completion(build_parser()))
+    return 0
+
+
+def cmd_man(args: argparse.Namespace) -> int:
+    from syncd.service.clidoc import man_page
+
+    sys.stdout.write(man_page(build_parser(), __version__, MAN_SECTIONS))
+    return 0
+
+
 def listen_address(text: str) -> str:
     """argparse type for HOST:PORT."""
     if config_module.parse_listen(text) is None:
@@ -164,34 +191,62 @@ def listen_address(text: str) -> str:
     return text.strip()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="syncd",
-        description="Keep a central analytical PostgreSQL fed from municipal e-SUS APS PEC databases.",
-    )
+def global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """On the top parser with their defaults; on each command again with none (SUPPRESS), so
+    that given after the command they count, and not given there they leave the top's."""
+
+    def default(value: object) -> object:
+        return value if top else argparse.SUPPRESS
+
     parser.add_argument(
         "--log-level",
-        default=None,
+        default=default(None),
         choices=["debug", "info", "warning", "error"],
         help="default: info (warning for `once` on a terminal)",
     )
     parser.add_argument(
         "--log-format",
-        default="json",
+        default=default("json"),
         choices=["json", "text"],
         help="log lines on stderr: json (default, with trace ids) or text",
     )
+    parser.add_argument(
+        "--version", action="version", version=f"syncd {__version__}", help="print the version"
+    )
+
+
+def with_config(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    parser.add_argument(
+        "--config",
+        "-c",
+        default=None if top else argparse.SUPPRESS,
+        metavar="FILE",
+        help=f"the YAML config (default: ${CONFIG_VARIABLE}, else {DEFAULT_CONFIG})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="syncd",
+        description="Keep a central analytical PostgreSQL fed from municipal e-SUS APS PEC databases.",
+    )
+    global_options(parser, top=True)
+    with_config(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
-    def with_config(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", "-c", required=True, metavar="FILE", help="the YAML config")
+    def command(
+        name: str, help: str, func: Callable[[argparse.Namespace], int], *, config: bool = True
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        global_options(p, top=False)
+        if config:
+            with_config(p)
+        p.set_defaults(func=func)
+        return p
 
-    p = sub.add_parser("run", help="the daemon, in the foreground (systemd runs it)")
-    with_config(p)
-    p.set_defaults(func=cmd_run)
+    command("run", "the daemon, in the foreground (systemd runs it)", cmd_run)
 
-    p = sub.add_parser("once", help="one pass over the selection, then a summary")
-    with_config(p)
+    p = command("once", "one pass over the selection, then a summary", cmd_once)
     p.add_argument("--source", action="append", metavar="ID", help="only this source (repeatable)")
     p.add_argument(
         "--dataset", action="append", metavar="NAME", help="only this dataset (repeatable)"
@@ -211,17 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="instead of the table, one JSON document of the pass on stdout (schema: README)",
     )
-    p.set_defaults(func=cmd_once)
 
-    p = sub.add_parser("check-config", help="validate the config offline")
-    with_config(p)
-    p.set_defaults(func=cmd_check_config)
+    command("check-config", "validate the config offline", cmd_check_config)
 
-    p = sub.add_parser(
+    p = command(
         "check",
-        help="with --online: ask every source and the destination what a sync would meet",
+        "with --online: ask every source and the destination what a sync would meet",
+        cmd_check,
     )
-    with_config(p)
     p.add_argument(
         "--online", action="store_true", help="connect (without it: the same as check-config)"
     )
@@ -233,27 +285,53 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long each check may take",
     )
-    p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser(
-        "status", help="per municipality and dataset: last success, age, rows, error"
+    p = command(
+        "status", "per municipality and dataset: last success, age, rows, error", cmd_status
     )
-    with_config(p)
-    p.set_defaults(func=cmd_status)
+    p.add_argument(
+        "--late",
+        action="store_true",
+        help="only municipalities with a dataset never synced or last synced over 48 h ago",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON document instead of a table")
 
-    p = sub.add_parser(
+    p = command(
         "verify",
-        help="compare each municipality's destination rows with its source, writing nothing",
+        "compare each municipality's destination rows with its source, writing nothing",
+        cmd_verify,
     )
-    with_config(p)
     p.add_argument("--source", action="append", metavar="ID", help="only this source (repeat)")
     p.add_argument("--dataset", action="append", metavar="NAME", help="only this dataset (repeat)")
-    p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser(
+    p = command(
+        "trigger",
+        "ask the running daemon to sync these sources now (POST /sources/{id}/sync)",
+        cmd_trigger,
+    )
+    p.add_argument("ids", nargs="+", metavar="ID", help="a source id")
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="the bearer token (default: the config's http.token_file)",
+    )
+
+    p = command("config", "the effective config (config print)", cmd_config_print, config=False)
+    config_sub = p.add_subparsers(dest="config_command", required=True, metavar="command")
+    c = config_sub.add_parser(
+        "print", help="the effective config as YAML: defaults filled in, secrets redacted"
+    )
+    global_options(c, top=False)
+    with_config(c)
+    c.set_defaults(func=cmd_config_print)
+
+    p = command(
         "reload",
-        help="SIGHUP to the daemon, then wait until it has applied or rejected the config "
+        "SIGHUP to the daemon, then wait until it has applied or rejected the config "
         "(ExecReload= on systemd 252)",
+        cmd_reload,
+        config=False,
     )
     p.add_argument("--pid", type=int, required=True, help="the daemon's pid ($MAINPID)")
     p.add_argument(
@@ -263,24 +341,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the daemon acknowledges reloads (default: $RUNTIME_DIRECTORY)",
     )
     p.add_argument("--timeout", type=float, default=90.0, metavar="SECONDS")
-    p.set_defaults(func=cmd_reload)
 
-    p = sub.add_parser("tunnel", help="reverse tunnels for municipalities that can only dial out")
+    p = command(
+        "tunnel",
+        "reverse tunnels for municipalities that can only dial out",
+        cmd_tunnel_enroll,
+        config=False,
+    )
     tunnel = p.add_subparsers(dest="tunnel_command", required=True, metavar="command")
-    p = tunnel.add_parser(
+    t = tunnel.add_parser(
         "enroll",
         help="allocate a municipality's port on the rendezvous bastion; print its restricted "
         "authorized_keys line and its source entry",
     )
-    p.add_argument("id", metavar="ID", help="the source id (e.g. the IBGE code)")
-    with_config(p)
-    p.add_argument("--public-key", type=Path, metavar="FILE", help="the municipality's .pub key")
-    p.add_argument("--bastion", metavar="NAME", help="the rendezvous bastion (if several)")
-    p.add_argument("--user", default="esus_leitura", help="the DSN's role (default esus_leitura)")
-    p.add_argument("--database", default="esus", help="the DSN's database (default esus)")
-    p.set_defaults(func=cmd_tunnel_enroll)
+    global_options(t, top=False)
+    with_config(t)
+    t.add_argument("id", metavar="ID", help="the source id (e.g. the IBGE code)")
+    t.add_argument("--public-key", type=Path, metavar="FILE", help="the municipality's .pub key")
+    t.add_argument("--bastion", metavar="NAME", help="the rendezvous bastion (if several)")
+    t.add_argument("--user", default="esus_leitura", help="the DSN's role (default esus_leitura)")
+    t.add_argument("--database", default="esus", help="the DSN's database (default esus)")
+    t.set_defaults(func=cmd_tunnel_enroll)
 
-    p = sub.add_parser("demo", help="embedded PostgreSQL, synthetic municipalities, the daemon")
+    p = command(
+        "demo",
+        "embedded PostgreSQL, synthetic municipalities, the daemon",
+        cmd_demo,
+        config=False,
+    )
     p.add_argument("--once", action="store_true", help="one pass, then exit")
     p.add_argument(
         "--data-dir",
@@ -298,7 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
     # their defaults are the demo's own (syncd.lab.demo), not loaded for every command
     p.add_argument("--municipalities", type=int, metavar="N", help="how many to make up")
     p.add_argument("--citizens", type=int, metavar="N", help="citizens per municipality")
-    p.set_defaults(func=cmd_demo)
+
+    p = command(
+        "completion", "shell completion, generated from this parser", cmd_completion, config=False
+    )
+    p.add_argument("shell", choices=["bash"], help="the shell to complete for")
+    command("man", "the man page (roff), generated from this parser", cmd_man, config=False)
     return parser
 
 

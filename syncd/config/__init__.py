@@ -31,7 +31,7 @@ from syncd.config.model import (
     Timeouts,
     Variant,
 )
-from syncd.config.problem import ConfigError, Problem
+from syncd.config.problem import ConfigError, Notice, Problem, summarize
 from syncd.config.values import (
     COLUMN_NAME,
     COLUMN_PATH,
@@ -71,6 +71,7 @@ __all__ = [
     "DestinationSettings",
     "Http",
     "Incremental",
+    "Notice",
     "Problem",
     "Retry",
     "Schedule",
@@ -86,4 +87,5 @@ __all__ = [
     "parse_window",
     "parse_yaml",
     "select",
+    "summarize",
 ]

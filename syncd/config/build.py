@@ -25,7 +25,7 @@ from syncd.config.model import (
     Source,
     Timeouts,
 )
-from syncd.config.problem import ConfigError, Problem, key_path
+from syncd.config.problem import ConfigError, Notice, Problem, key_path
 from syncd.config.section import Section
 from syncd.config.values import LOWER_IDENT, PARAM_NAME, SOURCE_ID, parse_listen, parse_window
 
@@ -54,7 +54,7 @@ def _build(doc: Document, base: Path, problems: list[Problem]) -> Config:
     root = Section(doc, (), problems)
     if not root.is_mapping("the top level of the config"):
         raise ConfigError(problems)
-    warnings: list[str] = []
+    warnings: list[Notice] = []
 
     destination = _destination(root.sub("destination"), root, base, warnings)
     concurrency = _concurrency(root.sub("concurrency"))
@@ -84,29 +84,39 @@ def _build(doc: Document, base: Path, problems: list[Problem]) -> Config:
     )
 
 
-def _dsn(section: Section, key: str, warnings: list[str]) -> Dsn | None:
+def _dsn(
+    section: Section, key: str, warnings: list[Notice], source_id: str | None = None
+) -> Dsn | None:
     raw = section.string(key, required=True)
     if raw is None:
         return None
     try:
         dsn = Dsn.parse(raw)
     except DsnError as exc:
-        section.problem(key, str(exc))
+        for message in exc.messages:
+            section.problem(key, message)
         return None
-    for missing in dsn.missing_files():
-        warnings.append(
-            f"{key_path((*section.path, key))}: {missing} (fine if only the service sees it)"
-        )
+
+    def warn(message: str, detail: str = "") -> None:
+        if source_id is None:
+            warnings.append(Notice(key_path((*section.path, key)), message, detail))
+        else:
+            warnings.append(Notice(source_id, f"{key}: {message}", detail, "source"))
+
+    for name, value in dsn.missing_tls_files():
+        warn(f"{name} {{}} not found (fine if only the service sees it)", value)
+    for note in dsn.notes:
+        warn(note)
     if dsn.has_password and section.doc.file and world_readable(Path(section.doc.file)):
-        warnings.append(
-            f"{section.doc.file}: {key_path((*section.path, key))} holds a password and the file "
-            "is readable by every user; use password_file or chmod o-r"
+        warn(
+            "holds a password and {} is readable by every user; use password_file or chmod o-r",
+            section.doc.file,
         )
     return dsn
 
 
 def _destination(
-    sec: Section, root: Section, base: Path, warnings: list[str]
+    sec: Section, root: Section, base: Path, warnings: list[Notice]
 ) -> DestinationSettings | None:
     if "destination" not in root.mapping:
         root.problem("destination", "is required")
@@ -235,7 +245,7 @@ def _retry(sec: Section) -> Retry:
 
 
 def _sources(
-    root: Section, base: Path, warnings: list[str], bastions: dict[str, Bastion | None]
+    root: Section, base: Path, warnings: list[Notice], bastions: dict[str, Bastion | None]
 ) -> list[Source]:
     sections = list(root.each("sources"))
     sources_file = root.path_value("sources_file", base)
@@ -266,13 +276,13 @@ def _sources(
 
 
 def _source(
-    sec: Section, base: Path, warnings: list[str], bastions: dict[str, Bastion | None]
+    sec: Section, base: Path, warnings: list[Notice], bastions: dict[str, Bastion | None]
 ) -> Source | None:
     source_id = sec.string(
         "id", required=True, pattern=SOURCE_ID, what="an id of letters, digits and _ (up to 32)"
     )
     name = sec.string("name")
-    dsn = _dsn(sec, "dsn", warnings)
+    dsn = _dsn(sec, "dsn", warnings, source_id)
     password_file = sec.path_value("password_file", base)
     params: list[tuple[str, str]] = []
     raw_params = sec.raw("params")

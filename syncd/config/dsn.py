@@ -1,5 +1,5 @@
-"""Connection strings: parsed once, shown only redacted. The password itself is read when
-connecting (`syncd.engine.connect`)."""
+"""Connection strings: parsed once, their parameters checked against libpq's (`libpq`), shown
+only redacted. The password itself is read when connecting (`syncd.engine.connect`)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
+from syncd.config.libpq import (
+    SECRET_PARAMETERS,
+    parameter_notes,
+    parameter_problems,
+    shown_value,
+)
+
 SCHEMES = ("postgresql", "postgres")
 
 
 class DsnError(ValueError):
-    pass
+    """Why a DSN cannot be used: one line per reason (`messages`)."""
+
+    def __init__(self, *messages: str):
+        self.messages = messages
+        super().__init__("; ".join(messages))
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +50,13 @@ class Dsn:
             raise DsnError("contains '#', which ends a URI: percent-encode it as %23")
         if parts.scheme not in SCHEMES:
             raise DsnError("must start with postgresql:// (key=value strings are not supported)")
-        params = tuple(parse_qsl(parts.query, keep_blank_values=True))
+        try:  # as strictly as asyncpg parses it
+            params = tuple(parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True))
+        except ValueError:  # its message quotes the field, which may be a secret
+            raise DsnError("has a query parameter that is not name=value") from None
+        wrong = parameter_problems(params)
+        if wrong:
+            raise DsnError(*wrong)
         query = dict(params)
         try:
             port = parts.port
@@ -54,18 +71,29 @@ class Dsn:
             port = int(query["port"])
         database = unquote(parts.path.lstrip("/")) or query.get("dbname") or None
         user = unquote(parts.username) if parts.username else query.get("user")
-        has_password = parts.password is not None or "password" in query
+        has_password = parts.password is not None or any(
+            name in SECRET_PARAMETERS for name, _ in params
+        )
         return cls(raw.strip(), host, port or 5432, database, user, has_password, params)
 
-    def missing_files(self) -> list[str]:
-        """TLS files the DSN names that are not there (libpq's sslrootcert=system aside)."""
+    @property
+    def notes(self) -> list[str]:
+        """Parameters that are accepted but change nothing (application_name)."""
+        return parameter_notes(self.params)
+
+    def missing_tls_files(self) -> list[tuple[str, str]]:
+        """(parameter, path) of the TLS files the DSN names that are not there (libpq's
+        sslrootcert=system aside)."""
         return [
-            f"{name} {value} not found"
+            (name, value)
             for name, value in self.params
             if name in ("sslrootcert", "sslcert", "sslkey", "sslcrl")
             and value != "system"
             and not Path(value).is_file()
         ]
+
+    def missing_files(self) -> list[str]:
+        return [f"{name} {value} not found" for name, value in self.missing_tls_files()]
 
     @property
     def host_key(self) -> str:
@@ -80,13 +108,14 @@ class Dsn:
             userinfo, _, hostinfo = netloc.rpartition("@")
             user = userinfo.split(":", 1)[0]
             netloc = f"{user}:***@{hostinfo}"
-        query = "&".join(
-            f"{k}={'***' if k == 'password' else quote(v, safe='/:,')}" for k, v in self.params
-        )
+        query = "&".join(f"{k}={quote(shown_value(k, v), safe='/:,*')}" for k, v in self.params)
         return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
     def __str__(self) -> str:
         return self.redacted
+
+    def __repr__(self) -> str:  # the parameters may hold secrets (sslpassword=...)
+        return f"Dsn({self.redacted!r})"
 
 
 def world_readable(path: Path) -> bool:

@@ -13,6 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from syncd.config.dsn import Dsn
+from syncd.config.problem import Notice
 
 DEFAULT_SCHEMA = "syncd_data"
 DEFAULT_SOURCE_COLUMN = "municipio_id_sus"
@@ -208,7 +209,7 @@ class Config:
     timeouts: Timeouts = field(default_factory=Timeouts)
     retry: Retry = field(default_factory=Retry)
     bastions: tuple[Bastion, ...] = ()
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[Notice, ...] = ()
 
     def source(self, source_id: str) -> Source | None:
         return next((s for s in self.sources if s.id == source_id), None)

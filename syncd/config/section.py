@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import overload
 
 from syncd.config.document import Document
-from syncd.config.problem import Key, KeyPath, Problem, key_path
+from syncd.config.problem import Key, KeyPath, Problem, did_you_mean, key_path
 from syncd.config.values import format_duration, parse_duration
 
 
@@ -173,6 +173,9 @@ class Section:
         return path if path.is_absolute() or base is None else base / path
 
     def check_unknown(self) -> None:
+        """Every key no getter asked for is a problem; a close one it asked for is named."""
+        known = sorted(self.used)
         for key in self.mapping:
             if key not in self.used:
-                self.problem(key, "unknown key")
+                hint = did_you_mean(key, known) if isinstance(key, str) else ""
+                self.problem(key, f"unknown key{hint}")

@@ -102,7 +102,7 @@ async def land_all(
             buckets = await landing.buckets()
             attributes = spans.db_attributes(destination.settings.dsn, "COMMIT")
             attributes["syncd.datasets"] = len(loaded)
-            with spans.span(engine.tracer, f"commit {source.id}", attributes):
+            with spans.span(engine.tracer, spans.SpanName.COMMIT, attributes):
                 ended = now()
                 for res in loaded:
                     res.ended_at = ended
@@ -170,10 +170,10 @@ async def _prepare_dataset(
             failure = await _sorted_out(exc, session, None, None)
             if await _again(engine, source, dataset, failure, tries):
                 continue
-            with spans.span(
-                engine.tracer, f"COPY {dataset.name}", {"syncd.dataset": dataset.name}
-            ) as span:
-                spans.failed(span, failure)
+            attributes = spans.db_attributes(source.dsn, "COPY", dataset.table)
+            attributes["syncd.dataset"] = dataset.name
+            with spans.span(engine.tracer, spans.SpanName.COPY, attributes) as span:
+                spans.failed(span, failure)  # the dataset's span, as if it had started
             _failed(source, dataset, res, failure)
             return None
 
@@ -238,7 +238,7 @@ async def _copy_dataset(
     `res` and rolled back alone."""
     attributes = spans.db_attributes(source.dsn, "COPY", dataset.table)
     attributes.update({"syncd.dataset": dataset.name, "syncd.dataset.kind": dataset.kind})
-    with spans.span(engine.tracer, f"COPY {dataset.name}", attributes) as span:
+    with spans.span(engine.tracer, spans.SpanName.COPY, attributes) as span:
         await _copy_attempts(engine, session, landing, source, dataset, shape, res, span)
         span.set_attribute("syncd.attempts", res.attempts)
         if res.status == Status.LOADED:
@@ -341,7 +341,7 @@ async def _land(
     where = f"{destination.schema}.{target.dataset}"
     attributes = spans.db_attributes(destination.settings.dsn, "COPY", where)
     attributes["syncd.write"] = write
-    with spans.span(engine.tracer, f"COPY {where}", attributes):
+    with spans.span(engine.tracer, spans.SpanName.COPY, attributes):
         async with engine.limits.writers:
             landed = await landing.land(
                 target,

@@ -14,6 +14,7 @@ from enum import StrEnum
 import anyio
 import asyncpg
 
+from syncd.config.libpq import SECRET_PARAMETERS
 from syncd.safetext import printable
 
 # SQLSTATEs (or classes of them) worth another attempt: the server went away, was restarted,
@@ -36,9 +37,11 @@ RETRYABLE_STATES = {
 TOO_MANY_COLUMNS = "54011"
 MAX_COLUMNS = 1600  # PostgreSQL's limit per table
 
+# every libpq parameter that holds a secret (password, sslpassword, oauth_client_secret...)
+_SECRET_NAMES = "|".join(sorted({"password", *SECRET_PARAMETERS}, key=len, reverse=True))
 _SECRET_PATTERNS = [
     (re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@", re.I), r"\1***@"),
-    (re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.I), r"\1***"),
+    (re.compile(rf"((?:{_SECRET_NAMES})\s*=\s*)('[^']*'|[^\s&]+)", re.I), r"\1***"),
     (re.compile(r"(Bearer\s+)\S+", re.I), r"\1***"),
 ]
 

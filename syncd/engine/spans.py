@@ -4,6 +4,7 @@ attributes and failures recorded redacted. Exporting them is `syncd.observe.tele
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from enum import StrEnum
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -17,6 +18,16 @@ Attributes = dict[str, AttributeValue]
 TRACER_SCOPE = "syncd"  # the instrumentation scope, with syncd's version
 
 
+class SpanName(StrEnum):
+    """Every span name syncd makes: a small fixed set, never an id or a dataset (Tempo's span
+    metrics and service graph make a series per name). Which municipality, dataset or table a
+    span is about is in its attributes: syncd.source.id, syncd.dataset, db.collection.name."""
+
+    SYNC = "sync"  # the root: one municipality's pass
+    COPY = "COPY"  # a dataset read from the source, and its landing in the destination
+    COMMIT = "commit"  # the destination transaction that makes a municipality's rows visible
+
+
 def tracer() -> trace.Tracer:
     """The global provider's tracer, its instrumentation scope named and versioned."""
     return trace.get_tracer(TRACER_SCOPE, __version__)
@@ -24,7 +35,7 @@ def tracer() -> trace.Tracer:
 
 def span(
     tracer: trace.Tracer,
-    name: str,
+    name: SpanName,
     attributes: Attributes,
     *,
     client: bool = True,

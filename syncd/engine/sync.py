@@ -61,7 +61,7 @@ async def sync_source(
         attributes["syncd.bastion"] = source.bastion.name
     with spans.span(
         engine.tracer,
-        f"sync {source.id}",
+        spans.SpanName.SYNC,
         attributes,
         client=False,
         context=otel_context.Context(),

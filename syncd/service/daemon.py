@@ -34,6 +34,7 @@ from syncd.service.notify import Notifier, watchdog_interval
 from syncd.service.readiness import Readiness
 from syncd.service.reload import ReloadRecorder, state_dir
 from syncd.service.reloader import Reloader
+from syncd.service.runtime import config_path as find_config
 from syncd.service.runtime import load_config, run_async
 from syncd.service.status import StatusBoard
 from syncd.service.views import Views
@@ -215,7 +216,8 @@ def raise_open_files_limit() -> None:
             pass
 
 
-def run_daemon(config_path: str) -> int:
-    config = load_config(config_path)  # ConfigError -> exit 2 in the CLI
-    daemon = Daemon(config_path, config)
+def run_daemon(given: str | None) -> int:
+    """The daemon on the config `--config` names (None: $SYNCD_CONFIG, else the default)."""
+    config = load_config(given)  # ConfigError -> exit 2 in the CLI
+    daemon = Daemon(find_config(given), config)
     return run_async(daemon.run)

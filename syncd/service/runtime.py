@@ -1,9 +1,12 @@
-"""How a command runs: its config loaded with warnings logged, its coroutine on uvloop."""
+"""How a command runs: its config found and loaded with warnings logged, its coroutine on
+uvloop."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import TypeVarTuple
 
 import anyio
@@ -14,6 +17,23 @@ from syncd import config as config_module
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 Args = TypeVarTuple("Args")
+
+DEFAULT_CONFIG = Path("/etc/syncd/syncd.yaml")
+CONFIG_VARIABLE = "SYNCD_CONFIG"
+
+
+def config_path(given: str | None, environ: Mapping[str, str] = os.environ) -> Path:
+    """`--config` wins, then $SYNCD_CONFIG (when not empty), then /etc/syncd/syncd.yaml."""
+    return Path(given or environ.get(CONFIG_VARIABLE) or DEFAULT_CONFIG)
+
+
+def config_origin(given: str | None, environ: Mapping[str, str] = os.environ) -> str:
+    """Where `config_path` found the path, for a message about a file that is not there."""
+    if given:
+        return "--config"
+    if environ.get(CONFIG_VARIABLE):
+        return f"${CONFIG_VARIABLE}"
+    return f"the default; give --config FILE or set ${CONFIG_VARIABLE}"
 
 
 def run_async(func: Callable[[*Args], Awaitable[int]], *args: *Args) -> int:
@@ -27,8 +47,24 @@ def run_async(func: Callable[[*Args], Awaitable[int]], *args: *Args) -> int:
     return anyio.run(func, *args, backend="asyncio", backend_options=options)
 
 
-def load_config(path: str) -> config_module.Config:
-    config = config_module.load(path)
-    for warning in config.warnings:
-        logging.getLogger("syncd.config").warning("%s", warning)
+def read_config(given: str | None) -> config_module.Config:
+    """The config a command names (`config_path`); a file that is not there says where its
+    path came from."""
+    path = config_path(given)
+    try:
+        return config_module.load(path)
+    except config_module.ConfigError:
+        if not path.exists():
+            origin = config_origin(given)
+            raise config_module.ConfigError(
+                [config_module.Problem("", None, f"file not found ({origin})", str(path))]
+            ) from None
+        raise
+
+
+def load_config(given: str | None) -> config_module.Config:
+    """`read_config`, its warnings logged, alike ones once (`config.summarize`)."""
+    config = read_config(given)
+    for line in config_module.summarize(config.warnings):
+        logging.getLogger("syncd.config").warning("%s", line)
     return config

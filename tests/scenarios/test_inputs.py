@@ -376,7 +376,7 @@ def test_sources_file_problems_carry_their_file_and_line(tmp_path):
         f"{where}:3: sources[1].id: 'bad id!' is not an id of letters, digits and _ (up to 32)",
         f"{where}:5: sources[2].id: YAML reads 012345 as the number 5349, not as text; "
         'quote it to keep it as written: "012345"',
-        f"{where}:7: sources[2].colour: unknown key",
+        f"{where}:7: sources[2].colour: unknown key",  # nothing close
         f"{where}:9: sources[3].dsn: must start with postgresql:// (key=value strings are "
         "not supported)",
     ]

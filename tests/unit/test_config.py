@@ -103,7 +103,7 @@ def test_full_config_from_the_spec(tmp_path: Path):
         (MINIMAL + "extra: 1\n", "syncd.yaml:10: extra: unknown key"),
         (
             MINIMAL.replace("  schema", "") + "concurrency:\n  sourcez: 3\n",
-            "syncd.yaml:11: concurrency.sourcez: unknown key",
+            "syncd.yaml:11: concurrency.sourcez: unknown key (did you mean 'sources'?)",
         ),
         (
             MINIMAL + "schedule:\n  interval: 24\n",
@@ -187,7 +187,7 @@ def test_full_config_from_the_spec(tmp_path: Path):
             MINIMAL + "http:\n  listen: localhost\n",
             "syncd.yaml:11: http.listen: 'localhost' is not host:port",
         ),
-        (MINIMAL + "destination_schema: x\n", "destination_schema: unknown key"),
+        (MINIMAL + "destination_schema: x\n", "destination_schema: unknown key (did you mean"),
         (
             MINIMAL.replace(
                 "datasets:",
@@ -225,8 +225,8 @@ def test_inline_password_in_world_readable_file_warns(tmp_path: Path):
     path.write_text(MINIMAL.replace("syncd@analytics", "syncd:s3cr3t@analytics"))
     path.chmod(0o644)
     c = config.load(path)
-    assert c.warnings and "readable by every user" in c.warnings[0]
-    assert "s3cr3t" not in " ".join(c.warnings)
+    assert c.warnings and "readable by every user" in str(c.warnings[0])
+    assert "s3cr3t" not in " ".join(map(str, c.warnings))
     assert "s3cr3t" not in str(c.destination.dsn) and "s3cr3t" not in repr(c.destination)
     path.chmod(0o600)
     assert config.load(path).warnings == ()
@@ -270,7 +270,7 @@ def test_check_config_exit_codes_and_no_traceback(tmp_path: Path):
     result = run_cli("check-config", "--config", str(bad))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert f"{bad}:9: datasets[0].tabel: unknown key" in lines
+    assert f"{bad}:9: datasets[0].tabel: unknown key (did you mean 'table'?)" in lines
     assert f"{bad}:8: datasets[0]: needs one of table, query, query_file" in lines
     assert f"{bad}:10: retry.attempts: must be between 1 and 100" in lines
     assert "Traceback" not in result.stderr

@@ -5,7 +5,15 @@ from __future__ import annotations
 import asyncpg
 
 from syncd.engine.connect import PasswordFileError
-from syncd.engine.errors import FinalError, IdleStreamTimeout, Kind, Side, TransferError, classify
+from syncd.engine.errors import (
+    FinalError,
+    IdleStreamTimeout,
+    Kind,
+    Side,
+    TransferError,
+    classify,
+    redact,
+)
 
 
 def test_a_protocol_cut_mid_operation_is_a_lost_connection_worth_retrying():
@@ -29,6 +37,15 @@ def test_reasons_are_one_line_and_redacted():
     failure = classify(RuntimeError("boom\nat postgresql://u:hunter2@h/db password=x"))
     assert "\n" not in failure.reason and "hunter2" not in failure.reason
     assert "password=***" in failure.reason
+
+
+def test_every_secret_bearing_parameter_is_redacted_in_free_text():
+    from syncd.config.libpq import SECRET_PARAMETERS
+
+    for name in SECRET_PARAMETERS:
+        text = redact(f"at postgresql://u@h/db?{name}=s3cr3t&sslmode=require, or {name} = 's 3'")
+        assert "s3cr3t" not in text and "s 3" not in text, text
+        assert "sslmode=require" in text
 
 
 def test_a_server_error_keeps_its_sqlstate_apart_from_its_kind():
