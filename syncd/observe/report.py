@@ -203,6 +203,8 @@ def _dataset_json(d: DatasetResult) -> dict[str, Any]:
         "mode": d.mode,
         "rows": d.rows if landed else None,
         "bytes": d.bytes if landed else None,
+        "inserted": d.inserted if landed else None,
+        "deleted": d.deleted if landed else None,
         "attempts": d.attempts,
         "watermark": d.watermark if landed else None,
         "error": d.error,
