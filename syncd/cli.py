@@ -9,17 +9,19 @@ from pathlib import Path
 
 from syncd import config as config_module
 from syncd.config import ConfigError
+from syncd.config.credentials import SYNCD_ENV
 from syncd.config.dsn import world_readable
 from syncd.safetext import printable
 from syncd.service.runtime import EXIT_CONFIG, load_config, run_async
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = config_module.load(args.config)
+    # a missing credential is an error here whenever there is a credentials directory
+    config = config_module.load(args.config, args.credentials_dir, strict_credentials=True)
     for warning in config.warnings:
         print(f"warning: {printable(warning)}", file=sys.stderr)
     for path, key in _secret_files(config):
-        if not path.exists():
+        if not path.exists():  # inside the service, loading the config refused it already
             print(
                 f"warning: {key}: {path} does not exist here (fine if only the service "
                 "sees it, e.g. a systemd credential)",
@@ -72,7 +74,7 @@ def cmd_once(args: argparse.Namespace) -> int:
 
     try:
         config = config_module.select(
-            load_config(args.config), args.source or [], args.dataset or []
+            load_config(args.config, args.credentials_dir), args.source or [], args.dataset or []
         )
     except ConfigError as exc:
         config_error([str(p) for p in exc.problems])
@@ -87,13 +89,13 @@ def cmd_once(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from syncd.service.statuscmd import run_status
 
-    return run_async(run_status, load_config(args.config))
+    return run_async(run_status, load_config(args.config, args.credentials_dir))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from syncd.service.daemon import run_daemon
 
-    return traced(lambda: run_daemon(args.config))
+    return traced(lambda: run_daemon(args.config, args.credentials_dir))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -101,7 +103,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         return cmd_check_config(args)  # offline, the only other kind of check
     from syncd.service.check import run_check
 
-    config = load_config(args.config)
+    config = load_config(args.config, args.credentials_dir)
     if args.timeout is None:
         return run_async(run_check, config, sys.stdout, args.json)
     return run_async(run_check, config, sys.stdout, args.json, args.timeout)
@@ -143,6 +145,18 @@ def listen_address(text: str) -> str:
     return text.strip()
 
 
+def with_credentials(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--credentials-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the secrets the config names no file for: DIR/analytics, DIR/http-token, "
+        f"DIR/municipios/<id> (e.g. /etc/syncd/credentials; default: ${SYNCD_ENV}, or "
+        "systemd's $CREDENTIALS_DIRECTORY inside the unit)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="syncd",
@@ -164,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_config(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", "-c", required=True, metavar="FILE", help="the YAML config")
+        with_credentials(p)
 
     p = sub.add_parser("run", help="the daemon, in the foreground (systemd runs it)")
     with_config(p)

@@ -215,7 +215,7 @@ def raise_open_files_limit() -> None:
             pass
 
 
-def run_daemon(config_path: str) -> int:
-    config = load_config(config_path)  # ConfigError -> exit 2 in the CLI
+def run_daemon(config_path: str, credentials_dir: Path | None = None) -> int:
+    config = load_config(config_path, credentials_dir)  # ConfigError -> exit 2 in the CLI
     daemon = Daemon(config_path, config)
     return run_async(daemon.run)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVarTuple
 
 import anyio
@@ -27,8 +28,8 @@ def run_async(func: Callable[[*Args], Awaitable[int]], *args: *Args) -> int:
     return anyio.run(func, *args, backend="asyncio", backend_options=options)
 
 
-def load_config(path: str) -> config_module.Config:
-    config = config_module.load(path)
+def load_config(path: str, credentials_dir: Path | None = None) -> config_module.Config:
+    config = config_module.load(path, credentials_dir)
     for warning in config.warnings:
         logging.getLogger("syncd.config").warning("%s", warning)
     return config
