@@ -21,21 +21,29 @@ if [ "${1:-}" != --inside ]; then
     # it moves every process it finds in its root cgroup into init.scope).
     name=syncd-lane-$$
     : > "$state/cgroups"
-    while IFS=: read -r _ controllers path; do
-        case $controllers in
-            "") dir=/sys/fs/cgroup/unified ;;
-            name=systemd) dir=/sys/fs/cgroup/systemd ;;
-            *) dir=/sys/fs/cgroup/${controllers#name=} ;;
-        esac
-        [ -d "$dir" ] || continue
-        new="$dir${path%/}/$name"
+    if [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]; then  # the unified hierarchy alone
+        path=$(sed -n 's/^0:://p' /proc/self/cgroup)
+        new="/sys/fs/cgroup${path%/}/$name"
         mkdir "$new"
         echo "$new" >> "$state/cgroups"
-        for f in cpuset.cpus cpuset.mems; do
-            [ -f "$new/$f" ] && cat "$dir${path%/}/$f" > "$new/$f"
-        done
         echo $$ > "$new/cgroup.procs"
-    done < /proc/self/cgroup
+    else  # v1 controllers, name=systemd, and perhaps the unified one beside them (hybrid)
+        while IFS=: read -r _ controllers path; do
+            case $controllers in
+                "") dir=/sys/fs/cgroup/unified ;;
+                name=systemd) dir=/sys/fs/cgroup/systemd ;;
+                *) dir=/sys/fs/cgroup/${controllers#name=} ;;
+            esac
+            [ -d "$dir" ] || continue
+            new="$dir${path%/}/$name"
+            mkdir "$new"
+            echo "$new" >> "$state/cgroups"
+            for f in cpuset.cpus cpuset.mems; do
+                [ -f "$new/$f" ] && cat "$dir${path%/}/$f" > "$new/$f"
+            done
+            echo $$ > "$new/cgroup.procs"
+        done < /proc/self/cgroup
+    fi
     exec unshare --pid --fork --mount-proc --mount --propagation private --cgroup --uts --ipc \
         /bin/sh "$0" --inside "$@"
 fi
@@ -61,6 +69,7 @@ ln -s /proc/self/fd "$state/dev/fd"
 mount --move "$state/dev" /dev
 
 # the kernel's knobs read-only, as in any container: systemd raises some sysctls at start
+cgroup_fs=$(stat -fc %T /sys/fs/cgroup)
 mount --bind /proc/sys /proc/sys
 mount -o remount,bind,ro /proc/sys
 if [ -e /proc/sysrq-trigger ]; then
@@ -70,16 +79,20 @@ fi
 mount --bind /sys /sys
 mount -o remount,bind,ro /sys
 # cgroups: mounted afresh, so their roots are the namespace's (see above)
-mount -t tmpfs -o mode=0755,nosuid,nodev,noexec tmpfs /sys/fs/cgroup
-while IFS=: read -r _ controllers _; do
-    case $controllers in
-        "") mkdir /sys/fs/cgroup/unified; mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified ;;
-        name=systemd) mkdir /sys/fs/cgroup/systemd
-            mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd ;;
-        *) mkdir "/sys/fs/cgroup/$controllers"
-            mount -t cgroup -o "$controllers" cgroup "/sys/fs/cgroup/$controllers" ;;
-    esac
-done < /proc/self/cgroup
+if [ "$cgroup_fs" = cgroup2fs ]; then
+    mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 /sys/fs/cgroup
+else
+    mount -t tmpfs -o mode=0755,nosuid,nodev,noexec tmpfs /sys/fs/cgroup
+    while IFS=: read -r _ controllers _; do
+        case $controllers in
+            "") mkdir /sys/fs/cgroup/unified; mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified ;;
+            name=systemd) mkdir /sys/fs/cgroup/systemd
+                mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd ;;
+            *) mkdir "/sys/fs/cgroup/$controllers"
+                mount -t cgroup -o "$controllers" cgroup "/sys/fs/cgroup/$controllers" ;;
+        esac
+    done < /proc/self/cgroup
+fi
 
 # /etc: the host's, under a tmpfs overlay; the syncd user and /etc/syncd exist only in here
 mkdir -p "$state/etc-overlay"

@@ -115,6 +115,7 @@ class Lane:
         self._marker: Path | None = None
         self._console_fds: tuple[int, ...] = ()
         self._out: IO[bytes] | None = None
+        self._private_before: set[str] = set()
         self._prepare(dropins or {})
 
     # -- the state directory -------------------------------------------------------------
@@ -185,6 +186,7 @@ class Lane:
             raise
 
     def _start(self, timeout: float) -> None:
+        self._private_before = set(_private_tmp())
         fd, marker = tempfile.mkstemp(prefix="syncd-lane-marker-", dir="/tmp")
         os.close(fd)
         self._marker = Path(marker)
@@ -274,13 +276,18 @@ class Lane:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def close(self) -> None:
-        """SIGKILL to the namespace's PID 1 takes every process in it along; then the cgroups
-        made for it are removed and the /tmp marker is checked."""
+        """Every unit stopped (systemd removes their PrivateTmp= directories, in the host's
+        /tmp), then SIGKILL to the namespace's PID 1 takes every process in it along; then the
+        cgroups made for it are removed and the /tmp marker is checked."""
         if self._proc is not None:
             if self.pid is not None:
+                with contextlib.suppress(AssertionError, subprocess.TimeoutExpired):
+                    self.run("systemctl", "stop", "syncd.service", check=False, timeout=150)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.pid, 9)
             self._proc.wait(60)
+            for private in set(_private_tmp()) - self._private_before:
+                shutil.rmtree(private, ignore_errors=True)  # a unit killed mid-restart
         if self._out is not None:
             self._out.close()
         for fd in self._console_fds:
@@ -293,6 +300,12 @@ class Lane:
         if self._marker is not None:
             assert self._marker.exists(), "the host's /tmp was cleaned from inside the lane"
             self._marker.unlink()
+
+
+def _private_tmp() -> list[str]:
+    return glob.glob("/tmp/systemd-private-*-syncd.service-*") + glob.glob(
+        "/var/tmp/systemd-private-*-syncd.service-*"
+    )
 
 
 def _systemd_child(pid: int) -> int | None:
