@@ -357,6 +357,84 @@ async def test_watchdog_pings_and_a_stuck_daemon_is_killed(
         lane.systemctl("reset-failed", "syncd", check=False)
 
 
+def _systemd_version() -> int:
+    out = subprocess.run(["systemd-analyze", "--version"], capture_output=True, text=True).stdout
+    return int(out.split()[1])
+
+
+def _verify(directory: Path) -> list[str]:
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(directory / "syncd.service")],
+        capture_output=True,
+        text=True,
+    )
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+def test_the_unit_and_its_drop_ins_verify(tmp_path):
+    """`systemd-analyze verify`: the unit clean on 252 and newer, with the tracing drop-in
+    too; the notify-reload drop-in clean on 253+, and on older systemd costing exactly the one
+    line it is documented to cost."""
+    if shutil.which("systemd-analyze") is None:
+        _unavailable("systemd-analyze is not installed")
+    unit = systemdlane.UNIT.read_text()
+    syncd = shutil.which("syncd") or str(ROOT / ".venv" / "bin" / "syncd")
+    (tmp_path / "syncd.service").write_text(unit.replace("/opt/syncd/.venv/bin/syncd", syncd))
+    assert _verify(tmp_path) == []
+    for needed in (
+        "Type=notify\n",
+        "ExecReload=/opt/syncd/.venv/bin/syncd reload --pid $MAINPID",
+        "RuntimeDirectory=syncd",
+        "Restart=on-failure",
+        "RestartPreventExitStatus=2\n",
+        "WatchdogSec=",
+        "LoadCredential=",
+        "ProtectSystem=strict",
+        "User=syncd",
+        "NoNewPrivileges=yes",
+    ):
+        assert needed in unit
+    assert "\nExecStartPre=" not in unit  # its exit 2 would be restarted forever
+
+    shipped = systemdlane.UNIT.parent / "syncd.service.d"
+    dropins = tmp_path / "syncd.service.d"
+    dropins.mkdir()
+    tracing = (shipped / "tracing.conf.example").read_text()
+    (dropins / "tracing.conf").write_text(tracing)
+    assert _verify(tmp_path) == []
+    # every line that is not a comment nor blank is a whole assignment: no inline comments
+    for line in tracing.splitlines():
+        if line and not line.startswith(("#", "[")):
+            assert "#" not in line and line.startswith("Environment=OTEL_"), line
+    # uncommented, the optional lines verify as well
+    (dropins / "tracing.conf").write_text(tracing.replace("\n#Environment=", "\nEnvironment="))
+    assert _verify(tmp_path) == []
+
+    (dropins / "tracing.conf").unlink()
+    notify_reload = shipped / "notify-reload.conf"
+    (dropins / notify_reload.name).write_text(notify_reload.read_text())
+    problems = _verify(tmp_path)
+    if _systemd_version() < 253:
+        assert len(problems) == 1 and "Failed to parse service type" in problems[0], problems
+    else:
+        assert problems == []
+    assert "Type=notify-reload\nExecReload=\n" in notify_reload.read_text()
+
+
+def test_the_tracing_drop_in_reaches_the_daemon_s_environment(lane):
+    """Installed as the example says, systemd (the real manager) hands its variables over."""
+    dropin = lane.units / "syncd.service.d" / "tracing.conf"
+    shutil.copyfile(systemdlane.UNIT.parent / "syncd.service.d" / "tracing.conf.example", dropin)
+    try:
+        lane.systemctl("daemon-reload")
+        environment = lane.show("syncd", "Environment")["Environment"].split()
+    finally:
+        dropin.unlink()
+        lane.systemctl("daemon-reload")
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT=http://tempo.internal:4318" in environment
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf" in environment
+
+
 def test_systemd_analyze_security_score_is_the_documented_one():
     """docs/systemd.md states the unit's exposure score; this keeps it true on this systemd."""
     if shutil.which("systemd-analyze") is None:
@@ -369,9 +447,6 @@ def test_systemd_analyze_security_score_is_the_documented_one():
     overall = [line for line in result.stdout.splitlines() if "Overall exposure level" in line]
     assert overall, result.stdout + result.stderr
     score = overall[0].split("level for syncd.service:")[1].split()[0]
-    version = subprocess.run(
-        ["systemd-analyze", "--version"], capture_output=True, text=True
-    ).stdout.split()[1]
     docs = (ROOT / "docs" / "systemd.md").read_text()
-    if version == "252":
+    if _systemd_version() == 252:  # the scoring changes between versions
         assert f"exposure level **{score}**" in docs, overall[0]
