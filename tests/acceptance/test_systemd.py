@@ -25,12 +25,13 @@ import yaml
 from daemonproc import free_port, request
 from systemdlane import Lane
 
+from conftest import PasswordRoles
 from helpers import ROOT
 
 pytestmark = pytest.mark.slow
 
-DEST_ROLE, DEST_PASSWORD = "lane_analytics", "analítica-da-lane-7#"
-SOURCE_ROLE, SOURCE_PASSWORD = "lane_leitura", "municipal-da-lane-9!"
+ROLES = PasswordRoles()
+DEST_PASSWORD, SOURCE_PASSWORD = ROLES.dest_password, ROLES.source_password
 TOKEN = "token-da-lane-0123456789"
 EQUIPES = {"name": "equipes", "table": "public.tb_dim_equipe"}
 PAUSABLE = {
@@ -65,35 +66,6 @@ def lane(tmp_path_factory):
     lane.close()
 
 
-@pytest.fixture(scope="module")
-async def password_roles(dest_cluster, source_cluster):
-    """A role on each cluster that must give its password over TCP (the others keep trust)."""
-    saved = {}
-    for cluster, role, password in (
-        (dest_cluster, DEST_ROLE, DEST_PASSWORD),
-        (source_cluster, SOURCE_ROLE, SOURCE_PASSWORD),
-    ):
-        hba = cluster.data_dir / "pg_hba.conf"
-        saved[hba] = hba.read_text()
-        hba.write_text(f"host all {role} 127.0.0.0/8 scram-sha-256\n{saved[hba]}")
-        conn = await asyncpg.connect(cluster.dsn())
-        try:
-            escaped = password.replace("'", "''")
-            await conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{escaped}'")
-            await conn.execute("SELECT pg_reload_conf()")
-        finally:
-            await conn.close()
-    yield
-    for hba, text in saved.items():
-        hba.write_text(text)
-    for cluster in (dest_cluster, source_cluster):
-        conn = await asyncpg.connect(cluster.dsn())
-        try:
-            await conn.execute("SELECT pg_reload_conf()")
-        finally:
-            await conn.close()
-
-
 class Deployment:
     """/etc/syncd inside the lane: the config and /etc/syncd/credentials, as the README says."""
 
@@ -114,20 +86,14 @@ class Deployment:
             path.chmod(0o700 if path.is_dir() else 0o600)
         self.document = {
             # no password_file anywhere: the credentials are found by convention
-            "destination": {"dsn": self.tcp(dest.cluster, dest.dbname, DEST_ROLE)},
-            "sources": [
-                {"id": db.id, "dsn": self.tcp(db.cluster, db.dbname, SOURCE_ROLE)} for db in sources
-            ],
+            "destination": {"dsn": ROLES.dest_dsn(dest)},
+            "sources": [{"id": db.id, "dsn": ROLES.source_dsn(db)} for db in sources],
             "datasets": datasets,
             "http": {"listen": f"127.0.0.1:{self.port}"},
             "schedule": {"interval": "24h", "jitter": "0s"},
             "retry": {"attempts": 3, "backoff": "20ms", "max_backoff": "100ms"},
         }
         self.write()
-
-    @staticmethod
-    def tcp(cluster, dbname: str, user: str) -> str:
-        return f"postgresql://{user}@127.0.0.1:{cluster.port}/{dbname}"
 
     def write(self, text: str | None = None) -> None:
         self.path.write_text(text if text is not None else yaml.safe_dump(self.document))
@@ -159,20 +125,15 @@ class Deployment:
 
 async def _grant(sources, dest, pause: bool = False) -> None:
     for db in sources:
-        conn = await asyncpg.connect(db.admin_dsn)
-        try:
-            if pause:
+        if pause:
+            conn = await asyncpg.connect(db.admin_dsn)
+            try:
                 await conn.execute(
                     "CREATE TABLE lane_pause (seconds float); INSERT INTO lane_pause VALUES (0)"
                 )
-            await conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {SOURCE_ROLE}")
-        finally:
-            await conn.close()
-    conn = await asyncpg.connect(dest.cluster.dsn())
-    try:
-        await conn.execute(f'ALTER DATABASE "{dest.dbname}" OWNER TO {DEST_ROLE}')
-    finally:
-        await conn.close()
+            finally:
+                await conn.close()
+    await ROLES.grant(sources, dest)
 
 
 async def _set_pause(db, seconds: float) -> None:
@@ -247,13 +208,22 @@ async def test_start_credentials_metrics_reload_and_draining_stop(
     deployment.write()
     await anyio.to_thread.run_sync(lane.systemctl, "reload", "syncd")
     assert "config reloaded: 1 sources" in lane.daemon_log()
-    # rejected: `systemctl reload` fails, syncd keeps running the previous config
-    deployment.write(yaml.safe_dump(deployment.document) + "nonsense: 1\n")
+    # rejected: `systemctl reload` fails, syncd keeps running the previous config. The case:
+    # a municipality added with its file in /etc/syncd/credentials/municipios, which systemd
+    # loads at start only: the reload names the credential, a restart would load it
+    added = {**deployment.document["sources"][0], "id": "999999"}
+    deployment.write(
+        yaml.safe_dump({**deployment.document, "sources": [*deployment.document["sources"], added]})
+    )
     rejected = await anyio.to_thread.run_sync(
         lambda: lane.systemctl("reload", "syncd", check=False)
     )
     assert rejected.returncode != 0
-    assert "reload rejected, still running the previous config" in lane.daemon_log()
+    assert (
+        "reload rejected, still running the previous config: /etc/syncd/syncd.yaml:"
+        in lane.daemon_log()
+    )
+    assert "no password_file and no credential 'municipios_999999'" in lane.daemon_log()
     shown = lane.show("syncd", "ActiveState", "MainPID")
     assert shown == {"ActiveState": "active", "MainPID": main_pid}
     assert "syncd_config_last_reload_successful 0.0" in deployment.get("/metrics")[1]
