@@ -5,10 +5,11 @@ $SYNCD_CREDENTIALS_DIRECTORY hands commands the secrets as kept in /etc/syncd/cr
 from __future__ import annotations
 
 import os
+import re
 
 import yaml
 
-from helpers import run_cli
+from helpers import ROOT, run_cli
 
 OUTSIDE = {k: "" for k in ("CREDENTIALS_DIRECTORY", "SYNCD_CREDENTIALS_DIRECTORY")}
 
@@ -90,3 +91,17 @@ async def test_status_needs_only_the_destination_s_credential(
     assert without.returncode != 0
     assert "password" in without.stderr
     assert password_roles.dest_password not in once.stderr + status.stderr + without.stderr
+
+
+def test_the_example_configs_find_every_secret_under_the_unit(tmp_path):
+    """Inside the service (strict), the examples name no file and need only the credentials
+    the README's install puts in /etc/syncd/credentials."""
+    run = tmp_path / "run-credentials"
+    run.mkdir()
+    for name in ("analytics", "http-token", "municipios_351570", "municipios_355030"):
+        (run / name).write_text("x\n")
+    inside = {**OUTSIDE, "CREDENTIALS_DIRECTORY": str(run)}
+    for path in (ROOT / "config" / "syncd.example.yaml", ROOT / "config/examples/incremental.yaml"):
+        result = run_cli("check-config", "--config", str(path), env=inside)
+        assert result.returncode == 0, (path, result.stderr)
+        assert not re.search(r"^\s*(password|token)_file:", path.read_text(), re.MULTILINE)
