@@ -405,12 +405,20 @@ def test_the_tracing_drop_in_reaches_the_daemon_s_environment(lane):
     assert "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf" in environment
 
 
-def test_systemd_analyze_security_score_is_the_documented_one():
-    """docs/systemd.md states the unit's exposure score; this keeps it true on this systemd."""
+def test_systemd_analyze_security_score_is_the_documented_one(tmp_path):
+    """docs/systemd.md states the unit's exposure score; this keeps it true on this systemd.
+    The unit alone: beside it in the checkout, systemd would read the 253+ drop-in too."""
     if shutil.which("systemd-analyze") is None:
         _unavailable("systemd-analyze is not installed")
+    shutil.copyfile(systemdlane.UNIT, tmp_path / "syncd.service")
     result = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(systemdlane.UNIT)],
+        [
+            "systemd-analyze",
+            "security",
+            "--offline=yes",
+            "--no-pager",
+            str(tmp_path / "syncd.service"),
+        ],
         capture_output=True,
         text=True,
     )
@@ -420,3 +428,30 @@ def test_systemd_analyze_security_score_is_the_documented_one():
     docs = (ROOT / "docs" / "systemd.md").read_text()
     if _systemd_version() == 252:  # the scoring changes between versions
         assert f"exposure level **{score}**" in docs, overall[0]
+
+
+async def test_a_memory_limit_drop_in_reaches_the_cgroup(lane, password_roles, make_sources, dest):
+    """The guidance in the unit (MemoryHigh=/MemoryMax= in a drop-in) takes effect, on the
+    legacy and hybrid cgroup layouts of systemd 252 as on the unified one."""
+    (db,) = await make_sources(1)
+    await _grant([db], dest)
+    Deployment(lane, dest, [db], [EQUIPES])
+    dropin = lane.units / "syncd.service.d" / "memory.conf"
+    dropin.write_text("[Service]\nMemoryHigh=1536M\nMemoryMax=2G\n")
+    try:
+        lane.systemctl("daemon-reload")
+        await anyio.to_thread.run_sync(lane.systemctl, "start", "syncd")
+        shown = lane.show("syncd", "MemoryMax", "ControlGroup")
+        assert shown["MemoryMax"] == str(2 << 30)
+        group = shown["ControlGroup"]
+        limit = lane.run(
+            "sh",
+            "-c",
+            f"cat /sys/fs/cgroup{group}/memory.max 2>/dev/null"
+            f" || cat /sys/fs/cgroup/memory{group}/memory.limit_in_bytes",
+        )
+        assert limit.stdout.strip() == str(2 << 30)
+    finally:
+        lane.systemctl("stop", "syncd", check=False)
+        dropin.unlink()
+        lane.systemctl("daemon-reload", check=False)
