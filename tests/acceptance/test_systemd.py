@@ -230,7 +230,7 @@ async def test_start_credentials_metrics_reload_and_draining_stop(
     deployment.write()
 
     # stop drains: a sync in flight finishes, then exit 0
-    await _set_pause(db, 3)
+    await _set_pause(db, 5)  # long enough to be in flight when the stop comes
     deployment.wait_status(lambda s: s["sources"][db.id]["state"] == "ok")
     assert deployment.get(f"/sources/{db.id}/sync", TOKEN, "POST")[0] == 202
     await anyio.to_thread.run_sync(
@@ -288,13 +288,13 @@ async def test_a_config_error_fails_the_unit_once_and_says_why(
 async def test_watchdog_pings_and_a_stuck_daemon_is_killed(
     lane, password_roles, make_sources, dest
 ):
-    """WatchdogSec= shortened (a test-only drop-in: 2 min would take minutes): the pings move
+    """WatchdogSec= shortened to 8 s (a test-only drop-in: 2 min would take minutes): the pings move
     systemd's watchdog timestamp; a stopped process stops them and systemd kills it."""
     (db,) = await make_sources(1)
     await _grant([db], dest)
     Deployment(lane, dest, [db], [EQUIPES])
     dropin = lane.units / "syncd.service.d" / "lane-watchdog.conf"
-    dropin.write_text("[Service]\nWatchdogSec=4s\n")
+    dropin.write_text("[Service]\nWatchdogSec=8s\n")
     try:
         lane.systemctl("daemon-reload")
         await anyio.to_thread.run_sync(lane.systemctl, "start", "syncd")
