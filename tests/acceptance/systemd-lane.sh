@@ -11,7 +11,8 @@
 # virtual environment skeleton bound on /opt/syncd/.venv: its python is the host's, its
 # site-packages adds /opt/syncd (CHECKOUT, bound there) and venv/deps (SITE_PACKAGES, the
 # dependencies of the test's own environment, bound there).
-# Nothing is written to the host's /etc, /opt, /run, /dev, /proc/sys or /sys.
+# Nothing is written to the host's /etc, /opt, /run, /dev or /proc/sys; in /sys only the
+# cgroups below, in /tmp only systemd's PrivateTmp= directories (removed at each stop).
 set -eu
 
 if [ "${1:-}" != --inside ]; then

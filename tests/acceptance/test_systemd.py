@@ -433,6 +433,12 @@ def test_systemd_analyze_security_score_is_the_documented_one(tmp_path):
 async def test_a_memory_limit_drop_in_reaches_the_cgroup(lane, password_roles, make_sources, dest):
     """The guidance in the unit (MemoryHigh=/MemoryMax= in a drop-in) takes effect, on the
     legacy and hybrid cgroup layouts of systemd 252 as on the unified one."""
+    controllers = lane.run(
+        "sh", "-c", "cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null || ls /sys/fs/cgroup"
+    )
+    if "memory" not in controllers.stdout.split():
+        # cgroup v2 delegates no controller below a cgroup that holds processes (the test's)
+        pytest.skip("the lane's cgroup has no memory controller to limit")
     (db,) = await make_sources(1)
     await _grant([db], dest)
     Deployment(lane, dest, [db], [EQUIPES])
