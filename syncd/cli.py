@@ -14,6 +14,7 @@ from pathlib import Path
 from syncd import __version__
 from syncd import config as config_module
 from syncd.config import ConfigError
+from syncd.config.credentials import SYNCD_ENV
 from syncd.service.runtime import (
     CONFIG_VARIABLE,
     DEFAULT_CONFIG,
@@ -66,7 +67,7 @@ def cmd_once(args: argparse.Namespace) -> int:
 
     try:
         config = config_module.select(
-            load_config(args.config), args.source or [], args.dataset or []
+            load_config(args.config, args.credentials_dir), args.source or [], args.dataset or []
         )
     except ConfigError as exc:
         config_error([str(p) for p in exc.problems])
@@ -81,39 +82,41 @@ def cmd_once(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     from syncd.service.configcmd import check_config
 
-    return check_config(args.config)
+    return check_config(args.config, args.credentials_dir)
 
 
 def cmd_config_print(args: argparse.Namespace) -> int:
     from syncd.service.configcmd import print_config
 
-    return print_config(args.config)
+    return print_config(args.config, args.credentials_dir)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from syncd.service.statuscmd import run_status
 
-    config = load_config(args.config)
+    config = load_config(args.config, args.credentials_dir)
     return run_async(run_status, config, sys.stdout, sys.stderr, args.late, args.json)
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
     from syncd.service.trigger import run_trigger
 
-    return run_trigger(load_config(args.config), args.ids, args.token_file)
+    return run_trigger(load_config(args.config, args.credentials_dir), args.ids, args.token_file)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from syncd.service.verifycmd import run_verify
 
-    config = config_module.select(load_config(args.config), args.source or [], args.dataset or [])
+    config = config_module.select(
+        load_config(args.config, args.credentials_dir), args.source or [], args.dataset or []
+    )
     return run_async(run_verify, config)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from syncd.service.daemon import run_daemon
 
-    return traced(lambda: run_daemon(args.config))
+    return traced(lambda: run_daemon(args.config, args.credentials_dir))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -121,7 +124,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         return cmd_check_config(args)  # offline, the only other kind of check
     from syncd.service.check import run_check
 
-    config = load_config(args.config)
+    config = load_config(args.config, args.credentials_dir)
     if args.timeout is None:
         return run_async(run_check, config, sys.stdout, args.json)
     return run_async(run_check, config, sys.stdout, args.json, args.timeout)
@@ -222,6 +225,15 @@ def with_config(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
         default=None if top else argparse.SUPPRESS,
         metavar="FILE",
         help=f"the YAML config (default: ${CONFIG_VARIABLE}, else {DEFAULT_CONFIG})",
+    )
+    parser.add_argument(
+        "--credentials-dir",
+        type=Path,
+        default=None if top else argparse.SUPPRESS,
+        metavar="DIR",
+        help="the secrets the config names no file for: DIR/analytics, DIR/http-token, "
+        f"DIR/municipios/<id> (e.g. /etc/syncd/credentials; default: ${SYNCD_ENV}, or "
+        "systemd's $CREDENTIALS_DIRECTORY inside the unit)",
     )
 
 

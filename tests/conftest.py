@@ -309,3 +309,62 @@ async def scratch_dest(_scratch_db: DestDb) -> DestDb:
     finally:
         await conn.close()
     return _scratch_db
+
+
+@dataclass(frozen=True)
+class PasswordRoles:
+    """A role on each cluster that must give its password over TCP (scram-sha-256), for tests
+    that prove where a password came from; every other role keeps trust."""
+
+    dest_role: str = "syncd_com_senha"
+    dest_password: str = "analítica-com-senha-7#"
+    source_role: str = "leitura_com_senha"
+    source_password: str = "municipal-com-senha-9!"
+
+    def dest_dsn(self, dest: DestDb) -> str:
+        return f"postgresql://{self.dest_role}@127.0.0.1:{dest.cluster.port}/{dest.dbname}"
+
+    def source_dsn(self, db: SourceDb) -> str:
+        return f"postgresql://{self.source_role}@127.0.0.1:{db.cluster.port}/{db.dbname}"
+
+    async def grant(self, sources: list[SourceDb], dest: DestDb | None = None) -> None:
+        """The source role reads every table of these sources; the destination role owns it."""
+        for db in sources:
+            conn = await asyncpg.connect(db.admin_dsn)
+            try:
+                await conn.execute(
+                    f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {self.source_role}"
+                )
+            finally:
+                await conn.close()
+        if dest is not None:
+            conn = await asyncpg.connect(dest.cluster.dsn())
+            try:
+                await conn.execute(f'ALTER DATABASE "{dest.dbname}" OWNER TO {self.dest_role}')
+            finally:
+                await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def password_roles(
+    dest_cluster: embedded.Cluster, source_cluster: embedded.Cluster
+) -> AsyncIterator[PasswordRoles]:
+    roles = PasswordRoles()
+    saved = {}
+    for cluster, role, password in (
+        (dest_cluster, roles.dest_role, roles.dest_password),
+        (source_cluster, roles.source_role, roles.source_password),
+    ):
+        hba = cluster.data_dir / "pg_hba.conf"
+        saved[hba] = hba.read_text()
+        hba.write_text(f"host all {role} 127.0.0.0/8 scram-sha-256\n{saved[hba]}")
+        conn = await asyncpg.connect(cluster.dsn())
+        try:
+            escaped = password.replace("'", "''")
+            await conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{escaped}'")
+            await conn.execute("SELECT pg_reload_conf()")
+        finally:
+            await conn.close()
+    yield roles
+    for hba, text in saved.items():
+        hba.write_text(text)

@@ -77,12 +77,18 @@ def run_once(
     sources: Sequence[str] = (),
     datasets: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    credentials_dir: str | None = None,
 ) -> tuple[int, dict | None]:
     """`syncd once --json` over the selection: (exit code, its JSON document).
 
+    `credentials_dir`: where the secrets the config names no file for are, laid out as in
+    /etc/syncd/credentials (`analytics`, `municipios/<id>`): the daemon's config finds them in
+    systemd's credentials directory, which exists only inside its unit.
     syncd's log lines (stderr) go to this logger as they come; the document is None only if
     syncd printed none (it was not found, or argparse refused the arguments)."""
     argv = [*command, "once", "--config", config, "--json"]
+    if credentials_dir:
+        argv += ["--credentials-dir", credentials_dir]
     for source_id in sources:
         argv += ["--source", source_id]
     for dataset in datasets:

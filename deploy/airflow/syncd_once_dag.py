@@ -6,7 +6,10 @@ installed, its config, and the network paths to the municipal databases and the 
 If the daemon runs too, the two never sync one source at once: the second finds it locked,
 reports it `skipped`, and exits 1.
 
-Trigger it with the conf {"source": "<source id>"}; `config` defaults to the daemon's file.
+Trigger it with the conf {"source": "<source id>"}; `config` defaults to the daemon's file,
+`credentials_dir` to the directory its unit loads the secrets from (/etc/syncd/credentials:
+`analytics`, `municipios/<id>`; the worker's user must be able to read it, e.g. in the syncd
+group). An empty `credentials_dir` leaves the secrets to the config and PGPASSWORD.
 XComs: `return_value` is the report when everything landed; on a failure the report is kept
 under the key `report` before the task fails. Exit 1 (something did not land: retryable) fails
 the task with retries; exit 2 (the config cannot be used) fails it for good.
@@ -44,6 +47,7 @@ def _exceptions():
     params={
         "source": Param("351570", type="string", pattern=r"^[A-Za-z0-9_]{1,32}$"),
         "config": Param("/etc/syncd/syncd.yaml", type="string"),
+        "credentials_dir": Param("/etc/syncd/credentials", type="string"),
     },
     tags=["syncd"],
 )
@@ -56,7 +60,12 @@ def syncd_once():
     )
     def run_syncd_once(params=None, ti=None) -> dict:
         command = [os.environ.get("SYNCD_BIN", "syncd")]
-        code, report = syncd_airflow.run_once(command, params["config"], [params["source"]])
+        code, report = syncd_airflow.run_once(
+            command,
+            params["config"],
+            [params["source"]],
+            credentials_dir=params.get("credentials_dir") or None,
+        )
         if code == syncd_airflow.EXIT_OK and report is not None:
             return report
         if report is not None:

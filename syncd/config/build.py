@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from syncd.config.bastions import build_bastions, ssh_tunnel
+from syncd.config.credentials import Credentials, in_service
 from syncd.config.datasets import build_datasets
 from syncd.config.document import Document, parse_yaml, read_yaml
 from syncd.config.dsn import Dsn, DsnError, world_readable
@@ -32,38 +33,56 @@ from syncd.config.values import LOWER_IDENT, PARAM_NAME, SOURCE_ID, parse_listen
 RESERVED_SCHEMAS = {"syncd", "public", "pg_catalog", "information_schema", "pg_toast"}
 
 
-def load(path: str | Path) -> Config:
-    """Read and validate a config file. Raises ConfigError listing every problem."""
+def load(
+    path: str | Path,
+    credentials_dir: Path | None = None,
+    *,
+    strict_credentials: bool | None = None,
+) -> Config:
+    """Read and validate a config file. Raises ConfigError listing every problem.
+
+    Secrets the config names no file for come from the credentials directory
+    (`syncd.config.credentials`): `credentials_dir`, else the environment's."""
     path = Path(path)
     problems: list[Problem] = []
     doc = read_yaml(path, problems)
     if doc is None:
         raise ConfigError(problems)
-    return _build(doc, path.parent, problems)
+    credentials = Credentials.find(credentials_dir, strict_credentials)
+    return _build(doc, path.parent, problems, credentials)
 
 
-def loads(text: str, *, base: Path | None = None, file: str = "<config>") -> Config:
+def loads(
+    text: str,
+    *,
+    base: Path | None = None,
+    file: str = "<config>",
+    credentials: Credentials | None = None,
+) -> Config:
     problems: list[Problem] = []
     doc = parse_yaml(text, file, problems)
     if doc is None:
         raise ConfigError(problems)
-    return _build(doc, base or Path.cwd(), problems)
+    return _build(doc, base or Path.cwd(), problems, credentials)
 
 
-def _build(doc: Document, base: Path, problems: list[Problem]) -> Config:
+def _build(
+    doc: Document, base: Path, problems: list[Problem], credentials: Credentials | None
+) -> Config:
     root = Section(doc, (), problems)
     if not root.is_mapping("the top level of the config"):
         raise ConfigError(problems)
     warnings: list[Notice] = []
+    found = _Found(credentials, warnings)
 
-    destination = _destination(root.sub("destination"), root, base, warnings)
+    destination = _destination(root.sub("destination"), root, base, found)
     concurrency = _concurrency(root.sub("concurrency"))
     schedule = _schedule(root.sub("schedule"))
-    http = _http(root.sub("http"), base)
+    http = _http(root.sub("http"), base, found)
     timeouts = _timeouts(root.sub("timeouts"))
     retry = _retry(root.sub("retry"))
     bastions = build_bastions(root, base)
-    sources = _sources(root, base, warnings, bastions)
+    sources = _sources(root, base, found, bastions)
     datasets = build_datasets(root, base)
     root.check_unknown()
 
@@ -81,7 +100,47 @@ def _build(doc: Document, base: Path, problems: list[Problem]) -> Config:
         retry=retry,
         bastions=tuple(b for b in bastions.values() if b is not None),
         warnings=tuple(warnings),
+        credentials_dir=credentials.directory if credentials else None,
     )
+
+
+class _Found:
+    """The credentials directory as the builders use it: a file for each secret the config
+    names none for, and the missing ones as problems (inside the service) or warnings."""
+
+    def __init__(self, credentials: Credentials | None, warnings: list[Notice]) -> None:
+        self.credentials = credentials
+        self.warnings = warnings
+        self.in_service = in_service()
+
+    def named(self, sec: Section, key: str, base: Path) -> Path | None:
+        """A file the config names for a secret: inside the service it must be there (outside,
+        it may exist only for the service; `check-config` warns)."""
+        path = sec.path_value(key, base)
+        if path is not None and self.in_service and not path.exists():
+            sec.problem(key, f"{path} does not exist")
+        return path
+
+    def password(
+        self, sec: Section, key: str, dsn: Dsn | None, source_id: str | None = None
+    ) -> Path | None:
+        if self.credentials is None or dsn is None:
+            return None
+        if source_id is None:
+            path, missing = self.credentials.destination(dsn)
+        else:
+            path, missing = self.credentials.source(source_id, dsn)
+        if missing is not None:
+            if self.credentials.strict:
+                sec.problem(key, missing)
+            elif source_id is None:
+                self.warnings.append(Notice(key_path((*sec.path, key)), missing))
+            else:
+                self.warnings.append(Notice(source_id, missing, "", "source"))
+        return path
+
+    def token(self) -> Path | None:
+        return self.credentials.http_token() if self.credentials else None
 
 
 def _dsn(
@@ -116,7 +175,7 @@ def _dsn(
 
 
 def _destination(
-    sec: Section, root: Section, base: Path, warnings: list[Notice]
+    sec: Section, root: Section, base: Path, found: _Found
 ) -> DestinationSettings | None:
     if "destination" not in root.mapping:
         root.problem("destination", "is required")
@@ -125,8 +184,8 @@ def _destination(
         "with dsn, password_file, schema, source_column, buckets, notify_channel"
     ):
         return None
-    dsn = _dsn(sec, "dsn", warnings)
-    password_file = sec.path_value("password_file", base)
+    dsn = _dsn(sec, "dsn", found.warnings)
+    password_file = found.named(sec, "password_file", base) or found.password(sec, "dsn", dsn)
     schema = sec.string(
         "schema", DEFAULT_SCHEMA, pattern=LOWER_IDENT, what="a lowercase identifier"
     )
@@ -199,10 +258,11 @@ def _schedule(sec: Section) -> Schedule:
     return Schedule(interval, window, tz, jitter, failed_backoff, failed_backoff_max)
 
 
-def _http(sec: Section, base: Path) -> Http:
+def _http(sec: Section, base: Path, found: _Found) -> Http:
     d = Http()
     if not sec.is_mapping("listen, token_file"):
         return d
+    token_file = found.named(sec, "token_file", base) or found.token()
     host, port = d.host, d.port
     listen = sec.string("listen")
     if listen is not None:
@@ -211,7 +271,6 @@ def _http(sec: Section, base: Path) -> Http:
             sec.problem("listen", f"{listen!r} is not host:port (like {d.listen})")
         else:
             host, port = parsed
-    token_file = sec.path_value("token_file", base)
     sec.check_unknown()
     return Http(host, port, token_file)
 
@@ -245,7 +304,7 @@ def _retry(sec: Section) -> Retry:
 
 
 def _sources(
-    root: Section, base: Path, warnings: list[Notice], bastions: dict[str, Bastion | None]
+    root: Section, base: Path, found: _Found, bastions: dict[str, Bastion | None]
 ) -> list[Source]:
     sections = list(root.each("sources"))
     sources_file = root.path_value("sources_file", base)
@@ -263,7 +322,7 @@ def _sources(
     result: list[Source] = []
     seen: dict[str, str] = {}
     for sec in sections:
-        source = _source(sec, base, warnings, bastions)
+        source = _source(sec, base, found, bastions)
         if source is None:
             continue
         where = f"{sec.doc.file}:{sec.doc.lines.get(sec.path, '?')}"
@@ -276,14 +335,16 @@ def _sources(
 
 
 def _source(
-    sec: Section, base: Path, warnings: list[Notice], bastions: dict[str, Bastion | None]
+    sec: Section, base: Path, found: _Found, bastions: dict[str, Bastion | None]
 ) -> Source | None:
     source_id = sec.string(
         "id", required=True, pattern=SOURCE_ID, what="an id of letters, digits and _ (up to 32)"
     )
     name = sec.string("name")
-    dsn = _dsn(sec, "dsn", warnings, source_id)
-    password_file = sec.path_value("password_file", base)
+    dsn = _dsn(sec, "dsn", found.warnings, source_id)
+    password_file = found.named(sec, "password_file", base)
+    if password_file is None and source_id is not None:
+        password_file = found.password(sec, "id", dsn, source_id)
     params: list[tuple[str, str]] = []
     raw_params = sec.raw("params")
     if raw_params is not None:

@@ -210,6 +210,8 @@ class Config:
     retry: Retry = field(default_factory=Retry)
     bastions: tuple[Bastion, ...] = ()
     warnings: tuple[Notice, ...] = ()
+    # where the secrets the config names no file for were looked for (a reload looks there again)
+    credentials_dir: Path | None = None
 
     def source(self, source_id: str) -> Source | None:
         return next((s for s in self.sources if s.id == source_id), None)

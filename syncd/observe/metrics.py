@@ -21,7 +21,6 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
-    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
@@ -33,6 +32,7 @@ from syncd.engine.errors import Failure, Kind
 from syncd.engine.limits import Usage
 from syncd.engine.results import Progress, SourceResult
 from syncd.ledger import Status
+from syncd.observe.process import ProcessMetrics
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the series count for nothing
@@ -92,7 +92,7 @@ class Metrics(Progress):
         self.all_datasets: frozenset[str] = frozenset()
         r = self.registry
         # process_* as syncd_process_*: start time (restarts), memory, open files
-        ProcessCollector(namespace="syncd", registry=r)
+        r.register(ProcessMetrics("syncd"))
         self.build = Gauge("syncd_build_info", "syncd version", ["version"], registry=r)
         self.build.labels(__version__).set(1)
         self.duration = Histogram(

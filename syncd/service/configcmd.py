@@ -33,8 +33,14 @@ def secret_files(config: config_module.Config) -> list[config_module.Notice]:
     return notices
 
 
-def check_config(given: str | None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    config = read_config(given)
+def check_config(
+    given: str | None,
+    credentials_dir: Path | None = None,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
+    # a missing credential is an error here whenever there is a credentials directory
+    config = read_config(given, credentials_dir, strict_credentials=True)
     notices = [*config.warnings, *secret_files(config)]
     for line in config_module.summarize(notices):
         print(f"warning: {line}", file=err)
@@ -43,6 +49,8 @@ def check_config(given: str | None, out: TextIO = sys.stdout, err: TextIO = sys.
     return EXIT_OK
 
 
-def print_config(given: str | None, out: TextIO = sys.stdout) -> int:
-    out.write(to_yaml(read_config(given)))
+def print_config(
+    given: str | None, credentials_dir: Path | None = None, out: TextIO = sys.stdout
+) -> int:
+    out.write(to_yaml(read_config(given, credentials_dir)))
     return EXIT_OK

@@ -216,8 +216,8 @@ def raise_open_files_limit() -> None:
             pass
 
 
-def run_daemon(given: str | None) -> int:
+def run_daemon(given: str | None, credentials_dir: Path | None = None) -> int:
     """The daemon on the config `--config` names (None: $SYNCD_CONFIG, else the default)."""
-    config = load_config(given)  # ConfigError -> exit 2 in the CLI
+    config = load_config(given, credentials_dir)  # ConfigError -> exit 2 in the CLI
     daemon = Daemon(find_config(given), config)
     return run_async(daemon.run)

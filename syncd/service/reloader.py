@@ -48,7 +48,8 @@ class Reloader:
     async def reload(self) -> None:
         self.notifier.reloading()
         try:
-            new = config_module.load(self.config_path)
+            # the secrets where the running config found them (--credentials-dir included)
+            new = config_module.load(self.config_path, self.dispatcher.config.credentials_dir)
         except ConfigError as exc:
             first = exc.problems[0] if exc.problems else "invalid config"
             more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""

@@ -47,12 +47,18 @@ def run_async(func: Callable[[*Args], Awaitable[int]], *args: *Args) -> int:
     return anyio.run(func, *args, backend="asyncio", backend_options=options)
 
 
-def read_config(given: str | None) -> config_module.Config:
-    """The config a command names (`config_path`); a file that is not there says where its
-    path came from."""
+def read_config(
+    given: str | None,
+    credentials_dir: Path | None = None,
+    *,
+    strict_credentials: bool | None = None,
+) -> config_module.Config:
+    """The config a command names (`config_path`), its secrets looked for in
+    `credentials_dir` (else the environment's, see config.credentials); a file that is not
+    there says where its path came from."""
     path = config_path(given)
     try:
-        return config_module.load(path)
+        return config_module.load(path, credentials_dir, strict_credentials=strict_credentials)
     except config_module.ConfigError:
         if not path.exists():
             origin = config_origin(given)
@@ -62,9 +68,9 @@ def read_config(given: str | None) -> config_module.Config:
         raise
 
 
-def load_config(given: str | None) -> config_module.Config:
+def load_config(given: str | None, credentials_dir: Path | None = None) -> config_module.Config:
     """`read_config`, its warnings logged, alike ones once (`config.summarize`)."""
-    config = read_config(given)
+    config = read_config(given, credentials_dir)
     for line in config_module.summarize(config.warnings):
         logging.getLogger("syncd.config").warning("%s", line)
     return config

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import py_compile
 import sys
 from datetime import datetime
@@ -152,3 +153,38 @@ async def test_run_once_returns_the_report_and_the_exit_code(make_sources, dest,
 
     with pytest.raises(syncd_airflow.SyncdFailed, match="cannot run"):
         syncd_airflow.run_once([str(Path("/nonexistent/syncd"))], str(path), [a.id])
+
+
+async def test_run_once_takes_the_secrets_from_the_credentials_dir(
+    password_roles, make_sources, dest, tmp_path
+):
+    """The daemon's config names no password file (under the unit its secrets are systemd
+    credentials); the DAG's `credentials_dir` hands syncd the same files, as kept in /etc."""
+    (db,) = await make_sources(1)
+    await password_roles.grant([db], dest)
+    path = tmp_path / "syncd.yaml"
+    path.write_text(
+        json.dumps(
+            {
+                "destination": {"dsn": password_roles.dest_dsn(dest)},
+                "sources": [{"id": db.id, "dsn": password_roles.source_dsn(db)}],
+                "datasets": [{"name": "dim_equipe", "table": "public.tb_dim_equipe"}],
+            }
+        )
+    )
+    credentials = tmp_path / "credentials"
+    (credentials / "municipios").mkdir(parents=True)
+    (credentials / "analytics").write_text(password_roles.dest_password + "\n")
+    (credentials / "municipios" / db.id).write_text(password_roles.source_password + "\n")
+    command = [sys.executable, "-m", "syncd"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+
+    def run(credentials_dir: str | None) -> tuple[int, dict | None]:
+        return syncd_airflow.run_once(
+            command, str(path), [db.id], env=env, credentials_dir=credentials_dir
+        )
+
+    code, report = await anyio.to_thread.run_sync(run, str(credentials))
+    assert code == 0 and report["sources"][db.id]["status"] == "ok", report
+    code, report = await anyio.to_thread.run_sync(run, None)
+    assert code == 1 and "password authentication failed" in syncd_airflow.failure(code, report)

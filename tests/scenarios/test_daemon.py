@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 import signal
 import subprocess
 import time
@@ -25,7 +24,7 @@ from syncd.service.dispatch import LEDGER_REFRESH
 from syncd.service.notify import Notifier
 
 from conftest import TABLE_DATASETS
-from helpers import ROOT, fingerprint, run_cli
+from helpers import fingerprint, run_cli
 
 PAUSABLE = {
     "name": "equipes",
@@ -466,52 +465,6 @@ async def test_the_schedule_runs_on_the_injected_clock_and_stops_on_the_trigger(
         notify.close()
     assert codes == [0]
     assert notify.states() == ["READY=1", "STOPPING=1"]
-
-
-def _systemd_version() -> int:
-    out = subprocess.run(["systemd-analyze", "--version"], capture_output=True, text=True).stdout
-    return int(out.split()[1])
-
-
-def _verify(directory: Path) -> list[str]:
-    result = subprocess.run(
-        ["systemd-analyze", "verify", str(directory / "syncd.service")],
-        capture_output=True,
-        text=True,
-    )
-    return [line for line in result.stderr.splitlines() if line.strip()]
-
-
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
-def test_systemd_unit_verifies(tmp_path):
-    """The unit is clean on systemd 252 and newer; the notify-reload drop-in is clean on 253+,
-    and on older systemd costs exactly the one line it is documented to cost."""
-    unit = (ROOT / "systemd" / "syncd.service").read_text()
-    syncd = shutil.which("syncd") or str(Path(ROOT / ".venv" / "bin" / "syncd"))
-    (tmp_path / "syncd.service").write_text(unit.replace("/opt/syncd/.venv/bin/syncd", syncd))
-    assert _verify(tmp_path) == []
-    for needed in (
-        "Type=notify\n",
-        "ExecReload=/opt/syncd/.venv/bin/syncd reload --pid $MAINPID",
-        "RuntimeDirectory=syncd",
-        "Restart=on-failure",
-        "WatchdogSec=",
-        "LoadCredential=",
-        "ProtectSystem=strict",
-        "User=syncd",
-        "NoNewPrivileges=yes",
-    ):
-        assert needed in unit
-
-    dropin = ROOT / "systemd" / "syncd.service.d" / "notify-reload.conf"
-    (tmp_path / "syncd.service.d").mkdir()
-    (tmp_path / "syncd.service.d" / dropin.name).write_text(dropin.read_text())
-    problems = _verify(tmp_path)
-    if _systemd_version() < 253:
-        assert len(problems) == 1 and "Failed to parse service type" in problems[0], problems
-    else:
-        assert problems == []
-    assert "Type=notify-reload\nExecReload=\n" in dropin.read_text()
 
 
 async def test_reload_helper_waits_for_the_daemon(make_sources, dest, daemon_config, tmp_path):
