@@ -208,7 +208,8 @@ class StatusBoard(Progress):
         selected = [
             (sid, view)
             for sid, view in self.sources.items()
-            if (query.states is None or view.state in query.states)
+            if (query.ids is None or sid in query.ids)
+            and (query.states is None or view.state in query.states)
             and (not needle or matches(needle, sid, view.name))
             and (since is None or view.changed > since)
         ]

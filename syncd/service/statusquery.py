@@ -1,7 +1,7 @@
 """The query parameters of `GET /status` and `GET /`, read and checked.
 
 Without any parameter `/status` answers the documented shape, every source; its parameters
-select (`state`, `q`), page (`limit`, `offset`) or follow changes (`since`). A parameter that
+select (`id`, `state`, `q`), page (`limit`, `offset`) or follow changes (`since`). A parameter that
 cannot be read answers 400 with one line saying why, never a silently wider answer (a typo in
 `?sate=failed` returning 5,570 sources would look like a result).
 """
@@ -67,6 +67,7 @@ def choices(query: Mapping[str, str], key: str, allowed: Mapping[str, T]) -> fro
 
 @dataclass(frozen=True, slots=True)
 class StatusQuery:
+    ids: frozenset[str] | None = None  # None: every source
     states: frozenset[Status] | None = None  # None: every state
     q: str = ""  # in the id or name, accents and case ignored
     limit: int | None = None
@@ -78,10 +79,12 @@ def status_query(query: Mapping[str, str]) -> StatusQuery | None:
     """None without parameters: the documented default answer."""
     if not query:
         return None
-    known_only(query, ("state", "q", "limit", "offset", "since"))
+    known_only(query, ("id", "state", "q", "limit", "offset", "since"))
     states = choices(query, "state", {str(s): s for s in STATES})
+    ids = query.get("id")
     limit = query.get("limit")
     return StatusQuery(
+        None if ids is None else frozenset(i.strip() for i in ids.split(",")),
         states or None,
         query.get("q", "").strip(),
         None if limit is None else integer(query, "limit", 0, 1, MAX_LIMIT),

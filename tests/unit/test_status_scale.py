@@ -102,6 +102,10 @@ async def test_status_selects_by_state_and_name_with_counts_of_all(country: Serv
     # accents and case ignored, as people type
     assert list((await country.json("/status?q=ribeirao sao SANTA 1234"))["sources"]) == [sid]
     assert list((await country.json(f"/status?q={sid}"))["sources"]) == [sid]
+    other, _ = pagescale.municipality(17)
+    exact = await country.json(f"/status?id={sid},{other},nao-existe")
+    assert set(exact["sources"]) == {sid, other} and exact["total"] == 2
+    assert (await country.json("/status?id=12110"))["sources"] == {}  # a prefix is no id
     assert (await country.json("/status?q=ribeirao&state=failed"))["total"] == sum(
         "Ribeirão" in (v.name or "") and v.state == Status.FAILED
         for v in country.board.sources.values()
