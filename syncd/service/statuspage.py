@@ -76,6 +76,7 @@ class Row:
 def rows_of(
     sources: dict[str, SourceView], next_due: dict[str, datetime], now: datetime
 ) -> list[Row]:
+    """One row per municipality, in the board's order (`select` sorts them)."""
     rows = []
     for sid, view in sources.items():
         age = (now - view.last_success).total_seconds() if view.last_success else None
@@ -107,7 +108,7 @@ def rows_of(
                 next_due.get(sid),
             )
         )
-    return sort_rows(rows, "state", desc=False)
+    return rows
 
 
 # column -> (key, descending by default), the tie broken by age (oldest first), then id
