@@ -46,7 +46,8 @@ def integer(query: Mapping[str, str], key: str, default: int, low: int, high: in
     text = query.get(key)
     if text is None:
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    digits = text.isascii() and text.isdigit() and len(text) <= 12  # "²" and 10**5000 too
+    if not digits or not low <= int(text) <= high:
         raise BadQuery(f"{key}: {text[:40]!r} is not a whole number from {low} to {high}")
     return int(text)
 

@@ -3,6 +3,7 @@ with healthy, failing and never-reached municipalities, some with hostile names 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -111,6 +112,14 @@ async def test_status_page_in_chromium(make_sources, dest, write_config, tmp_pat
                 and sum(v["state"] == "failed" for v in s["sources"].values()) == 2
             )
         )
+        # the daemon's /status selects too (its default shape is tested with the daemon's)
+        code, text = daemon.get("/status?state=failed")
+        assert code == 200
+        failed = json.loads(text)
+        assert set(failed["sources"]) == {bad_error.id, "999001"} and failed["total"] == 2
+        assert failed["counts"] == {"ok": 3, "failed": 2, "running": 0, "pending": 0}
+        assert daemon.get("/status?state=broken")[0] == 400
+
         code, raw = daemon.get("/")
         assert code == 200
         assert SCRIPT not in raw and IMG not in raw and ERROR_SCRIPT not in raw

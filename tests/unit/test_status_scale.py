@@ -174,6 +174,8 @@ async def test_status_since_a_cursor_sends_only_what_changed(small: Served):
         ("limit=0", "limit: '0' is not a whole number from 1 to 10000"),
         ("limit=x", "limit: 'x' is not a whole number"),
         ("offset=-1", "offset: '-1' is not a whole number"),
+        ("offset=%C2%B2", "offset: '²' is not a whole number"),
+        ("offset=" + "9" * 5000, "offset: '9999"),
     ],
 )
 async def test_a_status_parameter_that_cannot_be_read_is_400(small: Served, query, reason):
