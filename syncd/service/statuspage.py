@@ -1,34 +1,44 @@
 """The status page at GET /: every municipality at a glance, for people rather than scripts.
 
-One self-contained HTML document (inline CSS and JS, no CDN, no font, no image), so it works on
-an isolated network and on a phone. The rows are rendered here, every text through
-`html.escape`, and the script only moves, hides and replaces rows (it never builds markup from
-strings), so a hostile municipality name or error text stays text. A per-response nonce in the
-Content-Security-Policy is the second guard: only this page's own script and style may run.
+One self-contained HTML document (statuspage.html: inline CSS and JS, no CDN, no font, no
+image), so it works on an isolated network and on a phone. The rows are rendered here, every
+text through `html.escape`, and the script only swaps parsed parts of this same page (it never
+builds markup from strings), so a hostile municipality name or error text stays text. A
+per-response nonce in the Content-Security-Policy is the second guard: only this page's own
+script and style may run.
 
-Municipalities reached through an SSH bastion are counted per bastion in the summary and
-tagged `via <bastion>` (the filter matches the bastion's name: one bastion's group at a time).
+At national scale (5,570 municipalities) the whole table is 3.6 MB, so the server filters
+(`?q=` name or id, `?state=`), sorts (`?sort=`, `?dir=`) and pages (`?page=`, 100 rows) it, and
+the counts on top are always of every municipality. Every view is a plain link, so it works
+without JavaScript (reloading every 60 s); with it, the filter box applies as one types and the
+page refreshes its current view every 30 s, one page of rows, not the whole country.
 
-The script filters by name or id, sorts by any column, and refreshes the rows every 30 s
-(fetching this same page); `?q=` and `?sort=` keep a filtered view bookmarkable. Without
-JavaScript the page still shows everything, failing and late first, and reloads every 60 s.
+Municipalities reached through an SSH bastion are tagged `via <bastion>` and counted per bastion
+on top (of every municipality, a link to that bastion's); `?q=` matches the bastion's name too,
+and `?group=bastion` shows the rows under one heading per bastion (and one for the direct ones).
 """
 
 from __future__ import annotations
 
 import html
 import math
+import re
 import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from importlib import resources
+from urllib.parse import urlencode
 
 from syncd.ledger import Status
 from syncd.service.status import SourceView
+from syncd.service.statusquery import BadQuery, choices, integer, known_only, matches, norm
 
 LATE = 48 * 3600.0  # seconds: the same threshold as syncd.freshness and the alert rules
 REFRESH_S = 30
 NEVER = 1e12  # sort key for an age that is infinite
+PAGE_ROWS = 100  # rows a page shows: about 60 kB of HTML
 
 
 class Shown(StrEnum):
@@ -49,6 +59,9 @@ STATES = {
     Shown.RUNNING: (3, "running"),
     Shown.OK: (4, "ok"),
 }
+# `?state=` takes the page's words and /status's (failed, pending)
+LABELS = [(key, label) for key, (_, label) in STATES.items()]
+STATE_WORDS = {**{str(s): s for s in Shown}, "failed": Shown.FAILING, "pending": Shown.NEVER}
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +82,10 @@ def rows_of(
     sources: dict[str, SourceView],
     next_due: dict[str, datetime],
     now: datetime,
-    bastions: dict[str, str] | None = None,
+    bastions: Mapping[str, str] | None = None,
 ) -> list[Row]:
-    """`bastions`: source id -> the bastion it is reached through (the others are direct)."""
+    """One row per municipality, in the board's order (`select` sorts them); `bastions`:
+    source id -> the bastion it is reached through (the others are direct)."""
     bastions = bastions or {}
     rows = []
     for sid, view in sources.items():
@@ -105,8 +119,139 @@ def rows_of(
                 bastions.get(sid),
             )
         )
-    rows.sort(key=lambda r: (STATES[r.state][0], -(r.age if r.age is not None else NEVER), r.id))
     return rows
+
+
+# column -> (key, descending by default), the tie broken by age (oldest first), then id
+SORTS: dict[str, tuple[Callable[[Row], str | float], bool]] = {
+    "name": (lambda r: norm(r.name or r.id), False),
+    "state": (lambda r: STATES[r.state][0], False),
+    "success": (lambda r: r.last_success.timestamp() if r.last_success else 0.0, False),
+    "age": (lambda r: r.age if r.age is not None else NEVER, True),
+    "rows": (lambda r: r.rows if r.rows is not None else -1, True),
+    "duration": (lambda r: r.duration if r.duration is not None else -1.0, True),
+}
+# `?group=` -> the heading of a row's group
+GROUPS: dict[str, Callable[[Row], str]] = {
+    "bastion": lambda r: f"via {r.bastion}" if r.bastion is not None else "direct",
+}
+HEADINGS = [
+    ("name", "municipality"),
+    ("state", "state"),
+    ("success", "last success"),
+    ("age", "age"),
+    ("rows", "rows"),
+    ("duration", "duration"),
+]
+
+
+def sort_rows(rows: list[Row], column: str, desc: bool) -> list[Row]:
+    ordered = sorted(rows, key=lambda r: (-(r.age if r.age is not None else NEVER), r.id))
+    return sorted(ordered, key=SORTS[column][0], reverse=desc)  # stable: ties keep that order
+
+
+@dataclass(frozen=True, slots=True)
+class PageQuery:
+    """One view of the page: what `?state=&q=&sort=&dir=&page=&group=` ask for."""
+
+    states: frozenset[Shown] = frozenset()  # empty: every state
+    q: str = ""
+    sort: str = "state"
+    desc: bool = False
+    page: int = 1
+    group: str = ""  # a key of GROUPS, or none
+
+    def params(self, **change: object) -> dict[str, str]:
+        """This view's parameters, some changed, the defaults left out."""
+        view = {
+            "state": ",".join(s for s in Shown if s in self.states),
+            "q": self.q,
+            "sort": self.sort,
+            "dir": "desc" if self.desc else "asc",
+            "page": str(self.page),
+            "group": self.group,
+        } | {k: str(v) for k, v in change.items()}
+        defaults = {
+            "sort": "state",
+            "page": "1",
+            "dir": "desc" if SORTS[view["sort"]][1] else "asc",
+        }
+        return {k: v for k, v in view.items() if v and defaults.get(k) != v}
+
+    def link(self, **change: object) -> str:
+        """This view with some parameters changed, as a relative URL."""
+        kept = self.params(**change)
+        return "?" + urlencode(kept) if kept else "?"
+
+
+def page_query(query: Mapping[str, str]) -> PageQuery:
+    known_only(query, ("state", "q", "sort", "dir", "page", "group"))
+    sort = query.get("sort", "state")
+    if sort not in SORTS:
+        raise BadQuery(f"sort: {sort[:40]!r} is none of {', '.join(SORTS)}")
+    direction = query.get("dir", "desc" if SORTS[sort][1] else "asc")
+    if direction not in ("asc", "desc"):
+        raise BadQuery(f"dir: {direction[:40]!r} is neither asc nor desc")
+    grouping = query.get("group", "")
+    if grouping and grouping not in GROUPS:
+        raise BadQuery(f"group: {grouping[:40]!r} is none of {', '.join(GROUPS)}")
+    return PageQuery(
+        choices(query, "state", STATE_WORDS),
+        query.get("q", "").strip(),
+        sort,
+        direction == "desc",
+        integer(query, "page", 1, 1, 10**6),
+        grouping,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What one view of the page shows: a page of the rows it selects, and the counts of all."""
+
+    rows: list[Row]  # this page's
+    matching: int  # rows the filter selects, on every page
+    total: int  # every municipality
+    counts: dict[Shown, int]  # of every municipality, per state
+    page: int
+    pages: int
+    bastions: dict[str, tuple[int, int]]  # of every municipality: bastion -> (all, failing)
+
+
+def select(rows: list[Row], query: PageQuery, per_page: int = PAGE_ROWS) -> Selection:
+    counts = {key: 0 for key in STATES}
+    bastions: dict[str, tuple[int, int]] = {}
+    for r in rows:
+        counts[r.state] += 1
+        if r.bastion is not None:
+            served, failing = bastions.get(r.bastion, (0, 0))
+            bastions[r.bastion] = (served + 1, failing + (r.state == Shown.FAILING))
+    needle = norm(query.q)
+    chosen = [
+        r
+        for r in rows
+        if (not query.states or r.state in query.states)
+        and (not needle or matches(needle, r.id, r.name) or needle in norm(r.bastion))
+    ]
+    pages = max(1, math.ceil(len(chosen) / per_page))
+    page = min(query.page, pages)
+    ordered = sort_rows(chosen, query.sort, query.desc)
+    if query.group:  # each group's rows together, across pages too (a stable sort)
+        ordered.sort(key=GROUPS[query.group])
+    shown = ordered[(page - 1) * per_page : page * per_page]
+    per_bastion = dict(sorted(bastions.items()))
+    return Selection(shown, len(chosen), len(rows), counts, page, pages, per_bastion)
+
+
+def group(rows: list[Row], key: Callable[[Row], str] | None) -> list[tuple[str, list[Row]]]:
+    """The rows under headings (`key` names each row's group), groups in order of their first
+    row; without a key, one group without a heading."""
+    if key is None:
+        return [("", rows)]
+    groups: dict[str, list[Row]] = {}
+    for r in rows:
+        groups.setdefault(key(r), []).append(r)
+    return list(groups.items())
 
 
 def human_seconds(seconds: float | None) -> str:
@@ -141,47 +286,123 @@ def csp(nonce: str) -> str:
     return (
         "default-src 'none'; "
         f"script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
-        "connect-src 'self'; img-src 'none'; base-uri 'none'; form-action 'none'; "
+        "connect-src 'self'; img-src 'none'; base-uri 'none'; form-action 'self'; "
         "frame-ancestors 'none'"
     )
 
 
-def render(rows: list[Row], now: datetime, nonce: str, version: str) -> str:
-    counts = {key: 0 for key in STATES}
-    for r in rows:
-        counts[r.state] += 1
-    summary = "".join(
-        f'<li class="{key}"><b>{counts[key]}</b> {_e(label)}</li>'
-        for key, (_, label) in STATES.items()
-    ) + _by_bastion(rows)
-    body = "\n".join(_row(r) for r in rows) or (
-        '<tr><td colspan="7" class="empty">no municipality configured</td></tr>'
-    )
-    return (
-        PAGE.replace("{nonce}", nonce)
-        .replace("{refresh_ms}", str(REFRESH_S * 1000))
-        .replace("{total}", str(len(rows)))
-        .replace("{summary}", summary)
-        .replace("{now}", _e(_when(now)))
-        .replace("{version}", _e(version))
-        .replace("{rows}", body)
-    )
+def page(
+    sources: dict[str, SourceView],
+    next_due: dict[str, datetime],
+    now: datetime,
+    nonce: str,
+    version: str,
+    query: Mapping[str, str],
+    bastions: Mapping[str, str] | None = None,
+    group_by: Callable[[Row], str] | None = None,
+) -> str:
+    """GET / with these parameters (BadQuery when they cannot be read)."""
+    wanted = page_query(query)
+    chosen = select(rows_of(sources, next_due, now, bastions), wanted)
+    return render(chosen, wanted, now, nonce, version, group_by)
 
 
-def _by_bastion(rows: list[Row]) -> str:
-    """One summary item per bastion: how many municipalities it serves, how many fail."""
-    groups: dict[str, list[Row]] = {}
-    for r in rows:
-        if r.bastion is not None:
-            groups.setdefault(r.bastion, []).append(r)
-    items = []
-    for name in sorted(groups):
-        failing = sum(r.state == Shown.FAILING for r in groups[name])
-        items.append(
-            f'<li class="bastion" data-bastion="{_e(name)}"><b>{len(groups[name])}</b> '
-            f"via {_e(name)}" + (f", {failing} failing" if failing else "") + "</li>"
+def render(
+    chosen: Selection,
+    query: PageQuery,
+    now: datetime,
+    nonce: str,
+    version: str,
+    group_by: Callable[[Row], str] | None = None,
+) -> str:
+    summary = "".join(_count_item(key, label, chosen.counts[key], query) for key, label in LABELS)
+    summary += "".join(_bastion_item(name, *n, query) for name, n in chosen.bastions.items())
+    if chosen.bastions or query.group:
+        grouped = ' aria-current="true"' if query.group else ""
+        href = _e(query.link(group="" if query.group else "bastion", page=1))
+        summary += f'<li class="grouping"><a href="{href}"{grouped}>by bastion</a></li>'
+    group_by = group_by or GROUPS.get(query.group)
+    body = "\n".join(
+        (
+            f'<tr class="group"><th colspan="7" scope="rowgroup">{_e(name)}</th></tr>\n'
+            if name
+            else ""
         )
-    return "".join(items)
+        + "\n".join(_row(r) for r in rows)
+        for name, rows in group(chosen.rows, group_by)
+    )
+    if not chosen.rows:
+        empty = "no municipality matches" if chosen.total else "no municipality configured"
+        body = f'<tr><td colspan="7" class="empty">{empty}</td></tr>'
+    filtered = bool(query.q or query.states)
+    shown = f"{chosen.matching} of {chosen.total} shown" if filtered else ""
+    hidden = "".join(  # the view the filter box keeps while it changes q (back to page 1)
+        f'<input type="hidden" name="{k}" value="{_e(v)}">'
+        for k, v in query.params().items()
+        if k in ("state", "sort", "dir", "group")
+    )
+    values = {
+        "nonce": nonce,
+        "refresh_ms": str(REFRESH_S * 1000),
+        "total": str(chosen.total),
+        "summary": summary,
+        "now": _e(_when(now)),
+        "version": _e(version),
+        "hidden": hidden,
+        "q": _e(query.q),
+        "shown": _e(shown),
+        "head": _head(query),
+        "rows": body,
+        "pager": _pager(chosen, query),
+    }
+    # one pass, so nothing inserted is read again as a placeholder
+    return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), PAGE)
+
+
+def _count_item(key: Shown, label: str, count: int, query: PageQuery) -> str:
+    """A count on top, a link to the view of that state alone (or back to all, if it is)."""
+    current = query.states == {key}
+    href = _e(query.link(state="" if current else key, page=1))
+    mark = ' aria-current="true"' if current else ""
+    return f'<li class="{key}"><a href="{href}"{mark}><b>{count}</b> {_e(label)}</a></li>'
+
+
+def _bastion_item(name: str, served: int, failing: int, query: PageQuery) -> str:
+    """A bastion's count on top, a link to its municipalities (or back to all, if it is)."""
+    current = query.q == name
+    href = _e(query.link(q="" if current else name, page=1))
+    mark = ' aria-current="true"' if current else ""
+    text = f"via {name}" + (f", {failing} failing" if failing else "")
+    return (
+        f'<li class="bastion" data-bastion="{_e(name)}"><a href="{href}"{mark}>'
+        f"<b>{served}</b> {_e(text)}</a></li>"
+    )
+
+
+def _head(query: PageQuery) -> str:
+    cells = []
+    for key, label in HEADINGS:
+        if key == query.sort:
+            desc = not query.desc
+            order = f' aria-sort="{"descending" if query.desc else "ascending"}"'
+        else:
+            desc, order = SORTS[key][1], ""
+        href = query.link(sort=key, dir="desc" if desc else "asc", page=1)
+        cells.append(f'<th data-key="{key}"{order}><a href="{_e(href)}">{_e(label)}</a></th>')
+    return "<tr>" + "".join(cells) + "<th><span>last error</span></th></tr>"
+
+
+def _pager(chosen: Selection, query: PageQuery) -> str:
+    if chosen.pages == 1:
+        return ""
+    first = (chosen.page - 1) * PAGE_ROWS + 1
+    parts = [f"<span>rows {first}&ndash;{first + len(chosen.rows) - 1} of {chosen.matching}"]
+    parts[0] += f" &middot; page {chosen.page} of {chosen.pages}</span>"
+    if chosen.page > 1:
+        parts.append(f'<a rel="prev" href="{_e(query.link(page=chosen.page - 1))}">previous</a>')
+    if chosen.page < chosen.pages:
+        parts.append(f'<a rel="next" href="{_e(query.link(page=chosen.page + 1))}">next</a>')
+    return "".join(parts)
 
 
 def _row(r: Row) -> str:
@@ -191,15 +412,15 @@ def _row(r: Row) -> str:
     success = r.last_success.timestamp() if r.last_success is not None else 0
     rows = r.rows if r.rows is not None else -1
     due = f"next: {_when(r.next_due)}" if r.next_due is not None else ""
+    bastion = f'data-bastion="{_e(r.bastion)}" ' if r.bastion is not None else ""
+    via = f' <span class="via">via {_e(r.bastion)}</span>' if r.bastion is not None else ""
     return (
         f'<tr class="{r.state}" data-id="{_e(r.id)}" data-name="{_e(r.name)}" '
         f'data-state="{rank}" data-age="{age:.0f}" data-success="{success:.0f}" '
-        f'data-rows="{rows}" data-bastion="{_e(r.bastion or "")}" '
+        f'data-rows="{rows}" {bastion}'
         f'data-duration="{duration:.3f}">'
         f'<td data-label="municipality"><span class="name">{_e(r.name or r.id)}</span>'
-        f' <span class="id">{_e(r.id)}</span>'
-        + (f' <span class="via">via {_e(r.bastion)}</span>' if r.bastion else "")
-        + "</td>"
+        f' <span class="id">{_e(r.id)}</span>{via}</td>'
         f'<td data-label="state"><span class="badge">{_e(label)}</span></td>'
         f'<td data-label="last success" class="when" title="{_e(due)}">'
         f"{_e(_when(r.last_success))}</td>"
@@ -215,179 +436,4 @@ def _count(n: int | None) -> str:
     return "—" if n is None or (isinstance(n, float) and math.isnan(n)) else f"{n:,}"
 
 
-PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="color-scheme" content="light dark">
-<title>syncd status</title>
-<noscript><meta http-equiv="refresh" content="60"></noscript>
-<style nonce="{nonce}">
-:root { --fg:#1d232a; --bg:#fff; --muted:#5d6670; --line:#dde1e5; --head:#f4f6f8;
-  --failing:#b42318; --late:#b54708; --never:#6941c6; --running:#175cd3; --ok:#067647; }
-@media (prefers-color-scheme: dark) { :root { --fg:#e6e8ea; --bg:#15181b; --muted:#9aa3ad;
-  --line:#2c3237; --head:#1d2125; --failing:#f97066; --late:#fdb022; --never:#b692f6;
-  --running:#84adff; --ok:#47cd89; } }
-* { box-sizing: border-box; }
-body { margin: 0; font: 14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
-  color: var(--fg); background: var(--bg); }
-header { padding: 12px 16px; border-bottom: 1px solid var(--line); display: flex;
-  flex-wrap: wrap; gap: 8px 16px; align-items: baseline; }
-h1 { font-size: 18px; margin: 0; }
-.meta { color: var(--muted); font-size: 12px; }
-#summary { list-style: none; display: flex; flex-wrap: wrap; gap: 8px; margin: 0;
-  padding: 12px 16px 0; }
-#summary li { border: 1px solid var(--line); border-radius: 6px; padding: 6px 10px; }
-#summary b { font-size: 18px; margin-right: 4px; }
-#summary .failing b { color: var(--failing); } #summary .late b { color: var(--late); }
-#summary .never b { color: var(--never); } #summary .running b { color: var(--running); }
-#summary .ok b { color: var(--ok); }
-.controls { padding: 12px 16px; }
-#q { width: 100%; max-width: 420px; font: inherit; padding: 8px 10px;
-  border: 1px solid var(--line); border-radius: 6px; background: var(--bg); color: var(--fg); }
-table { border-collapse: collapse; width: 100%; }
-th, td { text-align: left; padding: 6px 10px; border-bottom: 1px solid var(--line);
-  vertical-align: top; }
-th { background: var(--head); position: sticky; top: 0; white-space: nowrap; }
-th button { all: unset; cursor: pointer; font-weight: 600; }
-th button::after { content: ""; margin-left: 4px; color: var(--muted); }
-th[aria-sort=ascending] button::after { content: "\\25B2"; }
-th[aria-sort=descending] button::after { content: "\\25BC"; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-td.when { white-space: nowrap; }
-.id, .via { color: var(--muted); font-size: 12px; }
-.badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px;
-  font-weight: 600; color: var(--bg); white-space: nowrap; }
-tr.failing .badge { background: var(--failing); } tr.late .badge { background: var(--late); }
-tr.never .badge { background: var(--never); } tr.running .badge { background: var(--running); }
-tr.ok .badge { background: var(--ok); }
-td.error { color: var(--failing); max-width: 48ch; overflow-wrap: anywhere; }
-.empty { color: var(--muted); text-align: center; }
-body.stale #asof::after { content: " (syncd is not answering)"; color: var(--failing); }
-@media (max-width: 700px) {
-  thead { display: none; }
-  table, tbody, tr, td { display: block; width: 100%; }
-  tr { border-bottom: 2px solid var(--line); padding: 6px 0; }
-  td { border: 0; padding: 2px 16px; }
-  td[data-label]::before { content: attr(data-label) ": "; color: var(--muted); }
-  td:first-child::before { content: none; }
-  td:first-child { font-size: 16px; font-weight: 600; overflow-wrap: anywhere; }
-  td.num { text-align: left; }
-  td.error { max-width: none; }
-}
-</style>
-</head>
-<body>
-<header><h1>syncd</h1><span class="meta">{total} municipalities &middot; as of
-<span id="asof">{now}</span> &middot; refreshes every 30 s &middot; syncd {version}</span></header>
-<ul id="summary">{summary}</ul>
-<div class="controls"><input id="q" type="search" placeholder="filter by name or id"
- aria-label="filter by name or id" autocomplete="off"> <span id="shown" class="meta"></span></div>
-<table>
-<thead><tr>
-<th data-key="name"><button type="button">municipality</button></th>
-<th data-key="state" aria-sort="ascending"><button type="button">state</button></th>
-<th data-key="success"><button type="button">last success</button></th>
-<th data-key="age" data-desc="1"><button type="button">age</button></th>
-<th data-key="rows" data-desc="1"><button type="button">rows</button></th>
-<th data-key="duration" data-desc="1"><button type="button">duration</button></th>
-<th><span>last error</span></th>
-</tr></thead>
-<tbody id="rows">
-{rows}
-</tbody>
-</table>
-<script nonce="{nonce}">
-(function () {
-  "use strict";
-  var tbody = document.getElementById("rows");
-  var q = document.getElementById("q");
-  var params = new URLSearchParams(location.search);
-  var sortKey = params.get("sort") || "state";
-  var desc = params.get("dir") === "desc";
-  q.value = params.get("q") || "";
-
-  function norm(s) {
-    return (s || "").normalize("NFD").replace(/[\\u0300-\\u036f]/g, "").toLowerCase();
-  }
-  function value(tr, key) {
-    if (key === "name") return norm(tr.dataset.name || tr.dataset.id);
-    return parseFloat(tr.dataset[key]);
-  }
-  function rows() {
-    return Array.prototype.slice.call(tbody.querySelectorAll("tr[data-id]"));
-  }
-  function apply() {
-    var needle = norm(q.value.trim());
-    var list = rows();
-    list.sort(function (a, b) {
-      var x = value(a, sortKey), y = value(b, sortKey);
-      var c = x < y ? -1 : x > y ? 1 : 0;
-      if (desc) c = -c;
-      if (c === 0) c = parseFloat(b.dataset.age) - parseFloat(a.dataset.age);
-      return c;
-    });
-    var shown = 0;
-    list.forEach(function (tr) {
-      var hit = !needle || norm(tr.dataset.name).indexOf(needle) >= 0 ||
-        norm(tr.dataset.id).indexOf(needle) >= 0 ||
-        norm(tr.dataset.bastion || "").indexOf(needle) >= 0;
-      tr.hidden = !hit;
-      if (hit) shown++;
-      tbody.appendChild(tr);
-    });
-    document.getElementById("shown").textContent =
-      needle ? shown + " of " + list.length + " shown" : "";
-    document.querySelectorAll("th[data-key]").forEach(function (th) {
-      th.removeAttribute("aria-sort");
-      if (th.dataset.key === sortKey) {
-        th.setAttribute("aria-sort", desc ? "descending" : "ascending");
-      }
-    });
-  }
-  function remember() {
-    var p = new URLSearchParams();
-    if (q.value) p.set("q", q.value);
-    if (sortKey !== "state") p.set("sort", sortKey);
-    if (desc) p.set("dir", "desc");
-    var s = p.toString();
-    history.replaceState(null, "", location.pathname + (s ? "?" + s : ""));
-  }
-  document.querySelectorAll("th[data-key] button").forEach(function (button) {
-    button.addEventListener("click", function () {
-      var th = button.parentNode;
-      if (th.dataset.key === sortKey) { desc = !desc; }
-      else { sortKey = th.dataset.key; desc = th.dataset.desc === "1"; }
-      apply(); remember();
-    });
-  });
-  q.addEventListener("input", function () { apply(); remember(); });
-
-  function refresh() {
-    fetch(location.pathname, { cache: "no-store", credentials: "same-origin" })
-      .then(function (r) { if (!r.ok) throw new Error(r.status); return r.text(); })
-      .then(function (text) {
-        // parsed, never executed: DOMParser runs no script; nodes move as nodes
-        var doc = new DOMParser().parseFromString(text, "text/html");
-        tbody.replaceChildren.apply(tbody, Array.prototype.slice.call(
-          doc.getElementById("rows").childNodes));
-        var summary = document.getElementById("summary");
-        summary.replaceChildren.apply(summary, Array.prototype.slice.call(
-          doc.getElementById("summary").childNodes));
-        document.getElementById("asof").textContent =
-          doc.getElementById("asof").textContent;
-        document.body.classList.remove("stale");
-        document.body.dataset.refreshed = (parseInt(document.body.dataset.refreshed, 10) || 0) + 1;
-        apply();
-      })
-      .catch(function () { document.body.classList.add("stale"); });
-  }
-  setInterval(refresh, {refresh_ms});
-  apply();
-  document.body.classList.add("ready");
-})();
-</script>
-</body>
-</html>
-"""
+PAGE = resources.files("syncd.service").joinpath("statuspage.html").read_text(encoding="utf-8")

@@ -4,6 +4,7 @@ the manual trigger and the token that guards it, answered from the dispatcher's 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from syncd.service.dispatch import Dispatcher
 from syncd.service.http import Control
 from syncd.service.readiness import Readiness
 from syncd.service.status import StatusBoard
+from syncd.service.statusquery import status_query
 
 log = logging.getLogger("syncd.daemon")
 
@@ -58,14 +60,15 @@ class Views:
     async def ready(self) -> tuple[bool, str]:
         return await self.readiness.check(self.dispatcher.engine)
 
-    def status(self) -> dict[str, Any]:
-        return self.board.snapshot(self._next_due())
+    def status(self, query: Mapping[str, str]) -> dict[str, Any]:
+        return self.board.snapshot(self._next_due(), status_query(query))
 
-    def page(self, nonce: str) -> str:
+    def page(self, nonce: str, query: Mapping[str, str]) -> str:
         at = self.clock.now()
         via = {s.id: s.bastion.name for s in self.dispatcher.config.sources if s.bastion}
-        rows = statuspage.rows_of(self.board.sources, self._next_due(), at, via)
-        return statuspage.render(rows, at, nonce, __version__)
+        return statuspage.page(
+            self.board.sources, self._next_due(), at, nonce, __version__, query, via
+        )
 
     def trigger(self, source_id: str) -> dict[str, Any] | None:
         dispatcher = self.dispatcher

@@ -19,6 +19,7 @@ from pathlib import Path
 import anyio
 import asyncpg
 import pytest
+from daemonproc import DaemonProcess, free_port
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -194,6 +195,38 @@ async def test_a_bastion_down_fails_its_sources_fast_naming_it_others_land_then_
         assert await landed(dest) == {behind.id: behind.citizens, direct.id: direct.citizens}
     finally:
         await back.stop()
+
+
+async def test_the_daemons_status_page_counts_filters_and_groups_by_bastion(
+    sshd, make_sources, dest, write_config
+):
+    behind, direct = await make_sources(2)
+    port = free_port()
+    path, _ = write_config(
+        dest,
+        [tunnelled(behind), direct.source_entry()],
+        DATASETS,
+        bastions={"hub": sshd.bastion()},
+        http={"listen": f"127.0.0.1:{port}"},
+        schedule={"interval": "24h", "jitter": "0s"},
+    )
+    daemon = DaemonProcess(path, port)
+    try:
+        daemon.wait_ready()
+        daemon.wait_status(lambda s: all(v["state"] == "ok" for v in s["sources"].values()))
+        code, page = daemon.get("/")
+        assert code == 200
+        assert '<a href="?q=hub"><b>1</b> via hub</a>' in page  # the config's bastion, counted
+        assert page.count('<span class="via">via hub</span>') == 1
+        code, only = daemon.get("/?q=hub")
+        assert code == 200
+        assert re.findall(r'<tr class="ok" data-id="(\w+)"', only) == [behind.id]
+        code, grouped = daemon.get("/?group=bastion")
+        assert code == 200
+        assert re.findall(r'scope="rowgroup">([^<]*)<', grouped) == ["direct", "via hub"]
+        assert daemon.get("/?group=nothing")[0] == 400
+    finally:
+        daemon.stop()
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ with healthy, failing and never-reached municipalities, some with hostile names 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -111,6 +112,14 @@ async def test_status_page_in_chromium(make_sources, dest, write_config, tmp_pat
                 and sum(v["state"] == "failed" for v in s["sources"].values()) == 2
             )
         )
+        # the daemon's /status selects too (its default shape is tested with the daemon's)
+        code, text = daemon.get("/status?state=failed")
+        assert code == 200
+        failed = json.loads(text)
+        assert set(failed["sources"]) == {bad_error.id, "999001"} and failed["total"] == 2
+        assert failed["counts"] == {"ok": 3, "failed": 2, "running": 0, "pending": 0}
+        assert daemon.get("/status?state=broken")[0] == 400
+
         code, raw = daemon.get("/")
         assert code == 200
         assert SCRIPT not in raw and IMG not in raw and ERROR_SCRIPT not in raw
@@ -132,8 +141,8 @@ async def test_status_page_in_chromium(make_sources, dest, write_config, tmp_pat
         order = row_order(html)
         assert [state for state, _, _ in order] == ["failing", "failing", "ok", "ok", "ok"]
         assert {sid for state, sid, _ in order if state == "failing"} == {bad_error.id, "999001"}
-        assert '<li class="failing"><b>2</b> failing</li>' in html
-        assert '<li class="ok"><b>3</b> ok</li>' in html
+        assert '<li class="failing"><a href="?state=failing"><b>2</b> failing</a></li>' in html
+        assert '<li class="ok"><a href="?state=ok"><b>3</b> ok</a></li>' in html
         # a source-wide failure is not pinned on one dataset; a dataset's own failure is
         unreachable = re.search(r'<tr class="failing" data-id="999001".*?</tr>', html, re.S)
         assert 'class="error">connection refused<' in unreachable.group(0)
@@ -143,12 +152,15 @@ async def test_status_page_in_chromium(make_sources, dest, write_config, tmp_pat
         assert re.search(r'data-label="duration" class="num">[\d.]+ s<', row)
         assert "São José dos Campos" in row
 
-        # filter by name (accents ignored) and by id; sort by name
+        # filter by name (accents ignored), by id and by state; sort by name
         html = await anyio.to_thread.run_sync(dom, url + "?q=sao%20jose")
         assert [sid for _, sid, hidden in row_order(html) if not hidden] == [healthy[0].id]
         assert "1 of 5 shown" in html
         html = await anyio.to_thread.run_sync(dom, url + f"?q={bad_error.id}")
         assert [sid for _, sid, hidden in row_order(html) if not hidden] == [bad_error.id]
+        html = await anyio.to_thread.run_sync(dom, url + "?state=failing")
+        assert {sid for _, sid, _ in row_order(html)} == {bad_error.id, "999001"}
+        assert "2 of 5 shown" in html
         html = await anyio.to_thread.run_sync(dom, url + "?sort=name")
         assert [sid for _, sid, _ in row_order(html)] == [
             bad_error.id,

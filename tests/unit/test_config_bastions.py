@@ -5,7 +5,9 @@ kinds as the rest of syncd sees them (retries, metrics, lost connections, the st
 from __future__ import annotations
 
 import io
+import re
 import textwrap
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -249,12 +251,68 @@ def test_the_status_page_counts_and_tags_municipalities_per_bastion():
         "1": SourceView("Um", state=config_status("failed")),
         "2": SourceView("Dois"),
         "3": SourceView("Três"),
+        "4": SourceView("Quatro", state=config_status("failed")),
     }
-    rows = statuspage.rows_of(sources, {}, at, {"1": "hub-sp", "2": "hub-sp"})
-    assert {r.id: r.bastion for r in rows} == {"1": "hub-sp", "2": "hub-sp", "3": None}
-    page = statuspage.render(rows, at, "nonce", "test")
-    assert '<li class="bastion" data-bastion="hub-sp"><b>2</b> via hub-sp, 1 failing</li>' in page
-    assert page.count('<span class="via">via hub-sp</span>') == 2
+    via = {"1": "hub-sp", "2": "hub-sp", "4": "rdv <b>"}
+    rows = statuspage.rows_of(sources, {}, at, via)
+    assert {r.id: r.bastion for r in rows} == {
+        "1": "hub-sp",
+        "2": "hub-sp",
+        "3": None,
+        "4": via["4"],
+    }
+
+    def page(**query: str) -> str:
+        return statuspage.page(sources, {}, at, "nonce", "test", query, via)
+
+    everything = page()
+    assert (
+        '<li class="bastion" data-bastion="hub-sp"><a href="?q=hub-sp"><b>2</b> '
+        "via hub-sp, 1 failing</a></li>"
+    ) in everything
+    assert "<b>1</b> via rdv &lt;b&gt;, 1 failing</a></li>" in everything  # text, not markup
+    assert everything.count('<span class="via">via hub-sp</span>') == 2
+    assert everything.count('class="via"') == 3
+    assert 'data-bastion="hub-sp" data-duration' in everything
+    # the filter matches a bastion's name (case ignored); the counts on top stay of every one
+    one = page(q="HUB-SP")
+    assert ids(one) == {"1", "2"} and "2 of 4 shown" in one
+    assert "<b>2</b> via hub-sp, 1 failing" in one and "<b>1</b> via rdv &lt;b&gt;" in one
+    assert 'href="?" aria-current="true"><b>2</b> via hub-sp' not in one
+    assert '<a href="?" aria-current="true"><b>2</b> via hub-sp' in page(q="hub-sp")
+    assert ids(page(state="never", q="hub")) == {"2"}
+    # grouped: one heading per bastion and one for the direct, the state order within each
+    grouped = page(group="bastion")
+    assert re.findall(r'scope="rowgroup">([^<]*)<', grouped) == [
+        "direct",
+        "via hub-sp",
+        "via rdv &lt;b&gt;",
+    ]
+    assert re.findall(r'<tr class="\w+" data-id="(\w+)"', grouped) == ["3", "1", "2", "4"]
+    assert '<a href="?" aria-current="true">by bastion</a>' in grouped
+    assert '<a href="?group=bastion">by bastion</a>' in everything
+    assert '<input type="hidden" name="group" value="bastion">' in grouped  # typing keeps it
+    assert "by bastion" not in statuspage.page(sources, {}, at, "n", "t", {})  # none: no link
+    with pytest.raises(statuspage.BadQuery, match="group: 'dataset' is none of bastion"):
+        page(group="dataset")
+
+
+def test_grouped_by_bastion_each_group_is_together_across_pages():
+    at = datetime(2026, 12, 4, tzinfo=UTC)
+    sources = {str(i): SourceView(f"M{i}") for i in range(10)}
+    via = {str(i): f"hub-{i % 3}" for i in range(10) if i % 3}
+    rows = statuspage.rows_of(sources, {}, at, via)
+    query = statuspage.PageQuery(group="bastion")
+    pages = [statuspage.select(rows, replace(query, page=n), 3) for n in range(1, 5)]
+    shown = [r for p in pages for r in p.rows]
+    assert sorted(r.id for r in shown) == sorted(sources)  # each once
+    keys = [statuspage.GROUPS["bastion"](r) for r in shown]
+    assert keys == sorted(keys)  # direct, via hub-1, via hub-2: never split by a page
+    assert pages[0].bastions == {"hub-1": (3, 0), "hub-2": (3, 0)}
+
+
+def ids(html: str) -> set[str]:
+    return set(re.findall(r'<tr class="\w+" data-id="(\w+)"', html))
 
 
 def config_status(value: str):

@@ -5,7 +5,7 @@ page), not the daemon: what is tested is the contract of README "HTTP"."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -36,7 +36,7 @@ class Daemon:
     async def ready(self) -> tuple[bool, str]:
         return self.ready_now
 
-    def status(self) -> dict:
+    def status(self, query: Mapping[str, str]) -> dict:
         return {
             "sources": {sid: {"name": name, "state": "ok"} for sid, name in self.sources.items()}
         }
@@ -47,13 +47,13 @@ class Daemon:
         self.triggered.append(source_id)
         return {"source": source_id, "queued": True, "running": False, "requested_at": "now"}
 
-    def page(self, nonce: str) -> str:
+    def page(self, nonce: str, query: Mapping[str, str]) -> str:
         now = datetime(2024, 2, 11, 12, 0, tzinfo=UTC)
         views = {
             sid: SourceView(name, Status.FAILED, last_error=f"{HOSTILE} <img onerror=x>")
             for sid, name in self.sources.items()
         }
-        return statuspage.render(statuspage.rows_of(views, {}, now), now, nonce, "test")
+        return statuspage.page(views, {}, now, nonce, "test", query)
 
     def control(self) -> Control:
         return Control(
@@ -129,7 +129,7 @@ async def test_status_is_the_controls_json_with_names_unescaped(served: Served):
         assert response.status == 200
         assert response.content_type == "application/json"
         assert "São José" in await response.text()  # UTF-8, not \u escapes
-        assert await response.json() == served.daemon.status()
+        assert await response.json() == served.daemon.status({})
 
 
 async def test_a_trigger_needs_the_bearer_token(served: Served):
