@@ -199,6 +199,8 @@ class Landing:
             landed.deleted += await self._delete_hashes(parent, gone)
         if delta is None:
             landed.inserted = landed.transfer.written
+        elif landed.transfer.written == 0:  # nothing came: nothing to upsert, the same watermark
+            landed.watermark = target.watermark
         else:
             inserted, updated = await self._insert_delta(
                 target, delta, unchanged_skipped=write == Write.WINDOW
