@@ -26,6 +26,7 @@ import asyncpg
 from syncd import config
 from syncd.engine import rowdiff, sql
 from syncd.engine.copy import CopyIn, CopyOut, Transfer, copy_row_count, first_failure, pipe
+from syncd.engine.diffing import DiffTransform
 from syncd.engine.errors import Failure, FinalError, Kind, Side, TransferError
 from syncd.engine.incremental import ALIAS
 from syncd.engine.layout import ROW_HASH, SOURCE_SETTING
@@ -33,9 +34,6 @@ from syncd.engine.tables import Tables, Target
 from syncd.engine.txn import Tx, count, transaction
 from syncd.engine.vacuum import Vacuum
 
-# Source bytes kept while the stored hashes still arrive: the source stream starts at once,
-# and waits only past this much (a large municipality's hashes take a moment to read).
-PENDING_LIMIT = 64 * 2**20
 GONE = "pg_temp.syncd_gone"  # one per connection: the hashes of rows to delete
 
 
@@ -53,36 +51,6 @@ class Landed:
     inserted: int = 0
     deleted: int = 0
     watermark: str | None = None  # a window's new watermark
-
-
-class _Diff:
-    """The pipe's transform: source chunks in, the destination's new rows out. Until the stored
-    hashes are in (`ready`), chunks are kept by the differ, up to PENDING_LIMIT."""
-
-    def __init__(self, differ: rowdiff.RowDiffer):
-        self.differ = differ
-        self.ready = anyio.Event()
-        self.rows = 0
-        self._flushed = False
-
-    async def feed(self, chunk: bytes) -> bytes:
-        if not self.ready.is_set():
-            if self.differ.pending < PENDING_LIMIT:
-                return self.differ.feed(chunk)  # kept until flushed
-            await self.ready.wait()
-        return self._flush() + self.differ.feed(chunk)
-
-    async def finish(self) -> bytes:
-        await self.ready.wait()
-        tail = self._flush() + self.differ.finish()
-        self.rows = self.differ.counts()["rows_new"]
-        return tail
-
-    def _flush(self) -> bytes:
-        if self._flushed:
-            return b""
-        self._flushed = True
-        return self.differ.flush()
 
 
 class Landing:
@@ -175,7 +143,7 @@ class Landing:
             )
             landed.deleted += count(status)
         differ = rowdiff.differ(target.seed)
-        diff = _Diff(differ)
+        diff = DiffTransform(differ)
         delta = await self._delta(target) if target.key else None
         columns = (*target.columns, ROW_HASH)
         copy_in = (
@@ -191,9 +159,12 @@ class Landing:
                 differ.seal()
             diff.ready.set()
 
-        landed.transfer = await self._pipe(
-            copy_out, copy_in, idle_timeout, on_bytes, diff, existing
-        )
+        try:
+            landed.transfer = await self._pipe(
+                copy_out, copy_in, idle_timeout, on_bytes, diff, existing
+            )
+        finally:
+            diff.release()
         gone = differ.gone()
         if gone:
             landed.deleted += await self._delete_hashes(parent, gone)
@@ -351,7 +322,7 @@ class Landing:
         copy_in: CopyIn,
         idle_timeout: float,
         on_bytes: Callable[[int], None] | None,
-        diff: _Diff,
+        diff: DiffTransform,
         beside: Callable[[], Coroutine[None, None, None]],
     ) -> Transfer:
         """The byte pipe through the differ, with `beside` (the stored hashes' read) running
