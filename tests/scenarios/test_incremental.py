@@ -127,6 +127,7 @@ async def test_kill_9_between_copy_and_commit_then_rerun_no_gap_no_duplicate(
     assert (await run_pass(config))[0] == 0
     await append(db, 25)
     # someone holds the table in SHARE mode: the upsert's INSERT waits there, its COPY done
+    # (the statement is longer than pg_stat_activity keeps: matched by its start)
     blocker = await dest.connect()
     await blocker.execute("BEGIN; LOCK TABLE syncd_data.atendimentos IN SHARE MODE")
     proc = subprocess.Popen(
@@ -139,7 +140,7 @@ async def test_kill_9_between_copy_and_commit_then_rerun_no_gap_no_duplicate(
     with anyio.fail_after(60):
         while not await admin.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'syncd' "
-            "AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO %ON CONFLICT%'"
+            "AND wait_event_type = 'Lock' AND query LIKE 'WITH u AS (SELECT count(*) AS n FROM syncd_delta_%'"
         ):
             await anyio.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
