@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from syncd.lab import embedded
 
-from . import bastion, brasil, incremental, landing, many, single_table, soak, tracing
+from . import bastion, brasil, incremental, landing, many, rss, single_table, soak, tracing
 from .common import BENCH_SETTINGS, LOOPBACKS, ROOT, Clusters, median, table
 
 LISTA = str(ROOT / "config" / "listas" / "hipertensos.sql")
@@ -33,6 +33,7 @@ def main() -> None:
             "incremental",
             "brasil",
             "bastion",
+            "rss",
             "soak",
         ],
     )
@@ -246,6 +247,25 @@ def main() -> None:
             )
         results["bastion"] = r
         lines += bastion.report(r)
+    if args.only in (None, "rss"):
+        with _clusters("syncd-bench-rss-") as clusters:
+            r = rss.run(clusters, args.rows)
+        results["rss"] = r
+        lines += [
+            "",
+            f"(h) daemon memory: syncd run, concurrency.sources 32, {r['municipalities']} "
+            f"municipalities, one of {r['big_rows']:,} rows",
+            table(
+                ["first pass (all new) peak RSS", "second pass (unchanged) peak RSS", "target"],
+                [
+                    [
+                        f"{r['first_pass_peak_mb']:.0f} MB",
+                        f"{r['second_pass_peak_mb']:.0f} MB",
+                        "<= 300 MB",
+                    ]
+                ],
+            ),
+        ]
     if args.only == "soak":  # half an hour: only when asked for
         with _clusters("syncd-bench-soak-", source_fast=True) as clusters:
             r = soak.run(clusters, args.soak_minutes, args.soak_municipalities)
