@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import time
 
@@ -65,3 +66,14 @@ def parse_listen(text: str) -> tuple[str, int] | None:
         return None
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost` or a loopback address: on a bastion, the end of a municipality's reverse
+    tunnel (`ssh -R 127.0.0.1:PORT:...`)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -5,13 +5,13 @@ See engine/tunnel.py for how tunnels work."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from pathlib import Path
 
 import asyncssh
 
 from syncd.config import Bastion
+from syncd.config.values import is_loopback
 from syncd.engine.bridge import Bridge, ChannelSide, LocalSide, drop_unused
 from syncd.engine.tunnelerrors import (
     BastionAuthFailed,
@@ -34,15 +34,6 @@ def _read_secret_file(bastion: Bastion, key: str, path: Path) -> bytes:
         raise KeyFileError(
             bastion.name, f"{key} {path} cannot be read ({exc.strerror or exc})"
         ) from None
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Watch(asyncssh.SSHClient):
@@ -202,7 +193,7 @@ class BastionLink:
     def _channel_error(self, exc: Exception, host: str, port: int, timeout: float) -> TunnelError:
         name, where = self.bastion.name, f"{host}:{port}"
         if isinstance(exc, asyncssh.ChannelOpenError):
-            if exc.code == asyncssh.OPEN_CONNECT_FAILED and _is_loopback(host):
+            if exc.code == asyncssh.OPEN_CONNECT_FAILED and is_loopback(host):
                 return TunnelNotConnected(
                     name,
                     f"municipal tunnel not connected (nothing listens on {where} on the "

@@ -12,25 +12,15 @@ the config is read: enrolling writes nothing, the operator adds what it prints.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 from pathlib import Path
 from typing import TextIO
 
 from syncd.config import Bastion, Config, ConfigError, Problem
 from syncd.config.bastions import parse_host_key
-from syncd.config.values import SOURCE_ID
+from syncd.config.values import SOURCE_ID, is_loopback
 
 PORT_BASE, PORT_SPAN = 20000, 10000
 KEY_PLACEHOLDER = "<the municipality's public key: ssh-ed25519 AAAA...>"
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def preferred_port(source_id: str) -> int:
@@ -43,7 +33,7 @@ def allocate_port(config: Config, source_id: str, bastion: Bastion) -> int:
     reverse = [
         s
         for s in config.sources
-        if s.bastion is not None and s.bastion.name == bastion.name and _loopback(s.dsn.host)
+        if s.bastion is not None and s.bastion.name == bastion.name and is_loopback(s.dsn.host)
     ]
     for s in reverse:
         if s.id == source_id:

@@ -60,6 +60,23 @@ class Readers:
             tg.cancel_scope.cancel()
 
 
+async def open_while_read(dest: DestDb, config, names: list[str]) -> None:
+    """The destination opened (migrated, its tables upgraded) while analysts query `names`,
+    each read allowed to wait up to 5 s (the upgrade's DDL waits at most timeouts.lock each
+    try): not one read may fail."""
+    readers = Readers(dest.dsn, names, lock_timeout="5s")
+    destination = Destination(config.destination, config.timeouts, pool_size=2)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(readers.run)
+        await anyio.sleep(0.3)
+        await destination.open()
+        await destination.close()
+        await anyio.sleep(0.3)
+        readers.stop.set()
+    assert readers.errors == [], readers.errors[:3]
+    assert readers.queries > 0
+
+
 async def test_continuous_readers_never_fail_a_sync_nor_wait(make_sources, dest, write_config):
     sources = await make_sources(12, citizens=300)
     datasets = [CIDADAOS, TABLE_DATASETS[2]]
@@ -316,16 +333,7 @@ async def test_upgrade_from_one_partition_per_municipality(make_sources, dest, w
         before = {n: await fingerprint(dst, n) for n in names}
 
         # readers query throughout the conversion (they may wait up to timeouts.lock)
-        readers = Readers(dest.dsn, names, lock_timeout="5s")
-        destination = Destination(config.destination, config.timeouts, pool_size=2)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(readers.run)
-            await anyio.sleep(0.3)
-            await destination.open()
-            await destination.close()
-            await anyio.sleep(0.3)
-            readers.stop.set()
-        assert readers.errors == [], readers.errors[:3]
+        await open_while_read(dest, config, names)
 
         assert {n: await fingerprint(dst, n) for n in names} == before  # no row lost
         assert await dst.fetchval("SELECT max(version) FROM syncd.schema_version") == len(

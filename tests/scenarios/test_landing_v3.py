@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import anyio
 import asyncpg
-from test_landing import Readers
+from test_landing import open_while_read
 
 from syncd import ledger
-from syncd.engine.destination import Destination
 from syncd.service.verifycmd import run_verify
 
 from conftest import TABLE_DATASETS, DestDb
@@ -214,16 +213,7 @@ async def test_upgrade_from_v2_with_readers_querying(make_sources, dest: DestDb,
     try:
         await _to_v2(dst, names)
         before = {n: await fingerprint(dst, n) for n in names}
-        readers = Readers(dest.dsn, names, lock_timeout="5s")
-        destination = Destination(config.destination, config.timeouts, pool_size=2)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(readers.run)
-            await anyio.sleep(0.3)
-            await destination.open()
-            await destination.close()
-            await anyio.sleep(0.3)
-            readers.stop.set()
-        assert readers.errors == [], readers.errors[:3]
+        await open_while_read(dest, config, names)
         assert {n: await fingerprint(dst, n) for n in names} == before  # no row lost
         assert await dst.fetchval("SELECT max(version) FROM syncd.schema_version") == len(
             ledger.MIGRATIONS
