@@ -130,8 +130,8 @@ class Landing:
         copied in, held hashes no source row matched are deleted); REWRITE: every row deleted
         and copied in again, trusting nothing stored; WINDOW: the rows of an incremental
         window, upserted by key (rows whose hash is unchanged are not written again). A keyed
-        dataset's new rows go through a temporary table, so the rows they replace are deleted
-        before they arrive (the key is unique)."""
+        dataset's new rows go through a temporary table when they may replace rows still there,
+        so those are deleted before they arrive (the key is unique)."""
         d = self.tables
         parent = d.parent(target.dataset)
         landed = Landed()
@@ -144,7 +144,9 @@ class Landing:
             landed.deleted += count(status)
         differ = rowdiff.differ(target.seed)
         diff = DiffTransform(differ)
-        delta = await self._delta(target) if target.key else None
+        # a keyed dataset's new rows wait in the delta table for the rows they replace to go
+        # (the key is unique), unless every row went already (a rewrite)
+        delta = await self._delta(target) if target.key and write != Write.REWRITE else None
         columns = (*target.columns, ROW_HASH)
         copy_in = (
             self._copy_in(delta, None, columns)  # a temp table: no schema
