@@ -33,10 +33,12 @@ typedef struct {
     Py_ssize_t carry_len, carry_cap;
 } Walk;
 
-/* growable output buffer */
+/* growable output buffer: PyMem, or (as_bytes) a bytes object returned without a copy */
 typedef struct {
     uint8_t *data;
     Py_ssize_t len, cap;
+    int as_bytes;
+    PyObject *bytes;
 } Out;
 
 typedef struct {
@@ -133,9 +135,19 @@ static int out_reserve(Out *o, Py_ssize_t more) {
     if (o->len + more <= o->cap) return 0;
     Py_ssize_t cap = o->cap ? o->cap : 65536;
     while (cap < o->len + more) cap *= 2;
-    uint8_t *grown = PyMem_Realloc(o->data, cap);
-    if (grown == NULL) return -1;
-    o->data = grown;
+    if (o->as_bytes) {
+        if (o->bytes == NULL) {
+            o->bytes = PyBytes_FromStringAndSize(NULL, cap);
+            if (o->bytes == NULL) return -1;
+        } else if (_PyBytes_Resize(&o->bytes, cap) < 0) {
+            return -1; /* it freed the object and set it NULL */
+        }
+        o->data = (uint8_t *)PyBytes_AS_STRING(o->bytes);
+    } else {
+        uint8_t *grown = PyMem_Realloc(o->data, cap);
+        if (grown == NULL) return -1;
+        o->data = grown;
+    }
     o->cap = cap;
     return 0;
 }
@@ -351,14 +363,21 @@ static PyObject *Differ_add_stored(Differ *d, PyObject *arg) { return add_existi
 static PyObject *Differ_add_rows(Differ *d, PyObject *arg) { return add_existing(d, arg, 2); }
 
 static PyObject *frame_source(Differ *d, const uint8_t *p, Py_ssize_t n) {
-    Out out = {NULL, 0, 0};
+    Out out = {NULL, 0, 0, 1, NULL};
+    /* nothing stored: every row comes out, a field longer */
+    if (d->emit && d->slots == 0 && n > 0 && out_reserve(&out, n + n / 4 + HEADER) < 0) {
+        return PyErr_NoMemory();
+    }
     if (walk(d, &d->source, p, n, 1, &out) < 0) {
-        PyMem_Free(out.data);
+        Py_XDECREF(out.bytes);
         return fail(d);
     }
-    PyObject *result = PyBytes_FromStringAndSize((const char *)out.data, out.len);
-    PyMem_Free(out.data);
-    return result;
+    if (out.len == 0) {
+        Py_XDECREF(out.bytes);
+        return PyBytes_FromStringAndSize("", 0);
+    }
+    if (_PyBytes_Resize(&out.bytes, out.len) < 0) return NULL;
+    return out.bytes;
 }
 
 static PyObject *Differ_seal(Differ *d, PyObject *Py_UNUSED(ignored)) {
