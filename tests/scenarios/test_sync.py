@@ -222,7 +222,8 @@ async def test_limits_hold_measured_from_pg_stat_activity(
         # starts with the first row: landing v3) runs as long as the source's
         "name": "equipes_lentas",
         "query": "SELECT e.*, repeat('x', 9000) AS folga FROM tb_dim_equipe e "
-        "CROSS JOIN LATERAL (SELECT pg_sleep(0.05)::text AS z) AS s",
+        # (the sleep refers to the row, so it runs once a row, not once)
+        "CROSS JOIN LATERAL (SELECT pg_sleep(0.05 + 0 * e.co_seq_dim_equipe)::text AS z) AS s",
     }
     _, config = write_config(
         dest,
