@@ -10,10 +10,13 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo demo-once test test-fast lint format bench clean
 
-$(STAMP): pyproject.toml setup.py syncd/engine/_rowdiff.c
+$(STAMP): pyproject.toml syncd/engine/rowdiff.c
 	@test -n "$(PYTHON)" || { echo "syncd needs Python 3.11 or newer on PATH"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@# the row differ's accelerator: the system's C compiler, else Zig's from PyPI; without
+	@# either the pure-Python differ runs (same results, slower)
+	$(BIN)/python -m syncd.engine.accel build --fetch-compiler || true
 	@touch $@
 
 demo: $(STAMP)

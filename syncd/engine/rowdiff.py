@@ -22,18 +22,21 @@ tuple is, so a row changed by hand is seen whatever its stored hash says; with `
 nothing comes out and every held copy is matched one by one (an exact multiset comparison:
 `rows_new` source rows the destination lacks, `existing - rows_matched` it has in excess).
 
-The framing walk and the hashing run in C (`_rowdiff.c`) when it is built; this module's `PyDiffer`
-is the same thing in pure Python (a few times slower), used when it is not, and held to identical
-results by tests/unit/test_rowdiff.py.
+The framing walk and the hashing run in C (`rowdiff.c`, built by engine/accel.py, through
+ctypes) when it is built; `PyDiffer` is the same thing in pure Python (a few times slower),
+used when it is not, and held to identical results by tests/unit/test_rowdiff.py.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections.abc import Sequence
 from typing import Protocol
 
 import xxhash
+
+from syncd.engine import accel
 
 KEY = 16
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
@@ -274,14 +277,103 @@ class PyDiffer:
         return {"existing": len(self._keys), **self._counts}
 
 
-try:
-    from syncd.engine._rowdiff import Differ as CDiffer  # type: ignore[import-not-found]
-    from syncd.engine._rowdiff import row_hash as c_row_hash
-except ImportError:  # not built: no C compiler where syncd was installed
-    CDiffer = None
-    c_row_hash = None
+class CDiffer:
+    """The differ in C (rowdiff.c, through ctypes): the same methods and results as PyDiffer.
+    What is fed before `flush()` is kept here and framed then."""
 
-ACCELERATED = CDiffer is not None
+    def __init__(self, seed: int, emit: bool = True):
+        assert _LIB is not None
+        self._lib = _LIB
+        self._d = _LIB.rd_new(seed, int(emit))
+        if not self._d:
+            raise MemoryError("rowdiff")
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._flushed = False
+
+    def __del__(self) -> None:
+        d, self._d = getattr(self, "_d", None), None
+        if d:
+            self._lib.rd_free(d)
+
+    def _check(self, rc: int) -> None:
+        if rc != 0:
+            raise ValueError(self._lib.rd_error(self._d).decode())
+
+    @property
+    def pending(self) -> int:
+        return self._pending_bytes
+
+    def add_stored(self, chunk: bytes) -> None:
+        data = bytes(chunk)
+        self._check(self._lib.rd_add(self._d, 1, data, len(data)))
+
+    def add_rows(self, chunk: bytes) -> None:
+        data = bytes(chunk)
+        self._check(self._lib.rd_add(self._d, 2, data, len(data)))
+
+    def seal(self) -> None:
+        self._check(self._lib.rd_seal(self._d))
+
+    def _out(self) -> bytes:
+        size = ctypes.c_ssize_t()
+        at = self._lib.rd_out(self._d, ctypes.byref(size))
+        return ctypes.string_at(at, size.value) if size.value else b""
+
+    def _frame(self, data: bytes) -> bytes:
+        self._check(self._lib.rd_feed(self._d, data, len(data)))
+        return self._out()
+
+    def flush(self) -> bytes:
+        if self._flushed:
+            return b""
+        self._check(self._lib.rd_seal(self._d))  # no-op once sealed; refuses an early end
+        self._flushed = True
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        return b"".join(self._frame(chunk) for chunk in pending)
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = bytes(chunk)  # asyncpg may hand over a bytearray it reuses
+        if not self._flushed:
+            self._pending.append(data)
+            self._pending_bytes += len(data)
+            return b""
+        return self._frame(data)
+
+    def finish(self) -> bytes:
+        if not self._flushed:
+            raise RuntimeError("flush() the source bytes fed before seal() first")
+        self._check(self._lib.rd_finish(self._d))
+        return self._out()
+
+    def _keys(self, state: int) -> bytes:
+        size = self._lib.rd_keys(self._d, state, None)
+        buffer = ctypes.create_string_buffer(size)
+        self._lib.rd_keys(self._d, state, buffer)
+        return buffer.raw[:size]
+
+    def gone(self) -> bytes:
+        return self._keys(_PRESENT)
+
+    def duplicates(self) -> bytes:
+        return self._keys(_DUPLICATE)
+
+    def counts(self) -> dict[str, int]:
+        values = (ctypes.c_longlong * 7)()
+        self._lib.rd_counts(self._d, values)
+        names = ("rows_in", "rows_new", "rows_matched", "distinct", "duplicated", "unhashed")
+        return {"existing": values[6], **dict(zip(names, values[:6], strict=True))}
+
+
+def c_row_hash(tuple_bytes: bytes, seed: int) -> bytes:
+    assert _LIB is not None
+    out = ctypes.create_string_buffer(KEY)
+    _LIB.rd_hash(seed, tuple_bytes, len(tuple_bytes), out)
+    return out.raw
+
+
+_LIB = accel.load()
+ACCELERATED = _LIB is not None
 # SYNCD_PURE_PYTHON_DIFF=1: the pure-Python differ even where the C one is built (to compare
 # the two on real data, or to rule the accelerator out)
 PURE_PYTHON = os.environ.get("SYNCD_PURE_PYTHON_DIFF", "") not in ("", "0")
@@ -289,9 +381,8 @@ PURE_PYTHON = os.environ.get("SYNCD_PURE_PYTHON_DIFF", "") not in ("", "0")
 
 def differ(seed: int, *, emit: bool = True) -> RowDiffer:
     """A differ: the C one when it is built."""
-    if CDiffer is not None and not PURE_PYTHON:
-        made: RowDiffer = CDiffer(seed, emit)
-        return made
+    if ACCELERATED and not PURE_PYTHON:
+        return CDiffer(seed, emit)
     return PyDiffer(seed, emit)
 
 

@@ -1,26 +1,30 @@
-/* The row differ's accelerator: the same class as syncd/engine/rowdiff.py's pure-Python `Differ`,
- * whose docstrings are the specification; tests/unit/test_rowdiff.py holds the two to identical
- * results. Optional: when it is not built (no C compiler), syncd runs the pure-Python one.
+/* The row differ's accelerator: a plain C library (no Python headers: any C compiler builds it,
+ * Zig's from PyPI included, see syncd/engine/accel.py), loaded with ctypes by
+ * syncd/engine/rowdiff.py, whose pure-Python `PyDiffer` is the specification;
+ * tests/unit/test_rowdiff.py holds the two to identical results.
  *
  * A binary COPY stream is framed here without decoding a value: the 19-byte header (and its
  * extension area), then tuples (int16 field count, then per field an int32 length, -1 for NULL,
  * and that many bytes), then the int16 -1 trailer. Chunks arrive cut anywhere: a partial item is
  * carried over to the next chunk.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define XXH_INLINE_ALL
 #include "vendor/xxhash.h"
 
+#define RD_ABI 1 /* rowdiff.py refuses a library of another version */
 #define KEY 16
 #define HEADER 19
 #define EMPTY 0
 #define PRESENT 1
 #define DUPLICATE 2
 #define MATCHED 3
+
+typedef ptrdiff_t Py_ssize_t; /* the sizes, as in the CPython version this replaced */
 
 static const uint8_t SIGNATURE[11] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', 0xff, '\r', '\n', 0};
 
@@ -33,20 +37,15 @@ typedef struct {
     Py_ssize_t carry_len, carry_cap;
 } Walk;
 
-/* growable output buffer: PyMem, or (as_bytes) a bytes object returned without a copy */
 typedef struct {
     uint8_t *data;
     Py_ssize_t len, cap;
-    int as_bytes;
-    PyObject *bytes;
 } Out;
 
 typedef struct {
-    PyObject_HEAD
     uint64_t seed;
     int emit;
     int sealed;
-    int flushed;
     Walk existing, source;
     int existing_mode; /* 0: not started, 1: stored hashes, 2: rows to hash */
     /* the existing rows' keys, appended, then sealed into the table */
@@ -55,9 +54,9 @@ typedef struct {
     /* open addressing, linear probing, slot = fastrange of the key's first 8 bytes */
     uint8_t *slot_keys;
     uint8_t *slot_state;
-    uint32_t *slot_count; /* emit=False (verify): copies held per key, matched one by one */
+    uint32_t *slot_count; /* emit=0 (verify): copies held per key, matched one by one */
     Py_ssize_t slots;
-    Out pending; /* source bytes fed before flush(), framed then */
+    Out out; /* what the last rd_feed or rd_finish let through */
     long long unhashed, distinct, duplicated, rows_in, rows_new, rows_matched;
     int emitted_header;
     const char *error;
@@ -121,7 +120,7 @@ static enum item parse_item(Walk *w, const uint8_t *p, Py_ssize_t n, Py_ssize_t 
 static int carry_append(Walk *w, const uint8_t *p, Py_ssize_t n) {
     if (w->carry_len + n > w->carry_cap) {
         Py_ssize_t cap = (w->carry_len + n) * 2;
-        uint8_t *grown = PyMem_Realloc(w->carry, cap);
+        uint8_t *grown = realloc(w->carry, cap);
         if (grown == NULL) return -1;
         w->carry = grown;
         w->carry_cap = cap;
@@ -135,19 +134,9 @@ static int out_reserve(Out *o, Py_ssize_t more) {
     if (o->len + more <= o->cap) return 0;
     Py_ssize_t cap = o->cap ? o->cap : 65536;
     while (cap < o->len + more) cap *= 2;
-    if (o->as_bytes) {
-        if (o->bytes == NULL) {
-            o->bytes = PyBytes_FromStringAndSize(NULL, cap);
-            if (o->bytes == NULL) return -1;
-        } else if (_PyBytes_Resize(&o->bytes, cap) < 0) {
-            return -1; /* it freed the object and set it NULL */
-        }
-        o->data = (uint8_t *)PyBytes_AS_STRING(o->bytes);
-    } else {
-        uint8_t *grown = PyMem_Realloc(o->data, cap);
-        if (grown == NULL) return -1;
-        o->data = grown;
-    }
+    uint8_t *grown = realloc(o->data, cap);
+    if (grown == NULL) return -1;
+    o->data = grown;
     o->cap = cap;
     return 0;
 }
@@ -169,7 +158,7 @@ static Py_ssize_t slot_of(const Differ *d, const uint8_t *key) {
 #endif
 }
 
-/* handlers: 0 ok, -1 error (d->error set, or a Python exception with PyErr_Occurred) */
+/* handlers: 0 ok, -1 error (d->error says why) */
 static int on_existing(Differ *d, const uint8_t *p, Py_ssize_t len) {
     uint8_t key[KEY];
     if (d->existing_mode == 1) {
@@ -188,9 +177,9 @@ static int on_existing(Differ *d, const uint8_t *p, Py_ssize_t len) {
     }
     if (d->nkeys == d->keys_cap) {
         Py_ssize_t cap = d->keys_cap ? d->keys_cap + d->keys_cap / 2 : 4096;
-        uint8_t *grown = PyMem_Realloc(d->keys, (size_t)cap * KEY);
+        uint8_t *grown = realloc(d->keys, (size_t)cap * KEY);
         if (grown == NULL) {
-            PyErr_NoMemory();
+            d->error = "out of memory";
             return -1;
         }
         d->keys = grown;
@@ -228,7 +217,7 @@ static int on_source(Differ *d, const uint8_t *p, Py_ssize_t len, Out *out) {
     d->rows_new++;
     if (!d->emit) return 0;
     if (out_reserve(out, len + 4 + KEY + HEADER) < 0) {
-        PyErr_NoMemory();
+        d->error = "out of memory";
         return -1;
     }
     if (!d->emitted_header) {
@@ -267,7 +256,7 @@ static int walk(Differ *d, Walk *w, const uint8_t *p, Py_ssize_t n, int source, 
             if (take > n - pos) take = n - pos;
             if (take == 0) return 0;
             if (carry_append(w, p + pos, take) < 0) {
-                PyErr_NoMemory();
+                d->error = "out of memory";
                 return -1;
             }
             pos += take;
@@ -286,7 +275,7 @@ static int walk(Differ *d, Walk *w, const uint8_t *p, Py_ssize_t n, int source, 
         if (kind == NEED_MORE) {
             if (carried) continue;
             if (carry_append(w, at, avail) < 0) {
-                PyErr_NoMemory();
+                d->error = "out of memory";
                 return -1;
             }
             return 0;
@@ -309,109 +298,13 @@ static int walk(Differ *d, Walk *w, const uint8_t *p, Py_ssize_t n, int source, 
     }
 }
 
-static int build_table(Differ *d);
-
-static PyObject *fail(Differ *d) {
-    if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, d->error ? d->error : "rowdiff");
-    d->error = NULL;
-    return NULL;
-}
-
-static int Differ_init(Differ *d, PyObject *args, PyObject *kwds) {
-    static char *names[] = {"seed", "emit", NULL};
-    unsigned long long seed;
-    int emit = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "K|p", names, &seed, &emit)) return -1;
-    d->seed = seed;
-    d->emit = emit;
-    d->existing.fields = -1;
-    d->source.fields = -1;
-    return 0;
-}
-
-static void Differ_dealloc(Differ *d) {
-    PyMem_Free(d->existing.carry);
-    PyMem_Free(d->source.carry);
-    PyMem_Free(d->keys);
-    PyMem_Free(d->slot_keys);
-    PyMem_Free(d->slot_state);
-    PyMem_Free(d->slot_count);
-    PyMem_Free(d->pending.data);
-    Py_TYPE(d)->tp_free((PyObject *)d);
-}
-
-static PyObject *add_existing(Differ *d, PyObject *arg, int mode) {
-    if (d->sealed) {
-        PyErr_SetString(PyExc_RuntimeError, "the existing rows are sealed already");
-        return NULL;
-    }
-    if (d->existing_mode && d->existing_mode != mode) {
-        PyErr_SetString(PyExc_RuntimeError, "stored hashes and rows cannot be mixed");
-        return NULL;
-    }
-    d->existing_mode = mode;
-    Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
-    int rc = walk(d, &d->existing, view.buf, view.len, 0, NULL);
-    PyBuffer_Release(&view);
-    if (rc < 0) return fail(d);
-    Py_RETURN_NONE;
-}
-
-static PyObject *Differ_add_stored(Differ *d, PyObject *arg) { return add_existing(d, arg, 1); }
-
-static PyObject *Differ_add_rows(Differ *d, PyObject *arg) { return add_existing(d, arg, 2); }
-
-static PyObject *frame_source(Differ *d, const uint8_t *p, Py_ssize_t n) {
-    Out out = {NULL, 0, 0, 1, NULL};
-    /* nothing stored: every row comes out, a field longer */
-    if (d->emit && d->slots == 0 && n > 0 && out_reserve(&out, n + n / 4 + HEADER) < 0) {
-        return PyErr_NoMemory();
-    }
-    if (walk(d, &d->source, p, n, 1, &out) < 0) {
-        Py_XDECREF(out.bytes);
-        return fail(d);
-    }
-    if (out.len == 0) {
-        Py_XDECREF(out.bytes);
-        return PyBytes_FromStringAndSize("", 0);
-    }
-    if (_PyBytes_Resize(&out.bytes, out.len) < 0) return NULL;
-    return out.bytes;
-}
-
-static PyObject *Differ_seal(Differ *d, PyObject *Py_UNUSED(ignored)) {
-    if (d->sealed) Py_RETURN_NONE;
-    if (d->existing_mode && (d->existing.phase != 2 || d->existing.carry_len)) {
-        PyErr_SetString(PyExc_ValueError, "the existing rows' COPY stream ended early");
-        return NULL;
-    }
-    d->sealed = 1;
-    if (d->nkeys > 0 && build_table(d) < 0) return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *Differ_flush(Differ *d, PyObject *Py_UNUSED(ignored)) {
-    if (!d->sealed) {
-        PyErr_SetString(PyExc_RuntimeError, "seal() the existing rows first");
-        return NULL;
-    }
-    if (d->flushed) return PyBytes_FromStringAndSize("", 0);
-    d->flushed = 1;
-    PyObject *result = frame_source(d, d->pending.data, d->pending.len);
-    PyMem_Free(d->pending.data);
-    d->pending.data = NULL;
-    d->pending.len = d->pending.cap = 0;
-    return result;
-}
-
 static int build_table(Differ *d) {
     d->slots = d->nkeys + d->nkeys / 3 + 1;
-    d->slot_keys = PyMem_Malloc((size_t)d->slots * KEY);
-    d->slot_state = PyMem_Calloc((size_t)d->slots, 1);
-    if (!d->emit) d->slot_count = PyMem_Calloc((size_t)d->slots, sizeof(uint32_t));
+    d->slot_keys = malloc((size_t)d->slots * KEY);
+    d->slot_state = calloc((size_t)d->slots, 1);
+    if (!d->emit) d->slot_count = calloc((size_t)d->slots, sizeof(uint32_t));
     if (d->slot_keys == NULL || d->slot_state == NULL || (!d->emit && d->slot_count == NULL)) {
-        PyErr_NoMemory();
+        d->error = "out of memory";
         return -1;
     }
     for (Py_ssize_t k = 0; k < d->nkeys; k++) {
@@ -434,137 +327,126 @@ static int build_table(Differ *d) {
             }
         }
     }
-    PyMem_Free(d->keys);
+    free(d->keys);
     d->keys = NULL;
     d->keys_cap = 0;
     return 0;
 }
 
-static PyObject *Differ_feed(Differ *d, PyObject *arg) {
-    Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
-    PyObject *result;
-    if (d->flushed) {
-        result = frame_source(d, view.buf, view.len);
-    } else if (out_reserve(&d->pending, view.len) < 0) {
-        result = PyErr_NoMemory();
-    } else {
-        memcpy(d->pending.data + d->pending.len, view.buf, view.len);
-        d->pending.len += view.len;
-        result = PyBytes_FromStringAndSize("", 0);
-    }
-    PyBuffer_Release(&view);
-    return result;
+
+/* -- the library's functions (rowdiff.py declares them for ctypes) ------------------------- */
+
+int rd_abi(void) { return RD_ABI; }
+
+Differ *rd_new(uint64_t seed, int emit) {
+    Differ *d = calloc(1, sizeof(Differ));
+    if (d == NULL) return NULL;
+    d->seed = seed;
+    d->emit = emit;
+    d->existing.fields = -1;
+    d->source.fields = -1;
+    return d;
 }
 
-static PyObject *Differ_pending(Differ *d, void *Py_UNUSED(closure)) {
-    return PyLong_FromSsize_t(d->pending.len);
+void rd_free(Differ *d) {
+    if (d == NULL) return;
+    free(d->existing.carry);
+    free(d->source.carry);
+    free(d->keys);
+    free(d->slot_keys);
+    free(d->slot_state);
+    free(d->slot_count);
+    free(d->out.data);
+    free(d);
 }
 
-static PyObject *Differ_finish(Differ *d, PyObject *Py_UNUSED(ignored)) {
-    if (!d->flushed) {
-        PyErr_SetString(PyExc_RuntimeError, "flush() the source bytes fed before seal() first");
-        return NULL;
+const char *rd_error(Differ *d) { return d->error ? d->error : "rowdiff failed"; }
+
+/* mode 1: a binary COPY of the stored hashes (one uuid column); 2: of rows, hashed here */
+int rd_add(Differ *d, int mode, const uint8_t *p, Py_ssize_t n) {
+    if (d->sealed) {
+        d->error = "the existing rows are sealed already";
+        return -1;
     }
+    if (d->existing_mode && d->existing_mode != mode) {
+        d->error = "stored hashes and rows cannot be mixed";
+        return -1;
+    }
+    d->existing_mode = mode;
+    return walk(d, &d->existing, p, n, 0, NULL);
+}
+
+int rd_seal(Differ *d) {
+    if (d->sealed) return 0;
+    if (d->existing_mode && (d->existing.phase != 2 || d->existing.carry_len)) {
+        d->error = "the existing rows' COPY stream ended early";
+        return -1;
+    }
+    d->sealed = 1;
+    return d->nkeys > 0 ? build_table(d) : 0;
+}
+
+/* Source bytes in; what comes out is at rd_out until the next call. */
+int rd_feed(Differ *d, const uint8_t *p, Py_ssize_t n) {
+    d->out.len = 0;
+    if (!d->sealed) {
+        d->error = "seal the existing rows first";
+        return -1;
+    }
+    /* nothing stored: every row comes out, a field longer */
+    if (d->emit && d->slots == 0 && out_reserve(&d->out, n + n / 4 + HEADER) < 0) {
+        d->error = "out of memory";
+        return -1;
+    }
+    return walk(d, &d->source, p, n, 1, &d->out);
+}
+
+const uint8_t *rd_out(Differ *d, Py_ssize_t *len) {
+    *len = d->out.len;
+    return d->out.data;
+}
+
+int rd_finish(Differ *d) {
+    d->out.len = 0;
     if (d->source.phase != 2 || d->source.carry_len) {
-        PyErr_SetString(PyExc_ValueError, "the source's COPY stream ended early");
-        return NULL;
+        d->error = "the source's COPY stream ended early";
+        return -1;
     }
-    if (!d->emitted_header) return PyBytes_FromStringAndSize("", 0);
-    return PyBytes_FromStringAndSize("\xff\xff", 2);
+    if (d->emitted_header) {
+        if (out_reserve(&d->out, 2) < 0) {
+            d->error = "out of memory";
+            return -1;
+        }
+        d->out.data[0] = 0xff;
+        d->out.data[1] = 0xff;
+        d->out.len = 2;
+    }
+    return 0;
 }
 
-/* keys whose slots are in `state` (each once) */
-static PyObject *keys_in(Differ *d, uint8_t state) {
+/* The keys whose slots are in `state`, each once, into dst (NULL: how many bytes it needs). */
+Py_ssize_t rd_keys(Differ *d, int state, uint8_t *dst) {
     Py_ssize_t count = 0;
-    for (Py_ssize_t i = 0; i < d->slots; i++) count += d->slot_state[i] == state;
-    PyObject *result = PyBytes_FromStringAndSize(NULL, count * KEY);
-    if (result == NULL) return NULL;
-    uint8_t *o = (uint8_t *)PyBytes_AS_STRING(result);
     for (Py_ssize_t i = 0; i < d->slots; i++) {
         if (d->slot_state[i] == state) {
-            memcpy(o, d->slot_keys + i * KEY, KEY);
-            o += KEY;
+            if (dst != NULL) memcpy(dst + count * KEY, d->slot_keys + i * KEY, KEY);
+            count++;
         }
     }
-    return result;
+    return count * KEY;
 }
 
-static PyObject *Differ_gone(Differ *d, PyObject *Py_UNUSED(ignored)) {
-    return keys_in(d, PRESENT);
+/* rows_in, rows_new, rows_matched, distinct, duplicated, unhashed, existing */
+void rd_counts(Differ *d, long long out[7]) {
+    out[0] = d->rows_in;
+    out[1] = d->rows_new;
+    out[2] = d->rows_matched;
+    out[3] = d->distinct;
+    out[4] = d->duplicated;
+    out[5] = d->unhashed;
+    out[6] = d->nkeys;
 }
 
-static PyObject *Differ_duplicates(Differ *d, PyObject *Py_UNUSED(ignored)) {
-    return keys_in(d, DUPLICATE);
-}
-
-static PyObject *Differ_counts(Differ *d, PyObject *Py_UNUSED(ignored)) {
-    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L,s:n}", "rows_in", d->rows_in, "rows_new",
-                         d->rows_new, "rows_matched", d->rows_matched, "distinct", d->distinct,
-                         "duplicated", d->duplicated, "unhashed", d->unhashed, "existing",
-                         d->nkeys ? d->nkeys : (Py_ssize_t)(d->distinct));
-}
-
-static PyMethodDef Differ_methods[] = {
-    {"add_stored", (PyCFunction)Differ_add_stored, METH_O, NULL},
-    {"add_rows", (PyCFunction)Differ_add_rows, METH_O, NULL},
-    {"seal", (PyCFunction)Differ_seal, METH_NOARGS, NULL},
-    {"flush", (PyCFunction)Differ_flush, METH_NOARGS, NULL},
-    {"feed", (PyCFunction)Differ_feed, METH_O, NULL},
-    {"finish", (PyCFunction)Differ_finish, METH_NOARGS, NULL},
-    {"gone", (PyCFunction)Differ_gone, METH_NOARGS, NULL},
-    {"duplicates", (PyCFunction)Differ_duplicates, METH_NOARGS, NULL},
-    {"counts", (PyCFunction)Differ_counts, METH_NOARGS, NULL},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyGetSetDef Differ_getset[] = {
-    {"pending", (getter)Differ_pending, NULL, NULL, NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
-static PyTypeObject DifferType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "syncd.engine._rowdiff.Differ",
-    .tp_basicsize = sizeof(Differ),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)Differ_init,
-    .tp_dealloc = (destructor)Differ_dealloc,
-    .tp_methods = Differ_methods,
-    .tp_getset = Differ_getset,
-};
-
-static PyObject *row_hash(PyObject *Py_UNUSED(module), PyObject *args) {
-    Py_buffer view;
-    unsigned long long seed;
-    if (!PyArg_ParseTuple(args, "y*K", &view, &seed)) return NULL;
-    uint8_t key[KEY];
-    hash_tuple(seed, view.buf, view.len, key);
-    PyBuffer_Release(&view);
-    return PyBytes_FromStringAndSize((const char *)key, KEY);
-}
-
-static PyMethodDef module_methods[] = {
-    {"row_hash", row_hash, METH_VARARGS, NULL},
-    {NULL, NULL, 0, NULL},
-};
-
-static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT,
-    .m_name = "_rowdiff",
-    .m_size = -1,
-    .m_methods = module_methods,
-};
-
-PyMODINIT_FUNC PyInit__rowdiff(void) {
-    if (PyType_Ready(&DifferType) < 0) return NULL;
-    PyObject *m = PyModule_Create(&module);
-    if (m == NULL) return NULL;
-    Py_INCREF(&DifferType);
-    if (PyModule_AddObject(m, "Differ", (PyObject *)&DifferType) < 0) {
-        Py_DECREF(&DifferType);
-        Py_DECREF(m);
-        return NULL;
-    }
-    return m;
+void rd_hash(uint64_t seed, const uint8_t *p, Py_ssize_t n, uint8_t out[KEY]) {
+    hash_tuple(seed, p, n, out);
 }
