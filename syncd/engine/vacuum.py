@@ -27,9 +27,10 @@ class Vacuum:
     pass can only grow the table. A bucket is vacuumed once a fifth of its rows are dead, counting
     only rows deleted by landings that committed before every landing of ours still open began:
     VACUUM cannot remove what an open snapshot may still see, and trying would only cost. At the
-    end of a `once` pass (or when the daemon goes idle) every bucket written is vacuumed. That
-    keeps each dataset within about twice a fresh load: a municipality's new rows are written
-    before its old ones die, so its bucket briefly holds both."""
+    end of a `once` pass (or when the daemon goes idle) every bucket that dead is vacuumed at
+    once. That keeps each dataset within about twice a fresh load: a municipality's new rows are
+    written before its old ones die, so its bucket briefly holds both; less dead space is
+    autovacuum's (its default threshold is the same fifth)."""
 
     THRESHOLD = 0.2
     MIN_INTERVAL = 10.0  # seconds between two vacuums of one bucket (others' snapshots hold it)
@@ -77,6 +78,9 @@ class Vacuum:
         horizon = min(self._open, default=math.inf)
         return sum(rows for seq, rows in self._dead.get(bucket, ()) if seq < horizon)
 
+    def _dead_enough(self, bucket: str) -> bool:
+        return self._removable(bucket) >= max(1, self.THRESHOLD * self._size.get(bucket, 0))
+
     def due(self) -> list[str]:
         now = time.monotonic()
         return [
@@ -84,16 +88,33 @@ class Vacuum:
             for b in self._dead
             if b not in self._running
             and now - self._last.get(b, -math.inf) >= self.MIN_INTERVAL
-            and self._removable(b) >= max(1, self.THRESHOLD * self._size.get(b, 0))
+            and self._dead_enough(b)
         ]
 
     async def run_due(self) -> None:
         await self._vacuum(self.due())
 
     async def flush(self) -> None:
-        """Every bucket with dead rows: at the end of a `once` pass, or when the daemon is idle,
-        no landing of ours holds back what VACUUM may remove."""
-        await self._vacuum(sorted(b for b in self._dead if b not in self._running))
+        """Every bucket a fifth dead, however recently vacuumed: at the end of a `once` pass, or
+        when the daemon is idle, no landing of ours holds back what VACUUM may remove. A bucket
+        less dead is left to autovacuum: landing v3 writes only what changed, and a pass over a
+        municipality with 2% of its rows changed would otherwise read its whole bucket again
+        for 2% of dead rows. A bucket this process has not measured yet is sized by the
+        catalog's estimate (a `once` knows only what it wrote itself)."""
+        candidates = [b for b in self._dead if b not in self._running]
+        unmeasured = [b for b in candidates if b not in self._last]
+        if unmeasured:
+            async with self._acquire() as conn:
+                rows = await conn.fetch(
+                    "SELECT c.relname::text AS name, c.reltuples::bigint AS rows "
+                    "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                    "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = ANY($2)",
+                    self.schema,
+                    unmeasured,
+                )
+            for r in rows:  # reltuples: -1 when never vacuumed nor analyzed
+                self._size[r["name"]] = max(self._size.get(r["name"], 0), int(r["rows"]))
+        await self._vacuum(sorted(b for b in candidates if self._dead_enough(b)))
 
     async def _vacuum(self, buckets: Sequence[str]) -> None:
         todo = [b for b in buckets if b not in self._running]
