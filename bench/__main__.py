@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from syncd.lab import embedded
 
-from . import bastion, brasil, incremental, landing, many, rss, single_table, soak, tracing
+from . import landing, rss, single_table, soak
 from .common import BENCH_SETTINGS, LOOPBACKS, ROOT, Clusters, median, table
 
 LISTA = str(ROOT / "config" / "listas" / "hipertensos.sql")
@@ -84,169 +84,7 @@ def main() -> None:
         with _clusters("syncd-bench-landing-") as clusters:
             r = landing.run(clusters, args.rows, args.rounds)
         results["landing"] = r
-        mb = 2**20
-        lines += [
-            "",
-            f"(f) landing v3, one {r['rows']:,}-row table: syncd once (whole command) vs reading "
-            "the table alone (the floor) and the psql binary pipe into a fresh table",
-            table(
-                ["case", "syncd (median)", "baseline (median)", "ratio", "target", "landing v2"],
-                [
-                    [
-                        "nothing changed",
-                        f"{median(r['unchanged_s']):.2f} s",
-                        f"floor {median(r['floor_s']):.2f} s",
-                        f"{r['unchanged_vs_floor']:.2f}x",
-                        "<= 1.2x floor",
-                        f"{r['v2']['unchanged_vs_pipe']:.2f}x pipe (rewrites all)",
-                    ],
-                    [
-                        f"~2% changed ({median(r['changed_rows']):,.0f} rows)",
-                        f"{median(r['changed_s']):.2f} s",
-                        f"pipe {median(r['pipe_s']):.2f} s",
-                        f"{r['changed_vs_pipe']:.2f}x",
-                        "<= 0.75x pipe",
-                        f"{r['v2']['unchanged_vs_pipe']:.2f}x pipe",
-                    ],
-                    [
-                        "~2% changed: WAL",
-                        f"{median(r['changed_wal_bytes']) / mb:.0f} MB",
-                        f"pipe {median(r['pipe_wal_bytes']) / mb:.0f} MB",
-                        f"{r['changed_wal_vs_pipe'] * 100:.0f}%",
-                        "<= 10% of the pipe's",
-                        "~100%+ (every row rewritten)",
-                    ],
-                    [
-                        "first load",
-                        f"{median(r['first_s']):.2f} s",
-                        f"pipe {median(r['pipe_s']):.2f} s",
-                        f"{r['first_vs_pipe']:.2f}x",
-                        "<= 1.1x pipe",
-                        "",
-                    ],
-                ],
-            ),
-            f"runs: floor {_list(r['floor_s'])}; pipe {_list(r['pipe_s'])}; first {_list(r['first_s'])}; "
-            f"unchanged {_list(r['unchanged_s'])}; changed {_list(r['changed_s'])}; "
-            f"peak RSS {r['peak_rss_mb']:.0f} MB",
-        ]
-    if args.only in (None, "many"):
-        with _clusters("syncd-bench-many-", source_fast=True) as clusters:
-            r = many.run(clusters, args.municipalities, args.citizens, args.concurrency, LISTA)
-        results["many"] = r
-        lines += [
-            "",
-            f"(b) {r['municipalities']} municipalities x {r['datasets']} datasets",
-            table(
-                [
-                    "municipalities",
-                    "concurrency",
-                    "first pass",
-                    "steady-state pass (~2% changed)",
-                    "peak RSS",
-                    "peak source connections",
-                ],
-                [
-                    [
-                        str(r["municipalities"]),
-                        str(r["concurrency"]),
-                        f"{r['wall_s']:.1f} s",
-                        f"{r['steady_s']:.1f} s",
-                        f"{r['peak_rss_mb']:.0f} MB",
-                        str(r["peak_source_connections"]),
-                    ]
-                ],
-            ),
-            f"syncd: {r['summary']}",
-        ]
-    if args.only in (None, "brasil"):
-        points = [int(p) for p in args.brasil.split(",")]
-        with _clusters("syncd-bench-brasil-", source_fast=True, dest_defaults=True) as clusters:
-            r = brasil.run(clusters, points, args.concurrency)
-        results["brasil"] = r
-        lines += [
-            "",
-            f"(e) shared installations: {r['databases']} PEC databases, one source per "
-            f"municipality (params), {r['citizens_each']} citizens each, 2 datasets",
-            table(
-                [
-                    "municipalities",
-                    "first pass",
-                    "steady-state pass (~2% changed)",
-                    "per municipality",
-                    "peak RSS",
-                ],
-                [
-                    [
-                        f"{p['municipalities']:,}",
-                        f"{p['first_s']:.1f} s",
-                        f"{p['steady_s']:.1f} s",
-                        f"{p['ms_per_municipality']:.1f} ms",
-                        f"{p['peak_rss_mb']:.0f} MB",
-                    ]
-                    for p in r["curve"]
-                ],
-            ),
-        ]
-    if args.only in (None, "tracing"):
-        count = min(args.municipalities, 200)
-        with _clusters("syncd-bench-tracing-", source_fast=True) as clusters:
-            r = tracing.run(
-                clusters, count, args.citizens, args.concurrency, LISTA, max(args.rounds, 4)
-            )
-        results["tracing"] = r
-        lines += [
-            "",
-            f"(c) tracing cost: {count} municipalities, spans exported over OTLP/HTTP "
-            "to a local receiver vs no exporter",
-            table(
-                ["no exporter (median)", "exporting (median)", "overhead"],
-                [
-                    [
-                        f"{r['off_median_s']:.2f} s",
-                        f"{r['on_median_s']:.2f} s",
-                        f"{r['overhead'] * 100:+.1f}%",
-                    ]
-                ],
-            ),
-            f"runs: off {_list(r['off_s'])}; on {_list(r['on_s'])}; "
-            f"{r['export_requests']} export requests received",
-        ]
-    if args.only in (None, "incremental"):
-        with _clusters("syncd-bench-incremental-", source_fast=True) as clusters:
-            r = incremental.run(clusters, args.municipalities, args.incremental_citizens)
-        results["incremental"] = r
-        lines += [
-            "",
-            f"(d) incremental: {r['municipalities']} municipalities x "
-            f"{r['rows_each']:,} consultations, then {r['new_rows_each']} new rows each (0.5%)",
-            table(
-                ["first full load", "incremental pass", "fraction"],
-                [
-                    [
-                        f"{r['full_s']:.1f} s",
-                        f"{r['incremental_s']:.1f} s",
-                        f"{r['fraction'] * 100:.0f}%",
-                    ]
-                ],
-            ),
-            f"incremental passes over {r['grid_municipalities']} municipalities "
-            "(consultations each, new rows each):",
-            table(["case", "incremental pass"], [[k, f"{v:.2f} s"] for k, v in r["grid"].items()]),
-        ]
-    if args.only in (None, "bastion"):
-        with _clusters("syncd-bench-bastion-", source_fast=True) as clusters:
-            r = bastion.run(
-                clusters,
-                min(args.municipalities, 200),
-                args.citizens,
-                args.concurrency,
-                LISTA,
-                max(args.rounds, 4),
-                channels=args.municipalities,
-            )
-        results["bastion"] = r
-        lines += bastion.report(r)
+        lines += ["", *landing_report(r)]
     if args.only in (None, "rss"):
         with _clusters("syncd-bench-rss-") as clusters:
             r = rss.run(clusters, args.rows)
@@ -308,6 +146,65 @@ def main() -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (out / f"{stamp}.json").write_text(json.dumps(results, indent=2))
     (out / "latest.md").write_text(text + "\n")
+
+
+def landing_report(r: dict) -> list[str]:
+    mb, t, wal = 2**20, r["seconds"], r["wal_bytes"]
+
+    def v2(ratio: float | None, unit: str) -> str:
+        return "not measured (no git history)" if ratio is None else f"{ratio:.2f}x {unit}"
+
+    rows = [
+        [
+            "nothing changed",
+            f"{median(t['unchanged']):.2f} s",
+            f"floor {median(t['floor']):.2f} s",
+            f"{r['unchanged_vs_floor']:.2f}x",
+            "<= 1.2x floor",
+            v2(r["v2_vs_floor"], "floor (rewrites every row)"),
+        ]
+    ]
+    for case, label in (("spread", "over the whole table"), ("recent", "among the newest tenth")):
+        changed = f"~2% changed {label} ({median(r['changed_rows'][case]):,.0f} rows)"
+        rows += [
+            [
+                changed,
+                f"{median(t[case]):.2f} s",
+                f"pipe {median(t['pipe']):.2f} s",
+                f"{r['changed_vs_pipe'][case]:.2f}x",
+                "<= 0.75x pipe",
+                v2(r["v2_vs_pipe"], "pipe"),
+            ],
+            [
+                "  its WAL",
+                f"{median(wal[case]) / mb:.0f} MB",
+                f"pipe {median(wal['pipe']) / mb:.0f} MB",
+                f"{r['changed_wal_vs_pipe'][case] * 100:.0f}%",
+                "<= 10% of the pipe's",
+                "" if r["v2_wal_vs_pipe"] is None else f"{r['v2_wal_vs_pipe'] * 100:.0f}%",
+            ],
+        ]
+    rows.append(
+        [
+            "first load",
+            f"{median(t['first']):.2f} s",
+            f"pipe {median(t['pipe']):.2f} s",
+            f"{r['first_vs_pipe']:.2f}x",
+            "<= 1.1x pipe",
+            "",
+        ]
+    )
+    return [
+        f"(f) landing v3, one {r['rows']:,}-row table: syncd once (whole command) vs reading "
+        "the table alone (the floor) and the psql binary pipe into a fresh table; landing v2 "
+        f"({landing.V2_REV}) over the same rows in the same run",
+        table(
+            ["case", "syncd (median)", "baseline (median)", "ratio", "target", "landing v2"], rows
+        ),
+        "runs: "
+        + "; ".join(f"{k} {_list(v)}" for k, v in t.items() if v)
+        + f"; peak RSS {r['peak_rss_mb']:.0f} MB",
+    ]
 
 
 @contextlib.contextmanager

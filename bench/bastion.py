@@ -1,4 +1,4 @@
-"""(f) Municipalities through one SSH bastion (a real sshd on loopback, syncd.lab.sshd) against
+"""(i) Municipalities through one SSH bastion (a real sshd on loopback, syncd.lab.sshd) against
 the same municipalities direct, in the same process run after run:
 
 - the ratio of `syncd once` times (runs alternate, medians compared; the README's target is
@@ -134,7 +134,7 @@ def report(r: dict[str, Any]) -> list[str]:
     held = r["channels"]
     return [
         "",
-        f"(f) {r['municipalities']} municipalities through one SSH bastion vs direct "
+        f"(i) {r['municipalities']} municipalities through one SSH bastion vs direct "
         f"(concurrency {r['concurrency']})",
         table(
             ["direct (median)", "through the bastion (median)", "ratio", "peak RSS d / b"],

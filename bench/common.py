@@ -139,15 +139,17 @@ class Run:
     output: str
 
 
-def run_syncd(*args: str, env: dict | None = None) -> Run:
-    """Run the syncd command as an operator would; wall time and the child's peak RSS."""
+def run_syncd(*args: str, env: dict | None = None, tree: Path | None = None) -> Run:
+    """Run the syncd command as an operator would; wall time and the child's peak RSS. `tree`:
+    another checkout's syncd (an older version, measured beside this one)."""
     started = time.perf_counter()
+    extra = {"PYTHONPATH": str(tree)} if tree is not None else {}
     proc = subprocess.Popen(
         [sys.executable, "-m", "syncd", "--log-level", "warning", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
+        cwd=tree or ROOT,
+        env={**os.environ, **extra, **(env or {})},
     )
     output = proc.stdout.read().decode() if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)
