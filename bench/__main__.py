@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from syncd.lab import embedded
 
-from . import landing, rss, single_table, soak
+from . import bastion, brasil, incremental, landing, many, rss, single_table, soak, tracing
 from .common import BENCH_SETTINGS, LOOPBACKS, ROOT, Clusters, median, table
 
 LISTA = str(ROOT / "config" / "listas" / "hipertensos.sql")
@@ -85,6 +85,123 @@ def main() -> None:
             r = landing.run(clusters, args.rows, args.rounds)
         results["landing"] = r
         lines += ["", *landing_report(r)]
+    if args.only in (None, "many"):
+        with _clusters("syncd-bench-many-", source_fast=True) as clusters:
+            r = many.run(clusters, args.municipalities, args.citizens, args.concurrency, LISTA)
+        results["many"] = r
+        lines += [
+            "",
+            f"(b) {r['municipalities']} municipalities x {r['datasets']} datasets",
+            table(
+                [
+                    "municipalities",
+                    "concurrency",
+                    "first pass",
+                    "steady-state pass (~2% changed)",
+                    "peak RSS",
+                    "peak source connections",
+                ],
+                [
+                    [
+                        str(r["municipalities"]),
+                        str(r["concurrency"]),
+                        f"{r['wall_s']:.1f} s",
+                        f"{r['steady_s']:.1f} s",
+                        f"{r['peak_rss_mb']:.0f} MB",
+                        str(r["peak_source_connections"]),
+                    ]
+                ],
+            ),
+            f"syncd: {r['summary']}",
+        ]
+    if args.only in (None, "brasil"):
+        points = [int(p) for p in args.brasil.split(",")]
+        with _clusters("syncd-bench-brasil-", source_fast=True, dest_defaults=True) as clusters:
+            r = brasil.run(clusters, points, args.concurrency)
+        results["brasil"] = r
+        lines += [
+            "",
+            f"(e) shared installations: {r['databases']} PEC databases, one source per "
+            f"municipality (params), {r['citizens_each']} citizens each, 2 datasets",
+            table(
+                [
+                    "municipalities",
+                    "first pass",
+                    "steady-state pass (~2% changed)",
+                    "per municipality",
+                    "peak RSS",
+                ],
+                [
+                    [
+                        f"{p['municipalities']:,}",
+                        f"{p['first_s']:.1f} s",
+                        f"{p['steady_s']:.1f} s",
+                        f"{p['ms_per_municipality']:.1f} ms",
+                        f"{p['peak_rss_mb']:.0f} MB",
+                    ]
+                    for p in r["curve"]
+                ],
+            ),
+        ]
+    if args.only in (None, "tracing"):
+        count = min(args.municipalities, 200)
+        with _clusters("syncd-bench-tracing-", source_fast=True) as clusters:
+            r = tracing.run(
+                clusters, count, args.citizens, args.concurrency, LISTA, max(args.rounds, 4)
+            )
+        results["tracing"] = r
+        lines += [
+            "",
+            f"(c) tracing cost: {count} municipalities, spans exported over OTLP/HTTP "
+            "to a local receiver vs no exporter",
+            table(
+                ["no exporter (median)", "exporting (median)", "overhead"],
+                [
+                    [
+                        f"{r['off_median_s']:.2f} s",
+                        f"{r['on_median_s']:.2f} s",
+                        f"{r['overhead'] * 100:+.1f}%",
+                    ]
+                ],
+            ),
+            f"runs: off {_list(r['off_s'])}; on {_list(r['on_s'])}; "
+            f"{r['export_requests']} export requests received",
+        ]
+    if args.only in (None, "incremental"):
+        with _clusters("syncd-bench-incremental-", source_fast=True) as clusters:
+            r = incremental.run(clusters, args.municipalities, args.incremental_citizens)
+        results["incremental"] = r
+        lines += [
+            "",
+            f"(d) incremental: {r['municipalities']} municipalities x "
+            f"{r['rows_each']:,} consultations, then {r['new_rows_each']} new rows each (0.5%)",
+            table(
+                ["first full load", "incremental pass", "fraction"],
+                [
+                    [
+                        f"{r['full_s']:.1f} s",
+                        f"{r['incremental_s']:.1f} s",
+                        f"{r['fraction'] * 100:.0f}%",
+                    ]
+                ],
+            ),
+            f"incremental passes over {r['grid_municipalities']} municipalities "
+            "(consultations each, new rows each):",
+            table(["case", "incremental pass"], [[k, f"{v:.2f} s"] for k, v in r["grid"].items()]),
+        ]
+    if args.only in (None, "bastion"):
+        with _clusters("syncd-bench-bastion-", source_fast=True) as clusters:
+            r = bastion.run(
+                clusters,
+                min(args.municipalities, 200),
+                args.citizens,
+                args.concurrency,
+                LISTA,
+                max(args.rounds, 4),
+                channels=args.municipalities,
+            )
+        results["bastion"] = r
+        lines += bastion.report(r)
     if args.only in (None, "rss"):
         with _clusters("syncd-bench-rss-") as clusters:
             r = rss.run(clusters, args.rows)

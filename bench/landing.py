@@ -85,8 +85,9 @@ async def _change(dsn: str, round_: int, rows: int, recent: bool) -> int:
             )
         )
         rest = columns.split(", ", 1)[1]
+        offset = 10_000_000 * (2 * round_ + 1 + int(recent))  # new ids: one range a change
         inserted = await conn.execute(
-            f"INSERT INTO {TABLE} ({columns}) SELECT co_seq_fat_atd_ind + {10_000_000 * (round_ + 1)}, "
+            f"INSERT INTO {TABLE} ({columns}) SELECT co_seq_fat_atd_ind + {offset}, "
             f"{rest} FROM {TABLE} WHERE co_seq_fat_atd_ind % {m} = {(3 * round_ + 2) % m} "
             f"AND co_seq_fat_atd_ind < 10000000 AND {where}"
         )
