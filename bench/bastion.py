@@ -15,6 +15,7 @@ not a network's.
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,12 @@ def _tunnelled(direct: Path, sshd: Sshd, name: str) -> Path:
     path = direct.with_name(name)
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
+
+
+def _children_cpu_s(pid: int) -> float:
+    """CPU time of the processes `pid` has reaped (sshd: one child per SSH connection)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_kb() -> int:
@@ -97,16 +104,22 @@ def run(
         once_ok(direct)  # warm-up: tables exist, caches warm
         once_ok(tunnelled)
         times: dict[str, list[float]] = {"direct": [], "tunnelled": []}
+        cpu: dict[str, list[float]] = {"direct": [], "tunnelled": [], "sshd": []}
         rss: dict[str, int] = {"direct": 0, "tunnelled": 0}
+        assert sshd.proc is not None
         for i in range(rounds):  # ABBA: a drift over time weighs on both sides alike
             order = ["direct", "tunnelled"] if i % 2 == 0 else ["tunnelled", "direct"]
             for mode in order:
+                before = _children_cpu_s(sshd.proc.pid)
                 result = run_syncd(
                     "once", "--config", str(direct if mode == "direct" else tunnelled)
                 )
                 if result.returncode != 0:
                     raise SystemExit(f"syncd once ({mode}) failed:\n{result.output[-3000:]}")
                 times[mode].append(result.seconds)
+                cpu[mode].append(result.cpu_s)
+                if mode == "tunnelled":  # its one SSH connection's sshd has exited by now
+                    cpu["sshd"].append(_children_cpu_s(sshd.proc.pid) - before)
                 rss[mode] = max(rss[mode], result.max_rss_kb)
         held_direct = asyncio.run(_hold_open(config_module.load(direct), channels))
         held = asyncio.run(_hold_open(config_module.load(tunnelled), channels))
@@ -121,6 +134,7 @@ def run(
         "direct_median_s": median(times["direct"]),
         "tunnelled_median_s": median(times["tunnelled"]),
         "ratio": median(times["tunnelled"]) / median(times["direct"]),
+        "cpu_s": {k: median(v) for k, v in cpu.items()},
         "peak_rss_direct_mb": rss["direct"] / 1024,
         "peak_rss_tunnelled_mb": rss["tunnelled"] / 1024,
         "channels": held,
@@ -147,6 +161,8 @@ def report(r: dict[str, Any]) -> list[str]:
                 ]
             ],
         ),
+        f"CPU (medians): syncd {r['cpu_s']['direct']:.2f} s direct, {r['cpu_s']['tunnelled']:.2f} s "
+        f"tunnelled; the bastion's sshd {r['cpu_s']['sshd']:.2f} s (on this same 2-core machine)",
         f"{held['sessions']} sessions held open at once through the bastion: "
         f"{held['answered']} answered, over {held['ssh_connections']} SSH connection(s); "
         f"{held['rss_per_session_kb']:.0f} KiB RSS per tunnelled session "

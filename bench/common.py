@@ -137,6 +137,7 @@ class Run:
     max_rss_kb: int
     returncode: int
     output: str
+    cpu_s: float = 0.0  # the command's own CPU time, user and system
 
 
 def run_syncd(*args: str, env: dict | None = None, tree: Path | None = None) -> Run:
@@ -155,7 +156,7 @@ def run_syncd(*args: str, env: dict | None = None, tree: Path | None = None) -> 
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return Run(seconds, usage.ru_maxrss, proc.returncode, output)
+    return Run(seconds, usage.ru_maxrss, proc.returncode, output, usage.ru_utime + usage.ru_stime)
 
 
 def once_ok(config: Path) -> Run:

@@ -279,3 +279,52 @@ async def test_the_pure_python_differ_lands_what_the_c_one_does(
     finally:
         await admin.close()
         await dst.close()
+
+
+async def test_ddl_runs_before_the_pass_holds_any_dataset_table(
+    make_sources, dest: DestDb, write_config
+):
+    """A column a newer PEC added is added to its dataset table before the municipality's
+    landing opens: an event trigger on the destination counts, at each of syncd's DDL, the
+    dataset tables a syncd session holds for writing (the landing would hold `cidadaos`, the
+    first dataset, changed in this pass, when `dim_equipe`'s column came to be added)."""
+    (src,) = await make_sources(1, citizens=60)
+    _, config = write_config(dest, [src], [CIDADAOS, TABLE_DATASETS[3]])
+    assert (await run_pass(config))[0] == 0
+    admin = await asyncpg.connect(src.admin_dsn)
+    dst = await dest.connect()
+    try:
+        await dst.execute(
+            """
+            CREATE TABLE public.ddl_seen (held int);
+            CREATE FUNCTION public.note_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              INSERT INTO public.ddl_seen
+              SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+              WHERE a.application_name = 'syncd' AND l.pid <> pg_backend_pid()
+                AND l.mode = 'RowExclusiveLock'
+                AND l.relation IN (SELECT c.oid FROM pg_class c JOIN pg_namespace n
+                                   ON n.oid = c.relnamespace WHERE n.nspname = 'syncd_data');
+            END $$;
+            CREATE EVENT TRIGGER note_ddl ON ddl_command_end EXECUTE FUNCTION public.note_ddl();
+            """
+        )
+        await admin.execute(
+            "ALTER TABLE tb_dim_equipe ADD COLUMN nu_novo integer DEFAULT 1;"
+            f"UPDATE {TABLE} SET no_cidadao = 'mudou' WHERE co_seq_fat_cidadao_pec = 1"
+        )
+        code, out, err = await run_pass(config)
+        assert code == 0, out + err
+        assert (
+            await dst.fetchval(
+                "SELECT count(*) FROM pg_attribute WHERE attrelid = 'syncd_data.dim_equipe'::regclass "
+                "AND attname = 'nu_novo'"
+            )
+            == 1
+        )
+        seen = [r[0] for r in await dst.fetch("SELECT held FROM public.ddl_seen")]
+        assert seen and set(seen) == {0}, seen
+    finally:
+        await dst.execute("DROP EVENT TRIGGER IF EXISTS note_ddl")
+        await admin.close()
+        await dst.close()
