@@ -233,12 +233,14 @@ class Landing:
             format="binary",
             timeout=self._long(),
         )
+        # IN (a semi-join): the planner hashes the few gone hashes and scans the municipality's
+        # rows once; a plain join had it hash the 2 M rows instead (spilling, 1.7x slower)
         deleted: int = await self.conn.fetchval(
-            f"WITH d AS (DELETE FROM {parent} AS t USING {GONE} AS g "  # noqa: S608
+            f"WITH d AS (DELETE FROM {parent} AS t "  # noqa: S608
             f"WHERE t.{sql.ident(d.source_column)} = "
             f"pg_catalog.current_setting({sql.literal(SOURCE_SETTING)}) "
-            f"AND t.{ROW_HASH} = g.h RETURNING 1), e AS (DELETE FROM {GONE}) "
-            "SELECT count(*) FROM d",
+            f"AND t.{ROW_HASH} IN (SELECT g.h FROM {GONE} AS g) RETURNING 1), "
+            f"e AS (DELETE FROM {GONE}) SELECT count(*) FROM d",
             timeout=self._long(),
         )
         return deleted
