@@ -121,3 +121,17 @@ async def relations(conn: asyncpg.Connection) -> list[tuple[str, str]]:
         """
     )
     return [(r[0], r[1]) for r in rows]
+
+
+def config_problems(text: str, base: Path | None = None) -> list[str]:
+    """The one-line problems a config text is refused with (file named `syncd.yaml`)."""
+    import textwrap
+
+    import pytest
+
+    from syncd import config
+    from syncd.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        config.loads(textwrap.dedent(text), base=base, file="syncd.yaml")
+    return [str(p) for p in info.value.problems]

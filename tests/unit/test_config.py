@@ -11,7 +11,7 @@ import pytest
 from syncd import config
 from syncd.config import ConfigError
 
-from helpers import run_cli
+from helpers import config_problems, run_cli
 
 MINIMAL = """\
 destination:
@@ -26,10 +26,7 @@ datasets:
 """
 
 
-def problems(text: str, base: Path | None = None) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        config.loads(textwrap.dedent(text), base=base, file="syncd.yaml")
-    return [str(p) for p in info.value.problems]
+problems = config_problems
 
 
 def test_minimal_config_gets_every_default():

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import re
-import textwrap
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from syncd import config
-from syncd.config import Bastion, ConfigError
+from syncd.config import Bastion
 from syncd.config.bastions import parse_host_key
 from syncd.engine.errors import Failure, Kind, classify
 from syncd.engine.retry import RetryPolicy
@@ -23,7 +22,7 @@ from syncd.observe.metrics import RETRY_REASONS, retry_reason
 from syncd.service import enroll, statuspage
 from syncd.service.status import SourceView
 
-from helpers import run_cli
+from helpers import config_problems, run_cli
 
 # a real ed25519 public key (its blob names its algorithm, as the check wants)
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
@@ -49,10 +48,7 @@ datasets:
 """
 
 
-def problems(text: str, base: Path | None = None) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        config.loads(textwrap.dedent(text), base=base, file="syncd.yaml")
-    return [str(p) for p in info.value.problems]
+problems = config_problems
 
 
 def test_a_bastion_gets_its_defaults_and_its_sources_keep_the_database_address():
