@@ -59,7 +59,12 @@ def _dataset(dataset: Dataset) -> dict[str, Any]:
                 item["when"] = {"table": variant.when_table}
             item.update(_reading(variant))
             entry["variants"].append(item)
-    entry.update(_incremental(dataset.incremental) if dataset.incremental else {"mode": "snapshot"})
+    if dataset.incremental:
+        entry.update(_incremental(dataset.incremental))
+    else:
+        entry["mode"] = "snapshot"
+        if dataset.full_refresh_every is not None:
+            entry["full_refresh_every"] = format_duration(dataset.full_refresh_every)
     return entry
 
 
