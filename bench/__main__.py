@@ -1,7 +1,9 @@
 """`make bench`: numbers and ratios, never pass/fail.
 
-python -m bench [--only single|many|tracing|incremental|brasil|bastion] [--rows N] [--rounds N]
-                [--municipalities N]
+python -m bench [--only single|landing|many|tracing|incremental|brasil|bastion|rss|soak]
+                [--rows N] [--rounds N] [--municipalities N] [--soak-minutes M]
+
+Everything by default, the half-hour soak last.
 """
 
 from __future__ import annotations
