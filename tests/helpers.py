@@ -135,3 +135,37 @@ def config_problems(text: str, base: Path | None = None) -> list[str]:
     with pytest.raises(ConfigError) as info:
         config.loads(textwrap.dedent(text), base=base, file="syncd.yaml")
     return [str(p) for p in info.value.problems]
+
+
+def tls_cluster(base: Path, ca, *, listen: str, auth: str, names: tuple[str, ...]):
+    """Debian's PostgreSQL 15 (built with OpenSSL) accepting TLS only, on `listen`, from
+    127.0.0.0/8 with `auth`, its certificate from `ca` naming `names`; started. Skips without
+    it (.ci/run installs it)."""
+    import pytest
+
+    from syncd.lab import embedded
+
+    bin_dir = embedded.debian_bin_dir(15)
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL with OpenSSL here (Debian's postgresql-15)")
+    cluster = embedded.Cluster.create(
+        bin_dir,
+        base,
+        settings={**embedded.FAST_SETTINGS, "listen_addresses": listen},
+        hba=[
+            "local all all trust",
+            "hostnossl all all 0.0.0.0/0 reject",
+            f"hostssl all all 127.0.0.0/8 {auth}",
+        ],
+        start=False,
+    )
+    cert = ca.issue_cert(*names)
+    cluster.install_file("server.crt", b"".join(b.bytes() for b in cert.cert_chain_pems), 0o644)
+    cluster.install_file("server.key", cert.private_key_pem.bytes(), 0o600)
+    cluster.configure(
+        ssl="on",
+        ssl_cert_file=str(cluster.data_dir / "server.crt"),
+        ssl_key_file=str(cluster.data_dir / "server.key"),
+    )
+    cluster.start()
+    return cluster

@@ -36,6 +36,7 @@ from syncd.service.once import MetricsOutput, run_once
 from conftest import TABLE_DATASETS
 from faultproxy import FaultProxy
 from helpers import ROOT, fingerprint, run_cli, run_pass
+from helpers import tls_cluster as start_tls_cluster
 from sshd import SSHD, Sshd, keygen, require_openssh
 
 CIDADAOS, EQUIPES = TABLE_DATASETS[0], TABLE_DATASETS[3]
@@ -498,32 +499,13 @@ async def tls_source(pg_base: Path, tmp_path_factory: pytest.TempPathFactory):
     """Debian's PostgreSQL 15 with TLS only, its certificate naming `localhost` alone."""
     import trustme
 
-    from syncd.lab import embedded, pec
+    from syncd.lab import pec
 
-    bin_dir = embedded.debian_bin_dir(15)
-    if bin_dir is None:
-        pytest.skip("no PostgreSQL with OpenSSL here (Debian's postgresql-15)")
     ca = trustme.CA()
-    cluster = embedded.Cluster.create(
-        bin_dir,
-        pg_base / "tunnel-tls",
-        settings={**embedded.FAST_SETTINGS, "listen_addresses": "127.0.0.1"},
-        hba=[
-            "local all all trust",
-            "hostnossl all all 0.0.0.0/0 reject",
-            "hostssl all all 127.0.0.0/8 trust",
-        ],
-        start=False,
+    # its certificate names `localhost` only, not 127.0.0.1: the loopback end of the tunnel
+    cluster = start_tls_cluster(
+        pg_base / "tunnel-tls", ca, listen="127.0.0.1", auth="trust", names=("localhost",)
     )
-    cert = ca.issue_cert("localhost")  # not 127.0.0.1, the loopback end of the tunnel
-    cluster.install_file("server.crt", b"".join(b.bytes() for b in cert.cert_chain_pems), 0o644)
-    cluster.install_file("server.key", cert.private_key_pem.bytes(), 0o600)
-    cluster.configure(
-        ssl="on",
-        ssl_cert_file=str(cluster.data_dir / "server.crt"),
-        ssl_key_file=str(cluster.data_dir / "server.key"),
-    )
-    cluster.start()
     admin = await asyncpg.connect(cluster.socket_dsn())
     try:
         await admin.execute("CREATE ROLE esus_leitura LOGIN")

@@ -23,6 +23,7 @@ from syncd.observe import telemetry
 
 from conftest import TABLE_DATASETS
 from helpers import run_cli, run_pass
+from helpers import tls_cluster as start_tls_cluster
 
 SOURCE_PASSWORD = "senha-municipal-Ç7!"
 DEST_PASSWORD = "senha-analitica-9#x"
@@ -36,29 +37,14 @@ def ca() -> trustme.CA:
 
 @pytest.fixture(scope="module")
 async def tls_cluster(pg_base: Path, ca: trustme.CA):
-    bin_dir = embedded.debian_bin_dir(15)
-    if bin_dir is None:
-        pytest.skip("no PostgreSQL with OpenSSL here (Debian's postgresql-15)")
-    cluster = embedded.Cluster.create(
-        bin_dir,
+    # its certificate names localhost and 127.0.0.1, not 127.0.0.2: the wrong-host case
+    cluster = start_tls_cluster(
         pg_base / "tls",
-        settings={**embedded.FAST_SETTINGS, "listen_addresses": "127.0.0.1,127.0.0.2"},
-        hba=[
-            "local all all trust",
-            "hostnossl all all 0.0.0.0/0 reject",
-            "hostssl all all 127.0.0.0/8 scram-sha-256",
-        ],
-        start=False,
+        ca,
+        listen="127.0.0.1,127.0.0.2",
+        auth="scram-sha-256",
+        names=("localhost", "127.0.0.1"),
     )
-    cert = ca.issue_cert("localhost", "127.0.0.1")  # not 127.0.0.2: the wrong-host case
-    cluster.install_file("server.crt", b"".join(b.bytes() for b in cert.cert_chain_pems), 0o644)
-    cluster.install_file("server.key", cert.private_key_pem.bytes(), 0o600)
-    cluster.configure(
-        ssl="on",
-        ssl_cert_file=str(cluster.data_dir / "server.crt"),
-        ssl_key_file=str(cluster.data_dir / "server.key"),
-    )
-    cluster.start()
     admin = await asyncpg.connect(cluster.socket_dsn())
     try:
         await admin.execute(f"CREATE ROLE esus_leitura LOGIN PASSWORD '{SOURCE_PASSWORD}'")
