@@ -401,7 +401,10 @@ class Landing:
         """dataset -> the bucket this municipality's rows live in (for the vacuum lane)."""
         d = self.tables
         found: dict[str, str] = {}
-        for dataset in sorted(set(self.deleted) | set(self.landed)):
+        # only what this pass wrote: a dataset that did not change has nothing to reclaim, and
+        # looking up its bucket would cost a round trip per municipality for nothing
+        written = {name for name, n in (*self.deleted.items(), *self.landed.items()) if n}
+        for dataset in sorted(written):
             name = self.vacuum.bucket_of(dataset, self.source_id)
             table = d.get(dataset)
             if name is None and table is not None and table.buckets:

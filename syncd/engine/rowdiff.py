@@ -327,8 +327,7 @@ class CDiffer:
     def flush(self) -> bytes:
         if self._flushed:
             return b""
-        self._check(self._lib.rd_seal(self._d))  # no-op once sealed; refuses an early end
-        self._flushed = True
+        self._flushed = True  # rd_feed refuses to frame before seal()
         pending, self._pending, self._pending_bytes = self._pending, [], 0
         return b"".join(self._frame(chunk) for chunk in pending)
 
