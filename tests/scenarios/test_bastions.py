@@ -1,4 +1,4 @@
-"""Sources behind SSH bastions, against a real OpenSSH sshd (tests/sshd.py) with the fault
+"""Sources behind SSH bastions, against a real OpenSSH sshd (tests/support/sshd.py) with the fault
 proxy in front of it, and a real `ssh -N -R` for reverse tunnels.
 
 The bastion is 127.0.0.1 here, so a source's DSN (as the bastion sees it) is the source
@@ -19,7 +19,6 @@ from pathlib import Path
 import anyio
 import asyncpg
 import pytest
-from daemonproc import DaemonProcess, free_port
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -33,11 +32,12 @@ from syncd.service.check import run_check
 from syncd.service.enroll import preferred_port
 from syncd.service.once import MetricsOutput, run_once
 
-from conftest import TABLE_DATASETS
-from faultproxy import FaultProxy
-from helpers import ROOT, fingerprint, run_cli, run_pass
-from helpers import tls_cluster as start_tls_cluster
-from sshd import SSHD, Sshd, keygen, require_openssh
+from tests.conftest import TABLE_DATASETS
+from tests.support.daemonproc import DaemonProcess, free_port
+from tests.support.faultproxy import FaultProxy
+from tests.support.helpers import ROOT, fingerprint, run_cli, run_pass
+from tests.support.helpers import tls_cluster as start_tls_cluster
+from tests.support.sshd import SSHD, Sshd, keygen, require_openssh
 
 CIDADAOS, EQUIPES = TABLE_DATASETS[0], TABLE_DATASETS[3]
 DATASETS = [CIDADAOS, EQUIPES]

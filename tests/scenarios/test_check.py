@@ -11,8 +11,8 @@ import asyncpg
 from syncd.lab import embedded
 from syncd.service.check import lock_budget
 
-from conftest import HIPERTENSOS, TABLE_DATASETS
-from helpers import run_cli
+from tests.conftest import HIPERTENSOS, TABLE_DATASETS
+from tests.support.helpers import run_cli
 
 VARIANTS = {
     "name": "equipes_v",

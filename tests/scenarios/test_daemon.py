@@ -16,15 +16,15 @@ import anyio
 import asyncpg
 import pytest
 import yaml
-from daemonproc import DaemonProcess, NotifySocket, free_port
-from fakeclock import FakeClock
 
 from syncd.service.daemon import Daemon
 from syncd.service.dispatch import LEDGER_REFRESH
 from syncd.service.notify import Notifier
 
-from conftest import TABLE_DATASETS
-from helpers import fingerprint, run_cli
+from tests.conftest import TABLE_DATASETS
+from tests.support.daemonproc import DaemonProcess, NotifySocket, free_port
+from tests.support.fakeclock import FakeClock
+from tests.support.helpers import fingerprint, run_cli
 
 PAUSABLE = {
     "name": "equipes",

@@ -6,8 +6,8 @@ import asyncpg
 
 from syncd.lab import embedded
 
-from conftest import TABLE_DATASETS
-from helpers import fingerprint, run_cli, run_pass
+from tests.conftest import TABLE_DATASETS
+from tests.support.helpers import fingerprint, run_cli, run_pass
 
 BROKEN_DATASETS = [
     TABLE_DATASETS[0],  # cidadaos: fine everywhere

@@ -11,9 +11,9 @@ import anyio
 import asyncpg
 import pytest
 
-from conftest import TABLE_DATASETS
-from faultproxy import FaultProxy
-from helpers import ROOT, assert_dataset_exact, fingerprint, relations, run_pass
+from tests.conftest import TABLE_DATASETS
+from tests.support.faultproxy import FaultProxy
+from tests.support.helpers import ROOT, assert_dataset_exact, fingerprint, relations, run_pass
 
 CIDADAOS, EQUIPES = TABLE_DATASETS[0], TABLE_DATASETS[3]
 PATIENT_RETRY = {"attempts": 6, "backoff": "200ms", "max_backoff": "2s"}

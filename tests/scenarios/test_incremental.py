@@ -13,7 +13,7 @@ import pytest
 
 from syncd.lab import pec
 
-from helpers import ROOT, assert_dataset_exact, fingerprint, run_cli, run_pass
+from tests.support.helpers import ROOT, assert_dataset_exact, fingerprint, run_cli, run_pass
 
 ATENDIMENTOS = "public.tb_fat_atendimento_individual"
 

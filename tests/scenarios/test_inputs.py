@@ -12,14 +12,14 @@ import textwrap
 import asyncpg
 import pytest
 import yaml
-from daemonproc import DaemonProcess, free_port
 
 from syncd import config
 from syncd.config import ConfigError, clean_query
 from syncd.engine.destination import Destination
 from syncd.service.statuscmd import run_status
 
-from helpers import assert_dataset_exact, run_cli, run_pass
+from tests.support.daemonproc import DaemonProcess, free_port
+from tests.support.helpers import assert_dataset_exact, run_cli, run_pass
 
 VISITS = """
 CREATE TABLE visitas (id int PRIMARY KEY, dia date NOT NULL, em timestamptz NOT NULL);

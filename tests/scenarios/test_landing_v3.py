@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import anyio
 import asyncpg
-from test_landing import open_while_read
 
 from syncd import ledger
 from syncd.service.verifycmd import run_verify
 
-from conftest import TABLE_DATASETS, DestDb
-from helpers import assert_dataset_exact, fingerprint, run_cli, run_pass
+from tests.conftest import TABLE_DATASETS, DestDb
+from tests.scenarios.test_landing import open_while_read
+from tests.support.helpers import assert_dataset_exact, fingerprint, run_cli, run_pass
 
 CIDADAOS = TABLE_DATASETS[0]
 SCHEMA = "syncd_data"

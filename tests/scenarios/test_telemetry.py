@@ -27,8 +27,8 @@ from syncd.observe import telemetry
 from syncd.observe.metrics import Metrics
 from syncd.service.once import run_once
 
-from conftest import TABLE_DATASETS
-from helpers import ROOT, run_cli
+from tests.conftest import TABLE_DATASETS
+from tests.support.helpers import ROOT, run_cli
 
 
 async def test_span_tree_of_a_pass(make_sources, dest, write_config):

@@ -21,9 +21,9 @@ from syncd import config as config_module
 from syncd.lab import embedded, pec
 from syncd.observe import telemetry
 
-from conftest import TABLE_DATASETS
-from helpers import run_cli, run_pass
-from helpers import tls_cluster as start_tls_cluster
+from tests.conftest import TABLE_DATASETS
+from tests.support.helpers import run_cli, run_pass
+from tests.support.helpers import tls_cluster as start_tls_cluster
 
 SOURCE_PASSWORD = "senha-municipal-Ç7!"
 DEST_PASSWORD = "senha-analitica-9#x"

@@ -20,7 +20,7 @@ from syncd import config as config_module
 from syncd.lab import embedded
 from syncd.service.runtime import DEFAULT_CONFIG, config_path
 
-from helpers import ROOT, run_cli
+from tests.support.helpers import ROOT, run_cli
 
 MINIMAL = """\
 destination: {dsn: "postgresql://syncd@127.0.0.1:5432/impulso"}

@@ -11,7 +11,7 @@ import pytest
 from syncd import config
 from syncd.config import ConfigError
 
-from helpers import config_problems, run_cli
+from tests.support.helpers import config_problems, run_cli
 
 MINIMAL = """\
 destination:

@@ -22,7 +22,7 @@ from syncd.observe.metrics import RETRY_REASONS, retry_reason
 from syncd.service import enroll, statuspage
 from syncd.service.status import SourceView
 
-from helpers import config_problems, run_cli
+from tests.support.helpers import config_problems, run_cli
 
 # a real ed25519 public key (its blob names its algorithm, as the check wants)
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"

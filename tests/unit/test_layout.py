@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from syncd.config import LOWER_IDENT
 from syncd.engine.layout import base_type, relation_names
 
-from conftest import TABLE_DATASETS
-from helpers import fingerprint, run_cli, run_pass
+from tests.conftest import TABLE_DATASETS
+from tests.support.helpers import fingerprint, run_cli, run_pass
 
 # names the config accepts: lowercase identifiers without `__`, up to 63 bytes
 dataset_names = st.from_regex(LOWER_IDENT, fullmatch=True).filter(lambda n: "__" not in n)

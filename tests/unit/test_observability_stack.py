@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from syncd.observe.telemetry import JsonFormatter
 
-from helpers import ROOT
+from tests.support.helpers import ROOT
 
 STACK = ROOT / "deploy" / "observability"
 COMPOSE = STACK / "compose.yaml"
