@@ -12,7 +12,6 @@ import asyncio
 import io
 import json
 import re
-import shlex
 import subprocess
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from syncd.service.enroll import preferred_port
 from syncd.service.once import MetricsOutput, run_once
 
 from tests.conftest import TABLE_DATASETS
+from tests.scenarios.test_bastions import unit_command
 from tests.support.daemonproc import DaemonProcess, free_port
 from tests.support.faultproxy import FaultProxy
 from tests.support.helpers import ROOT, fingerprint, run_cli, run_pass
@@ -289,44 +289,6 @@ async def test_blackholed_traffic_is_detected_by_ssh_keepalive(
 
 
 # -- reverse tunnels: `syncd tunnel enroll`, a real `ssh -N -R`, check --online -----------------
-
-
-UNIT = ROOT / "deploy" / "tunnel" / "syncd-tunnel.service"
-
-
-def unit_command(values: dict[str, str]) -> list[str]:
-    """The shipped unit's ExecStart, its ${VARIABLES} from its Environment= lines and `values`
-    (what tunnel.env would hold), as systemd expands them."""
-    text = UNIT.read_text().replace("\\\n", " ")
-    env = {}
-    for line in text.splitlines():
-        if line.startswith("Environment="):
-            key, _, value = line.removeprefix("Environment=").partition("=")
-            env[key] = value
-    env.update(values)
-    [command] = [x for x in text.splitlines() if x.startswith("ExecStart=")]
-    return [
-        re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], word)
-        for word in shlex.split(command.removeprefix("ExecStart="))
-    ]
-
-
-def test_the_municipal_unit_restarts_and_trusts_only_the_pinned_host():
-    text = UNIT.read_text()
-    for line in ("Restart=on-failure", "StartLimitIntervalSec=0", "EnvironmentFile="):
-        assert line in text
-    command = unit_command({"TUNNEL_PORT": "20001", "RENDEZVOUS_HOST": "rdv.example.org"})
-    options = [command[i + 1] for i, word in enumerate(command) if word == "-o"]
-    for option in (
-        "ExitOnForwardFailure=yes",
-        "ServerAliveInterval=15",
-        "StrictHostKeyChecking=yes",
-        "BatchMode=yes",
-    ):
-        assert option in options
-    assert command[:3] == ["/usr/bin/ssh", "-N", "-T"]
-    assert "127.0.0.1:20001:localhost:5433" in command
-    assert command[-1] == "tunnel@rdv.example.org"
 
 
 def test_the_rendezvous_sshd_snippet_is_valid_for_this_openssh(tmp_path: Path):

@@ -9,7 +9,6 @@ import anyio
 import asyncpg
 
 from syncd.lab import embedded
-from syncd.service.check import lock_budget
 
 from tests.conftest import HIPERTENSOS, TABLE_DATASETS
 from tests.support.helpers import run_cli
@@ -153,16 +152,6 @@ async def test_check_online_failures_and_secrets(make_sources, dest, dest_cluste
     assert result.returncode == 1
     assert "hunter2" not in result.stdout + result.stderr
     assert "inalcancavel: error: connection refused" in result.stdout
-
-
-def test_lock_budget_arithmetic():
-    # PostgreSQL's defaults: 64 x (100 + 0) slots; 16 buckets, 2 indexes, 2 workers per gather
-    budget = lock_budget(64, 100, 0, 2, 16, 2, 10, 16)
-    assert budget["lock_slots"] == 6400
-    assert budget["locks_per_country_join"] == 2 * (1 + 16 * 3) * 3 == 294
-    assert budget["locks_syncd_peak"] == 16 * 10 * 5 == 800
-    assert budget["country_joins_that_fit"] == (6400 - 800) // 294 == 19
-    assert lock_budget(64, 100, 0, 2, 64, 3, 10, 16)["country_joins_that_fit"] == 3
 
 
 def test_check_with_a_bad_config_exits_2(tmp_path):

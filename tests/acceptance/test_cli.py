@@ -1,7 +1,7 @@
-"""The command line: --version from the package metadata, global options on either side of
-the command, the config path (--config, $SYNCD_CONFIG, /etc/syncd/syncd.yaml), `config print`,
-warnings summed up, `trigger` without a daemon, and the completion and man page generated from
-the parser (run in a real bash, rendered by a real groff)."""
+"""The command line through the real `syncd`: --version from the package metadata, the config
+path (--config, $SYNCD_CONFIG, /etc/syncd/syncd.yaml), `config print`, warnings summed up,
+`trigger` without a daemon, and the completion and man page generated from the parser (run in a
+real bash, rendered by a real groff)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from syncd import __version__, cli
+from syncd import __version__
 from syncd import config as config_module
 from syncd.lab import embedded
 from syncd.service.runtime import DEFAULT_CONFIG, config_path
@@ -36,20 +36,6 @@ def test_version_is_the_projects_from_the_metadata():
     for args in (["--version"], ["run", "--version"], ["config", "print", "--version"]):
         result = run_cli(*args)
         assert (result.returncode, result.stdout) == (0, f"syncd {version}\n"), args
-
-
-def test_global_options_before_or_after_the_command():
-    parse = cli.build_parser().parse_args
-    for argv in (
-        ["--log-level", "debug", "--log-format", "text", "--config", "x.yaml", "status"],
-        ["status", "--log-level", "debug", "--log-format", "text", "--config", "x.yaml"],
-        ["--log-format", "text", "status", "-c", "x.yaml", "--log-level", "debug"],
-    ):
-        args = parse(argv)
-        assert (args.log_level, args.log_format, args.config) == ("debug", "text", "x.yaml")
-    args = parse(["status"])
-    assert (args.log_level, args.log_format, args.config) == (None, "json", None)
-    assert parse(["config", "print", "--config", "y.yaml"]).config == "y.yaml"
 
 
 def test_config_path_resolution(tmp_path: Path):
@@ -165,27 +151,6 @@ def test_many_alike_warnings_are_one_line(tmp_path: Path):
     assert result.stderr.splitlines() == [
         "warning: 650 sources (3500000, 3500001, 3500002 and 647 more): password_file … does not "
         "exist here (fine if only the service sees it, e.g. a systemd credential)"
-    ]
-
-
-def test_alike_warnings_of_a_few_are_told_one_by_one():
-    notices = [
-        config_module.Notice(
-            sid, "password_file {} is readable by every user", f"/p/{sid}", "source"
-        )
-        for sid in ("a", "b")
-    ] + [config_module.Notice("http.token_file", "{} is readable by every user", "/t")]
-    assert config_module.summarize(notices) == [
-        "source a: password_file /p/a is readable by every user",
-        "source b: password_file /p/b is readable by every user",
-        "http.token_file: /t is readable by every user",
-    ]
-    same = [
-        config_module.Notice(str(i), "dsn: sslrootcert {} not found", "/ca.pem", "source")
-        for i in range(5)
-    ]
-    assert config_module.summarize(same) == [  # one path for all: it is named
-        "5 sources (0, 1, 2 and 2 more): dsn: sslrootcert /ca.pem not found"
     ]
 
 

@@ -1,6 +1,6 @@
 """The status page at national scale in a real headless Chromium: 5,570 municipalities x 2
-datasets on the daemon's own StatusBoard (tests/support/pagescale.py), served by the daemon's own HTTP
-app. The page shows one page of rows with the counts of all, the filter box filters on the
+datasets on the daemon's own StatusBoard (tests/support/pagescale.py), served by the daemon's
+own HTTP app. The page shows one page of rows with the counts of all, the filter box filters on the
 server as one types, and a refresh fetches only the current view."""
 
 from __future__ import annotations

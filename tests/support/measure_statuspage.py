@@ -4,8 +4,8 @@ refresh times. A measurement for docs/observe.md, not a test (no timing is asser
 
     .venv/bin/python -m tests.support.measure_statuspage [URL-QUERY]
 
-The board is the daemon's own StatusBoard (tests/support/pagescale.py), served by the daemon's own HTTP
-app; Chromium is driven over the DevTools protocol (aiohttp's websocket client)."""
+The board is the daemon's own StatusBoard (tests/support/pagescale.py), served by the daemon's
+own HTTP app; Chromium is driven over the DevTools protocol (aiohttp's websocket client)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """GET /status and GET / at national scale: 5,570 municipalities x 2 datasets on the daemon's
-own StatusBoard (tests/support/pagescale.py), served by the real aiohttp app on 127.0.0.1, port 0, and
-asked with aiohttp's client. The default /status keeps the documented shape; its parameters
+own StatusBoard (tests/support/pagescale.py), served by the real aiohttp app on 127.0.0.1, port
+0, and asked with aiohttp's client. The default /status keeps the documented shape; its parameters
 select, page and follow changes; the page is filtered, sorted and paged on the server."""
 
 from __future__ import annotations
