@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 from urllib.parse import quote
 
 import asyncpg
@@ -18,115 +17,12 @@ import pytest
 import trustme
 
 from syncd import config as config_module
-from syncd.lab import embedded, pec
+from syncd.lab import embedded
 from syncd.observe import telemetry
 
-from tests.conftest import TABLE_DATASETS
-from tests.support.helpers import run_cli, run_pass
-from tests.support.helpers import tls_cluster as start_tls_cluster
-
-SOURCE_PASSWORD = "senha-municipal-Ç7!"
-DEST_PASSWORD = "senha-analitica-9#x"
-EQUIPES = TABLE_DATASETS[3]
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-async def tls_cluster(pg_base: Path, ca: trustme.CA):
-    # its certificate names localhost and 127.0.0.1, not 127.0.0.2: the wrong-host case
-    cluster = start_tls_cluster(
-        pg_base / "tls",
-        ca,
-        listen="127.0.0.1,127.0.0.2",
-        auth="scram-sha-256",
-        names=("localhost", "127.0.0.1"),
-    )
-    admin = await asyncpg.connect(cluster.socket_dsn())
-    try:
-        await admin.execute(f"CREATE ROLE esus_leitura LOGIN PASSWORD '{SOURCE_PASSWORD}'")
-        await admin.execute(f"CREATE ROLE syncd LOGIN PASSWORD '{DEST_PASSWORD}'")
-        await admin.execute("CREATE DATABASE esus")
-        await admin.execute("CREATE DATABASE analytics OWNER syncd")
-        conn = await asyncpg.connect(cluster.socket_dsn("esus"))
-        try:
-            await pec.create_municipality(conn, pec.Municipality("351570", 50))
-            await conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO esus_leitura")
-        finally:
-            await conn.close()
-    finally:
-        await admin.close()
-    yield cluster
-    cluster.destroy()
-
-
-@pytest.fixture
-async def fresh_analytics(tls_cluster):
-    admin = await asyncpg.connect(tls_cluster.socket_dsn())
-    await admin.execute("DROP DATABASE IF EXISTS analytics WITH (FORCE)")
-    await admin.execute("CREATE DATABASE analytics OWNER syncd")
-    await admin.close()
-    return tls_cluster
-
-
-def write(tmp_path: Path, document: dict) -> Path:
-    import yaml
-
-    path = tmp_path / "syncd.yaml"
-    path.write_text(yaml.safe_dump(document, allow_unicode=True))
-    path.chmod(0o600)
-    return path
-
-
-def tls(
-    cluster,
-    dbname: str,
-    user: str,
-    ca_file: Path,
-    host: str = "127.0.0.1",
-    password: str | None = None,
-) -> str:
-    auth = f"{user}:{quote(password, safe='')}" if password else user
-    return (
-        f"postgresql://{auth}@{host}:{cluster.port}/{dbname}"
-        f"?sslmode=verify-full&sslrootcert={ca_file}"
-    )
-
-
-async def test_verify_full_for_source_and_destination(fresh_analytics, ca, tmp_path):
-    cluster = fresh_analytics
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    secret = tmp_path / "351570.pass"
-    secret.write_text(SOURCE_PASSWORD + "\n")
-    secret.chmod(0o600)
-    path = write(
-        tmp_path,
-        {
-            "destination": {
-                "dsn": tls(cluster, "analytics", "syncd", ca_file, password=DEST_PASSWORD)
-            },
-            "sources": [
-                {
-                    "id": "351570",
-                    "dsn": tls(cluster, "esus", "esus_leitura", ca_file),
-                    "password_file": str(secret),
-                }
-            ],
-            "datasets": [EQUIPES],
-        },
-    )
-    config = config_module.load(path)
-    code, out, err = await run_pass(config)
-    assert code == 0, out + err
-    conn = await asyncpg.connect(cluster.socket_dsn("analytics"))
-    try:
-        assert await conn.fetchval("SELECT count(*) FROM syncd_data.dim_equipe") > 0
-    finally:
-        await conn.close()
+from tests.scenarios.test_tls_and_secrets import EQUIPES
+from tests.support.helpers import run_cli
+from tests.support.tlsserver import DEST_PASSWORD, SOURCE_PASSWORD, tls, write
 
 
 @pytest.mark.parametrize("fault", ["wrong_ca", "wrong_host"])
@@ -269,15 +165,6 @@ def test_check_config_never_prints_a_password(tmp_path):
     assert "readable by every user" in result.stderr
     for secret in (DEST_PASSWORD, SOURCE_PASSWORD, dest_pw, source_pw):
         assert secret not in result.stdout + result.stderr
-
-
-def test_dsn_redaction():
-    from syncd.config.dsn import Dsn
-
-    dsn = Dsn.parse("postgresql://u:p%40ss@h:5433/db?sslmode=verify-full&password=x")
-    assert str(dsn) == "postgresql://u:***@h:5433/db?sslmode=verify-full&password=***"
-    assert "p%40ss" not in repr(dsn) and "p@ss" not in repr(dsn)
-    assert dsn.host_key == "h:5433" and dsn.database == "db" and dsn.user == "u"
 
 
 def test_missing_tls_file_is_named(tmp_path):
