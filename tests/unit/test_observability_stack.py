@@ -1,7 +1,7 @@
 """deploy/observability/ checked offline (no image can be pulled here): every file parses, every
 file compose mounts exists, every data source a link or the dashboard names is provisioned,
-the Prometheus config (with the rules as the container sees them) and every PromQL query of
-the trace-to-metrics links pass promtool, and Tempo's config has the keys it needs."""
+and Tempo's config has the keys it needs (the Prometheus config and the PromQL queries of the
+trace-to-metrics links in a real promtool: tests/acceptance/test_observability_stack.py)."""
 
 from __future__ import annotations
 
