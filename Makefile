@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo demo-once test test-fast lint format bench clean
+.PHONY: demo demo-once test test-fast test-scenarios test-acceptance lint format bench clean
 
 $(STAMP): pyproject.toml syncd/engine/rowdiff.c
 	@test -n "$(PYTHON)" || { echo "syncd needs Python 3.11 or newer on PATH"; exit 1; }
@@ -25,11 +25,18 @@ demo: $(STAMP)
 demo-once: $(STAMP)
 	$(BIN)/syncd demo --once
 
+# The three lanes of tests/ (tests/README.md): `make test` runs them all in one pytest run.
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
+
+test-scenarios: $(STAMP)
+	$(BIN)/python -m pytest tests/scenarios
+
+test-acceptance: $(STAMP)
+	$(BIN)/python -m pytest tests/acceptance
 
 lint: $(STAMP)
 	$(BIN)/ruff check syncd tests bench deploy/airflow

@@ -26,9 +26,7 @@ import asyncpg
 from syncd.lab import pec
 
 from .common import ROOT, Clusters, execute, make_municipalities, run_syncd, write_config
-
-sys.path.insert(0, str(ROOT / "tests"))
-from faultproxy import FaultProxy
+from tests.support.faultproxy import FaultProxy
 
 DATASETS = [
     {"name": "cidadaos", "table": "public.tb_fat_cidadao_pec"},

@@ -29,6 +29,9 @@ FAST_RETRY = {"attempts": 3, "backoff": "20ms", "max_backoff": "100ms"}
 
 _counter = itertools.count(1)
 
+# fixtures that tests of more than one lane take (tests/support/)
+pytest_plugins = ["tests.support.proxies", "tests.support.tlsserver"]
+
 
 # Fuzzing: the same examples on every `make test` (CI must not turn red at random);
 # HYPOTHESIS_PROFILE=explore searches anew, and longer.

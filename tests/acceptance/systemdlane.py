@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from helpers import ROOT
+from tests.support.helpers import ROOT
 
 SCRIPT = Path(__file__).with_name("systemd-lane.sh")
 UNIT = ROOT / "systemd" / "syncd.service"

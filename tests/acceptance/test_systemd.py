@@ -20,13 +20,13 @@ from pathlib import Path
 import anyio
 import asyncpg
 import pytest
-import systemdlane
 import yaml
-from daemonproc import free_port, request
-from systemdlane import Lane
 
-from conftest import PasswordRoles
-from helpers import ROOT
+from tests.acceptance import systemdlane
+from tests.acceptance.systemdlane import Lane
+from tests.conftest import PasswordRoles
+from tests.support.daemonproc import free_port, request
+from tests.support.helpers import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,8 @@ from syncd import config as config_module
 from syncd.engine import downstream
 from syncd.lab import embedded, pec
 
-from conftest import ATENDIMENTOS_INCREMENTAL, TABLE_DATASETS
-from helpers import run_pass
+from tests.conftest import ATENDIMENTOS_INCREMENTAL, TABLE_DATASETS
+from tests.support.helpers import run_pass
 
 CIDADAOS, DIM_EQUIPE = TABLE_DATASETS[0], TABLE_DATASETS[3]
 ATENDIMENTOS = ATENDIMENTOS_INCREMENTAL

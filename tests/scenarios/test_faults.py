@@ -3,34 +3,15 @@ terminated backends, a restarted destination, kill -9 of syncd itself."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-
 import anyio
 import asyncpg
-import pytest
 
-from conftest import TABLE_DATASETS
-from faultproxy import FaultProxy
-from helpers import ROOT, assert_dataset_exact, fingerprint, relations, run_pass
+from tests.conftest import TABLE_DATASETS
+from tests.support.faultproxy import FaultProxy
+from tests.support.helpers import assert_dataset_exact, run_pass
 
 CIDADAOS, EQUIPES = TABLE_DATASETS[0], TABLE_DATASETS[3]
 PATIENT_RETRY = {"attempts": 6, "backoff": "200ms", "max_backoff": "2s"}
-
-
-@pytest.fixture
-async def proxies():
-    started: list[FaultProxy] = []
-
-    async def start(cluster) -> FaultProxy:
-        proxy = await FaultProxy(cluster.host, cluster.port).start()
-        started.append(proxy)
-        return proxy
-
-    yield start
-    for proxy in started:
-        await proxy.stop()
 
 
 def via(proxy: FaultProxy, db, user: str = "esus_leitura") -> dict:
@@ -213,102 +194,3 @@ async def test_reset_connections_are_retried(
         code, out, err = await run_pass(config)
     assert code == 0, out + err
     assert await assert_exact(dest, db, CIDADAOS) == 20_000
-
-
-# -- kill -9 of syncd itself ---------------------------------------------------------------------
-
-PAUSE = {
-    "name": "equipes_pausadas",
-    "query": "SELECT e.* FROM tb_dim_equipe e "
-    "WHERE (SELECT pg_sleep(seconds) FROM syncd_test_pause)::text IS NOT NULL",
-}
-
-
-@pytest.mark.parametrize("moment", ["mid_copy", "between_datasets", "mid_commit"])
-async def test_kill_9_of_syncd_once_leaves_the_previous_snapshot_and_no_leftovers(
-    moment, make_sources, dest, write_config, proxies, source_cluster
-):
-    (db,) = await make_sources(1, citizens=20_000)
-    admin = await asyncpg.connect(db.admin_dsn)
-    await admin.execute(
-        "CREATE TABLE syncd_test_pause (seconds float8);"
-        "INSERT INTO syncd_test_pause VALUES (0);"
-        "GRANT SELECT ON syncd_test_pause TO esus_leitura"
-    )
-    proxy = await proxies(source_cluster)
-    datasets = [CIDADAOS, PAUSE]
-    path, config = write_config(dest, [via(proxy, db)], datasets, timeouts={"lock": "60s"})
-    code, out, err = await run_pass(config)
-    assert code == 0, out + err
-
-    reader = await dest.connect()
-    old = await fingerprint(reader, "cidadaos", db.id)
-    catalog = await relations(reader)
-    # the municipality changes; the next pass will be killed at `moment`
-    await admin.execute("UPDATE tb_fat_cidadao_pec SET no_cidadao = 'novo'")
-    await admin.execute("DELETE FROM tb_fat_cidadao_pec WHERE co_seq_fat_cidadao_pec > 15000")
-    blocker = None
-    if moment == "mid_copy":
-        proxy.bandwidth = 1_000_000
-        condition = "query LIKE 'COPY %' AND state = 'active'"
-    elif moment == "between_datasets":
-        await admin.execute("UPDATE syncd_test_pause SET seconds = 60")
-        condition = "query LIKE '%pg_sleep%' AND state = 'active'"
-    else:  # every dataset copied: the landing's last statement (its ledger rows) waits, dies
-        await admin.execute("UPDATE syncd_test_pause SET seconds = 2")
-        blocker = await dest.connect()
-        condition = "wait_event_type = 'Lock' AND query LIKE '%UPDATE syncd.ledger%'"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "syncd", "once", "--config", str(path)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    seen: list[tuple] = []
-    done = anyio.Event()
-
-    async def poll() -> None:
-        while not done.is_set():
-            seen.append(await fingerprint(reader, "cidadaos", db.id))
-            await anyio.sleep(0.01)
-
-    if blocker is not None:  # hold this pass's ledger rows as soon as they exist
-        with anyio.fail_after(60):
-            while not await blocker.fetchval(
-                "SELECT count(*) FROM syncd.ledger WHERE status = 'running'"
-            ):
-                await anyio.sleep(0.01)
-        await blocker.execute(
-            "BEGIN; SELECT 1 FROM syncd.ledger WHERE status = 'running' FOR UPDATE"
-        )
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(poll)
-        cluster = source_cluster if moment != "mid_commit" else dest.cluster
-        await wait_for_query(cluster, condition)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        if blocker is not None:
-            await blocker.execute("ROLLBACK")
-            await blocker.close()
-        await anyio.sleep(0.2)
-        done.set()
-    assert set(seen) == {old}, "a reader saw something else than the previous snapshot"
-    assert await fingerprint(reader, "cidadaos", db.id) == old
-
-    # the next run cleans up what the dead one left and lands the new snapshot, exact
-    proxy.bandwidth = None
-    await admin.execute("UPDATE syncd_test_pause SET seconds = 0")
-    await admin.close()
-    code, out, err = await run_pass(config)
-    assert code == 0, out + err
-    assert await assert_exact(dest, db, CIDADAOS) == 15_000
-    assert await relations(reader) == catalog  # nothing left behind, nothing made anew
-    statuses = [
-        r["status"]
-        for r in await reader.fetch(
-            "SELECT status FROM syncd.ledger WHERE dataset = 'cidadaos' ORDER BY pass_id"
-        )
-    ]
-    assert statuses == ["ok", "aborted", "ok"]
-    await reader.close()

@@ -8,8 +8,8 @@ import pytest
 from syncd import config as config_module
 from syncd.engine import sql
 
-from conftest import TABLE_DATASETS
-from helpers import run_pass
+from tests.conftest import TABLE_DATASETS
+from tests.support.helpers import run_pass
 
 
 async def _counts(dsn: str) -> dict:

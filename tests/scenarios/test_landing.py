@@ -15,8 +15,8 @@ from syncd.engine.destination import Destination
 from syncd.engine.upgrade import UpgradeError
 from syncd.lab import embedded
 
-from conftest import TABLE_DATASETS, DestDb
-from helpers import assert_dataset_exact, fingerprint, run_pass
+from tests.conftest import TABLE_DATASETS, DestDb
+from tests.support.helpers import assert_dataset_exact, fingerprint, run_pass
 
 CIDADAOS = TABLE_DATASETS[0]
 SCHEMA = "syncd_data"

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import anyio
 import asyncpg
-from test_landing import open_while_read
 
 from syncd import ledger
 from syncd.service.verifycmd import run_verify
 
-from conftest import TABLE_DATASETS, DestDb
-from helpers import assert_dataset_exact, fingerprint, run_cli, run_pass
+from tests.conftest import TABLE_DATASETS, DestDb
+from tests.scenarios.test_landing import open_while_read
+from tests.support.helpers import assert_dataset_exact, fingerprint, run_pass
 
 CIDADAOS = TABLE_DATASETS[0]
 SCHEMA = "syncd_data"
@@ -253,31 +253,6 @@ async def test_a_source_column_named_like_a_keyword(make_sources, dest: DestDb, 
             == 50
         )
     finally:
-        await dst.close()
-
-
-async def test_the_pure_python_differ_lands_what_the_c_one_does(
-    make_sources, dest: DestDb, write_config
-):
-    """Passes alternate between the two differs over changing rows: each finds exactly what the
-    other wrote (the hashes are the same), and the rows are the source's."""
-    (src,) = await make_sources(1, citizens=150)
-    path, _ = write_config(dest, [src], [CIDADAOS])
-    admin = await asyncpg.connect(src.admin_dsn)
-    dst = await dest.connect()
-    try:
-        for n, pure in enumerate(["1", "0", "1", "0"]):
-            result = run_cli("once", "--config", str(path), env={"SYNCD_PURE_PYTHON_DIFF": pure})
-            assert result.returncode == 0, result.stdout + result.stderr
-            inserted, deleted = (await last_writes(dst, src.id))["cidadaos"][2:4]
-            assert (inserted, deleted) == ((150, 0) if n == 0 else (5, 5)), (n, pure)
-            await assert_dataset_exact(admin, dst, src.id, "cidadaos", f"SELECT * FROM {TABLE}")
-            await admin.execute(
-                f"UPDATE {TABLE} SET nu_cns = left(md5(random()::text), 15) "
-                f"WHERE co_seq_fat_cidadao_pec % 30 = {n}"
-            )
-    finally:
-        await admin.close()
         await dst.close()
 
 

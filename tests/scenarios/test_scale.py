@@ -6,9 +6,9 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from conftest import TABLE_DATASETS
-from faultproxy import FaultProxy
-from helpers import run_pass
+from tests.conftest import TABLE_DATASETS
+from tests.support.faultproxy import FaultProxy
+from tests.support.helpers import run_pass
 
 HOSTS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
 

@@ -10,8 +10,8 @@ import pytest
 
 from syncd.lab import pec
 
-from conftest import QUERY_DATASETS, TABLE_DATASETS
-from helpers import (
+from tests.conftest import QUERY_DATASETS, TABLE_DATASETS
+from tests.support.helpers import (
     assert_dataset_exact,
     fingerprint,
     run_pass,

@@ -22,7 +22,7 @@ from syncd.observe.metrics import RETRY_REASONS, retry_reason
 from syncd.service import enroll, statuspage
 from syncd.service.status import SourceView
 
-from helpers import config_problems, run_cli
+from tests.support.helpers import config_problems
 
 # a real ed25519 public key (its blob names its algorithm, as the check wants)
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
@@ -151,18 +151,6 @@ def test_ssh_tunnel_in_a_sources_file_names_that_file_and_line(tmp_path: Path):
     assert [s.bastion.name if s.bastion else None for s in c.sources] == ["hub-sp", "hub-sp"]
 
 
-def test_check_config_exits_2_with_one_line_and_no_traceback(tmp_path: Path):
-    path = tmp_path / "syncd.yaml"
-    path.write_text(BASE.replace(f'    host_key: "{KEY}"\n', ""))
-    done = run_cli("check-config", "--config", str(path))
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
-        f"{path}:4: bastions.hub-sp.host_key: is required: the bastion's public host key, "
-        'pinned (host_key: "ssh-ed25519 AAAAC3Nza..." (from the bastion\'s ssh-keyscan)); '
-        "host-key checking cannot be turned off"
-    ]
-
-
 # -- syncd tunnel enroll ------------------------------------------------------------------------
 
 
@@ -195,27 +183,6 @@ def test_enroll_prints_the_restricted_key_line_and_the_source_entry(tmp_path: Pa
     assert f'restrict,port-forwarding,permitlisten="127.0.0.1:{port}" {KEY} ' in text
     assert f'- id: "4106902"\n  dsn: postgresql://esus_leitura@127.0.0.1:{port}/esus\n' in text
     assert "  ssh_tunnel: {bastion: hub-sp}\n" in text
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--public-key", "/nonexistent.pub"], "--public-key: /nonexistent.pub:"),
-        (["--bastion", "hub-rj"], "--bastion: unknown bastion 'hub-rj' (known: hub-sp)"),
-        ([], None),
-    ],
-)
-def test_enroll_refuses_bad_input_with_exit_2(tmp_path: Path, args: list[str], message):
-    path = tmp_path / "syncd.yaml"
-    path.write_text(rendezvous(20001))
-    bad_key = tmp_path / "bad.pub"
-    bad_key.write_text("not a key\n")
-    done = run_cli("tunnel", "enroll", "4106902", "--config", str(path), *args)
-    if message is None:  # no key given: a placeholder to replace
-        assert done.returncode == 0 and enroll.KEY_PLACEHOLDER in done.stdout
-        done = run_cli("tunnel", "enroll", "4106902", "-c", str(path), "--public-key", str(bad_key))
-        message = "is not an OpenSSH public key"
-    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
 
 
 # -- the tunnel's failures, as the rest of syncd sees them -----------------------------------------

@@ -29,7 +29,7 @@ from syncd.engine.shape import Column, Shape
 from syncd.engine.tables import Target
 from syncd.ledger import Mode
 
-from conftest import DestDb
+from tests.conftest import DestDb
 
 SCHEMA = "syncd_data"
 SOURCE_COLUMN = "municipio_id_sus"

@@ -12,7 +12,7 @@ import pytest
 from syncd import ledger
 from syncd.ledger import Entry, Mode, Status
 
-from conftest import DestDb
+from tests.conftest import DestDb
 
 T0 = datetime(2024, 2, 11, 3, 0, tzinfo=UTC)
 T1 = datetime(2024, 2, 11, 3, 5, tzinfo=UTC)

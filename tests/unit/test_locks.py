@@ -11,8 +11,8 @@ from syncd.config.dsn import Dsn
 from syncd.engine.destination import Destination
 from syncd.engine.locks import SourceLocks
 
-from conftest import DestDb
-from faultproxy import FaultProxy
+from tests.conftest import DestDb
+from tests.support.faultproxy import FaultProxy
 
 
 @pytest.fixture

@@ -6,11 +6,12 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import anyio
-from fakeclock import FakeClock
 
 from syncd.config import Schedule, parse_window
 from syncd.service.dispatch import Wakeup
 from syncd.service.scheduler import Scheduler, offset
+
+from tests.support.fakeclock import FakeClock
 
 SP = ZoneInfo("America/Sao_Paulo")  # UTC-3, no daylight saving since 2019
 HOUR = 3600.0

@@ -20,7 +20,7 @@ from syncd.engine.shape import Column
 from syncd.engine.source import SourceSession
 from syncd.lab import embedded
 
-from helpers import binary_copy
+from tests.support.helpers import binary_copy
 
 DBNAME = "unit_source"
 SCHEMA_SQL = """

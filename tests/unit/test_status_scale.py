@@ -1,6 +1,6 @@
 """GET /status and GET / at national scale: 5,570 municipalities x 2 datasets on the daemon's
-own StatusBoard (tests/pagescale.py), served by the real aiohttp app on 127.0.0.1, port 0, and
-asked with aiohttp's client. The default /status keeps the documented shape; its parameters
+own StatusBoard (tests/support/pagescale.py), served by the real aiohttp app on 127.0.0.1, port
+0, and asked with aiohttp's client. The default /status keeps the documented shape; its parameters
 select, page and follow changes; the page is filtered, sorted and paged on the server."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import aiohttp
-import pagescale
 import pytest
 
 from syncd import config as config_mod
@@ -19,6 +18,8 @@ from syncd.ledger import DatasetStatus, Status
 from syncd.service import statuspage
 from syncd.service.http import HttpServer
 from syncd.service.status import StatusBoard
+
+from tests.support import pagescale
 
 SOURCE_KEYS = {"name", "state", "last_success", "last_error", "next_due", "last_run", "datasets"}
 DATASET_KEYS = {"status", "last_success", "rows", "error"}

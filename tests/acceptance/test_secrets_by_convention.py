@@ -9,7 +9,7 @@ import re
 
 import yaml
 
-from helpers import ROOT, run_cli
+from tests.support.helpers import ROOT, run_cli
 
 OUTSIDE = {k: "" for k in ("CREDENTIALS_DIRECTORY", "SYNCD_CREDENTIALS_DIRECTORY")}
 

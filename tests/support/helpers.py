@@ -13,7 +13,7 @@ import asyncpg
 from syncd.config import Config
 from syncd.service.once import run_once
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = "syncd_data"
 KEY = "municipio_id_sus"
 

@@ -13,12 +13,12 @@ import tempfile
 import anyio
 import asyncpg
 import pytest
-from daemonproc import DaemonProcess, free_port
 
 from syncd.lab import embedded
 
-from conftest import TABLE_DATASETS
-from helpers import ROOT
+from tests.conftest import TABLE_DATASETS
+from tests.support.daemonproc import DaemonProcess, free_port
+from tests.support.helpers import ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium absent (Debian: chromium)")

@@ -10,8 +10,8 @@ import asyncpg
 
 from syncd.lab import embedded
 
-from conftest import ATENDIMENTOS_INCREMENTAL, TABLE_DATASETS
-from helpers import ROOT, run_cli
+from tests.conftest import ATENDIMENTOS_INCREMENTAL, TABLE_DATASETS
+from tests.support.helpers import ROOT, run_cli
 
 CIDADAOS, DIM_EQUIPE = TABLE_DATASETS[0], TABLE_DATASETS[3]
 MISSING = {"name": "tabela_inexistente", "table": "public.tb_fat_nao_existe"}

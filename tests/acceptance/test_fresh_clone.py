@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT
+from tests.support.helpers import ROOT
 
 
 def _clone_with_venv(parent: Path) -> tuple[Path, Path]:

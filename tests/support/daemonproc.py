@@ -17,7 +17,7 @@ from pathlib import Path
 
 from syncd.lab import embedded
 
-from helpers import ROOT
+from tests.support.helpers import ROOT
 
 
 class NotifySocket:

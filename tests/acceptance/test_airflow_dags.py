@@ -14,9 +14,9 @@ from pathlib import Path
 import anyio
 import asyncpg
 import pytest
-from daemonproc import DaemonProcess, free_port
 
-from helpers import ROOT
+from tests.support.daemonproc import DaemonProcess, free_port
+from tests.support.helpers import ROOT
 
 AIRFLOW = ROOT / "deploy" / "airflow"
 TOKEN = "airflow-test-token"

@@ -2,10 +2,10 @@
 headless Chromium: bytes of the page, of its refresh and of /status, and the page's load and
 refresh times. A measurement for docs/observe.md, not a test (no timing is asserted anywhere):
 
-    .venv/bin/python tests/measure_statuspage.py [URL-QUERY]
+    .venv/bin/python -m tests.support.measure_statuspage [URL-QUERY]
 
-The board is the daemon's own StatusBoard (tests/pagescale.py), served by the daemon's own HTTP
-app; Chromium is driven over the DevTools protocol (aiohttp's websocket client)."""
+The board is the daemon's own StatusBoard (tests/support/pagescale.py), served by the daemon's
+own HTTP app; Chromium is driven over the DevTools protocol (aiohttp's websocket client)."""
 
 from __future__ import annotations
 
@@ -13,16 +13,13 @@ import asyncio
 import gzip
 import sys
 import time
-from pathlib import Path
 
 import aiohttp
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import pagescale
-from cdp import browser
-
 from syncd.service.http import HttpServer
+
+from tests.support import pagescale
+from tests.support.cdp import browser
 
 NAVIGATION = """(() => {
   const n = performance.getEntriesByType("navigation")[0];

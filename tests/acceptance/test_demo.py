@@ -10,9 +10,9 @@ import sys
 import time
 
 import pytest
-from daemonproc import free_port, request
 
-from helpers import ROOT, run_cli
+from tests.support.daemonproc import free_port, request
+from tests.support.helpers import ROOT, run_cli
 
 
 @pytest.mark.slow

@@ -1,19 +1,20 @@
 """The status page at national scale in a real headless Chromium: 5,570 municipalities x 2
-datasets on the daemon's own StatusBoard (tests/pagescale.py), served by the daemon's own HTTP
-app. The page shows one page of rows with the counts of all, the filter box filters on the
+datasets on the daemon's own StatusBoard (tests/support/pagescale.py), served by the daemon's
+own HTTP app. The page shows one page of rows with the counts of all, the filter box filters on the
 server as one types, and a refresh fetches only the current view."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import pagescale
 import pytest
-from cdp import CHROMIUM, Cdp, browser
 
 from syncd.service import statuspage
 from syncd.service.http import HttpServer
 from syncd.service.status import StatusBoard
+
+from tests.support import pagescale
+from tests.support.cdp import CHROMIUM, Cdp, browser
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium absent (Debian: chromium)")
 

@@ -8,14 +8,14 @@ import subprocess
 
 import anyio
 import pytest
-from daemonproc import DaemonProcess, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from syncd.observe.metrics import RETRY_REASONS, SYNC_OUTCOMES
 from syncd.service.reload import ReloadOutcome
 
-from conftest import TABLE_DATASETS
-from helpers import ROOT, run_pass
+from tests.conftest import TABLE_DATASETS
+from tests.support.daemonproc import DaemonProcess, free_port
+from tests.support.helpers import ROOT, run_pass
 
 RULES = ROOT / "deploy" / "prometheus"
 

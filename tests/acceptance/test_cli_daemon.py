@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 
 import asyncpg
-from daemonproc import DaemonProcess, free_port
 
 from syncd.lab import embedded
 
-from conftest import TABLE_DATASETS
-from helpers import run_cli
+from tests.conftest import TABLE_DATASETS
+from tests.support.daemonproc import DaemonProcess, free_port
+from tests.support.helpers import run_cli
 
 TOKEN = "trigger-test-token-0123456789"
 

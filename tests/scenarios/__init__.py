@@ -1,0 +1,1 @@
+"""Scenario lane: real PostgreSQL clusters, syncd in-process."""
