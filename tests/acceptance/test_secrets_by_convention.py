@@ -95,7 +95,7 @@ async def test_status_needs_only_the_destination_s_credential(
 
 def test_the_example_configs_find_every_secret_under_the_unit(tmp_path):
     """Inside the service (strict), the examples name no file and need only the credentials
-    the README's install puts in /etc/syncd/credentials."""
+    docs/install.md puts in /etc/syncd/credentials."""
     run = tmp_path / "run-credentials"
     run.mkdir()
     for name in ("analytics", "http-token", "municipios_351570", "municipios_355030"):

@@ -67,7 +67,7 @@ def lane(tmp_path_factory):
 
 
 class Deployment:
-    """/etc/syncd inside the lane: the config and /etc/syncd/credentials, as the README says."""
+    """/etc/syncd inside the lane: the config and /etc/syncd/credentials, as docs/install.md says."""
 
     def __init__(self, lane: Lane, dest, sources, datasets) -> None:
         self.lane = lane
@@ -406,7 +406,7 @@ def test_the_tracing_drop_in_reaches_the_daemon_s_environment(lane):
 
 
 def test_systemd_analyze_security_score_is_the_documented_one(tmp_path):
-    """docs/systemd.md states the unit's exposure score; this keeps it true on this systemd.
+    """docs/operate/systemd.md states the unit's exposure score; this keeps it true on this systemd.
     The unit alone: beside it in the checkout, systemd would read the 253+ drop-in too."""
     if shutil.which("systemd-analyze") is None:
         _unavailable("systemd-analyze is not installed")
@@ -425,7 +425,7 @@ def test_systemd_analyze_security_score_is_the_documented_one(tmp_path):
     overall = [line for line in result.stdout.splitlines() if "Overall exposure level" in line]
     assert overall, result.stdout + result.stderr
     score = overall[0].split("level for syncd.service:")[1].split()[0]
-    docs = (ROOT / "docs" / "systemd.md").read_text()
+    docs = (ROOT / "docs" / "operate" / "systemd.md").read_text()
     if _systemd_version() == 252:  # the scoring changes between versions
         assert f"exposure level **{score}**" in docs, overall[0]
 

@@ -1,6 +1,6 @@
 """Measure the status page and /status at national scale (5,570 municipalities x 2 datasets) in
 headless Chromium: bytes of the page, of its refresh and of /status, and the page's load and
-refresh times. A measurement for docs/observe.md, not a test (no timing is asserted anywhere):
+refresh times. A measurement for docs/benchmarks.md, not a test (no timing is asserted anywhere):
 
     .venv/bin/python -m tests.support.measure_statuspage [URL-QUERY]
 

@@ -3,7 +3,7 @@ x 2 datasets, loaded from a real config and seeded as the ledger would seed it (
 failing with real-looking errors, some never synced, some late, some running).
 
 Used by tests/scenarios/test_statuspage_scale.py and by tests/measure_statuspage.py (the
-measurement reported in docs/observe.md, "At national scale")."""
+measurement reported in docs/benchmarks.md)."""
 
 from __future__ import annotations
 

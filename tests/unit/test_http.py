@@ -1,6 +1,6 @@
 """The HTTP side as a client sees it: a real aiohttp server on 127.0.0.1, port 0, asked with
 aiohttp's client. Behind it a small `Control` of our own (real metrics registry, real status
-page), not the daemon: what is tested is the contract of README "HTTP"."""
+page), not the daemon: what is tested is the contract of docs/reference/http.md."""
 
 from __future__ import annotations
 
