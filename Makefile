@@ -39,13 +39,13 @@ test-acceptance: $(STAMP)
 	$(BIN)/python -m pytest tests/acceptance
 
 lint: $(STAMP)
-	$(BIN)/ruff check syncd tests bench deploy/airflow
-	$(BIN)/ruff format --check syncd tests bench deploy/airflow
+	$(BIN)/ruff check syncd tests bench deploy/airflow deploy/sources
+	$(BIN)/ruff format --check syncd tests bench deploy/airflow deploy/sources
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix syncd tests bench deploy/airflow
-	$(BIN)/ruff format syncd tests bench deploy/airflow
+	$(BIN)/ruff check --fix syncd tests bench deploy/airflow deploy/sources
+	$(BIN)/ruff format syncd tests bench deploy/airflow deploy/sources
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
