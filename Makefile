@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml syncd/engine/rowdiff.c
 	@test -n "$(PYTHON)" || { echo "syncd needs Python 3.11 or newer on PATH"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,docs]'
 	@# the row differ's accelerator: the system's C compiler, else Zig's from PyPI; without
 	@# either the pure-Python differ runs (same results, slower)
 	$(BIN)/python -m syncd.engine.accel build --fetch-compiler || true
