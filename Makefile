@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo demo-once test test-fast lint format bench clean
+.PHONY: demo demo-once test test-fast lint format bench clean docs docs-serve reference
 
 $(STAMP): pyproject.toml syncd/engine/rowdiff.c
 	@test -n "$(PYTHON)" || { echo "syncd needs Python 3.11 or newer on PATH"; exit 1; }
@@ -32,16 +32,28 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check syncd tests bench deploy/airflow
-	$(BIN)/ruff format --check syncd tests bench deploy/airflow
+	$(BIN)/ruff check syncd tests bench tools deploy/airflow
+	$(BIN)/ruff format --check syncd tests bench tools deploy/airflow
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix syncd tests bench deploy/airflow
-	$(BIN)/ruff format syncd tests bench deploy/airflow
+	$(BIN)/ruff check --fix syncd tests bench tools deploy/airflow
+	$(BIN)/ruff format syncd tests bench tools deploy/airflow
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# docs/reference/{configuration,cli,metrics,destination-schema}.md, from the code;
+# tests/unit/test_reference.py fails when one is stale
+reference: $(STAMP)
+	$(BIN)/python tools/reference.py
+
+# the site, into site/ (warnings are errors)
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
+
+docs-serve: $(STAMP)
+	$(BIN)/mkdocs serve
+
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .ruff_cache
+	rm -rf $(VENV) .demo .pytest_cache .ruff_cache site

@@ -301,18 +301,43 @@ class Dataset:
 @dataclass(frozen=True, slots=True)
 class Config:
     path: Path | None = field(metadata=internal("the file it was read from"))
-    destination: DestinationSettings = field(metadata=doc("the analytical database"))
-    sources: tuple[Source, ...] = field(
-        metadata=doc("the municipal databases", required="`sources`, `sources_file` or both")
+    destination: DestinationSettings = field(
+        metadata=doc("the analytical database everything lands in")
     )
-    datasets: tuple[Dataset, ...] = field(metadata=doc("what to read from every source"))
-    concurrency: Concurrency = field(default_factory=Concurrency, metadata=doc("limits"))
-    schedule: Schedule = field(default_factory=Schedule, metadata=doc("when"))
-    http: Http = field(default_factory=Http, metadata=doc("the HTTP endpoint"))
-    timeouts: Timeouts = field(default_factory=Timeouts, metadata=doc("timeouts"))
-    retry: Retry = field(default_factory=Retry, metadata=doc("retries"))
+    sources: tuple[Source, ...] = field(
+        metadata=doc(
+            "the municipal databases, each read-only",
+            required="required: `sources`, `sources_file` or both",
+        )
+    )
+    datasets: tuple[Dataset, ...] = field(
+        metadata=doc("what to read from every source: a table, a query, or variants of them")
+    )
+    concurrency: Concurrency = field(
+        default_factory=Concurrency, metadata=doc("how much runs at once")
+    )
+    schedule: Schedule = field(default_factory=Schedule, metadata=doc("when each source is due"))
+    http: Http = field(
+        default_factory=Http,
+        metadata=doc("the HTTP endpoint: status page, health, readiness, metrics, triggers"),
+    )
+    timeouts: Timeouts = field(
+        default_factory=Timeouts, metadata=doc("how long each kind of wait may last")
+    )
+    retry: Retry = field(
+        default_factory=Retry,
+        metadata=doc(
+            "failures that can pass (connection lost, server restart, timeout), retried "
+            "within the pass"
+        ),
+    )
     bastions: tuple[Bastion, ...] = field(
-        default=(), metadata=doc("SSH bastions, by name", key="bastions.<name>")
+        default=(),
+        metadata=doc(
+            "SSH hosts syncd reaches sources through (`sources[].ssh_tunnel.bastion`), or the "
+            "rendezvous host of reverse tunnels, by name",
+            key="bastions.<name>",
+        ),
     )
     warnings: tuple[Notice, ...] = field(
         default=(), metadata=internal("what loading it found worth saying")
