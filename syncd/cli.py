@@ -19,6 +19,7 @@ from syncd.service.runtime import (
     CONFIG_VARIABLE,
     DEFAULT_CONFIG,
     EXIT_CONFIG,
+    exit_status,
     load_config,
     run_async,
 )
@@ -36,29 +37,6 @@ MAN_SECTIONS = {
     2: the config or the command line is wrong (each problem with its file, line and key path).""",
     "SEE ALSO": "docs/cli.md and README.md in syncd's source.",
 }
-
-# each command's exit statuses, shown by its --help and in docs/reference/cli.md (a test
-# fails when a command has none); 130 after Ctrl-C, for every command
-EXIT_STATUS = {
-    "run": "0 after a clean SIGTERM/SIGINT, 2 bad config",
-    "once": "0 all succeeded (or nothing to sync), 1 any failed or skipped, 2 bad config",
-    "check-config": "0 valid (warnings allowed), 2 invalid",
-    "check": "0 all pass (warnings allowed), 1 any fails, 2 bad config",
-    "status": "0, 1 the destination cannot be reached, 2 bad config",
-    "verify": "0 all equal, 1 any differs or cannot be compared, 2 bad config",
-    "trigger": "0 all queued, 1 any refused or no daemon answers, 2 bad config",
-    "config print": "0, 2 bad config",
-    "reload": "0 applied, 1 rejected, 3 no answer",
-    "tunnel enroll": "0, 2 bad config or input",
-    "demo": "0, 1 the embedded PostgreSQL or the machine failed",
-    "completion": "0",
-    "man": "0",
-}
-
-
-def exit_status(command: str) -> str | None:
-    text = EXIT_STATUS.get(command)
-    return f"exit status: {text}" if text else None
 
 
 def traced(
@@ -355,10 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("config", "the effective config (config print)", cmd_config_print, config=False)
     config_sub = p.add_subparsers(dest="config_command", required=True, metavar="command")
     c = config_sub.add_parser(
-        "print",
-        help="the effective config as YAML: defaults filled in, secrets redacted",
-        epilog=exit_status("config print"),
+        "print", help="the effective config as YAML: defaults filled in, secrets redacted"
     )
+    c.epilog = exit_status("config print")
     global_options(c, top=False)
     with_config(c)
     c.set_defaults(func=cmd_config_print)
