@@ -4,7 +4,8 @@
   `doc(...)` metadata and its default),
 - cli.md from the argument parser (syncd.cli.build_parser),
 - metrics.md from the Prometheus registry (syncd.observe.metrics.Metrics),
-- destination-schema.md from the ledger's migrations (syncd/sql/migrations/*.sql).
+- destination-schema.md from the ledger's migrations (syncd/sql/migrations/*.sql),
+- dsn-parameters.md from syncd's table of libpq's connection parameters (syncd/config/libpq.py).
 
 tests/unit/test_reference.py renders each page in memory and fails when the committed file
 differs. Usage: python tools/reference.py [--check]
@@ -89,7 +90,7 @@ def _kind(tp: object, where: str) -> str:
         int: "whole number",
         float: "duration",
         Path: "path",
-        Dsn: "DSN",
+        Dsn: "[DSN](dsn-parameters.md)",
         bool: "true or false",
     }
     inner = _optional_inner(tp)
@@ -530,6 +531,29 @@ def destination_schema() -> str:
     return "\n".join(out).rstrip("\n") + "\n"
 
 
+# ---- DSN parameters ------------------------------------------------------------------------
+
+
+def dsn_parameters() -> str:
+    from syncd.config import libpq
+
+    return "\n".join(
+        [
+            banner("syncd/config/libpq.py (libpq.reference())"),
+            "# DSN parameters reference\n",
+            "What syncd does with each of libpq's connection parameters in a DSN "
+            "(`destination.dsn`, `sources[].dsn`). Each problem is a config error naming the "
+            'key path and line, with "did you mean" for a misspelt name; a parameter may be '
+            "given once. syncd connects with asyncpg, which would send the parameters it does "
+            "not read to the server as settings (and the server would refuse the connection): "
+            "syncd refuses those when it reads the config, saying what to do instead. "
+            "`tests/unit/test_dsn.py` compares this list with the `PQconndefaults()` of the "
+            "libpq the tests run.\n",
+            libpq.reference(),
+        ]
+    )
+
+
 # ---- the pages -----------------------------------------------------------------------------
 
 PAGES: dict[str, Callable[[], str]] = {
@@ -537,6 +561,7 @@ PAGES: dict[str, Callable[[], str]] = {
     "cli.md": cli,
     "metrics.md": metrics,
     "destination-schema.md": destination_schema,
+    "dsn-parameters.md": dsn_parameters,
 }
 
 
