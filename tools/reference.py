@@ -279,7 +279,9 @@ def _usage(path: tuple[str, ...], parser: argparse.ArgumentParser, told: set[str
     for action in parser._actions:
         if _is_subparsers(action):
             parts.append("COMMAND")
-        elif action.option_strings and not set(action.option_strings) & told:
+        elif action.option_strings and (
+            not set(action.option_strings) & told or "--config" in action.option_strings
+        ):
             if action.help == argparse.SUPPRESS or isinstance(action, argparse._HelpAction):
                 continue
             flag = max(action.option_strings, key=len)
@@ -330,7 +332,7 @@ def cli() -> str:
         out += [
             "",
             f"### `syncd {' '.join(path)}`\n",
-            cell(help_text) + ".\n",
+            cell(help_text[:1].upper() + help_text[1:]) + ".\n",
             "```",
             _usage(path, p, told),
             "```",
