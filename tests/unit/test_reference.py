@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import base64
 import importlib.util
+import json
 import re
 import struct
 import sys
@@ -22,10 +23,12 @@ REFERENCE = ROOT / "docs" / "reference"
 
 
 def _load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("reference", ROOT / "tools" / "reference.py")
+    spec = importlib.util.spec_from_file_location(
+        "syncd_reference_tool", ROOT / "tools" / "reference.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["reference"] = module  # dataclasses look their module up
+    sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -233,3 +236,25 @@ def test_the_index_links_every_reference_page():
     for page in REFERENCE.glob("*.md"):
         if page.name != "index.md":
             assert f"({page.name})" in index, page.name
+
+
+@pytest.mark.parametrize("name", ["once-json.schema.json", "notify.schema.json"])
+def test_the_json_schemas_are_draft_2020_12(name: str):
+    import jsonschema
+
+    schema = json.loads((REFERENCE / name).read_text())
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    jsonschema.Draft202012Validator.check_schema(schema)
+
+
+def test_the_notify_page_and_its_schema_name_the_same_fields():
+    """tests/scenarios/test_downstream.py validates real payloads against the schema."""
+    schema = json.loads((REFERENCE / "notify.schema.json").read_text())
+    fields = set()
+    for key, sub in schema["properties"].items():
+        if key == "datasets":
+            fields |= {f"datasets.<name>.{k}" for k in sub["additionalProperties"]["properties"]}
+        else:
+            fields.add(key)
+    page = (REFERENCE / "notify.md").read_text()
+    assert set(re.findall(r"^\| `([^`]+)` \|", page, re.M)) == fields
