@@ -108,10 +108,8 @@ def _default(value: object) -> str:
         return f"`{value.value}`"
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
-    if isinstance(value, float):
+    if isinstance(value, float):  # every float of the model is a duration in seconds
         return f"`{format_duration(value)}`"
-    if isinstance(value, int):
-        return f"`{value}`"
     return f"`{value}`"
 
 
@@ -173,7 +171,8 @@ def config_rows(cls: type, prefix: str = "") -> Iterator[Row]:
 
 
 def all_config_rows() -> list[Row]:
-    """Every documented key; each `part_of` names a documented key of its mapping."""
+    """Every documented key, each once (tests/unit/test_reference.py compares them with the
+    keys the parser asks for, and checks that each `part_of` names one of them)."""
     from syncd.config.model import Config
 
     rows = list(config_rows(Config))
