@@ -8,12 +8,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo demo-once test test-fast test-scenarios test-acceptance lint format bench clean
+.PHONY: demo demo-once test test-fast test-scenarios test-acceptance lint format bench clean docs docs-serve reference
 
 $(STAMP): pyproject.toml syncd/engine/rowdiff.c
 	@test -n "$(PYTHON)" || { echo "syncd needs Python 3.11 or newer on PATH"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,docs]'
 	@# the row differ's accelerator: the system's C compiler, else Zig's from PyPI; without
 	@# either the pure-Python differ runs (same results, slower)
 	$(BIN)/python -m syncd.engine.accel build --fetch-compiler || true
@@ -39,16 +39,28 @@ test-acceptance: $(STAMP)
 	$(BIN)/python -m pytest tests/acceptance
 
 lint: $(STAMP)
-	$(BIN)/ruff check syncd tests bench deploy/airflow deploy/sources
-	$(BIN)/ruff format --check syncd tests bench deploy/airflow deploy/sources
+	$(BIN)/ruff check syncd tests bench tools deploy/airflow deploy/sources
+	$(BIN)/ruff format --check syncd tests bench tools deploy/airflow deploy/sources
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix syncd tests bench deploy/airflow deploy/sources
-	$(BIN)/ruff format syncd tests bench deploy/airflow deploy/sources
+	$(BIN)/ruff check --fix syncd tests bench tools deploy/airflow deploy/sources
+	$(BIN)/ruff format syncd tests bench tools deploy/airflow deploy/sources
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# docs/reference/{configuration,cli,metrics,destination-schema}.md, from the code;
+# tests/unit/test_reference.py fails when one is stale
+reference: $(STAMP)
+	$(BIN)/python tools/reference.py
+
+# the site, into site/ (warnings are errors)
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .ruff_cache
+	rm -rf $(VENV) .demo .pytest_cache .ruff_cache site

@@ -19,6 +19,7 @@ from syncd.service.runtime import (
     CONFIG_VARIABLE,
     DEFAULT_CONFIG,
     EXIT_CONFIG,
+    exit_status,
     load_config,
     run_async,
 )
@@ -249,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     def command(
         name: str, help: str, func: Callable[[argparse.Namespace], int], *, config: bool = True
     ) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
+        p = sub.add_parser(name, help=help, description=help, epilog=exit_status(name))
         global_options(p, top=False)
         if config:
             with_config(p)
@@ -334,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = config_sub.add_parser(
         "print", help="the effective config as YAML: defaults filled in, secrets redacted"
     )
+    c.epilog = exit_status("config print")
     global_options(c, top=False)
     with_config(c)
     c.set_defaults(func=cmd_config_print)
@@ -365,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
         "enroll",
         help="allocate a municipality's port on the rendezvous bastion; print its restricted "
         "authorized_keys line and its source entry",
+        epilog=exit_status("tunnel enroll"),
     )
     global_options(t, top=False)
     with_config(t)

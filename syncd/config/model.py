@@ -2,89 +2,35 @@
 
 Every default is stated here once, as the default of its field; the builders read it from here
 (from an instance like `Schedule()`, or, for DestinationSettings, which needs a dsn, from the
-DEFAULT_* constants its fields use).
+DEFAULT_* constants its fields use). The daemon-wide sections live in syncd.config.settings and
+are re-exported here.
+
+Every YAML key is described beside the field it fills (syncd.config.keydoc: `doc(...)` in the
+field's metadata; `KEYS_WITHOUT_FIELD` for the few read into other fields), and
+docs/reference/configuration.md is generated from them (`make reference`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import time
 from enum import StrEnum
 from pathlib import Path
+from typing import ClassVar
 
 from syncd.config.dsn import Dsn
+from syncd.config.keydoc import KeyDoc, doc, flattened, internal, part_of
 from syncd.config.problem import Notice
-
-DEFAULT_SCHEMA = "syncd_data"
-DEFAULT_SOURCE_COLUMN = "municipio_id_sus"
-DEFAULT_BUCKETS = 16
-DEFAULT_NOTIFY_CHANNEL = "syncd"
-
-
-@dataclass(frozen=True, slots=True)
-class DestinationSettings:
-    dsn: Dsn
-    password_file: Path | None = None
-    schema: str = DEFAULT_SCHEMA
-    source_column: str = DEFAULT_SOURCE_COLUMN
-    buckets: int = DEFAULT_BUCKETS  # hash partitions per dataset table, however many municipalities
-    notify_channel: str | None = (
-        DEFAULT_NOTIFY_CHANNEL  # None: no NOTIFY after a municipality lands
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Concurrency:
-    sources: int = 32
-    per_host: int = 4
-    writers: int = 16
-
-
-@dataclass(frozen=True, slots=True)
-class DailyWindow:
-    start: time
-    end: time
-
-    def __str__(self) -> str:
-        return f"{self.start:%H:%M}-{self.end:%H:%M}"
-
-
-@dataclass(frozen=True, slots=True)
-class Schedule:
-    interval: float = 86400.0
-    window: DailyWindow | None = None
-    timezone: str = "America/Sao_Paulo"
-    jitter: float = 600.0
-    failed_backoff: float = 300.0  # a failed source is retried this much later, doubling...
-    failed_backoff_max: float = 7200.0  # ...up to this
-
-
-@dataclass(frozen=True, slots=True)
-class Http:
-    host: str = "127.0.0.1"
-    port: int = 9187
-    token_file: Path | None = None
-
-    @property
-    def listen(self) -> str:
-        """As `http.listen` is written: host:port, an IPv6 host in brackets."""
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    connect: float = 30.0
-    statement: float = 3600.0  # one COPY over a slow municipal link
-    idle_stream: float = 300.0  # no bytes for this long: the dataset is aborted
-    lock: float = 0.5  # destination lock_timeout for DDL: the longest a reader waits on syncd
-    shutdown_grace: float = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class Retry:
-    attempts: int = 4
-    backoff: float = 2.0
-    max_backoff: float = 120.0
+from syncd.config.settings import DEFAULT_BUCKETS as DEFAULT_BUCKETS
+from syncd.config.settings import DEFAULT_NOTIFY_CHANNEL as DEFAULT_NOTIFY_CHANNEL
+from syncd.config.settings import DEFAULT_SCHEMA as DEFAULT_SCHEMA
+from syncd.config.settings import DEFAULT_SOURCE_COLUMN as DEFAULT_SOURCE_COLUMN
+from syncd.config.settings import Concurrency as Concurrency
+from syncd.config.settings import DailyWindow as DailyWindow
+from syncd.config.settings import DestinationSettings as DestinationSettings
+from syncd.config.settings import Http as Http
+from syncd.config.settings import Retry as Retry
+from syncd.config.settings import Schedule as Schedule
+from syncd.config.settings import Timeouts as Timeouts
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,15 +39,36 @@ class Bastion:
     reverse tunnels. Only file paths here: the key and its passphrase are read when connecting.
     `host_key` is public: the pinned key the bastion must present ("ssh-ed25519 AAAA...")."""
 
-    name: str
-    host: str
-    user: str
-    private_key_file: Path
-    host_key: str
-    port: int = 22
-    passphrase_file: Path | None = None
-    keepalive_interval: float = 15.0  # an SSH keepalive after this long without traffic...
-    keepalive_count_max: int = 3  # ...and the connection given up after this many unanswered
+    name: str = field(metadata=internal("the key under `bastions:`"))
+    host: str = field(
+        metadata=doc("the SSH host (a bastion, or the rendezvous host of reverse tunnels)")
+    )
+    user: str = field(metadata=doc("the user syncd logs in as"))
+    private_key_file: Path = field(
+        metadata=doc(
+            "syncd's private key (a systemd credential); read when connecting, never shown"
+        )
+    )
+    host_key: str = field(
+        metadata=doc(
+            "the bastion's public host key, pinned (`ssh-ed25519 AAAA...`, as `ssh-keyscan` "
+            "prints it): any other key is refused as a security failure; checking cannot be "
+            "turned off"
+        )
+    )
+    port: int = field(default=22, metadata=doc("its SSH port"))
+    passphrase_file: Path | None = field(
+        default=None, metadata=doc("first line is the key's passphrase")
+    )
+    keepalive_interval: float = field(
+        default=15.0, metadata=doc("an SSH keepalive after this long without traffic...")
+    )
+    keepalive_count_max: int = field(
+        default=3,
+        metadata=doc(
+            "...and the connection dropped (its sessions retried) after this many unanswered"
+        ),
+    )
 
     @property
     def address(self) -> str:
@@ -110,12 +77,50 @@ class Bastion:
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    id: str
-    dsn: Dsn  # behind a bastion: host and port as the bastion sees them
-    name: str | None = None
-    password_file: Path | None = None
-    params: tuple[tuple[str, str], ...] = ()
-    bastion: Bastion | None = None  # `ssh_tunnel: {bastion: NAME}`, resolved
+    """One municipal database (`sources:`, or `sources_file:`)."""
+
+    id: str = field(
+        metadata=doc(
+            'letters, digits, `_`, up to 32 (e.g. the IBGE code); quote it (`"012345"`): a '
+            "number YAML would change (`012345` is octal 5349, `3_549_904` is 3549904) is "
+            "refused with its line, a plain one (`351570`) is kept as written. The same holds "
+            "for every key that takes text (`name`, `params` values)"
+        )
+    )
+    dsn: Dsn = field(
+        metadata=doc(
+            "`postgresql://` URI; `sslmode`/`sslrootcert` as libpq; percent-encode `#`, `@`, "
+            "`/` in passwords; its parameters are checked against libpq's list, and those "
+            "asyncpg would send the server as settings (`connect_timeout`...) refused. Behind "
+            "a bastion: host and port as the bastion sees them"
+        )
+    )
+    name: str | None = field(default=None, metadata=doc("for people"))
+    password_file: Path | None = field(
+        default=None,
+        metadata=doc(
+            "as for the destination: a missing or unreadable file fails that source at once, "
+            "naming the file. Without it: the DSN's password, else the `municipios_<id>` "
+            "credential"
+        ),
+    )
+    params: tuple[tuple[str, str], ...] = field(
+        default=(),
+        metadata=doc(
+            "`name: value` pairs set as `syncd.<name>` in the snapshot session (bound values) "
+            "for queries to read with `current_setting('syncd.<name>')`",
+            kind="mapping of `name: value`",
+        ),
+    )
+    bastion: Bastion | None = field(
+        default=None,
+        metadata=doc(
+            "reach this source through the named SSH bastion (`bastions.<name>`); the DSN's "
+            "host and port are then as the bastion sees them",
+            key="ssh_tunnel.bastion",
+            kind="bastion name",
+        ),
+    )
 
     @property
     def label(self) -> str:
@@ -134,10 +139,43 @@ class Source:
 class Variant:
     """One way to read a dataset; `when_*` probes the source to choose it (PEC versions)."""
 
-    table: str | None = None
-    query: str | None = None
-    when_column: str | None = None  # schema.table.column that must exist
-    when_table: str | None = None  # schema.table that must exist
+    table: str | None = field(
+        default=None,
+        metadata=doc(
+            "`schema.table` on the source (unquoted SQL rules: case folds)",
+            required="one of table, query, query_file",
+        ),
+    )
+    query: str | None = field(
+        default=None,
+        metadata=doc(
+            'a SQL query run in the snapshot (a "lista nominal"); as psql takes it: a leading '
+            "UTF-8 BOM, trailing `;` and trailing comments (`-- fim`, `; -- fim`, `/* */`) are "
+            "ignored",
+            required="one of table, query, query_file",
+        ),
+    )
+    when_column: str | None = field(
+        default=None,
+        metadata=doc(
+            "use this variant if the source has this column (`schema.table.column`)",
+            key="when.column",
+        ),
+    )
+    when_table: str | None = field(
+        default=None,
+        metadata=doc(
+            "use this variant if the source has this table (`schema.table`)", key="when.table"
+        ),
+    )
+
+    KEYS_WITHOUT_FIELD: ClassVar[dict[str, KeyDoc]] = {
+        "query_file": KeyDoc(
+            "the query from this file (relative to the config file), read as `query` is",
+            "path",
+            required="one of table, query, query_file",
+        ),
+    }
 
     @property
     def probe(self) -> str:
@@ -152,11 +190,29 @@ class Variant:
 class Incremental:
     """Move only rows past the stored watermark of `cursor`, upserted by `key`."""
 
-    cursor: str
-    key: tuple[str, ...]
-    lookback: int | None = None  # cursor units (ids) back from the watermark...
-    lookback_seconds: float | None = None  # ...or a duration (dates, timestamps, YYYYMMDD keys)
-    full_refresh_every: float | None = None
+    cursor: str = field(
+        metadata=doc(
+            "a monotonic column: an integer id, a date or timestamp, or a YYYYMMDD date key",
+            required="with mode: incremental",
+        )
+    )
+    key: tuple[str, ...] = field(
+        metadata=doc(
+            "the row identity: a column or a list of columns",
+            kind="column or list of columns",
+            required="with mode: incremental",
+        )
+    )
+    lookback: int | None = field(
+        default=None,
+        metadata=doc(
+            "re-read this far behind the watermark, for rows that commit late: a number (ids) "
+            "or a duration (dates; a duration also marks an integer cursor as a YYYYMMDD key)",
+            kind="whole number or duration",
+        ),
+    )
+    lookback_seconds: float | None = field(default=None, metadata=part_of("lookback"))
+    full_refresh_every: float | None = field(default=None, metadata=part_of("full_refresh_every"))
 
 
 class DatasetMode(StrEnum):
@@ -171,12 +227,57 @@ DEFAULT_FULL_REFRESH_EVERY = 7 * 86400.0  # snapshot datasets: rewritten whole, 
 
 @dataclass(frozen=True, slots=True)
 class Dataset:
-    name: str
-    variants: tuple[Variant, ...]
-    incremental: Incremental | None = None
-    # how often the municipality's rows are rewritten whole, trusting nothing stored (landing v3
-    # otherwise writes only what changed); None: never. Incremental datasets: theirs.
-    full_refresh_every: float | None = DEFAULT_FULL_REFRESH_EVERY
+    """What to read from every source, and the destination table it lands in."""
+
+    name: str = field(
+        metadata=doc(
+            "destination table name: lowercase identifier without `__` (syncd's own relations "
+            "use it)"
+        )
+    )
+    variants: tuple[Variant, ...] = field(
+        metadata=doc(
+            "ways to read the dataset, each with a `when` probe: the first whose probe holds "
+            "on the source is used; one variant may go without `when` (the fallback)",
+            kind="list of variants",
+            required="one of table, query, query_file, variants",
+        )
+    )
+    incremental: Incremental | None = field(
+        default=None, metadata=flattened("`mode: incremental` and its keys")
+    )
+    # None: never. Incremental datasets: theirs (none unless given).
+    full_refresh_every: float | None = field(
+        default=DEFAULT_FULL_REFRESH_EVERY,
+        metadata=doc(
+            "rewrite the municipality's rows whole this often, trusting nothing stored "
+            "(otherwise a pass writes only what changed); incremental datasets: none unless "
+            "given, and then also reload them whole, which catches updates and deletes"
+        ),
+    )
+
+    KEYS_WITHOUT_FIELD: ClassVar[dict[str, KeyDoc]] = {
+        "table": KeyDoc(
+            "`schema.table` on the source (unquoted SQL rules: case folds); the one variant",
+            "text",
+            required="one of table, query, query_file, variants",
+        ),
+        "query": KeyDoc(
+            'a SQL query run in the snapshot (a "lista nominal"), as `variants[].query`',
+            "text",
+            required="one of table, query, query_file, variants",
+        ),
+        "query_file": KeyDoc(
+            "the query from this file (relative to the config file), read as `query` is",
+            "path",
+            required="one of table, query, query_file, variants",
+        ),
+        "mode": KeyDoc(
+            "`incremental`: move only new rows, past the watermark of `cursor`",
+            " or ".join(f"`{m}`" for m in DatasetMode),
+            default=DatasetMode.SNAPSHOT,
+        ),
+    }
 
     @property
     def table(self) -> str | None:
@@ -199,19 +300,60 @@ class Dataset:
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    path: Path | None
-    destination: DestinationSettings
-    sources: tuple[Source, ...]
-    datasets: tuple[Dataset, ...]
-    concurrency: Concurrency = field(default_factory=Concurrency)
-    schedule: Schedule = field(default_factory=Schedule)
-    http: Http = field(default_factory=Http)
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    retry: Retry = field(default_factory=Retry)
-    bastions: tuple[Bastion, ...] = ()
-    warnings: tuple[Notice, ...] = ()
+    path: Path | None = field(metadata=internal("the file it was read from"))
+    destination: DestinationSettings = field(
+        metadata=doc("the analytical database everything lands in")
+    )
+    sources: tuple[Source, ...] = field(
+        metadata=doc(
+            "the municipal databases, each read-only",
+            required="required: `sources`, `sources_file` or both",
+        )
+    )
+    datasets: tuple[Dataset, ...] = field(
+        metadata=doc("what to read from every source: a table, a query, or variants of them")
+    )
+    concurrency: Concurrency = field(
+        default_factory=Concurrency, metadata=doc("how much runs at once")
+    )
+    schedule: Schedule = field(default_factory=Schedule, metadata=doc("when each source is due"))
+    http: Http = field(
+        default_factory=Http,
+        metadata=doc("the HTTP endpoint: status page, health, readiness, metrics, triggers"),
+    )
+    timeouts: Timeouts = field(
+        default_factory=Timeouts, metadata=doc("how long each kind of wait may last")
+    )
+    retry: Retry = field(
+        default_factory=Retry,
+        metadata=doc(
+            "failures that can pass (connection lost, server restart, timeout), retried "
+            "within the pass"
+        ),
+    )
+    bastions: tuple[Bastion, ...] = field(
+        default=(),
+        metadata=doc(
+            "SSH hosts syncd reaches sources through (`sources[].ssh_tunnel.bastion`), or the "
+            "rendezvous host of reverse tunnels, by name",
+            key="bastions.<name>",
+        ),
+    )
+    warnings: tuple[Notice, ...] = field(
+        default=(), metadata=internal("what loading it found worth saying")
+    )
     # where the secrets the config names no file for were looked for (a reload looks there again)
-    credentials_dir: Path | None = None
+    credentials_dir: Path | None = field(
+        default=None, metadata=internal("from --credentials-dir or the environment")
+    )
+
+    KEYS_WITHOUT_FIELD: ClassVar[dict[str, KeyDoc]] = {
+        "sources_file": KeyDoc(
+            "more sources, a YAML list of the same shape as `sources` (relative to the config "
+            "file); its problems cite its own file and line",
+            "path",
+        ),
+    }
 
     def source(self, source_id: str) -> Source | None:
         return next((s for s in self.sources if s.id == source_id), None)

@@ -1,4 +1,5 @@
-"""`syncd once --json`: one document on stdout, whatever happens; the README is its schema."""
+"""`syncd once --json`: one document on stdout, whatever happens; its JSON Schema is
+docs/reference/once-json.schema.json, and every document here is validated against it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 from datetime import datetime
 
 import asyncpg
+import jsonschema
 
 from syncd.lab import embedded
 
@@ -18,10 +20,18 @@ MISSING = {"name": "tabela_inexistente", "table": "public.tb_fat_nao_existe"}
 ATENDIMENTOS = ATENDIMENTOS_INCREMENTAL
 
 
+SCHEMA = json.loads((ROOT / "docs" / "reference" / "once-json.schema.json").read_text())
+VALIDATOR = jsonschema.Draft202012Validator(
+    SCHEMA, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+)
+
+
 def _document(stdout: str) -> dict:
-    """stdout is one JSON document on one line, and nothing else."""
+    """stdout is one JSON document on one line, and nothing else, valid against its schema."""
     assert stdout.endswith("\n") and stdout.count("\n") == 1, stdout[:2000]
-    return json.loads(stdout)
+    document = json.loads(stdout)
+    VALIDATOR.validate(document)
+    return document
 
 
 def _paths(document: dict, prefix: str = "") -> set[str]:
@@ -37,10 +47,31 @@ def _paths(document: dict, prefix: str = "") -> set[str]:
     return out
 
 
-def _readme_fields() -> set[str]:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("### `syncd once --json`", 1)[1].split("\n#", 1)[0]
-    return set(re.findall(r"^\| `([^`]+)` \|", section, re.M))
+def _documented_fields() -> set[str]:
+    page = (ROOT / "docs" / "reference" / "once-json.md").read_text()
+    return set(re.findall(r"^\| `([^`]+)` \|", page, re.M))
+
+
+def _schema_fields(schema: dict, prefix: str = "") -> set[str]:
+    """Every leaf's key path the schema describes, `<id>` and `<name>` for the data keys."""
+    if "$ref" in schema:
+        return _schema_fields(SCHEMA["$defs"][schema["$ref"].rsplit("/", 1)[1]], prefix)
+    out = set()
+    for key, sub in schema.get("properties", {}).items():
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(sub.get("additionalProperties"), dict):  # keyed by data
+            data = "<id>" if key == "sources" else "<name>"
+            out |= _schema_fields(sub["additionalProperties"], f"{path}.{data}")
+        elif "properties" in sub:
+            out |= _schema_fields(sub, path)
+        else:
+            out.add(path)
+    return out
+
+
+def test_the_page_the_schema_and_the_document_agree_on_the_fields():
+    passed, config_error = (SCHEMA["$defs"][k] for k in ("pass", "config_error"))
+    assert _schema_fields(passed) | _schema_fields(config_error) == _documented_fields()
 
 
 async def test_the_document_has_every_source_and_dataset_and_the_ledger_agrees(
@@ -92,8 +123,8 @@ async def test_the_document_has_every_source_and_dataset_and_the_ledger_agrees(
         "rows": 800,
         "bytes": sum(s["bytes"] for s in doc["sources"].values()),
     }
-    # the README documents exactly these fields
-    assert _paths(doc) == _readme_fields() - {"errors"}
+    # the reference page documents exactly these fields
+    assert _paths(doc) == _documented_fields() - {"errors"}
 
     result = run_cli("once", "--config", str(path), "--json", "--dataset", "atendimentos")
     assert result.returncode == 0, result.stderr

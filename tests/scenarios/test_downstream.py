@@ -1,4 +1,5 @@
-"""Downstream hears when a municipality lands: a NOTIFY per landed pass, never before its rows."""
+"""Downstream hears when a municipality lands: a NOTIFY per landed pass, never before its rows.
+Every payload heard is validated against docs/reference/notify.schema.json."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import UTC, datetime
 
 import anyio
 import asyncpg
+import jsonschema
 import pytest
 
 from syncd import config as config_module
@@ -15,10 +17,13 @@ from syncd.engine import downstream
 from syncd.lab import embedded, pec
 
 from tests.conftest import ATENDIMENTOS_INCREMENTAL, TABLE_DATASETS
-from tests.support.helpers import run_pass
+from tests.support.helpers import ROOT, run_pass
 
 CIDADAOS, DIM_EQUIPE = TABLE_DATASETS[0], TABLE_DATASETS[3]
 ATENDIMENTOS = ATENDIMENTOS_INCREMENTAL
+PAYLOAD = jsonschema.Draft202012Validator(
+    json.loads((ROOT / "docs" / "reference" / "notify.schema.json").read_text())
+)
 
 
 class Listener:
@@ -48,6 +53,7 @@ class Listener:
 
     async def _check(self, payload: str) -> None:
         doc = json.loads(payload)
+        PAYLOAD.validate(doc)
         seen = {}
         async with self._reading:
             for name, d in doc["datasets"].items():
@@ -225,11 +231,13 @@ async def test_a_huge_dataset_list_is_cut_to_fit_and_postgresql_takes_it(dest):
     at = datetime(2026, 11, 28, 6, 0, tzinfo=UTC)
     text = downstream.payload("a" * 32, 2**62, datasets, at)
     doc = json.loads(text)
+    PAYLOAD.validate(doc)
     assert len(text.encode()) < downstream.NOTIFY_LIMIT_BYTES
     kept = list(doc["datasets"])
     assert kept == [d.name for d in datasets[: len(kept)]]  # a prefix, in order
     assert doc["omitted"] == 400 - len(kept) and len(kept) > 40
     small = json.loads(downstream.payload("a", 1, datasets[:3], at))
+    PAYLOAD.validate(small)
     assert "omitted" not in small and len(small["datasets"]) == 3
 
     conn = await dest.connect()
