@@ -157,7 +157,7 @@ def parameter_notes(params: tuple[tuple[str, str], ...]) -> list[str]:
 
 
 def reference() -> str:
-    """The Markdown table of docs/cli.md (tests/unit/test_dsn.py keeps the two alike)."""
+    """The Markdown table of docs/reference/dsn-parameters.md (tools/reference.py; tests/unit/test_reference.py keeps it current)."""
     said = {
         Support.DRIVER: "accepted",
         Support.SERVER: "accepted (passed to the server, as libpq does)",

@@ -168,10 +168,3 @@ async def test_driver_parameters_are_read_by_asyncpg(dest_cluster):
     await conn.close()
     with pytest.raises((ValueError, asyncpg.InterfaceError)):
         await asyncpg.connect(f"{dsn}?sslmode=disable&target_session_attrs=nope", timeout=10)
-
-
-def test_the_docs_table_is_current():
-    docs = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
-    start = "tests/unit/test_dsn.py checks it -->\n"
-    table = docs[docs.index(start) + len(start) : docs.index("<!-- end of the generated table")]
-    assert table == libpq.reference(), "docs/cli.md's DSN table is stale:\n" + libpq.reference()
