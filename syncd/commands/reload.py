@@ -5,12 +5,10 @@ returns before the daemon has even read its config: `systemctl reload` would rep
 a config that is then rejected, and a reload ordered before another unit's would not be. So the
 unit runs `syncd reload --pid $MAINPID`, which waits for the acknowledgement.
 
-The acknowledgement is a small file in the service's runtime directory (`RuntimeDirectory=syncd`,
-so `$RUNTIME_DIRECTORY=/run/syncd`): after each reload attempt the daemon replaces
-`reload-state` with one line, `<pid> <generation> <outcome> <message>`. The helper reads the
-generation, signals, and waits for a greater one from the same pid. Exit 0 when the new config
-was applied, 1 when it was rejected (systemctl reload then fails, and says why), 3 when no
-acknowledgement came in time.
+The acknowledgement is a small file in the service's runtime directory, written by the daemon
+(`syncd.service.reloadstate` says its format). The helper reads the generation, signals, and
+waits for a greater one from the same pid. Exit 0 when the new config was applied, 1 when it was
+rejected (systemctl reload then fails, and says why), 3 when no acknowledgement came in time.
 """
 
 from __future__ import annotations
@@ -19,66 +17,12 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import TextIO
 
-STATE_FILE = "reload-state"
+from syncd.service.reloadstate import ReloadOutcome, read_state
+
 EXIT_REJECTED, EXIT_NO_ANSWER = 1, 3
-
-
-class ReloadOutcome(StrEnum):
-    """How a reload went: in the state file and in `syncd_config_reloads_total{outcome}`."""
-
-    SUCCESS = "success"
-    FAILURE = "failure"
-
-
-@dataclass(frozen=True, slots=True)
-class ReloadState:
-    pid: int
-    generation: int
-    outcome: ReloadOutcome
-    message: str
-
-
-def state_dir(explicit: str | None = None) -> Path | None:
-    value = explicit or os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
-    return Path(value) if value else None
-
-
-class ReloadRecorder:
-    """The daemon's side: one line per reload attempt, replaced atomically."""
-
-    def __init__(self, directory: Path | None):
-        self.directory = directory
-        self.generation = 0
-
-    def record(self, outcome: ReloadOutcome, message: str) -> None:
-        self.generation += 1
-        if self.directory is None:
-            return
-        line = f"{os.getpid()} {self.generation} {outcome} {' '.join(message.split())}\n"
-        path = self.directory / STATE_FILE
-        tmp = path.with_name(f".{STATE_FILE}.tmp")
-        try:
-            tmp.write_text(line, encoding="utf-8")
-            os.replace(tmp, path)
-        except OSError as exc:  # the reload itself happened; only its acknowledgement is lost
-            print(f"syncd: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
-
-
-def read_state(directory: Path) -> ReloadState | None:
-    try:
-        pid, generation, outcome, *message = (
-            (directory / STATE_FILE).read_text(encoding="utf-8").split(" ", 3)
-        )
-        return ReloadState(
-            int(pid), int(generation), ReloadOutcome(outcome), " ".join(message).strip()
-        )
-    except (OSError, ValueError):
-        return None
 
 
 def reload(

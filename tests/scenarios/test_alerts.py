@@ -12,7 +12,7 @@ from daemonproc import DaemonProcess, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from syncd.observe.metrics import RETRY_REASONS, SYNC_OUTCOMES
-from syncd.service.reload import ReloadOutcome
+from syncd.service.reloadstate import ReloadOutcome
 
 from conftest import TABLE_DATASETS
 from helpers import ROOT, run_pass

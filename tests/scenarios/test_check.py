@@ -8,8 +8,8 @@ import json
 import anyio
 import asyncpg
 
+from syncd.commands.check import lock_budget
 from syncd.lab import embedded
-from syncd.service.check import lock_budget
 
 from conftest import HIPERTENSOS, TABLE_DATASETS
 from helpers import run_cli

@@ -15,9 +15,9 @@ import yaml
 from daemonproc import DaemonProcess, free_port
 
 from syncd import config
+from syncd.commands.status import run_status
 from syncd.config import ConfigError, clean_query
 from syncd.engine.destination import Destination
-from syncd.service.statuscmd import run_status
 
 from helpers import assert_dataset_exact, run_cli, run_pass
 

@@ -9,7 +9,7 @@ import asyncpg
 from test_landing import open_while_read
 
 from syncd import ledger
-from syncd.service.verifycmd import run_verify
+from syncd.commands.verify import run_verify
 
 from conftest import TABLE_DATASETS, DestDb
 from helpers import assert_dataset_exact, fingerprint, run_cli, run_pass

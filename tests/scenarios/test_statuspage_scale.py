@@ -13,7 +13,7 @@ from cdp import CHROMIUM, Cdp, browser
 
 from syncd.service import statuspage
 from syncd.service.http import HttpServer
-from syncd.service.status import StatusBoard
+from syncd.service.statusboard import StatusBoard
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium absent (Debian: chromium)")
 

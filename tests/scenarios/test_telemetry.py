@@ -22,10 +22,10 @@ from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
 from syncd import __version__
+from syncd.commands.once import run_once
 from syncd.lab import embedded
 from syncd.observe import telemetry
 from syncd.observe.metrics import Metrics
-from syncd.service.once import run_once
 
 from conftest import TABLE_DATASETS
 from helpers import ROOT, run_cli

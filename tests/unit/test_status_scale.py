@@ -18,7 +18,7 @@ from syncd import config as config_mod
 from syncd.ledger import DatasetStatus, Status
 from syncd.service import statuspage
 from syncd.service.http import HttpServer
-from syncd.service.status import StatusBoard
+from syncd.service.statusboard import StatusBoard
 
 SOURCE_KEYS = {"name", "state", "last_success", "last_error", "next_due", "last_run", "datasets"}
 DATASET_KEYS = {"status", "last_success", "rows", "error"}
