@@ -1,4 +1,5 @@
-"""Argument parsing only: each command calls one function (in syncd.service, or the lab's demo).
+"""Argument parsing only: each command calls one function (in syncd.commands; `run` in
+syncd.service.daemon, `demo` in the lab).
 
 The global options (--config, --log-level, --log-format, --version) are taken before or after
 the command name: `syncd --log-level debug run` and `syncd run --log-level debug` are one.

@@ -4,7 +4,7 @@
 -- $1 of every advisory lock is syncd.ledger.locks.LOCK_NAMESPACE.
 
 -- name: migration_lock
--- one instance migrates at a time (ledger/migrate.py)
+-- one instance migrates schema `syncd` at a time (ledger/migrate.py)
 SELECT pg_advisory_xact_lock($1, 0);
 
 -- name: create_schema
@@ -18,7 +18,7 @@ SELECT max(version) FROM syncd.schema_version;
 INSERT INTO syncd.schema_version VALUES ($1);
 
 -- name: next_pass_id
--- a pass's rows (ledger/rows.py)
+-- a pass begins (ledger/rows.py): its id, then its `running` rows
 SELECT nextval('syncd.pass_id_seq');
 
 -- name: begin_pass
@@ -74,7 +74,7 @@ WHERE source_id = $1 AND status = 'running';
 SELECT DISTINCT source_id FROM syncd.ledger WHERE status = 'running';
 
 -- name: latest
--- what the last passes say (ledger/rows.py)
+-- per (source, dataset): the last success and the last outcome
 SELECT source_id, dataset, last_success, last_rows, last_status, last_ended, last_error
 FROM syncd.latest ORDER BY source_id, dataset;
 
@@ -107,7 +107,7 @@ WHERE NOT p.ok AND p.pass_id > coalesce(o.last_ok, 0)
 GROUP BY p.source_id;
 
 -- name: catalog_lock
--- the configured datasets (ledger/catalog.py); one writer at a time
+-- one writer of syncd.catalog at a time (ledger/catalog.py)
 SELECT pg_advisory_xact_lock($1, 2);
 
 -- name: catalog_add
