@@ -1,4 +1,5 @@
-"""Argument parsing only: each command calls one function (in syncd.service, or the lab's demo).
+"""Argument parsing only: each command calls one function (in syncd.commands; `run` in
+syncd.service.daemon, `demo` in the lab).
 
 The global options (--config, --log-level, --log-format, --version) are taken before or after
 the command name: `syncd --log-level debug run` and `syncd run --log-level debug` are one.
@@ -59,8 +60,8 @@ def traced(
 
 
 def cmd_once(args: argparse.Namespace) -> int:
+    from syncd.commands.once import MetricsOutput, run_once
     from syncd.observe.report import config_error_document, dumps
-    from syncd.service.once import MetricsOutput, run_once
 
     def config_error(problems: list[str]) -> None:
         if args.json:  # stdout carries one document whatever happens; stderr the same lines
@@ -81,32 +82,32 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from syncd.service.configcmd import check_config
+    from syncd.commands.config import check_config
 
     return check_config(args.config, args.credentials_dir)
 
 
 def cmd_config_print(args: argparse.Namespace) -> int:
-    from syncd.service.configcmd import print_config
+    from syncd.commands.config import print_config
 
     return print_config(args.config, args.credentials_dir)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from syncd.service.statuscmd import run_status
+    from syncd.commands.status import run_status
 
     config = load_config(args.config, args.credentials_dir)
     return run_async(run_status, config, sys.stdout, sys.stderr, args.late, args.json)
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
-    from syncd.service.trigger import run_trigger
+    from syncd.commands.trigger import run_trigger
 
     return run_trigger(load_config(args.config, args.credentials_dir), args.ids, args.token_file)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from syncd.service.verifycmd import run_verify
+    from syncd.commands.verify import run_verify
 
     config = config_module.select(
         load_config(args.config, args.credentials_dir), args.source or [], args.dataset or []
@@ -123,7 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     if not args.online:
         return cmd_check_config(args)  # offline, the only other kind of check
-    from syncd.service.check import run_check
+    from syncd.commands.check import run_check
 
     config = load_config(args.config, args.credentials_dir)
     if args.timeout is None:
@@ -132,13 +133,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    from syncd.service.reload import reload, state_dir
+    from syncd.commands.reload import reload
+    from syncd.service.reloadstate import state_dir
 
     return reload(args.pid, state_dir(args.state_dir), args.timeout)
 
 
 def cmd_tunnel_enroll(args: argparse.Namespace) -> int:
-    from syncd.service.enroll import enroll
+    from syncd.commands.enroll import enroll
 
     return enroll(
         load_config(args.config),
@@ -174,14 +176,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
-    from syncd.service.clidoc import bash_completion
+    from syncd.commands.clidoc import bash_completion
 
     sys.stdout.write(bash_completion(build_parser()))
     return 0
 
 
 def cmd_man(args: argparse.Namespace) -> int:
-    from syncd.service.clidoc import man_page
+    from syncd.commands.clidoc import man_page
 
     sys.stdout.write(man_page(build_parser(), __version__, MAN_SECTIONS))
     return 0
@@ -292,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="one JSON document instead of a table")
     p.add_argument(
-        # its default is the check's own (syncd.service.check), not loaded for every command
+        # its default is the check's own (syncd.commands.check), not loaded for every command
         "--timeout",
         type=float,
         metavar="SECONDS",

@@ -223,7 +223,7 @@ def _commands(
     parser: argparse.ArgumentParser,
 ) -> list[tuple[tuple[str, ...], argparse.ArgumentParser, str]]:
     # the one import of clidoc here (it may move with the commands): its walk of the parser
-    from syncd.service.clidoc import commands
+    from syncd.commands.clidoc import commands
 
     return [(c.path, c.parser, c.help) for c in commands(parser)]
 

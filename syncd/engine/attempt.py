@@ -19,10 +19,10 @@ from opentelemetry import trace
 from syncd import ledger
 from syncd.config import Dataset, Source
 from syncd.engine import downstream, incremental, spans
+from syncd.engine.engine import Engine
 from syncd.engine.errors import Failure, FinalError, Kind, Side, classify
 from syncd.engine.landing import Landed, Landing, Write
 from syncd.engine.results import DatasetResult, SourceResult, now
-from syncd.engine.runner import Engine
 from syncd.engine.shape import Shape
 from syncd.engine.source import SourceSession
 from syncd.engine.tables import Target

@@ -29,7 +29,7 @@ from typing import Any, cast
 import asyncpg
 
 from syncd import config, ledger
-from syncd.engine import sql
+from syncd.engine import quoting
 from syncd.engine.connect import (
     APPLICATION_NAME,
     SERVER_KEEPALIVES,
@@ -126,7 +126,7 @@ class Destination:
                 await ledger.migrate(conn)
                 async with conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock($1, 1)", ledger.LOCK_NAMESPACE)
-                    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {sql.ident(self.schema)}")
+                    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quoting.ident(self.schema)}")
                 await upgrade_layout(conn, self.settings, self.timeouts, self._observe)
                 await add_row_hashes(conn, self.settings, self.timeouts, self._observe)
         except BaseException:
@@ -267,7 +267,7 @@ class Destination:
             # a newer PEC version: the column appears for everyone, NULL where unknown
             parent = self.parent(shape.dataset)
             statements = [
-                f"ALTER TABLE {parent} ADD COLUMN IF NOT EXISTS {sql.ident(c.name)} "
+                f"ALTER TABLE {parent} ADD COLUMN IF NOT EXISTS {quoting.ident(c.name)} "
                 f"{base_type(c.type)}"
                 for c in adds
             ]
@@ -298,22 +298,22 @@ class Destination:
 
     async def _create(self, conn: asyncpg.Connection, shape: Shape) -> asyncpg.Record:
         parent = self.parent(shape.dataset)
-        column = sql.ident(self.source_column)
-        columns = ", ".join(f"{sql.ident(c.name)} {base_type(c.type)}" for c in shape.columns)
+        column = quoting.ident(self.source_column)
+        columns = ", ".join(f"{quoting.ident(c.name)} {base_type(c.type)}" for c in shape.columns)
         buckets = self.settings.buckets
         statements = [
             f"CREATE TABLE {parent} ({columns}, {column} text NOT NULL "
-            f"DEFAULT pg_catalog.current_setting({sql.literal(SOURCE_SETTING)}), "
+            f"DEFAULT pg_catalog.current_setting({quoting.literal(SOURCE_SETTING)}), "
             f"{ROW_HASH} uuid) PARTITION BY HASH ({column})",
             *(
-                f"CREATE TABLE {sql.qualified(self.schema, name)} PARTITION OF {parent} "
+                f"CREATE TABLE {quoting.qualified(self.schema, name)} PARTITION OF {parent} "
                 f"FOR VALUES WITH (MODULUS {buckets}, REMAINDER {n})"
                 for n, name in enumerate(bucket_names(shape.dataset, buckets))
             ),
-            f"CREATE INDEX {sql.ident(index_name(shape.dataset, 'rows'))} ON {parent} "
+            f"CREATE INDEX {quoting.ident(index_name(shape.dataset, 'rows'))} ON {parent} "
             f"({column}) INCLUDE ({ROW_HASH})",
             f"COMMENT ON TABLE {parent} IS "
-            + sql.literal(
+            + quoting.literal(
                 f"syncd dataset {shape.dataset}: each municipality's rows are replaced "
                 "atomically by syncd; read-only for everyone else"
             ),
@@ -347,9 +347,9 @@ class Destination:
             raise FinalError(f"key column(s) {', '.join(unknown)} are not in the dataset")
         name = index_name(dataset, "key")
         statement = (
-            f"DROP INDEX IF EXISTS {sql.qualified(self.schema, name)};"
-            f"CREATE UNIQUE INDEX {sql.ident(name)} ON {self.parent(dataset)} "
-            f"({', '.join(sql.ident(c) for c in columns)})"
+            f"DROP INDEX IF EXISTS {quoting.qualified(self.schema, name)};"
+            f"CREATE UNIQUE INDEX {quoting.ident(name)} ON {self.parent(dataset)} "
+            f"({', '.join(quoting.ident(c) for c in columns)})"
         )
         try:
             built = await self._try_ddl(conn, dataset, statement, timeout=self.timeouts.statement)

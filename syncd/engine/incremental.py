@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from syncd.config import Incremental
-from syncd.engine import sql
+from syncd.engine import quoting
 from syncd.engine.errors import FinalError
 
 # The destination's sessions print values the same way whatever ALTER DATABASE/ROLE SET says
@@ -73,7 +73,7 @@ def cursor_class(spec: Incremental, type_sql: str) -> str:
 
 
 def window(spec: Incremental, type_sql: str, watermark: str) -> CursorWindow:
-    column = f"{ALIAS}.{sql.ident(spec.cursor)}"
+    column = f"{ALIAS}.{quoting.ident(spec.cursor)}"
     kind = cursor_class(spec, type_sql)
     wm = "current_setting('syncd.watermark')"
     lb = "current_setting('syncd.lookback')"
@@ -95,7 +95,7 @@ def window(spec: Incremental, type_sql: str, watermark: str) -> CursorWindow:
 
 def cap(spec: Incremental, type_sql: str) -> str:
     """Which rows a watermark may come from: date-like ones never past today."""
-    column = f"{ALIAS}.{sql.ident(spec.cursor)}"
+    column = f"{ALIAS}.{quoting.ident(spec.cursor)}"
     kind = cursor_class(spec, type_sql)
     if kind == "datekey":
         return f"{column} <= to_char(now(), 'YYYYMMDD')::{type_sql}"

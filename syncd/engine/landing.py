@@ -24,7 +24,7 @@ import anyio
 import asyncpg
 
 from syncd import config
-from syncd.engine import rowdiff, sql
+from syncd.engine import quoting, rowdiff
 from syncd.engine.copy import CopyIn, CopyOut, Transfer, copy_row_count, first_failure, pipe
 from syncd.engine.diffing import DiffTransform
 from syncd.engine.errors import Failure, FinalError, Kind, Side, TransferError
@@ -137,7 +137,7 @@ class Landing:
         landed = Landed()
         if write == Write.REWRITE:
             status = await self.conn.execute(
-                f"DELETE FROM {parent} WHERE {sql.ident(d.source_column)} = $1",  # noqa: S608
+                f"DELETE FROM {parent} WHERE {quoting.ident(d.source_column)} = $1",  # noqa: S608
                 self.source_id,
                 timeout=self._long(),
             )
@@ -181,7 +181,7 @@ class Landing:
             landed.inserted, landed.deleted = inserted + updated, landed.deleted + updated
             if write == Write.WINDOW:
                 top = await self.conn.fetchval(
-                    f"SELECT max({ALIAS}.{sql.ident(target.cursor or '')})::text "  # noqa: S608
+                    f"SELECT max({ALIAS}.{quoting.ident(target.cursor or '')})::text "  # noqa: S608
                     f"FROM {delta} AS {ALIAS} WHERE {cap}"
                 )
                 landed.watermark = top or target.watermark
@@ -194,7 +194,7 @@ class Landing:
         then the rows that can never match (no hash yet, or a hash held twice) are deleted
         before anything is written. Returns the rows deleted."""
         d = self.tables
-        mine = f"{sql.ident(d.source_column)} = pg_catalog.current_setting({sql.literal(SOURCE_SETTING)})"
+        mine = f"{quoting.ident(d.source_column)} = pg_catalog.current_setting({quoting.literal(SOURCE_SETTING)})"
 
         async def add(chunk: bytes) -> None:
             differ.add_stored(chunk)
@@ -237,8 +237,8 @@ class Landing:
         # rows once; a plain join had it hash the 2 M rows instead (spilling, 1.7x slower)
         deleted: int = await self.conn.fetchval(
             f"WITH d AS (DELETE FROM {parent} AS t "  # noqa: S608
-            f"WHERE t.{sql.ident(d.source_column)} = "
-            f"pg_catalog.current_setting({sql.literal(SOURCE_SETTING)}) "
+            f"WHERE t.{quoting.ident(d.source_column)} = "
+            f"pg_catalog.current_setting({quoting.literal(SOURCE_SETTING)}) "
             f"AND t.{ROW_HASH} IN (SELECT g.h FROM {GONE} AS g) RETURNING 1), "
             f"e AS (DELETE FROM {GONE}) SELECT count(*) FROM d",
             timeout=self._long(),
@@ -270,14 +270,16 @@ class Landing:
         """The delta's rows into the dataset, by (source, key); returns (inserted, updated)."""
         d = self.tables
         columns = [*target.columns, ROW_HASH]
-        names = ", ".join(sql.ident(c) for c in (*columns, d.source_column))
+        names = ", ".join(quoting.ident(c) for c in (*columns, d.source_column))
         updates = ", ".join(
-            f"{sql.ident(c)} = excluded.{sql.ident(c)}" for c in columns if c not in target.key
+            f"{quoting.ident(c)} = excluded.{quoting.ident(c)}"
+            for c in columns
+            if c not in target.key
         )
-        conflict = ", ".join(sql.ident(k) for k in (d.source_column, *target.key))
+        conflict = ", ".join(quoting.ident(k) for k in (d.source_column, *target.key))
         parent = d.parent(target.dataset)
         same = " AND ".join(
-            f"o.{sql.ident(k)} = n.{sql.ident(k)}" for k in (d.source_column, *target.key)
+            f"o.{quoting.ident(k)} = n.{quoting.ident(k)}" for k in (d.source_column, *target.key)
         )
         # a window re-reads rows it landed before: those whose hash is the same are left be
         new = (

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from syncd.engine import sql
+from syncd.engine import quoting
 
 SOURCE_SETTING = "syncd.source_id"  # the transaction-local setting the source column defaults to
 ROW_HASH = "syncd_row_hash"  # landing v3: each row's hash (uuid), see engine/rowdiff.py
@@ -48,8 +48,8 @@ def bucket_names(dataset: str, buckets: int) -> list[str]:
     """The partitions of a dataset table: `<dataset>__p00` ... (the dataset part shortened, with
     a hash, so that the name fits 63 bytes)."""
     width = max(2, len(str(buckets - 1)))
-    room = sql.MAX_IDENT_BYTES - len(BUCKET_SEPARATOR) - width
-    stem = sql.shorten(dataset, room)
+    room = quoting.MAX_IDENT_BYTES - len(BUCKET_SEPARATOR) - width
+    stem = quoting.shorten(dataset, room)
     return [f"{stem}{BUCKET_SEPARATOR}{n:0{width}d}" for n in range(buckets)]
 
 
@@ -59,7 +59,7 @@ INDEXES = ("source", "key", "rows")  # v2's source index, the incremental key, v
 def index_name(dataset: str, kind: str) -> str:
     """`<dataset>__<kind>`, the dataset part shortened (with a hash) to fit 63 bytes."""
     assert kind in INDEXES
-    return f"{sql.shorten(dataset, sql.MAX_IDENT_BYTES - 8)}__{kind}"
+    return f"{quoting.shorten(dataset, quoting.MAX_IDENT_BYTES - 8)}__{kind}"
 
 
 def relation_names(dataset: str, buckets: int) -> list[str]:

@@ -1,12 +1,11 @@
-"""What a pass produces: a result per municipality and per dataset, and the progress hooks that
-the live display, the metrics and the daemon's status listen to."""
+"""What a pass produces: a result per municipality and per dataset (`progress` reports them as the
+pass goes)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from syncd.engine.errors import Failure
 from syncd.ledger import FINAL, Entry, Mode, Status
 
 
@@ -79,38 +78,3 @@ class SourceResult:
             else:
                 self.status = Status.ABORTED if Status.ABORTED in statuses else Status.FAILED
         self.ended_at = now()
-
-
-class Progress:
-    """What a pass reports as it goes; the TTY display and the daemon's status override it."""
-
-    def source_started(self, source_id: str) -> None: ...
-
-    def source_finished(self, result: SourceResult) -> None: ...
-
-    def bytes_moved(self, count: int) -> None: ...
-
-    def retried(self, source_id: str | None, dataset: str | None, failure: Failure) -> None: ...
-
-
-class Fanout(Progress):
-    """Several listeners as one."""
-
-    def __init__(self, *listeners: Progress):
-        self.listeners = listeners
-
-    def source_started(self, source_id: str) -> None:
-        for listener in self.listeners:
-            listener.source_started(source_id)
-
-    def source_finished(self, result: SourceResult) -> None:
-        for listener in self.listeners:
-            listener.source_finished(result)
-
-    def bytes_moved(self, count: int) -> None:
-        for listener in self.listeners:
-            listener.bytes_moved(count)
-
-    def retried(self, source_id: str | None, dataset: str | None, failure: Failure) -> None:
-        for listener in self.listeners:
-            listener.retried(source_id, dataset, failure)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from syncd.engine import sql
+from syncd.engine import quoting
 from syncd.engine.errors import FinalError
 from syncd.engine.incremental import ALIAS
 
@@ -36,15 +36,15 @@ class Shape:
         if self.table is None:
             assert self.query is not None
             return self.query
-        columns = ", ".join(sql.ident(c.name) for c in self.columns)
-        return f"SELECT {columns} FROM {sql.qualified(*self.table)}"  # noqa: S608
+        columns = ", ".join(quoting.ident(c.name) for c in self.columns)
+        return f"SELECT {columns} FROM {quoting.qualified(*self.table)}"  # noqa: S608
 
     def only(self, names: Sequence[str]) -> Shape:
         """The same reading with only these columns (those the dataset table can take now)."""
         keep = tuple(c for c in self.columns if c.name in set(names))
         if self.table is not None:
             return replace(self, columns=keep)
-        columns = ", ".join(f"{ALIAS}.{sql.ident(c.name)}" for c in keep)
+        columns = ", ".join(f"{ALIAS}.{quoting.ident(c.name)}" for c in keep)
         return replace(
             self,
             columns=keep,

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from syncd.config import Dataset, Source, Timeouts, Variant
-from syncd.engine import sql
+from syncd.engine import quoting
 from syncd.engine.connect import (
     APPLICATION_NAME,
     SERVER_KEEPALIVES,
@@ -195,7 +195,7 @@ class SourceSession:
     async def _describe_table(self, dataset: str, table: str) -> Shape:
         generated = "AND a.attgenerated = ''" if self.conn.get_server_version().major >= 12 else ""
         rows = await self.conn.fetch(
-            _TABLE_COLUMNS_SQL.format(generated=generated), sql.table_ref(table)
+            _TABLE_COLUMNS_SQL.format(generated=generated), quoting.table_ref(table)
         )
         if not rows:
             raise FinalError(f"table {table} has no columns")
@@ -295,7 +295,7 @@ class SourceSession:
         dates are unambiguous in every DateStyle, and ISO timestamps with a time zone carry
         their offset, whatever the TimeZone."""
         await self._settings(settings)
-        column = f"{ALIAS}.{sql.ident(cursor)}"
+        column = f"{ALIAS}.{quoting.ident(cursor)}"
         style = await self.conn.fetchval("SELECT pg_catalog.current_setting('DateStyle')")
         iso = style.replace(" ", "").upper().startswith("ISO,")
         if not iso:

@@ -29,9 +29,9 @@ from syncd import ledger
 from syncd.config import Dataset, Source
 from syncd.engine import spans
 from syncd.engine.attempt import PassLost, land_all, open_snapshot
+from syncd.engine.engine import Engine
 from syncd.engine.errors import Side, classify
 from syncd.engine.results import DatasetResult, SourceResult
-from syncd.engine.runner import Engine
 from syncd.ledger import Status
 
 log = logging.getLogger("syncd.sync")

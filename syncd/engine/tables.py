@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from syncd.engine import rowdiff, sql
+from syncd.engine import quoting, rowdiff
 from syncd.ledger import Mode
 
 
@@ -49,7 +49,7 @@ class Tables:
 
     def parent(self, dataset: str) -> str:
         """The dataset table's qualified name (its buckets are partitions of it)."""
-        return sql.qualified(self.schema, dataset)
+        return quoting.qualified(self.schema, dataset)
 
     def get(self, dataset: str) -> Table | None:
         return self.known.get(dataset)

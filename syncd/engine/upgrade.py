@@ -21,7 +21,7 @@ import anyio
 import asyncpg
 
 from syncd import config, ledger
-from syncd.engine import sql
+from syncd.engine import quoting
 from syncd.engine.errors import FinalError, Side
 from syncd.engine.layout import (
     COLUMNS_SQL,
@@ -125,11 +125,11 @@ async def upgrade_layout(
 
 async def _convert(up: _Upgrade, conn: asyncpg.Connection, name: str, oid: int) -> None:
     schema, column = up.schema, up.column
-    old = sql.qualified(schema, name)
-    staged = sql.shorten(name, sql.MAX_IDENT_BYTES - len(NEW_SUFFIX)) + NEW_SUFFIX
-    new = sql.qualified(schema, staged)
+    old = quoting.qualified(schema, name)
+    staged = quoting.shorten(name, quoting.MAX_IDENT_BYTES - len(NEW_SUFFIX)) + NEW_SUFFIX
+    new = quoting.qualified(schema, staged)
     columns = [(r["name"], r["type"]) for r in await conn.fetch(COLUMNS_SQL, oid)]
-    names = [sql.ident(c) for c, _ in columns]
+    names = [quoting.ident(c) for c, _ in columns]
     buckets = up.buckets
     # what a conversion that died before its rename left (its buckets carry the final names)
     await conn.execute(f"DROP TABLE IF EXISTS {new}")
@@ -152,9 +152,9 @@ async def _convert(up: _Upgrade, conn: asyncpg.Connection, name: str, oid: int) 
             "(a source id that looks like a bucket name); rename that relation first"
         )
     definitions = ", ".join(
-        f"{sql.ident(c)} {base_type(t)}"
+        f"{quoting.ident(c)} {base_type(t)}"
         + (
-            f" NOT NULL DEFAULT pg_catalog.current_setting({sql.literal(SOURCE_SETTING)})"
+            f" NOT NULL DEFAULT pg_catalog.current_setting({quoting.literal(SOURCE_SETTING)})"
             if c == column
             else ""
         )
@@ -162,13 +162,13 @@ async def _convert(up: _Upgrade, conn: asyncpg.Connection, name: str, oid: int) 
     )
     statements = [
         f"DROP TABLE IF EXISTS {new}",
-        f"CREATE TABLE {new} ({definitions}) PARTITION BY HASH ({sql.ident(column)})",
+        f"CREATE TABLE {new} ({definitions}) PARTITION BY HASH ({quoting.ident(column)})",
         *(
-            f"CREATE TABLE {sql.qualified(schema, bucket)} PARTITION OF {new} "
+            f"CREATE TABLE {quoting.qualified(schema, bucket)} PARTITION OF {new} "
             f"FOR VALUES WITH (MODULUS {buckets}, REMAINDER {n})"
             for n, bucket in enumerate(bucket_names(name, buckets))
         ),
-        f"CREATE INDEX {sql.ident(index_name(name, 'source'))} ON {new} ({sql.ident(column)})",
+        f"CREATE INDEX {quoting.ident(index_name(name, 'source'))} ON {new} ({quoting.ident(column)})",
     ]
     for row in await conn.fetch(_INDEXES_SQL, oid):  # the operators' own indexes
         head = _INDEX_HEAD.match(row["def"])
@@ -176,7 +176,7 @@ async def _convert(up: _Upgrade, conn: asyncpg.Connection, name: str, oid: int) 
             unique = head.group(1) or ""
             statements.append(f"CREATE {unique}INDEX ON {new} USING {row['def'][head.end() :]}")
     for row in await conn.fetch(_GRANTS_SQL, oid):
-        grantee = "PUBLIC" if row["grantee"] is None else sql.ident(row["grantee"])
+        grantee = "PUBLIC" if row["grantee"] is None else quoting.ident(row["grantee"])
         option = " WITH GRANT OPTION" if row["is_grantable"] else ""
         statements.append(f"GRANT {row['privilege_type']} ON {new} TO {grantee}{option}")
     log.warning("converting %s.%s to hash buckets (landing v2)", schema, name)
@@ -187,16 +187,16 @@ async def _convert(up: _Upgrade, conn: asyncpg.Connection, name: str, oid: int) 
             timeout=up.timeouts.statement,
         )
     rows = int(copied.rsplit(" ", 1)[-1])
-    retired = sql.shorten(name, sql.MAX_IDENT_BYTES - len(OLD_SUFFIX)) + OLD_SUFFIX
-    marker = sql.literal(f"syncd layout v1, replaced: {name}")
+    retired = quoting.shorten(name, quoting.MAX_IDENT_BYTES - len(OLD_SUFFIX)) + OLD_SUFFIX
+    marker = quoting.literal(f"syncd layout v1, replaced: {name}")
     await _when_free(
         up,
         conn,
-        f"ALTER TABLE {old} RENAME TO {sql.ident(retired)};"
-        f"COMMENT ON TABLE {sql.qualified(schema, retired)} IS {marker};"
-        f"ALTER TABLE {new} RENAME TO {sql.ident(name)};"
+        f"ALTER TABLE {old} RENAME TO {quoting.ident(retired)};"
+        f"COMMENT ON TABLE {quoting.qualified(schema, retired)} IS {marker};"
+        f"ALTER TABLE {new} RENAME TO {quoting.ident(name)};"
         f"COMMENT ON TABLE {old} IS "
-        + sql.literal(
+        + quoting.literal(
             f"syncd dataset {name}: each municipality's rows are replaced atomically by syncd; "
             "read-only for everyone else"
         ),
@@ -219,7 +219,7 @@ async def _drop_when_free(up: _Upgrade, conn: asyncpg.Connection, name: str) -> 
         await _when_free(
             up,
             conn,
-            f"DROP TABLE IF EXISTS {sql.qualified(up.schema, name)}",
+            f"DROP TABLE IF EXISTS {quoting.qualified(up.schema, name)}",
             what=f"dropping {up.schema}.{name}",
             deadline=30.0,
         )
@@ -291,7 +291,7 @@ async def add_row_hashes(
     and loses v2's source index. Returns how many tables changed."""
     retry = RetryPolicy(None, 0.05, 2.0, jitter=False, observe=observe, level=logging.INFO)
     up = _Upgrade(settings.schema, settings.source_column, settings.buckets, timeouts, retry)
-    column = sql.ident(up.column)
+    column = quoting.ident(up.column)
     rows = await conn.fetch(_V2_TABLES_SQL, up.schema, up.column, ROW_HASH)
     todo = [
         r
@@ -306,7 +306,7 @@ async def add_row_hashes(
     try:
         for row in todo:
             name = row["name"]
-            table = sql.qualified(up.schema, name)
+            table = quoting.qualified(up.schema, name)
             log.warning("adding row hashes to %s (landing v3)", table)
             await _when_free(
                 up,
@@ -317,7 +317,7 @@ async def add_row_hashes(
             await _when_free(
                 up,
                 conn,
-                f"CREATE INDEX IF NOT EXISTS {sql.ident(index_name(name, 'rows'))} "
+                f"CREATE INDEX IF NOT EXISTS {quoting.ident(index_name(name, 'rows'))} "
                 f"ON {table} ({column}) INCLUDE ({ROW_HASH})",
                 what=f"indexing {table}",
                 timeout=up.timeouts.statement,  # builds the index: as long as a big table takes
@@ -325,7 +325,7 @@ async def add_row_hashes(
             await _when_free(
                 up,
                 conn,
-                f"DROP INDEX IF EXISTS {sql.qualified(up.schema, index_name(name, 'source'))}",
+                f"DROP INDEX IF EXISTS {quoting.qualified(up.schema, index_name(name, 'source'))}",
                 what=f"dropping the v2 index of {table}",
             )
     finally:

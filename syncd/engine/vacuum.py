@@ -12,7 +12,7 @@ from contextlib import AbstractAsyncContextManager
 import asyncpg
 
 from syncd import config
-from syncd.engine import sql
+from syncd.engine import quoting
 from syncd.engine.errors import classify
 
 log = logging.getLogger("syncd.destination")
@@ -125,7 +125,7 @@ class Vacuum:
             async with self._acquire() as conn:
                 for bucket in todo:
                     horizon = min(self._open, default=math.inf)
-                    name = sql.qualified(self.schema, bucket)
+                    name = quoting.qualified(self.schema, bucket)
                     self._last[bucket] = time.monotonic()
                     try:
                         # TRUNCATE false: truncating the file end needs a lock readers would

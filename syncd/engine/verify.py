@@ -17,10 +17,10 @@ from enum import StrEnum
 import asyncpg
 
 from syncd.config import Dataset, Source
-from syncd.engine import rowdiff, sql
+from syncd.engine import quoting, rowdiff
+from syncd.engine.engine import Engine
 from syncd.engine.errors import classify
 from syncd.engine.layout import COLUMNS_SQL, SOURCE_SETTING, base_type
-from syncd.engine.runner import Engine
 from syncd.engine.source import SourceSession
 
 
@@ -87,11 +87,11 @@ async def _verify(
                 await conn.execute(
                     "SELECT pg_catalog.set_config($1, $2, true)", SOURCE_SETTING, source.id
                 )
-                names = ", ".join(sql.ident(c.name) for c in columns)
+                names = ", ".join(quoting.ident(c.name) for c in columns)
                 await conn.copy_from_query(
                     f"SELECT {names} FROM {parent} WHERE "  # noqa: S608
-                    f"{sql.ident(destination.source_column)} = "
-                    f"pg_catalog.current_setting({sql.literal(SOURCE_SETTING)})",
+                    f"{quoting.ident(destination.source_column)} = "
+                    f"pg_catalog.current_setting({quoting.literal(SOURCE_SETTING)})",
                     output=add,
                     format="binary",
                 )

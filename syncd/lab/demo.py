@@ -106,8 +106,8 @@ def run_demo(
     citizens: int = DEMO_CITIZENS,
     listen: str = HTTP_LISTEN,
 ) -> int:
+    from syncd.commands.once import run_once
     from syncd.config import parse_listen
-    from syncd.service.once import run_once
     from syncd.service.runtime import load_config, run_async
 
     if not (LISTAS / "hipertensos.sql").is_file():

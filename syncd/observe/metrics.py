@@ -30,7 +30,8 @@ from prometheus_client.registry import Collector
 from syncd import __version__
 from syncd.engine.errors import Failure, Kind
 from syncd.engine.limits import Usage
-from syncd.engine.results import Progress, SourceResult
+from syncd.engine.progress import Progress
+from syncd.engine.results import SourceResult
 from syncd.ledger import Status
 from syncd.observe.process import ProcessMetrics
 

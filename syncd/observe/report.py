@@ -13,7 +13,8 @@ from typing import Any, TextIO
 import anyio
 
 from syncd.config import Config
-from syncd.engine.results import DatasetResult, Progress, SourceResult, now
+from syncd.engine.progress import Progress
+from syncd.engine.results import DatasetResult, SourceResult, now
 from syncd.ledger import DatasetStatus, Status
 from syncd.safetext import printable
 

@@ -32,11 +32,11 @@ from syncd.service.dispatch import Dispatcher
 from syncd.service.http import HttpServer
 from syncd.service.notify import Notifier, watchdog_interval
 from syncd.service.readiness import Readiness
-from syncd.service.reload import ReloadRecorder, state_dir
 from syncd.service.reloader import Reloader
+from syncd.service.reloadstate import ReloadRecorder, state_dir
 from syncd.service.runtime import config_path as find_config
 from syncd.service.runtime import load_config, run_async
-from syncd.service.status import StatusBoard
+from syncd.service.statusboard import StatusBoard
 from syncd.service.views import Views
 
 log = logging.getLogger("syncd.daemon")

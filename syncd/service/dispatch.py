@@ -21,18 +21,19 @@ from anyio.abc import TaskGroup
 
 from syncd import ledger
 from syncd.config import Config, Source
+from syncd.engine.engine import Engine
 from syncd.engine.errors import Side, classify
 from syncd.engine.limits import Limits
-from syncd.engine.results import Fanout, SourceResult
+from syncd.engine.progress import Fanout
+from syncd.engine.results import SourceResult
 from syncd.engine.retry import RetryPolicy
-from syncd.engine.runner import Engine
 from syncd.engine.sync import sweep, sync_source
 from syncd.ledger import Status
 from syncd.observe.metrics import Metrics
 from syncd.service.clock import Clock
 from syncd.service.readiness import Readiness
 from syncd.service.scheduler import Scheduler
-from syncd.service.status import StatusBoard
+from syncd.service.statusboard import StatusBoard
 
 log = logging.getLogger("syncd.daemon")
 

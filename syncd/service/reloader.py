@@ -4,7 +4,7 @@ A bad one is logged, counted in `syncd_config_reloads_total{outcome="failure"}` 
 daemon keeps running the config it had. A good one is swapped in at once: limits resize in place,
 the scheduler and /status follow the new sources, the HTTP listener moves if its address changed,
 and new syncs use the new config while in-flight ones finish on the one they started with. Either
-way the outcome is acknowledged to `syncd reload` (`reload.ReloadRecorder`) and to systemd.
+way the outcome is acknowledged to `syncd reload` (`reloadstate.ReloadRecorder`) and to systemd.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from syncd.observe.metrics import Metrics
 from syncd.service.dispatch import Dispatcher
 from syncd.service.http import HttpServer
 from syncd.service.notify import Notifier
-from syncd.service.reload import ReloadOutcome, ReloadRecorder
+from syncd.service.reloadstate import ReloadOutcome, ReloadRecorder
 from syncd.service.views import Views
 
 log = logging.getLogger("syncd.daemon")

@@ -32,7 +32,7 @@ from importlib import resources
 from urllib.parse import urlencode
 
 from syncd.ledger import Status
-from syncd.service.status import SourceView
+from syncd.service.statusboard import SourceView
 from syncd.service.statusquery import BadQuery, choices, integer, known_only, matches, norm
 
 LATE = 48 * 3600.0  # seconds: the same threshold as syncd.freshness and the alert rules

@@ -17,7 +17,7 @@ from syncd.service.clock import Clock
 from syncd.service.dispatch import Dispatcher
 from syncd.service.http import Control
 from syncd.service.readiness import Readiness
-from syncd.service.status import StatusBoard
+from syncd.service.statusboard import StatusBoard
 from syncd.service.statusquery import status_query
 
 log = logging.getLogger("syncd.daemon")

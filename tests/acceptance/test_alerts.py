@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from syncd.observe.metrics import RETRY_REASONS, SYNC_OUTCOMES
-from syncd.service.reload import ReloadOutcome
+from syncd.service.reloadstate import ReloadOutcome
 
 from tests.conftest import TABLE_DATASETS
 from tests.support.daemonproc import DaemonProcess, free_port

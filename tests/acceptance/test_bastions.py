@@ -22,14 +22,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from syncd import config as config_module
+from syncd.commands.check import run_check
+from syncd.commands.enroll import preferred_port
+from syncd.commands.once import MetricsOutput, run_once
 from syncd.config import Config
 from syncd.engine.errors import Kind, classify
 from syncd.engine.source import SourceSession
 from syncd.engine.tunnel import Tunnels
 from syncd.observe import telemetry
-from syncd.service.check import run_check
-from syncd.service.enroll import preferred_port
-from syncd.service.once import MetricsOutput, run_once
 
 from tests.conftest import TABLE_DATASETS
 from tests.scenarios.test_bastions import unit_command

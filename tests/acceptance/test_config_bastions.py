@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.service import enroll
+from syncd.commands import enroll
 
 from tests.support.helpers import run_cli
 from tests.unit.test_config_bastions import BASE, KEY, rendezvous

@@ -11,7 +11,7 @@ import pytest
 
 from syncd.service import statuspage
 from syncd.service.http import HttpServer
-from syncd.service.status import StatusBoard
+from syncd.service.statusboard import StatusBoard
 
 from tests.support import pagescale
 from tests.support.cdp import CHROMIUM, Cdp, browser

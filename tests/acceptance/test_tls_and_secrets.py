@@ -129,7 +129,7 @@ async def test_passwords_never_shown(fresh_analytics, ca, tmp_path, monkeypatch)
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from syncd.service.once import run_once
+    from syncd.commands.once import run_once
 
     exporter = InMemorySpanExporter()
     tel = telemetry.setup(install=False)

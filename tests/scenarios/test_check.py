@@ -3,7 +3,7 @@ tests/acceptance/test_check.py)."""
 
 from __future__ import annotations
 
-from syncd.service.check import lock_budget
+from syncd.commands.check import lock_budget
 
 
 def test_lock_budget_arithmetic():

@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 
 from syncd import config as config_module
-from syncd.engine import sql
+from syncd.engine import quoting
 
 from tests.conftest import TABLE_DATASETS
 from tests.support.helpers import run_pass
@@ -154,12 +154,12 @@ async def test_quoting_round_trips_through_postgresql(dest):
     dst = await dest.connect()
     try:
         for name in ['a"b', "x; DROP TABLE t; --", "ação", 'q""q', "  spaces  "]:
-            await dst.execute(f"CREATE TABLE {sql.ident(name)} (v text)")
-            await dst.execute(f"INSERT INTO {sql.ident(name)} VALUES ({sql.literal(name)})")
-            assert await dst.fetchval(f"SELECT v FROM {sql.ident(name)}") == name
+            await dst.execute(f"CREATE TABLE {quoting.ident(name)} (v text)")
+            await dst.execute(f"INSERT INTO {quoting.ident(name)} VALUES ({quoting.literal(name)})")
+            assert await dst.fetchval(f"SELECT v FROM {quoting.ident(name)}") == name
         with pytest.raises(ValueError):
-            sql.ident("nul\x00")
+            quoting.ident("nul\x00")
         with pytest.raises(ValueError):
-            sql.literal("nul\x00")
+            quoting.literal("nul\x00")
     finally:
         await dst.close()

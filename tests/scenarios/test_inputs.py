@@ -11,9 +11,9 @@ import asyncpg
 import pytest
 
 from syncd import config
+from syncd.commands.status import run_status
 from syncd.config import ConfigError, clean_query
 from syncd.engine.destination import Destination
-from syncd.service.statuscmd import run_status
 
 from tests.support.helpers import assert_dataset_exact, run_pass
 

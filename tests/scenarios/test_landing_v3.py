@@ -8,7 +8,7 @@ import anyio
 import asyncpg
 
 from syncd import ledger
-from syncd.service.verifycmd import run_verify
+from syncd.commands.verify import run_verify
 
 from tests.conftest import TABLE_DATASETS, DestDb
 from tests.scenarios.test_landing import open_while_read

@@ -13,10 +13,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from syncd.commands.once import run_once
 from syncd.lab import embedded
 from syncd.observe import telemetry
 from syncd.observe.metrics import Metrics
-from syncd.service.once import run_once
 
 from tests.conftest import TABLE_DATASETS
 from tests.support.helpers import ROOT

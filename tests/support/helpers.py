@@ -10,8 +10,8 @@ from pathlib import Path
 
 import asyncpg
 
+from syncd.commands.once import run_once
 from syncd.config import Config
-from syncd.service.once import run_once
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = "syncd_data"

@@ -17,7 +17,7 @@ from syncd.engine.results import DatasetResult, SourceResult
 from syncd.ledger import DatasetStatus, Status
 from syncd.service import statuspage
 from syncd.service.http import Control
-from syncd.service.status import StatusBoard
+from syncd.service.statusboard import StatusBoard
 from syncd.service.statusquery import status_query
 
 MUNICIPALITIES = 5570

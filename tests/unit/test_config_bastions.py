@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 
 from syncd import config
+from syncd.commands import enroll
 from syncd.config import Bastion
 from syncd.config.bastions import parse_host_key
 from syncd.engine.errors import Failure, Kind, classify
 from syncd.engine.retry import RetryPolicy
 from syncd.engine.tunnel import BastionUnreachable, HostKeyMismatch, TunnelNotConnected
 from syncd.observe.metrics import RETRY_REASONS, retry_reason
-from syncd.service import enroll, statuspage
-from syncd.service.status import SourceView
+from syncd.service import statuspage
+from syncd.service.statusboard import SourceView
 
 from tests.support.helpers import config_problems
 

@@ -20,7 +20,7 @@ import pytest
 
 from syncd.config import DestinationSettings, Timeouts
 from syncd.config.dsn import Dsn
-from syncd.engine import sql
+from syncd.engine import quoting
 from syncd.engine.copy import CopyOut, Sink, Transfer, copy_row_count
 from syncd.engine.destination import Destination
 from syncd.engine.errors import FinalError, Side, TransferError
@@ -63,7 +63,7 @@ async def reader(scratch_dest: DestDb) -> AsyncIterator[asyncpg.Connection]:
 
 def rows_from(conn: asyncpg.Connection, *rows: tuple[int, str]) -> CopyOut:
     """A source COPY of (id integer, name text) rows, in PostgreSQL's binary format."""
-    values = ", ".join(f"({i}, {sql.literal(name)})" for i, name in rows) or "(0, '')"
+    values = ", ".join(f"({i}, {quoting.literal(name)})" for i, name in rows) or "(0, '')"
     where = "" if rows else " WHERE false"
     query = f"SELECT id::integer, name::text FROM (VALUES {values}) AS v(id, name){where}"
 

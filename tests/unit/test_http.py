@@ -16,7 +16,7 @@ from syncd.ledger import Status
 from syncd.observe.metrics import Metrics
 from syncd.service import statuspage
 from syncd.service.http import MAX_BODY, Control, HttpServer
-from syncd.service.status import SourceView
+from syncd.service.statusboard import SourceView
 
 TOKEN = "s3cret-token"
 HOSTILE = "<script>alert(1)</script>"

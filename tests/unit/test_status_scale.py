@@ -17,7 +17,7 @@ from syncd import config as config_mod
 from syncd.ledger import DatasetStatus, Status
 from syncd.service import statuspage
 from syncd.service.http import HttpServer
-from syncd.service.status import StatusBoard
+from syncd.service.statusboard import StatusBoard
 
 from tests.support import pagescale
 

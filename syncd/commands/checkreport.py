@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from syncd.service.checkresult import DestinationCheck, SourceCheck
+from syncd.commands.checkresult import DestinationCheck, SourceCheck
 
 
 def as_json_document(

@@ -14,7 +14,7 @@ from syncd.engine import spans
 from syncd.engine.destination import Destination
 from syncd.engine.limits import Limits
 from syncd.engine.locks import SourceLocks
-from syncd.engine.results import Progress
+from syncd.engine.progress import Progress
 from syncd.engine.retry import RetryPolicy
 from syncd.engine.tunnel import Tunnels
 

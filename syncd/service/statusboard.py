@@ -15,7 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from syncd.config import Config
-from syncd.engine.results import Progress, SourceResult
+from syncd.engine.progress import Progress
+from syncd.engine.results import SourceResult
 from syncd.ledger import DatasetStatus, Status
 from syncd.service.statusquery import StatusQuery, matches, norm
 

@@ -31,19 +31,19 @@ from typing import Any, TextIO
 import anyio
 import asyncpg
 
+from syncd.commands.checkreport import as_json_document, report
+from syncd.commands.checkresult import (
+    DEFAULT_SSLMODE,
+    DatasetCheck,
+    DestinationCheck,
+    SourceCheck,
+)
 from syncd.config import Config, Dataset, Source
 from syncd.engine.connect import connect_password
 from syncd.engine.errors import Failure, Kind, Side, classify
 from syncd.engine.shape import Shape
 from syncd.engine.source import SourceSession
 from syncd.engine.tunnel import HOPS, TunnelError, Tunnels
-from syncd.service.checkreport import as_json_document, report
-from syncd.service.checkresult import (
-    DEFAULT_SSLMODE,
-    DatasetCheck,
-    DestinationCheck,
-    SourceCheck,
-)
 
 CHECK_TIMEOUT = 30.0  # seconds per check, by default
 DESTINATION_MIN_VERSION = 12  # hash partitioning of the dataset tables
