@@ -22,7 +22,7 @@ from anyio.abc import TaskGroup
 from syncd import ledger
 from syncd.config import Config, Source
 from syncd.engine.errors import Side, classify
-from syncd.engine.limits import Limits
+from syncd.engine.limits import Limits, pool_size
 from syncd.engine.results import Fanout, SourceResult
 from syncd.engine.retry import RetryPolicy
 from syncd.engine.runner import Engine
@@ -180,7 +180,7 @@ class Dispatcher:
     def _start_due(self, syncs: TaskGroup) -> None:
         assert self.engine is not None
         capacity = int(self.limits.sources.total_tokens)
-        per_host = self.config.concurrency.per_host
+        per_host = self.limits.per_host
         hosts = Counter(self._hosts.values())
         for sid in self.scheduler.due():
             if sid in self.in_flight:
@@ -347,8 +347,7 @@ def same_destination(old: Config, new: Config) -> bool:
         replace(old.destination, notify_channel=None)
         == replace(new.destination, notify_channel=None)
         and old.timeouts == new.timeouts
-        # each municipality syncing holds a pooled connection for its landing
-        and old.concurrency.sources == new.concurrency.sources
+        and pool_size(old.concurrency) == pool_size(new.concurrency)  # asyncpg: no resizing
     )
 
 
