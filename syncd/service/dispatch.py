@@ -17,6 +17,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 import anyio
+import asyncpg
 from anyio.abc import TaskGroup
 
 from syncd import ledger
@@ -146,28 +147,13 @@ class Dispatcher:
                 await engine.destination.open()
                 async with engine.destination.acquire() as conn:
                     await ledger.register(conn, ledger.pairs(self.config), replace=True)
-                    entries = await ledger.latest(conn)
-                    successes = await ledger.last_successes(
-                        conn, [d.name for d in self.config.datasets]
-                    )
-                    pending = await ledger.pending_since(conn)
-                    durations = await ledger.last_durations(conn)
-                    failures = await ledger.consecutive_failures(conn)
+                    await self._reseed(conn, at_start=True)
             except Exception as exc:
                 await close_engine(engine)
                 failure = classify(exc, Side.DESTINATION)
                 self.readiness.failed(failure.reason)
                 await retry.pause(failure, attempt, f"destination {self.config.destination.dsn}")
                 continue
-            self.board.seed(entries)
-            self.board.seed_durations(durations)
-            self.metrics.seed(successes)
-            self.metrics.seed_failures(
-                {sid: n for sid, n in failures.items() if self.config.source(sid)}
-            )
-            self._seed_pending(pending)
-            for sid, when in successes.items():
-                self.scheduler.seen_success(sid, when)
             self.metrics.ready.set(1)
             self.engine = engine
             try:
@@ -287,20 +273,31 @@ class Dispatcher:
                 continue
             try:
                 async with engine.destination.acquire() as conn:
-                    entries = await ledger.latest(conn)
-                    successes = await ledger.last_successes(
-                        conn, [d.name for d in engine.config.datasets]
-                    )
-                    pending = await ledger.pending_since(conn)
+                    await self._reseed(conn)
             except Exception as exc:
                 log.warning("reading the ledger: %s", classify(exc).reason)
                 continue
-            self.board.seed(entries)  # what other instances did shows in /status too
-            self.metrics.seed({sid: w for sid, w in successes.items() if self.config.source(sid)})
-            self._seed_pending(pending)
-            for sid, when in successes.items():
-                self.scheduler.seen_success(sid, when)
             self._wake.set()
+
+    async def _reseed(self, conn: asyncpg.Connection, *, at_start: bool = False) -> None:
+        """What the ledger knows, into /status, the metrics and the schedule: at start, and
+        every LEDGER_REFRESH what other instances did. Only at start the last durations and
+        the failures in a row: afterwards this daemon's own syncs keep those current, and
+        counting failures scans the whole ledger. Everything is read before anything is
+        seeded, so a failed read seeds nothing."""
+        configured = self.config.source
+        entries = await ledger.latest(conn)
+        successes = await ledger.last_successes(conn, [d.name for d in self.config.datasets])
+        pending = await ledger.pending_since(conn)
+        durations = await ledger.last_durations(conn) if at_start else {}
+        failures = await ledger.consecutive_failures(conn) if at_start else {}
+        self.board.seed(entries)
+        self.board.seed_durations(durations)
+        self.metrics.seed({sid: when for sid, when in successes.items() if configured(sid)})
+        self.metrics.seed_failures({sid: n for sid, n in failures.items() if configured(sid)})
+        self._seed_pending(pending)
+        for sid, when in successes.items():
+            self.scheduler.seen_success(sid, when)
 
     # -- a reload ------------------------------------------------------------------------------
 
