@@ -29,13 +29,14 @@ from syncd.engine.retry import RetryPolicy
 from syncd.engine.runner import Engine
 from syncd.engine.sync import sweep, sync_source
 from syncd.ledger import Status
+from syncd.logevents import Event
 from syncd.observe.metrics import Metrics
 from syncd.service.clock import Clock
 from syncd.service.readiness import Readiness
 from syncd.service.scheduler import Scheduler
 from syncd.service.status import StatusBoard
 
-log = logging.getLogger("syncd.daemon")
+log = logging.getLogger(__name__)
 
 LEDGER_REFRESH = 60.0  # seconds: pick up what other instances synced
 LOCKED_RETRY = 10.0  # seconds: look again at a source another instance is syncing
@@ -159,7 +160,11 @@ class Dispatcher:
             try:
                 await sweep(engine)
             except Exception as exc:
-                log.warning("cleaning up after an interrupted run: %s", classify(exc).reason)
+                log.warning(
+                    "cleaning up after an interrupted run: %s",
+                    classify(exc).reason,
+                    extra={"event": Event.INTERRUPTED_RUN_CLEANUP_FAILED},
+                )
             self.readiness.connected()
             return
 
@@ -223,7 +228,9 @@ class Dispatcher:
                 try:
                     await engine.destination.vacuum.flush()
                 except Exception as exc:  # autovacuum does the same, later
-                    log.warning("vacuum: %s", classify(exc).reason)
+                    log.warning(
+                        "vacuum: %s", classify(exc).reason, extra={"event": Event.VACUUM_FAILED}
+                    )
         finally:
             self.in_flight.pop(source.id, None)
             self._hosts.pop(source.id, None)
@@ -275,7 +282,11 @@ class Dispatcher:
                 async with engine.destination.acquire() as conn:
                     await self._reseed(conn)
             except Exception as exc:
-                log.warning("reading the ledger: %s", classify(exc).reason)
+                log.warning(
+                    "reading the ledger: %s",
+                    classify(exc).reason,
+                    extra={"event": Event.LEDGER_READ_FAILED},
+                )
                 continue
             self._wake.set()
 
@@ -334,7 +345,9 @@ class Dispatcher:
                 self._seed_pending(await ledger.pending_since(conn))
         except Exception as exc:
             log.warning(
-                "recording the configured sources in syncd.catalog: %s", classify(exc).reason
+                "recording the configured sources in syncd.catalog: %s",
+                classify(exc).reason,
+                extra={"event": Event.CATALOG_WRITE_FAILED},
             )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from syncd import config as config_module
 from syncd.config import ConfigError
+from syncd.logevents import Event
 from syncd.observe.metrics import Metrics
 from syncd.service.dispatch import Dispatcher
 from syncd.service.http import HttpServer
@@ -21,7 +22,7 @@ from syncd.service.notify import Notifier
 from syncd.service.reload import ReloadOutcome, ReloadRecorder
 from syncd.service.views import Views
 
-log = logging.getLogger("syncd.daemon")
+log = logging.getLogger(__name__)
 
 
 class Reloader:
@@ -53,7 +54,12 @@ class Reloader:
         except ConfigError as exc:
             first = exc.problems[0] if exc.problems else "invalid config"
             more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
-            log.error("reload rejected, still running the previous config: %s%s", first, more)
+            log.error(
+                "reload rejected, still running the previous config: %s%s",
+                first,
+                more,
+                extra={"event": Event.RELOAD_REJECTED},
+            )
             self.metrics.reloads.labels(ReloadOutcome.FAILURE).inc()
             self.metrics.reload_ok.set(0)
             self.recorder.record(ReloadOutcome.FAILURE, f"{first}{more}")
@@ -72,6 +78,7 @@ class Reloader:
                     exc.strerror or exc,
                     old.http.host,
                     old.http.port,
+                    extra={"event": Event.RELOAD_LISTEN_FAILED},
                 )
         await self.dispatcher.follow_destination(old)
         self.metrics.reloads.labels(ReloadOutcome.SUCCESS).inc()
@@ -83,6 +90,6 @@ class Reloader:
             f"config reloaded: {len(new.sources)} sources (+{len(added)}, -{len(removed)}), "
             f"{len(new.datasets)} datasets; concurrency {c.sources}/{c.per_host}/{c.writers}"
         )
-        log.info("%s", summary)
+        log.info("%s", summary, extra={"event": Event.RELOADED})
         self.recorder.record(ReloadOutcome.SUCCESS, summary)
         self.notifier.ready()
