@@ -10,6 +10,7 @@ way the outcome is acknowledged to `syncd reload` (`reload.ReloadRecorder`) and 
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 from syncd import config as config_module
@@ -85,10 +86,10 @@ class Reloader:
         self.metrics.reload_ok.set(1)
         removed = {s.id for s in old.sources} - {s.id for s in new.sources}
         added = {s.id for s in new.sources} - {s.id for s in old.sources}
-        c = new.concurrency
+        limits = ", ".join(f"{knob} {n}" for knob, n in asdict(new.concurrency).items())
         summary = (
             f"config reloaded: {len(new.sources)} sources (+{len(added)}, -{len(removed)}), "
-            f"{len(new.datasets)} datasets; concurrency {c.sources}/{c.per_host}/{c.writers}"
+            f"{len(new.datasets)} datasets; concurrency {limits}"
         )
         log.info("%s", summary, extra={"event": Event.RELOADED})
         self.recorder.record(ReloadOutcome.SUCCESS, summary)
