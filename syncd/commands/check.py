@@ -41,6 +41,7 @@ from syncd.commands.checkresult import (
 from syncd.config import Config, Dataset, Source
 from syncd.engine.connect import connect_password
 from syncd.engine.errors import Failure, Kind, Side, classify
+from syncd.engine.limits import Limits
 from syncd.engine.shape import Shape
 from syncd.engine.source import SourceSession
 from syncd.engine.tunnel import HOPS, TunnelError, Tunnels
@@ -365,16 +366,12 @@ async def run_check(
     timeout: float = CHECK_TIMEOUT,
 ) -> int:
     sources: list[SourceCheck | None] = [None] * len(config.sources)
-    everyone = anyio.CapacityLimiter(config.concurrency.sources)
-    per_host: dict[str, anyio.CapacityLimiter] = {}
+    limits = Limits(config.concurrency)
     datasets = list(config.datasets)
     tunnels = Tunnels()
 
     async def one(i: int, source: Source) -> None:
-        host = per_host.setdefault(
-            source.host_key, anyio.CapacityLimiter(config.concurrency.per_host)
-        )
-        async with host, everyone:
+        async with limits.source_slot(source.host_key):
             sources[i] = await check_source(source, datasets, config, timeout, tunnels)
 
     destination: list[DestinationCheck] = []

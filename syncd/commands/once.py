@@ -22,11 +22,12 @@ from syncd.engine.progress import Fanout
 from syncd.engine.results import SourceResult, now
 from syncd.engine.sync import sweep, sync_many
 from syncd.ledger import Status
+from syncd.logevents import Event
 from syncd.observe.metrics import Metrics
 from syncd.observe.report import LiveProgress, dumps, pass_document, summary
 from syncd.service.runtime import EXIT_FAILED, EXIT_OK
 
-log = logging.getLogger("syncd.once")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,9 @@ async def _vacuum(destination: Destination) -> None:
     try:
         await destination.vacuum.flush()
     except Exception as exc:
-        log.warning("vacuum after the pass: %s", classify(exc).reason)
+        log.warning(
+            "vacuum after the pass: %s", classify(exc).reason, extra={"event": Event.VACUUM_FAILED}
+        )
 
 
 async def run_once(
@@ -110,7 +113,11 @@ async def run_once(
     try:
         await sweep(engine)
     except Exception as exc:  # not fatal: only marks the ledger rows of a dead run
-        log.warning("cleaning up after an interrupted run: %s", classify(exc).reason)
+        log.warning(
+            "cleaning up after an interrupted run: %s",
+            classify(exc).reason,
+            extra={"event": Event.INTERRUPTED_RUN_CLEANUP_FAILED},
+        )
     results: list[SourceResult] | None = None
     try:
         async with anyio.create_task_group() as tg:
@@ -138,6 +145,7 @@ async def _cancel_on_signal(scope: anyio.CancelScope) -> None:
             log.warning(
                 "%s: cancelling the pass (in-flight syncs change nothing)",
                 signal.Signals(signum).name,
+                extra={"event": Event.PASS_CANCELLED},
             )
             scope.cancel()
             return

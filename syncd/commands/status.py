@@ -15,7 +15,7 @@ from syncd.engine.destination import Destination
 from syncd.engine.errors import classify
 from syncd.engine.results import now
 from syncd.ledger import DatasetStatus, Status
-from syncd.observe.report import status_table
+from syncd.observe.report import iso, status_table
 from syncd.service.runtime import EXIT_FAILED, EXIT_OK
 from syncd.service.statuspage import LATE
 
@@ -28,10 +28,6 @@ def is_late(entry: DatasetStatus | None, at: datetime) -> bool:
     if entry is None or entry.last_success is None:
         return True
     return (at - entry.last_success).total_seconds() > LATE
-
-
-def _iso(when: datetime | None) -> str | None:
-    return when.isoformat() if when is not None else None
 
 
 def _state(entries: list[DatasetStatus | None]) -> str:
@@ -61,12 +57,12 @@ def status_document(
             "name": source.name,
             "state": _state(mine),
             "late": late,
-            "last_success": _iso(min(successes)) if len(successes) == len(mine) else None,
+            "last_success": iso(min(successes)) if len(successes) == len(mine) else None,
             "last_error": errors[0] if errors else None,
             "datasets": {
                 d.name: {
                     "status": e.last_status if e else None,
-                    "last_success": _iso(e.last_success) if e else None,
+                    "last_success": iso(e.last_success) if e else None,
                     "age_seconds": round((at - e.last_success).total_seconds())
                     if e and e.last_success
                     else None,

@@ -8,6 +8,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from syncd.safetext import printable
+
 # A mapping key as YAML read it (text, a number, true/false) or a list index.
 Key: TypeAlias = str | int | float
 KeyPath: TypeAlias = tuple[Key, ...]
@@ -25,17 +27,13 @@ class Problem:
         if not where and self.file:
             where = f"{self.file}: "
         text = f"{where}{self.path}: {self.message}" if self.path else f"{where}{self.message}"
-        return _one_line(text)  # one problem, one line, whatever the YAML held
+        return printable(text)  # one problem, one line, whatever the YAML held
 
 
 def did_you_mean(word: str, choices: Sequence[str]) -> str:
     """` (did you mean 'sslmode'?)` for a close choice, else nothing."""
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _one_line(text: str) -> str:
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +52,7 @@ class Notice:
         return f"{self.kind} {self.subject}" if self.kind else self.subject
 
     def __str__(self) -> str:
-        return _one_line(f"{self.who}: {self.message.replace('{}', self.detail)}")
+        return printable(f"{self.who}: {self.message.replace('{}', self.detail)}")
 
 
 def summarize(notices: Iterable[Notice], shown: int = 3) -> list[str]:
@@ -76,7 +74,7 @@ def summarize(notices: Iterable[Notice], shown: int = 3) -> list[str]:
         if len(alike) > shown:
             names += f" and {len(alike) - shown} more"
         who = f"{len(alike)} {kind}s ({names})"
-        lines.append(_one_line(f"{who}: {text}"))
+        lines.append(printable(f"{who}: {text}"))
     return lines
 
 

@@ -4,6 +4,7 @@ back into the same Config (tests/unit/test_cli.py), but for the redacted secrets
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -79,11 +80,7 @@ def document(config: Config) -> dict[str, Any]:
             "buckets": d.buckets,
             "notify_channel": d.notify_channel,
         },
-        "concurrency": {
-            "sources": config.concurrency.sources,
-            "per_host": config.concurrency.per_host,
-            "writers": config.concurrency.writers,
-        },
+        "concurrency": asdict(config.concurrency),
         "schedule": {
             "interval": format_duration(s.interval),
             "window": str(s.window) if s.window else None,

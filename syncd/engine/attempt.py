@@ -27,8 +27,9 @@ from syncd.engine.shape import Shape
 from syncd.engine.source import SourceSession
 from syncd.engine.tables import Target
 from syncd.ledger import Mode, Status
+from syncd.logevents import Event
 
-log = logging.getLogger("syncd.sync")
+log = logging.getLogger(__name__)
 
 
 class PassLost(Exception):
@@ -129,7 +130,12 @@ async def land_all(
         raise
     except Exception as exc:
         if result.recorded:  # it committed; what failed after it (a pool reset) changes nothing
-            log.warning("source %s: after the commit: %s", source.id, classify(exc).reason)
+            log.warning(
+                "source %s: after the commit: %s",
+                source.id,
+                classify(exc).reason,
+                extra={"event": Event.AFTER_COMMIT_FAILED},
+            )
             landing.settled(buckets)
             return
         # the commit (or the last statements) failed: nothing landed
@@ -220,7 +226,12 @@ def _failed(source: Source, dataset: Dataset, res: DatasetResult, failure: Failu
         source.id,
         dataset.name,
         failure.reason,
-        extra={"source": source.id, "dataset": dataset.name, "reason": failure.reason},
+        extra={
+            "event": Event.DATASET_FAILED,
+            "source": source.id,
+            "dataset": dataset.name,
+            "reason": failure.reason,
+        },
     )
     res.fail(failure.reason)
 
@@ -293,6 +304,7 @@ async def _copy_attempts(
             transfer.bytes,
             transfer.seconds,
             extra={
+                "event": Event.DATASET_SYNCED,
                 "source": source.id,
                 "dataset": dataset.name,
                 "rows": transfer.rows,

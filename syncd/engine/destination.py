@@ -53,8 +53,9 @@ from syncd.engine.tables import Table, Tables, Target
 from syncd.engine.txn import transaction
 from syncd.engine.upgrade import add_row_hashes, upgrade_layout
 from syncd.engine.vacuum import Vacuum
+from syncd.logevents import Event
 
-log = logging.getLogger("syncd.destination")
+log = logging.getLogger(__name__)
 
 DDL_RETRY_SECONDS = 30.0  # a column add that readers blocked is tried again this much later
 DDL_TRIES, DDL_PAUSE = 3, 0.2  # tries of one DDL statement, and the pause after the first
@@ -280,7 +281,7 @@ class Destination:
                     "rows land without them until then",
                     shape.dataset,
                     ", ".join(c.name for c in adds),
-                    extra={"dataset": shape.dataset},
+                    extra={"event": Event.COLUMNS_DEFERRED, "dataset": shape.dataset},
                 )
         if key:
             await self._ensure_key(conn, shape.dataset, rel["oid"], key, existing)

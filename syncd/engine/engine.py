@@ -12,7 +12,7 @@ from syncd import ledger
 from syncd.config import Config
 from syncd.engine import spans
 from syncd.engine.destination import Destination
-from syncd.engine.limits import Limits
+from syncd.engine.limits import Limits, pool_size
 from syncd.engine.locks import SourceLocks
 from syncd.engine.progress import Progress
 from syncd.engine.retry import RetryPolicy
@@ -35,12 +35,10 @@ class Engine:
     @classmethod
     def create(cls, config: Config, limits: Limits, progress: Progress | None = None) -> Engine:
         progress = progress or Progress()
-        # each municipality syncing holds one connection for its landing transaction; the rest
-        # serve the ledger and the vacuum lane (DDL takes connections of its own)
         destination = Destination(
             config.destination,
             config.timeouts,
-            pool_size=config.concurrency.sources + 4,
+            pool_size=pool_size(config.concurrency),
             observe=progress.retried,
         )
         return cls(config, destination, limits, SourceLocks(destination), progress=progress)

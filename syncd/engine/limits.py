@@ -23,7 +23,17 @@ class Usage:
     total: int
 
 
+def pool_size(concurrency: Concurrency) -> int:
+    """Connections to the destination: each municipality syncing holds one for its landing
+    transaction; the rest serve the ledger and the vacuum lane (DDL takes connections of its
+    own)."""
+    return concurrency.sources + 4
+
+
 class Limits:
+    """The limiters `concurrency` sets, built and resized here only (a new knob: here and in
+    `pool_size` if it changes the destination pool)."""
+
     def __init__(self, concurrency: Concurrency):
         self.sources = anyio.CapacityLimiter(concurrency.sources)
         self.writers = anyio.CapacityLimiter(concurrency.writers)
@@ -35,6 +45,10 @@ class Limits:
         if limiter is None:
             limiter = self._hosts[key] = anyio.CapacityLimiter(self._per_host)
         return limiter
+
+    @property
+    def per_host(self) -> int:
+        return self._per_host
 
     @asynccontextmanager
     async def source_slot(self, host_key: str) -> AsyncIterator[None]:

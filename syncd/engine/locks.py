@@ -9,8 +9,9 @@ import anyio
 import asyncpg
 
 from syncd.engine.destination import Destination
+from syncd.logevents import Event
 
-log = logging.getLogger("syncd.sync")
+log = logging.getLogger(__name__)
 
 
 class SourceLocks:
@@ -43,7 +44,7 @@ class SourceLocks:
                         log.error(
                             "source %s: lost its lock while the destination connection was down",
                             source_id,
-                            extra={"source": source_id},
+                            extra={"event": Event.LOCK_LOST, "source": source_id},
                         )
         return self._conn
 

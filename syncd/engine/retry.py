@@ -20,8 +20,9 @@ from opentelemetry import trace
 from syncd import config
 from syncd.engine import spans
 from syncd.engine.errors import Failure, Kind, Side, classify
+from syncd.logevents import Event
 
-log = logging.getLogger("syncd.retry")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 # A bastion that is down or a municipal tunnel that is not connected gets one retry: waiting
@@ -93,7 +94,7 @@ class RetryPolicy:
             attempt + 1,
             of,
             delay,
-            extra=fields,
+            extra={"event": Event.RETRY, **fields},
         )
 
     async def pause(

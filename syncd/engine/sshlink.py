@@ -22,8 +22,9 @@ from syncd.engine.tunnelerrors import (
     TunnelError,
     TunnelNotConnected,
 )
+from syncd.logevents import Event
 
-log = logging.getLogger("syncd.tunnel")
+log = logging.getLogger(__name__)
 ENCRYPTION = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com")
 logging.getLogger("asyncssh").setLevel(logging.WARNING)  # its INFO is one line per channel
 
@@ -49,7 +50,10 @@ class _Watch(asyncssh.SSHClient):
                 "bastion %s: connection lost (%s); reopened on next use",
                 self.bastion.name,
                 getattr(exc, "reason", None) or exc,
-                extra={"action": "bastion_lost", "bastion": self.bastion.name},
+                extra={
+                    "event": Event.BASTION_LOST,
+                    "bastion": self.bastion.name,
+                },
             )
 
 
@@ -91,7 +95,10 @@ class BastionLink:
                     "bastion %s: connected to %s",
                     self.bastion.name,
                     self.bastion.address,
-                    extra={"action": "bastion_connected", "bastion": self.bastion.name},
+                    extra={
+                        "event": Event.BASTION_CONNECTED,
+                        "bastion": self.bastion.name,
+                    },
                 )
                 return self._conn
             except TunnelError as exc:
@@ -101,7 +108,10 @@ class BastionLink:
                     log.error(
                         "%s; not trying this bastion again until the config is reloaded",
                         exc,
-                        extra={"action": "host_key_mismatch", "bastion": self.bastion.name},
+                        extra={
+                            "event": Event.HOST_KEY_MISMATCH,
+                            "bastion": self.bastion.name,
+                        },
                     )
                 raise
             finally:

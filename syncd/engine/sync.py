@@ -33,8 +33,9 @@ from syncd.engine.engine import Engine
 from syncd.engine.errors import Side, classify
 from syncd.engine.results import DatasetResult, SourceResult
 from syncd.ledger import Status
+from syncd.logevents import Event
 
-log = logging.getLogger("syncd.sync")
+log = logging.getLogger(__name__)
 
 
 async def sync_source(
@@ -85,7 +86,7 @@ async def sync_source(
     try:
         await engine.destination.vacuum.run_due()
     except Exception as exc:  # never fails a sync: autovacuum does the same, later
-        log.warning("vacuum: %s", classify(exc).reason)
+        log.warning("vacuum: %s", classify(exc).reason, extra={"event": Event.VACUUM_FAILED})
     return result
 
 
@@ -135,7 +136,12 @@ async def _locked_sync(
             if d.status not in (Status.OK, Status.FAILED):
                 d.fail(failure.reason)
         spans.failed(span, failure)
-        log.error("source %s failed: %s", source.id, failure.reason, extra={"source": source.id})
+        log.error(
+            "source %s failed: %s",
+            source.id,
+            failure.reason,
+            extra={"event": Event.SYNC_FAILED, "source": source.id},
+        )
     finally:
         result.settle()
         with anyio.CancelScope(shield=True), anyio.move_on_after(15):
@@ -166,7 +172,10 @@ async def _begin(engine: Engine, source: Source, datasets: Sequence[Dataset]) ->
         stale = await ledger.abort_stale(conn, source.id, pass_id)
     if stale:
         log.warning(
-            "source %s: %d ledger rows of an interrupted pass marked aborted", source.id, stale
+            "source %s: %d ledger rows of an interrupted pass marked aborted",
+            source.id,
+            stale,
+            extra={"event": Event.PASS_ABORTED},
         )
     return pass_id
 
@@ -228,7 +237,7 @@ async def _finish(engine: Engine, source: Source, result: SourceResult) -> None:
             "source %s: could not record the pass in the ledger: %s",
             source.id,
             classify(exc).reason,
-            extra={"source": source.id},
+            extra={"event": Event.LEDGER_WRITE_FAILED, "source": source.id},
         )
 
 
@@ -247,7 +256,11 @@ async def sweep(engine: Engine) -> int:
         finally:
             await engine.locks.unlock(source_id)
     if aborted:
-        log.warning("cleaned up after an interrupted run: %d ledger rows marked aborted", aborted)
+        log.warning(
+            "cleaned up after an interrupted run: %d ledger rows marked aborted",
+            aborted,
+            extra={"event": Event.INTERRUPTED_RUN_CLEANED},
+        )
     return aborted
 
 

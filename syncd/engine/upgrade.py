@@ -32,8 +32,9 @@ from syncd.engine.layout import (
     index_name,
 )
 from syncd.engine.retry import Observer, RetryPolicy
+from syncd.logevents import Event
 
-log = logging.getLogger("syncd.upgrade")
+log = logging.getLogger(__name__)
 
 
 class UpgradeError(FinalError):
@@ -179,7 +180,12 @@ async def _convert(up: _Upgrade, conn: asyncpg.Connection, name: str, oid: int) 
         grantee = "PUBLIC" if row["grantee"] is None else quoting.ident(row["grantee"])
         option = " WITH GRANT OPTION" if row["is_grantable"] else ""
         statements.append(f"GRANT {row['privilege_type']} ON {new} TO {grantee}{option}")
-    log.warning("converting %s.%s to hash buckets (landing v2)", schema, name)
+    log.warning(
+        "converting %s.%s to hash buckets (landing v2)",
+        schema,
+        name,
+        extra={"event": Event.TABLE_CONVERTING},
+    )
     async with conn.transaction():
         await conn.execute(";".join(statements))
         copied = await conn.execute(
@@ -210,7 +216,9 @@ async def _convert(up: _Upgrade, conn: asyncpg.Connection, name: str, oid: int) 
         ),
         what=f"renaming {schema}.{name}",
     )
-    log.warning("converted %s.%s: %d rows", schema, name, rows)
+    log.warning(
+        "converted %s.%s: %d rows", schema, name, rows, extra={"event": Event.TABLE_CONVERTED}
+    )
     await _drop_when_free(up, conn, retired)
 
 
@@ -224,12 +232,18 @@ async def _drop_when_free(up: _Upgrade, conn: asyncpg.Connection, name: str) -> 
             deadline=30.0,
         )
     except TimeoutError:
-        log.warning("%s.%s is still read; it is dropped at a later start", up.schema, name)
+        log.warning(
+            "%s.%s is still read; it is dropped at a later start",
+            up.schema,
+            name,
+            extra={"event": Event.RETIRED_TABLE_IN_USE},
+        )
     except asyncpg.DependentObjectsStillExistError:
         log.warning(
             "%s.%s was kept: something depends on it (a view created meanwhile); drop it by hand",
             up.schema,
             name,
+            extra={"event": Event.RETIRED_TABLE_KEPT},
         )
 
 
@@ -307,7 +321,11 @@ async def add_row_hashes(
         for row in todo:
             name = row["name"]
             table = quoting.qualified(up.schema, name)
-            log.warning("adding row hashes to %s (landing v3)", table)
+            log.warning(
+                "adding row hashes to %s (landing v3)",
+                table,
+                extra={"event": Event.ROW_HASHES_ADDING},
+            )
             await _when_free(
                 up,
                 conn,

@@ -14,8 +14,9 @@ import asyncpg
 from syncd import config
 from syncd.engine import quoting
 from syncd.engine.errors import classify
+from syncd.logevents import Event
 
-log = logging.getLogger("syncd.destination")
+log = logging.getLogger(__name__)
 
 Acquire = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
 
@@ -145,7 +146,12 @@ class Vacuum:
                         self._size.pop(bucket, None)
                         continue
                     except Exception as exc:
-                        log.warning("vacuum of %s failed: %s", bucket, classify(exc).reason)
+                        log.warning(
+                            "vacuum of %s failed: %s",
+                            bucket,
+                            classify(exc).reason,
+                            extra={"event": Event.VACUUM_FAILED},
+                        )
                         continue
                     self._size[bucket] = max(int(size or 0), 0)
                     kept = [

@@ -29,16 +29,28 @@ def human_bytes(count: float) -> str:
     return f"{count:.1f} TB"
 
 
-def human_age(seconds: float | None) -> str:
+def human_duration(seconds: float | None, missing: str = "-") -> str:
+    """An age or a duration for people (`4.2 s`, `42 s`, `12 min`, `3 h 05 min`, `2 d 4 h`):
+    the terminal tables and the status page alike. The config writes its own (`24h`, which
+    reads back)."""
     if seconds is None:
-        return "-"
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
+        return missing
+    s = max(seconds, 0.0)
+    if s < 60:
+        return f"{s:.1f} s" if s < 10 else f"{s:.0f} s"
+    minutes = int(s // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
+def iso(when: datetime | None) -> str | None:
+    """A time in the JSON documents (`syncd status --json`, `/status`, `once --json`)."""
+    return when.isoformat() if when is not None else None
 
 
 def table(
@@ -132,7 +144,7 @@ def summary(results: Sequence[SourceResult], config: Config, seconds: float) -> 
                 f"{ok}/{len(r.datasets)}",
                 f"{r.rows:,}",
                 human_bytes(r.bytes),
-                f"{took:.1f}s",
+                human_duration(took),
             ]
         )
     out = [
@@ -152,7 +164,7 @@ def summary(results: Sequence[SourceResult], config: Config, seconds: float) -> 
     out.append(
         f"{ok_count} of {len(results)} sources ok"
         + (f", {skipped} skipped" if skipped else "")
-        + f"; {total_rows:,} rows, {human_bytes(total_bytes)} in {seconds:.1f}s"
+        + f"; {total_rows:,} rows, {human_bytes(total_bytes)} in {human_duration(seconds)}"
     )
     if failures:
         out.append("failed:")
@@ -178,7 +190,7 @@ def status_table(
                     source.id,
                     dataset.name,
                     e.last_success.strftime("%Y-%m-%d %H:%M:%S%z") if e.last_success else "never",
-                    human_age(age),
+                    human_duration(age),
                     f"{e.last_rows:,}" if e.last_rows is not None else "-",
                     e.last_status or "-",
                     (e.last_error or "") if e.last_status != Status.OK else "",
@@ -187,10 +199,6 @@ def status_table(
     return table(
         ["source", "dataset", "last success", "age", "rows", "last", "last error"], rows, {3, 4}
     )
-
-
-def _iso(when: datetime | None) -> str | None:
-    return when.isoformat() if when is not None else None
 
 
 def _took(started: datetime | None, ended: datetime | None) -> float | None:
@@ -209,8 +217,8 @@ def _dataset_json(d: DatasetResult) -> dict[str, Any]:
         "attempts": d.attempts,
         "watermark": d.watermark if landed else None,
         "error": d.error,
-        "started_at": _iso(d.started_at),
-        "ended_at": _iso(d.ended_at),
+        "started_at": iso(d.started_at),
+        "ended_at": iso(d.ended_at),
         "seconds": _took(d.started_at, d.ended_at),
     }
 
@@ -233,8 +241,8 @@ def pass_document(
         "status": "ok" if exit_code == 0 else "failed",
         "exit_code": exit_code,
         "error": error,
-        "started_at": _iso(started_at),
-        "ended_at": _iso(now()),
+        "started_at": iso(started_at),
+        "ended_at": iso(now()),
         "seconds": round(seconds, 3),
         "totals": {
             "sources": len(results),
@@ -259,8 +267,8 @@ def pass_document(
                 "error": r.error,
                 "rows": r.rows,
                 "bytes": r.bytes,
-                "started_at": _iso(r.started_at),
-                "ended_at": _iso(r.ended_at),
+                "started_at": iso(r.started_at),
+                "ended_at": iso(r.ended_at),
                 "seconds": _took(r.started_at, r.ended_at),
                 "datasets": {name: _dataset_json(d) for name, d in r.datasets.items()},
             }

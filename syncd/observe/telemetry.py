@@ -24,9 +24,10 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from syncd import __version__
 from syncd.engine.errors import redact
 from syncd.engine.spans import TRACER_SCOPE
+from syncd.logevents import Event
 from syncd.safetext import json_printable, printable
 
-log = logging.getLogger("syncd.telemetry")
+log = logging.getLogger(__name__)
 
 PROTOCOLS = ("grpc", "http/protobuf")
 
@@ -90,7 +91,9 @@ class Telemetry:
             self.provider.force_flush(int(timeout_s * 1000))
             self.provider.shutdown()
         except Exception as exc:  # telemetry must never fail the job it observes
-            log.warning("flushing traces: %s", redact(str(exc)))
+            log.warning(
+                "flushing traces: %s", redact(str(exc)), extra={"event": Event.TRACE_FLUSH_FAILED}
+            )
 
 
 def setup(exporter: SpanExporter | None = None, *, install: bool = True) -> Telemetry:
@@ -145,6 +148,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": redact(record.getMessage()),
         }
+        event = getattr(record, "event", None)
+        if event is not None:
+            entry["event"] = str(event)
         for key in FIELDS:
             value = getattr(record, key, None)
             if value is not None:
@@ -156,11 +162,16 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """`... LEVEL logger: message event=NAME trace_id=...`: the fields to filter on at the end."""
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
         text = printable(redact(super().format(record)), keep_newlines=True)
+        event = getattr(record, "event", None)
+        if event is not None:
+            text += f" event={event}"
         ids = _trace_ids()
         return f"{text} trace_id={ids['trace_id']}" if ids else text
 

@@ -26,6 +26,7 @@ from anyio.abc import TaskGroup
 
 from syncd.config import Config
 from syncd.engine.errors import classify
+from syncd.logevents import Event
 from syncd.observe.metrics import Metrics
 from syncd.service.clock import Clock
 from syncd.service.dispatch import Dispatcher
@@ -39,7 +40,7 @@ from syncd.service.runtime import load_config, run_async
 from syncd.service.statusboard import StatusBoard
 from syncd.service.views import Views
 
-log = logging.getLogger("syncd.daemon")
+log = logging.getLogger(__name__)
 
 Task = Callable[[], Awaitable[None]]
 
@@ -90,7 +91,9 @@ class Daemon:
         try:
             await self._http.start(host, port)
         except OSError as exc:
-            log.error("cannot listen on %s:%d: %s", host, port, exc)
+            log.error(
+                "cannot listen on %s:%d: %s", host, port, exc, extra={"event": Event.LISTEN_FAILED}
+            )
             return 1
         log.info(
             "syncd %d sources, %d datasets; HTTP on http://%s:%d",
@@ -98,6 +101,7 @@ class Daemon:
             len(self.config.datasets),
             host,
             port,
+            extra={"event": Event.STARTED},
         )
         try:
             async with anyio.create_task_group() as syncs:
@@ -121,7 +125,7 @@ class Daemon:
                 await self._close()
         if died:
             return 1
-        log.info("stopped")
+        log.info("stopped", extra={"event": Event.STOPPED})
         return 0
 
     def _tasks(self, syncs: TaskGroup) -> list[tuple[str, Task]]:
@@ -142,11 +146,19 @@ class Daemon:
             raise
         except Exception as exc:
             log.critical(
-                "side task %r died, stopping syncd: %s", name, classify(exc).reason, exc_info=exc
+                "side task %r died, stopping syncd: %s",
+                name,
+                classify(exc).reason,
+                exc_info=exc,
+                extra={"event": Event.SIDE_TASK_DIED},
             )
             raise _SideTaskDied(name) from exc
         if not self.stopping.is_set():
-            log.critical("side task %r returned, stopping syncd", name)
+            log.critical(
+                "side task %r returned, stopping syncd",
+                name,
+                extra={"event": Event.SIDE_TASK_RETURNED},
+            )
             raise _SideTaskDied(name)
 
     def request_stop(self) -> None:
@@ -164,7 +176,11 @@ class Daemon:
                 if signum == signal.SIGHUP:
                     self.dispatcher.request_reload()
                 else:
-                    log.info("%s received", signal.Signals(signum).name)
+                    log.info(
+                        "%s received",
+                        signal.Signals(signum).name,
+                        extra={"event": Event.SIGNAL_RECEIVED},
+                    )
                     self.request_stop()
 
     async def _watchdog(self) -> None:
@@ -184,6 +200,7 @@ class Daemon:
                 "stopping: waiting up to %gs for %d syncs in flight",
                 grace,
                 len(dispatcher.in_flight),
+                extra={"event": Event.STOPPING},
             )
             with anyio.move_on_after(grace):
                 await dispatcher.until_idle()
@@ -193,6 +210,7 @@ class Daemon:
                 len(dispatcher.in_flight),
                 grace,
                 ", ".join(sorted(dispatcher.in_flight)),
+                extra={"event": Event.SYNCS_CANCELLED},
             )
         syncs.cancel_scope.cancel()
 

@@ -17,25 +17,27 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 import anyio
+import asyncpg
 from anyio.abc import TaskGroup
 
 from syncd import ledger
 from syncd.config import Config, Source
 from syncd.engine.engine import Engine
 from syncd.engine.errors import Side, classify
-from syncd.engine.limits import Limits
+from syncd.engine.limits import Limits, pool_size
 from syncd.engine.progress import Fanout
 from syncd.engine.results import SourceResult
 from syncd.engine.retry import RetryPolicy
 from syncd.engine.sync import sweep, sync_source
 from syncd.ledger import Status
+from syncd.logevents import Event
 from syncd.observe.metrics import Metrics
 from syncd.service.clock import Clock
 from syncd.service.readiness import Readiness
 from syncd.service.scheduler import Scheduler
 from syncd.service.statusboard import StatusBoard
 
-log = logging.getLogger("syncd.daemon")
+log = logging.getLogger(__name__)
 
 LEDGER_REFRESH = 60.0  # seconds: pick up what other instances synced
 LOCKED_RETRY = 10.0  # seconds: look again at a source another instance is syncing
@@ -147,41 +149,30 @@ class Dispatcher:
                 await engine.destination.open()
                 async with engine.destination.acquire() as conn:
                     await ledger.register(conn, ledger.pairs(self.config), replace=True)
-                    entries = await ledger.latest(conn)
-                    successes = await ledger.last_successes(
-                        conn, [d.name for d in self.config.datasets]
-                    )
-                    pending = await ledger.pending_since(conn)
-                    durations = await ledger.last_durations(conn)
-                    failures = await ledger.consecutive_failures(conn)
+                    await self._reseed(conn, at_start=True)
             except Exception as exc:
                 await close_engine(engine)
                 failure = classify(exc, Side.DESTINATION)
                 self.readiness.failed(failure.reason)
                 await retry.pause(failure, attempt, f"destination {self.config.destination.dsn}")
                 continue
-            self.board.seed(entries)
-            self.board.seed_durations(durations)
-            self.metrics.seed(successes)
-            self.metrics.seed_failures(
-                {sid: n for sid, n in failures.items() if self.config.source(sid)}
-            )
-            self._seed_pending(pending)
-            for sid, when in successes.items():
-                self.scheduler.seen_success(sid, when)
             self.metrics.ready.set(1)
             self.engine = engine
             try:
                 await sweep(engine)
             except Exception as exc:
-                log.warning("cleaning up after an interrupted run: %s", classify(exc).reason)
+                log.warning(
+                    "cleaning up after an interrupted run: %s",
+                    classify(exc).reason,
+                    extra={"event": Event.INTERRUPTED_RUN_CLEANUP_FAILED},
+                )
             self.readiness.connected()
             return
 
     def _start_due(self, syncs: TaskGroup) -> None:
         assert self.engine is not None
         capacity = int(self.limits.sources.total_tokens)
-        per_host = self.config.concurrency.per_host
+        per_host = self.limits.per_host
         hosts = Counter(self._hosts.values())
         for sid in self.scheduler.due():
             if sid in self.in_flight:
@@ -238,7 +229,9 @@ class Dispatcher:
                 try:
                     await engine.destination.vacuum.flush()
                 except Exception as exc:  # autovacuum does the same, later
-                    log.warning("vacuum: %s", classify(exc).reason)
+                    log.warning(
+                        "vacuum: %s", classify(exc).reason, extra={"event": Event.VACUUM_FAILED}
+                    )
         finally:
             self.in_flight.pop(source.id, None)
             self._hosts.pop(source.id, None)
@@ -288,20 +281,35 @@ class Dispatcher:
                 continue
             try:
                 async with engine.destination.acquire() as conn:
-                    entries = await ledger.latest(conn)
-                    successes = await ledger.last_successes(
-                        conn, [d.name for d in engine.config.datasets]
-                    )
-                    pending = await ledger.pending_since(conn)
+                    await self._reseed(conn)
             except Exception as exc:
-                log.warning("reading the ledger: %s", classify(exc).reason)
+                log.warning(
+                    "reading the ledger: %s",
+                    classify(exc).reason,
+                    extra={"event": Event.LEDGER_READ_FAILED},
+                )
                 continue
-            self.board.seed(entries)  # what other instances did shows in /status too
-            self.metrics.seed({sid: w for sid, w in successes.items() if self.config.source(sid)})
-            self._seed_pending(pending)
-            for sid, when in successes.items():
-                self.scheduler.seen_success(sid, when)
             self._wake.set()
+
+    async def _reseed(self, conn: asyncpg.Connection, *, at_start: bool = False) -> None:
+        """What the ledger knows, into /status, the metrics and the schedule: at start, and
+        every LEDGER_REFRESH what other instances did. Only at start the last durations and
+        the failures in a row: afterwards this daemon's own syncs keep those current, and
+        counting failures scans the whole ledger. Everything is read before anything is
+        seeded, so a failed read seeds nothing."""
+        configured = self.config.source
+        entries = await ledger.latest(conn)
+        successes = await ledger.last_successes(conn, [d.name for d in self.config.datasets])
+        pending = await ledger.pending_since(conn)
+        durations = await ledger.last_durations(conn) if at_start else {}
+        failures = await ledger.consecutive_failures(conn) if at_start else {}
+        self.board.seed(entries)
+        self.board.seed_durations(durations)
+        self.metrics.seed({sid: when for sid, when in successes.items() if configured(sid)})
+        self.metrics.seed_failures({sid: n for sid, n in failures.items() if configured(sid)})
+        self._seed_pending(pending)
+        for sid, when in successes.items():
+            self.scheduler.seen_success(sid, when)
 
     # -- a reload ------------------------------------------------------------------------------
 
@@ -338,7 +346,9 @@ class Dispatcher:
                 self._seed_pending(await ledger.pending_since(conn))
         except Exception as exc:
             log.warning(
-                "recording the configured sources in syncd.catalog: %s", classify(exc).reason
+                "recording the configured sources in syncd.catalog: %s",
+                classify(exc).reason,
+                extra={"event": Event.CATALOG_WRITE_FAILED},
             )
 
 
@@ -348,8 +358,7 @@ def same_destination(old: Config, new: Config) -> bool:
         replace(old.destination, notify_channel=None)
         == replace(new.destination, notify_channel=None)
         and old.timeouts == new.timeouts
-        # each municipality syncing holds a pooled connection for its landing
-        and old.concurrency.sources == new.concurrency.sources
+        and pool_size(old.concurrency) == pool_size(new.concurrency)  # asyncpg: no resizing
     )
 
 

@@ -16,11 +16,12 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from syncd.logevents import Event
 from syncd.observe.metrics import CONTENT_TYPE
 from syncd.service import statuspage
 from syncd.service.statusquery import BadQuery
 
-log = logging.getLogger("syncd.http")
+log = logging.getLogger(__name__)
 
 MAX_BODY = 4096  # the POST endpoints take no body; anything large is refused
 COMPRESS_OVER = 16 * 1024  # bytes
@@ -127,7 +128,11 @@ def build_app(control: Control) -> web.Application:
         result = control.trigger(request.match_info["id"])
         if result is None:
             return _json({"error": "unknown source"}, 404)
-        log.info("manual sync of %s requested over HTTP", request.match_info["id"])
+        log.info(
+            "manual sync of %s requested over HTTP",
+            request.match_info["id"],
+            extra={"event": Event.SYNC_REQUESTED},
+        )
         return _json(result, 202)
 
     app.router.add_get("/", page)

@@ -7,7 +7,9 @@ import os
 import socket
 import time
 
-log = logging.getLogger("syncd.notify")
+from syncd.logevents import Event
+
+log = logging.getLogger(__name__)
 
 
 class Notifier:
@@ -30,7 +32,7 @@ class Notifier:
                 sock.connect(self.address)
                 sock.sendall("\n".join(lines).encode())
         except OSError as exc:  # systemd gone or the socket unreachable: not worth dying for
-            log.warning("sd_notify failed: %s", exc)
+            log.warning("sd_notify failed: %s", exc, extra={"event": Event.SD_NOTIFY_FAILED})
 
     def ready(self, status: str = "serving") -> None:
         self.send("READY=1", f"STATUS={status}")

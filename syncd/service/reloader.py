@@ -10,10 +10,12 @@ way the outcome is acknowledged to `syncd reload` (`reloadstate.ReloadRecorder`)
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 from syncd import config as config_module
 from syncd.config import ConfigError
+from syncd.logevents import Event
 from syncd.observe.metrics import Metrics
 from syncd.service.dispatch import Dispatcher
 from syncd.service.http import HttpServer
@@ -21,7 +23,7 @@ from syncd.service.notify import Notifier
 from syncd.service.reloadstate import ReloadOutcome, ReloadRecorder
 from syncd.service.views import Views
 
-log = logging.getLogger("syncd.daemon")
+log = logging.getLogger(__name__)
 
 
 class Reloader:
@@ -53,7 +55,12 @@ class Reloader:
         except ConfigError as exc:
             first = exc.problems[0] if exc.problems else "invalid config"
             more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
-            log.error("reload rejected, still running the previous config: %s%s", first, more)
+            log.error(
+                "reload rejected, still running the previous config: %s%s",
+                first,
+                more,
+                extra={"event": Event.RELOAD_REJECTED},
+            )
             self.metrics.reloads.labels(ReloadOutcome.FAILURE).inc()
             self.metrics.reload_ok.set(0)
             self.recorder.record(ReloadOutcome.FAILURE, f"{first}{more}")
@@ -72,17 +79,18 @@ class Reloader:
                     exc.strerror or exc,
                     old.http.host,
                     old.http.port,
+                    extra={"event": Event.RELOAD_LISTEN_FAILED},
                 )
         await self.dispatcher.follow_destination(old)
         self.metrics.reloads.labels(ReloadOutcome.SUCCESS).inc()
         self.metrics.reload_ok.set(1)
         removed = {s.id for s in old.sources} - {s.id for s in new.sources}
         added = {s.id for s in new.sources} - {s.id for s in old.sources}
-        c = new.concurrency
+        limits = ", ".join(f"{knob} {n}" for knob, n in asdict(new.concurrency).items())
         summary = (
             f"config reloaded: {len(new.sources)} sources (+{len(added)}, -{len(removed)}), "
-            f"{len(new.datasets)} datasets; concurrency {c.sources}/{c.per_host}/{c.writers}"
+            f"{len(new.datasets)} datasets; concurrency {limits}"
         )
-        log.info("%s", summary)
+        log.info("%s", summary, extra={"event": Event.RELOADED})
         self.recorder.record(ReloadOutcome.SUCCESS, summary)
         self.notifier.ready()

@@ -12,6 +12,7 @@ from typing import TypeVarTuple
 import anyio
 
 from syncd import config as config_module
+from syncd.logevents import Event
 
 # what every command exits with: done; something failed (named on stderr); the config is wrong
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
@@ -41,6 +42,8 @@ def exit_status(command: str) -> str | None:
 
 
 Args = TypeVarTuple("Args")
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path("/etc/syncd/syncd.yaml")
 CONFIG_VARIABLE = "SYNCD_CONFIG"
@@ -96,5 +99,5 @@ def load_config(given: str | None, credentials_dir: Path | None = None) -> confi
     """`read_config`, its warnings logged, alike ones once (`config.summarize`)."""
     config = read_config(given, credentials_dir)
     for line in config_module.summarize(config.warnings):
-        logging.getLogger("syncd.config").warning("%s", line)
+        log.warning("%s", line, extra={"event": Event.CONFIG_WARNING})
     return config

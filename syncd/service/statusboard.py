@@ -18,6 +18,7 @@ from syncd.config import Config
 from syncd.engine.progress import Progress
 from syncd.engine.results import SourceResult
 from syncd.ledger import DatasetStatus, Status
+from syncd.observe.report import iso
 from syncd.service.statusquery import StatusQuery, matches, norm
 
 
@@ -60,14 +61,10 @@ def _fingerprint(view: SourceView) -> tuple[object, ...]:
             view.last_run, datasets)  # fmt: skip
 
 
-def _iso(when: datetime | None) -> str | None:
-    return when.isoformat() if when is not None else None
-
-
 def _run(run: RunView | None) -> dict[str, str | None] | None:
     if run is None:
         return None
-    return {"started": _iso(run.started), "ended": _iso(run.ended), "status": run.status}
+    return {"started": iso(run.started), "ended": iso(run.ended), "status": run.status}
 
 
 class StatusBoard(Progress):
@@ -236,14 +233,14 @@ def _source(sid: str, view: SourceView, next_due: dict[str, datetime]) -> dict[s
     return {
         "name": view.name,
         "state": view.state,
-        "last_success": _iso(view.last_success),
+        "last_success": iso(view.last_success),
         "last_error": view.last_error,
-        "next_due": _iso(next_due.get(sid)),
+        "next_due": iso(next_due.get(sid)),
         "last_run": _run(view.last_run),
         "datasets": {
             name: {
                 "status": d.status,
-                "last_success": _iso(d.last_success),
+                "last_success": iso(d.last_success),
                 "rows": d.rows,
                 "error": d.error,
             }

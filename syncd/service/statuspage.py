@@ -32,6 +32,7 @@ from importlib import resources
 from urllib.parse import urlencode
 
 from syncd.ledger import Status
+from syncd.observe.report import human_duration
 from syncd.service.statusboard import SourceView
 from syncd.service.statusquery import BadQuery, choices, integer, known_only, matches, norm
 
@@ -254,22 +255,6 @@ def group(rows: list[Row], key: Callable[[Row], str] | None) -> list[tuple[str, 
     return list(groups.items())
 
 
-def human_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    s = max(seconds, 0.0)
-    if s < 60:
-        return f"{s:.1f} s" if s < 10 else f"{s:.0f} s"
-    minutes = int(s // 60)
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes:02d} min"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h"
-
-
 def _when(when: datetime | None) -> str:
     return when.strftime("%Y-%m-%d %H:%M UTC") if when is not None else "never"
 
@@ -424,9 +409,9 @@ def _row(r: Row) -> str:
         f'<td data-label="state"><span class="badge">{_e(label)}</span></td>'
         f'<td data-label="last success" class="when" title="{_e(due)}">'
         f"{_e(_when(r.last_success))}</td>"
-        f'<td data-label="age" class="when">{_e(human_seconds(r.age))}</td>'
+        f'<td data-label="age" class="when">{_e(human_duration(r.age, "—"))}</td>'
         f'<td data-label="rows" class="num">{_e(_count(r.rows))}</td>'
-        f'<td data-label="duration" class="num">{_e(human_seconds(r.duration))}</td>'
+        f'<td data-label="duration" class="num">{_e(human_duration(r.duration, "—"))}</td>'
         f'<td data-label="last error" class="error">{_e(r.error or "")}</td>'
         "</tr>"
     )

@@ -11,6 +11,7 @@ from typing import Any
 from syncd import __version__
 from syncd.config import Config
 from syncd.engine.results import now
+from syncd.logevents import Event
 from syncd.observe.metrics import Metrics
 from syncd.service import statuspage
 from syncd.service.clock import Clock
@@ -20,7 +21,7 @@ from syncd.service.readiness import Readiness
 from syncd.service.statusboard import StatusBoard
 from syncd.service.statusquery import status_query
 
-log = logging.getLogger("syncd.daemon")
+log = logging.getLogger(__name__)
 
 
 class Views:
@@ -97,9 +98,18 @@ def read_token(config: Config) -> str | None:
     try:
         token = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        log.error("http.token_file %s: %s; POST endpoints disabled", path, exc.strerror or exc)
+        log.error(
+            "http.token_file %s: %s; POST endpoints disabled",
+            path,
+            exc.strerror or exc,
+            extra={"event": Event.TOKEN_UNUSABLE},
+        )
         return None
     if not token:
-        log.error("http.token_file %s is empty; POST endpoints disabled", path)
+        log.error(
+            "http.token_file %s is empty; POST endpoints disabled",
+            path,
+            extra={"event": Event.TOKEN_UNUSABLE},
+        )
         return None
     return token

@@ -130,3 +130,37 @@ async def test_failures_in_a_row_survive_a_restart(make_sources, dest, write_con
         assert ("syncd_last_success_timestamp_seconds", (("source", good.id),)) in found
     finally:
         daemon.stop()
+
+
+async def test_a_source_the_config_no_longer_names_exports_no_freshness(
+    make_sources, dest, write_config
+):
+    """The ledger keeps the successes of a source removed from the config: a daemon started
+    afterwards exports no last-success series for it (its freshness alert could never resolve),
+    as the ledger refresh of a running daemon never did."""
+    kept, removed = await make_sources(2)
+    _, both = write_config(dest, [kept, removed], [TABLE_DATASETS[3]])
+    code, _, _ = await run_pass(both)
+    assert code == 0
+    port = free_port()
+    hour = (dt.datetime.now(dt.UTC).hour + 12) % 24
+    path, _ = write_config(
+        dest,
+        [kept],
+        [TABLE_DATASETS[3]],
+        http={"listen": f"127.0.0.1:{port}"},
+        schedule={"window": f"{hour:02d}:00-{(hour + 1) % 24:02d}:00", "timezone": "UTC"},
+    )
+    daemon = DaemonProcess(path, port)
+    try:
+        daemon.wait_ready()
+        for _ in range(200):
+            code, text = daemon.get("/metrics")
+            found = samples(text)
+            if found.get(("syncd_ready", ())) == 1:
+                break
+            await anyio.sleep(0.1)
+        assert ("syncd_last_success_timestamp_seconds", (("source", kept.id),)) in found
+        assert ("syncd_last_success_timestamp_seconds", (("source", removed.id),)) not in found
+    finally:
+        daemon.stop()

@@ -229,6 +229,10 @@ async def test_sighup_with_broken_yaml_keeps_the_old_config(
     assert 'syncd_config_reloads_total{outcome="failure"} 1.0' in metrics
     assert "syncd_config_last_reload_successful 0.0" in metrics
     assert "reload rejected, still running the previous config" in daemon.log()
+    # the line names its event and its module, for `jq 'select(.event == "reload_rejected")'`
+    lines = [json.loads(line) for line in daemon.log().splitlines() if line.startswith("{")]
+    rejected = [line for line in lines if line.get("event") == "reload_rejected"]
+    assert [line["logger"] for line in rejected] == ["syncd.service.reloader"], lines
     # the old config is in force: its sources are served and can still be synced
     status = daemon.status()
     assert set(status["sources"]) == {s.id for s in sources}

@@ -200,3 +200,10 @@ def test_log_lines_never_show_a_password(fmt, tmp_path):
     assert "hunter2" not in result.stderr + result.stdout
     assert "hunter3" not in result.stderr + result.stdout
     assert "readable by every user" in result.stderr
+    # the warning names its event in either format
+    if fmt == "json":
+        lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+        assert "config_warning" in {line.get("event") for line in lines}, result.stderr
+    else:
+        warning = next(line for line in result.stderr.splitlines() if "every user" in line)
+        assert warning.endswith("event=config_warning"), warning

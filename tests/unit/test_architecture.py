@@ -13,7 +13,18 @@ PACKAGE = Path(__file__).resolve().parents[2] / "syncd"
 MAX_LINES = 450
 
 # a layer may import its own and the layers after it in this list, never those before
-LAYERS = ["cli", "lab", "commands", "service", "observe", "engine", "ledger", "config", "safetext"]
+LAYERS = [
+    "cli",
+    "lab",
+    "commands",
+    "service",
+    "observe",
+    "engine",
+    "ledger",
+    "config",
+    "safetext",
+    "logevents",
+]
 
 
 def modules() -> dict[str, Path]:

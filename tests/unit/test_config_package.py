@@ -39,7 +39,8 @@ def test_modules_stay_small(module: Path):
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda p: p.name)
 def test_config_imports_nothing_from_the_layers_above(module: Path):
-    """config is the bottom layer: the engine and the service read it, never the reverse."""
+    """config is the bottom layer: the engine and the service read it, never the reverse (only
+    syncd.safetext, a leaf, is below it)."""
     imported: list[str] = []
     for node in ast.walk(ast.parse(module.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module:
@@ -47,4 +48,5 @@ def test_config_imports_nothing_from_the_layers_above(module: Path):
         elif isinstance(node, ast.Import):
             imported += [alias.name for alias in node.names]
     ours = [name for name in imported if name == "syncd" or name.startswith("syncd.")]
-    assert [name for name in ours if not name.startswith("syncd.config")] == []
+    above = [n for n in ours if not n.startswith("syncd.config") and n != "syncd.safetext"]
+    assert above == []

@@ -62,7 +62,7 @@ async def test_every_retry_records_the_metric_the_span_event_and_the_log_line(ca
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with caplog.at_level(logging.WARNING, logger="syncd.retry"):
+    with caplog.at_level(logging.WARNING, logger="syncd.engine.retry"):
         with provider.get_tracer("test").start_as_current_span("sync 351570"):
             assert (
                 await policy.call(flaky, "source 351570", side=Side.SOURCE, source="351570")
@@ -74,7 +74,7 @@ async def test_every_retry_records_the_metric_the_span_event_and_the_log_line(ca
     events = [e for e in span.events if e.name == "retry"]
     assert [e.attributes["syncd.retry.attempt"] for e in events] == [2, 3]
     assert {e.attributes["error.type"] for e in events} == {"connection"}
-    lines = [r for r in caplog.records if r.name == "syncd.retry"]
+    lines = [r for r in caplog.records if r.name == "syncd.engine.retry"]
     assert len(lines) == 2 and "attempt 2 of 3" in lines[0].getMessage()
     assert lines[0].source == "351570"
 
