@@ -36,7 +36,7 @@ MAN_SECTIONS = {
     PGPASSWORD, PGSSLMODE and libpq's other variables, as asyncpg reads them.""",
     "EXIT STATUS": """0: done (all succeeded). 1: something failed, each named on stderr.
     2: the config or the command line is wrong (each problem with its file, line and key path).""",
-    "SEE ALSO": "docs/cli.md and README.md in syncd's source.",
+    "SEE ALSO": "The documentation in syncd's source: docs/ (mkdocs build), docs/reference/cli.md for this page's content.",
 }
 
 
@@ -279,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--json",
         action="store_true",
-        help="instead of the table, one JSON document of the pass on stdout (schema: README)",
+        help="instead of the table, one JSON document of the pass on stdout (schema: docs/reference/once-json.schema.json)",
     )
 
     command("check-config", "validate the config offline", cmd_check_config)

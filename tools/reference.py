@@ -557,6 +557,75 @@ def dsn_parameters() -> str:
     )
 
 
+# ---- log events ----------------------------------------------------------------------------
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "exception", "critical", "log")
+
+
+def _event_uses() -> dict[str, set[tuple[str, str]]]:
+    """Event name -> {(logger name, level)}: every logging call in syncd/ that passes
+    `extra={"event": Event.X}`, found by parsing the package (the logger is the module's name)."""
+    import ast
+
+    from syncd.logevents import Event
+
+    package = ROOT / "syncd"
+    uses: dict[str, set[tuple[str, str]]] = {}
+    for path in sorted(package.rglob("*.py")):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in LOG_LEVELS
+            ):
+                continue
+            for keyword in node.keywords:
+                if keyword.arg != "extra" or not isinstance(keyword.value, ast.Dict):
+                    continue
+                for key, value in zip(keyword.value.keys, keyword.value.values, strict=True):
+                    if (
+                        isinstance(key, ast.Constant)
+                        and key.value == "event"
+                        and isinstance(value, ast.Attribute)
+                    ):
+                        level = {"exception": "error", "log": "varies"}.get(
+                            node.func.attr, node.func.attr
+                        )
+                        first = node.args[0] if node.args else None
+                        if (
+                            node.func.attr == "log"
+                            and isinstance(first, ast.Attribute)
+                            and isinstance(first.value, ast.Name)
+                            and first.value.id == "logging"
+                        ):
+                            level = first.attr.lower()  # log.log(logging.INFO, ...)
+                        uses.setdefault(Event[value.attr].value, set()).add((module, level))
+    return uses
+
+
+def log_events() -> str:
+    from syncd.logevents import MEANINGS
+
+    uses = _event_uses()
+    out = [
+        banner("syncd/logevents.py (Event, MEANINGS) and the logging calls in syncd/"),
+        "# Log events reference\n",
+        "Every log line carries one of these in its `event` field (JSON) or as `event=NAME` at "
+        "the end of a text line, whatever its message says: filter on it "
+        "(`jq 'select(.event == \"sync_failed\")'`). The logger is the module that logs it. "
+        "[Logs](../observe/logs.md) has the line's other fields.\n",
+        "| event | meaning | level | logged by |",
+        "|---|---|---|---|",
+    ]
+    for event, meaning in MEANINGS.items():
+        found = uses.get(event.value, set())
+        levels = ", ".join(sorted({level for _, level in found}))
+        modules = ", ".join(f"`{m}`" for m in sorted({m for m, _ in found}))
+        out.append(f"| `{event.value}` | {cell(meaning)} | {levels} | {modules} |")
+    return "\n".join(out) + "\n"
+
+
 # ---- the pages -----------------------------------------------------------------------------
 
 PAGES: dict[str, Callable[[], str]] = {
@@ -565,6 +634,7 @@ PAGES: dict[str, Callable[[], str]] = {
     "metrics.md": metrics,
     "destination-schema.md": destination_schema,
     "dsn-parameters.md": dsn_parameters,
+    "log-events.md": log_events,
 }
 
 

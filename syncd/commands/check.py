@@ -9,7 +9,7 @@ variant its probes choose, columns and types) with the planner's row estimate. C
 stay valid on PostgreSQL 9.6, the PEC's bundled server.
 
 Per destination: version (hash partitioning needs 12), the rights syncd needs, and whether the
-shared lock table suits the layout (README: "Sizing the lock table").
+shared lock table suits the layout (docs/configure/many-municipalities.md, "Sizing the lock table").
 
 A source behind a bastion shows each hop on the way: bastion reachable, host key matches,
 authenticated, forward accepted (a reverse tunnel that is down fails here: "municipal tunnel
@@ -244,8 +244,8 @@ def lock_budget(
     datasets: int,
     writers: int,
 ) -> dict[str, Any]:
-    """The shared lock table against what the layout asks of it (README: "Sizing the lock
-    table"). A join of two datasets locks, in each backend that runs it, both parents and
+    """The shared lock table against what the layout asks of it
+    (docs/configure/many-municipalities.md: "Sizing the lock table"). A join of two datasets locks, in each backend that runs it, both parents and
     every bucket and its indexes; each parallel worker takes the same locks again."""
     slots = max_locks * (max_connections + max_prepared)
     per_query = 2 * (1 + buckets * (1 + indexes)) * (1 + parallel_workers)

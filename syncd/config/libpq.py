@@ -41,7 +41,9 @@ _D, _S, _I, _R = Support.DRIVER, Support.SERVER, Support.IGNORED, Support.REFUSE
 _BOOL = ("0", "1")
 _TLS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 _UNSUPPORTED = "asyncpg, syncd's driver, does not support it"
-_KEEPALIVES = "syncd sets TCP keepalives on every connection itself (README: Timeouts)"
+_KEEPALIVES = (
+    "syncd sets TCP keepalives on every connection itself (docs/design/guarantees.md: Timeouts)"
+)
 
 PARAMETERS: dict[str, Parameter] = {
     "host": Parameter(_D),

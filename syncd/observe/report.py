@@ -233,7 +233,7 @@ def pass_document(
     error: str | None = None,
 ) -> dict[str, Any]:
     """`syncd once --json`: every source and dataset of the pass, and the totals.
-    The README's "`syncd once --json`" section is its schema."""
+    docs/reference/once-json.schema.json is its schema."""
     names = {s.id: s.name for s in config.sources}
     datasets = [d for r in results for d in r.datasets.values()]
     return {
