@@ -296,13 +296,14 @@ class Dispatcher:
         every LEDGER_REFRESH what other instances did. Only at start the last durations and
         the failures in a row: afterwards this daemon's own syncs keep those current, and
         counting failures scans the whole ledger. Everything is read before anything is
-        seeded, so a failed read seeds nothing."""
-        configured = self.config.source
+        seeded, so a failed read seeds nothing; what is seeded is filtered by the config in
+        force when it is seeded."""
         entries = await ledger.latest(conn)
         successes = await ledger.last_successes(conn, [d.name for d in self.config.datasets])
         pending = await ledger.pending_since(conn)
         durations = await ledger.last_durations(conn) if at_start else {}
         failures = await ledger.consecutive_failures(conn) if at_start else {}
+        configured = self.config.source  # after the reads: a reload may have landed meanwhile
         self.board.seed(entries)
         self.board.seed_durations(durations)
         self.metrics.seed({sid: when for sid, when in successes.items() if configured(sid)})

@@ -113,3 +113,93 @@ async def test_the_schedule_runs_on_the_injected_clock_and_stops_on_the_trigger(
         notify.close()
     assert codes == [0]
     assert notify.states() == ["READY=1", "STOPPING=1"]
+
+
+async def test_a_reload_during_a_ledger_refresh_does_not_bring_a_removed_source_back(
+    make_sources, dest, write_config
+):
+    """The ledger refresh reads for a while (here: held by a lock on syncd.latest); a reload that
+    removes a source lands meanwhile. The refresh seeds what it read for the sources the config
+    names when it seeds, not when it began: no last-success series comes back for the removed
+    one (nothing would ever update it, and its freshness alert would fire for ever)."""
+    kept, removed = await make_sources(2)
+    listen = {"listen": f"127.0.0.1:{free_port()}"}
+    schedule = {"interval": "24h", "jitter": "0s"}
+    path, config = write_config(
+        dest, [kept, removed], [TABLE_DATASETS[3]], http=listen, schedule=schedule
+    )
+    smaller, _ = write_config(dest, [kept], [TABLE_DATASETS[3]], http=listen, schedule=schedule)
+    clock = FakeClock(datetime.now(UTC))
+    stop = anyio.Event()
+    daemon = Daemon(path, config, clock=clock, shutdown_trigger=stop.wait)
+    codes: list[int] = []
+
+    async def run() -> None:
+        codes.append(await daemon.run())
+
+    async def until(predicate: Callable[[], Awaitable[bool]]) -> None:
+        with anyio.fail_after(60):
+            while not await predicate():
+                assert not codes, f"the daemon stopped: {codes}"
+                await anyio.sleep(0.05)
+
+    def series() -> set[str]:
+        return {
+            sample.labels["source"]
+            for family in daemon.metrics.registry.collect()
+            if family.name == "syncd_last_success_timestamp_seconds"
+            for sample in family.samples
+        }
+
+    dst = await dest.connect()
+    holder = await dest.connect()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+
+            async def both_synced() -> bool:
+                return series() == {kept.id, removed.id} and not daemon.dispatcher.in_flight
+
+            await until(both_synced)
+            # hold syncd.latest; what the refresh reads is one second newer for `kept`, so the
+            # test sees when the refresh has read and seeded
+            lock = holder.transaction()
+            await lock.start()
+            await holder.execute("LOCK TABLE syncd.latest IN ACCESS EXCLUSIVE MODE")
+            newer = await holder.fetchval(
+                "UPDATE syncd.latest SET last_success = last_success + interval '1 second' "
+                "WHERE source_id = $1 RETURNING last_success",
+                kept.id,
+            )
+            clock.advance(LEDGER_REFRESH)
+
+            async def refresh_waits() -> bool:
+                return bool(
+                    await dst.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE '%syncd.latest%' AND pid <> $1",
+                        holder.get_server_pid(),
+                    )
+                )
+
+            await until(refresh_waits)
+            path.write_text(smaller.read_text())
+            daemon.dispatcher.request_reload()
+
+            async def reloaded() -> bool:
+                return [s.id for s in daemon.config.sources] == [kept.id]
+
+            await until(reloaded)
+            assert series() == {kept.id}  # the reload forgot it
+            await lock.commit()
+
+            async def refreshed() -> bool:
+                return daemon.dispatcher.scheduler.last_success(kept.id) == newer
+
+            await until(refreshed)
+            assert series() == {kept.id}
+            stop.set()
+    finally:
+        await holder.close()
+        await dst.close()
+    assert codes == [0]
