@@ -21,6 +21,7 @@ LAYERS = [
     "observe",
     "engine",
     "ledger",
+    "sql",
     "config",
     "safetext",
     "logevents",
@@ -72,6 +73,12 @@ def test_no_module_is_over_450_lines():
         if (n := len(path.read_text().splitlines())) > MAX_LINES
     }
     assert not long
+
+
+def test_every_module_is_in_a_layer():
+    """A new top-level module or package is placed in LAYERS, or the layer rules never see it."""
+    unplaced = {n for n in GRAPH if layer(n) not in (*LAYERS, "package", "__main__")}
+    assert not unplaced, f"add to LAYERS: {sorted(unplaced)}"
 
 
 def test_no_import_circle():
