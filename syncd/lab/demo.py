@@ -178,7 +178,8 @@ def _show_landing(cluster: embedded.Cluster, listen: str | None = None) -> None:
     psql = " ".join(cluster.psql_command("analytics"))
     print()
     print("The data landed in the analytical database `analytics`, schema `syncd_data`:")
-    print("  one table per dataset, one partition per municipality (column municipio_id_sus);")
+    print("  one table per dataset holding every municipality (column municipio_id_sus), split in")
+    print("  destination.buckets hash buckets however many municipalities there are;")
     print("  the ledger of every pass is syncd.ledger, the latest state syncd.latest.")
     if listen is None:
         query = LANDED_SQL
