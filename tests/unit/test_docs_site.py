@@ -27,3 +27,20 @@ def test_the_site_builds_strict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
             pytest.fail(f"{abort}:\n" + "\n".join(warnings))
     assert (tmp_path / "site" / "index.html").exists()
     assert (tmp_path / "site" / "reference" / "configuration" / "index.html").exists()
+
+
+def test_the_runbook_has_a_section_for_every_alert_and_no_other():
+    """docs/operate/runbook.md maps each alert of deploy/prometheus/syncd-rules.yml to what to
+    look at and what to do: an alert added without its section, or a section left behind by a
+    removed alert, fails here."""
+    import re
+
+    import yaml
+
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "syncd-rules.yml").read_text())
+    alerts = {r["alert"] for group in rules["groups"] for r in group["rules"] if "alert" in r}
+    runbook = (ROOT / "docs" / "operate" / "runbook.md").read_text()
+    alerts_part = runbook[runbook.index("\n## Alerts\n") :]
+    sections = set(re.findall(r"^### (Syncd\w+)\s*$", alerts_part, flags=re.M))
+    assert alerts, "no alert read from the rules file"
+    assert sections == alerts
