@@ -30,7 +30,7 @@ class DestinationSettings:
             "first line is the password; wins over the DSN, the credential and `PGPASSWORD`; "
             "a missing, unreadable or empty file is named and fails at once (not retried as a "
             "network error). Without it: the DSN's password, else the `analytics` credential "
-            "(the systemd page)"
+            "([Secrets](../configure/secrets.md))"
         ),
     )
     schema: str = field(
@@ -54,7 +54,7 @@ class DestinationSettings:
     notify_channel: str | None = field(
         default=DEFAULT_NOTIFY_CHANNEL,
         metadata=doc(
-            "`pg_notify` channel announcing each landed municipality (the NOTIFY reference); "
+            "`pg_notify` channel announcing each landed municipality ([NOTIFY](notify.md)); "
             'a lowercase identifier; `null` or `""`: no notification'
         ),
     )
