@@ -363,7 +363,11 @@ class MetricDoc:
 
 
 def metric_docs() -> list[MetricDoc]:
-    """Every metric the daemon's registry exports, read from the registry itself."""
+    """Every metric the daemon's registry exports, read from the registry itself.
+
+    prometheus_client has no public way to list a registry's collectors or a labelled metric's
+    label names before it has a series: this docs tool reads `_collector_to_names` and
+    `_labelnames` (the daemon never does); tests/unit/test_reference.py fails if they go."""
     from prometheus_client.metrics import MetricWrapperBase
 
     from syncd.observe.metrics import Metrics
