@@ -3,29 +3,27 @@
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import subprocess
 
 import anyio
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from syncd.observe.metrics import RETRY_REASONS, SYNC_OUTCOMES
 from syncd.service.reloadstate import ReloadOutcome
 
 from tests.conftest import TABLE_DATASETS
+from tests.support import tools
 from tests.support.daemonproc import DaemonProcess, free_port
 from tests.support.helpers import ROOT, run_pass
 
 RULES = ROOT / "deploy" / "prometheus"
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian: prometheus) absent")
 def test_promtool_rule_tests_pass():
     """never-synced at 48 h and 72 h, the first pass counted, skips outside the ratio, the
     stalled alert, and freshness alerts that keep firing while syncd is down."""
     result = subprocess.run(
-        ["promtool", "test", "rules", "syncd-rules.test.yml"],
+        [tools.promtool(), "test", "rules", "syncd-rules.test.yml"],
         cwd=RULES,
         capture_output=True,
         text=True,

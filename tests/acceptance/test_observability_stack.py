@@ -3,29 +3,19 @@ container sees them) and every PromQL query of the trace-to-metrics links."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
+from tests.support.tools import promtool
 from tests.unit.test_observability_stack import (
     compose,
     datasources,
     load,
     mounts,
 )
-
-
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("promtool absent in CI: .ci/run installs Debian's prometheus")
-        pytest.skip("promtool (Debian: prometheus) absent")
-    return path
 
 
 def test_prometheus_config_and_the_rules_it_loads_pass_promtool(tmp_path):

@@ -17,11 +17,15 @@ import pytest
 from syncd.lab import embedded
 
 from tests.conftest import TABLE_DATASETS
+from tests.support import tools
 from tests.support.daemonproc import DaemonProcess, free_port
 from tests.support.helpers import ROOT
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium absent (Debian: chromium)")
+
+@pytest.fixture(autouse=True)
+def _chromium() -> None:
+    tools.chromium()  # every test here renders the page
+
 
 # each payload, if it ever ran or became markup, marks the document: the test looks for the mark
 SCRIPT = '<script>document.documentElement.dataset.pwned="name"</script>'
@@ -33,7 +37,7 @@ def chromium(*args: str, window: str = "1280,900") -> str:
     with tempfile.TemporaryDirectory(prefix="syncd-chromium-") as profile:
         result = subprocess.run(
             [
-                CHROMIUM,
+                tools.chromium(),
                 "--headless",
                 "--no-sandbox",
                 "--disable-gpu",

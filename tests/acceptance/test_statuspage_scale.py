@@ -13,10 +13,14 @@ from syncd.service import statuspage
 from syncd.service.http import HttpServer
 from syncd.service.statusboard import StatusBoard
 
-from tests.support import pagescale
-from tests.support.cdp import CHROMIUM, Cdp, browser
+from tests.support import pagescale, tools
+from tests.support.cdp import Cdp, browser
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium absent (Debian: chromium)")
+
+@pytest.fixture(autouse=True)
+def _chromium() -> None:
+    tools.chromium()
+
 
 ROWS = "Array.from(document.querySelectorAll('tr[data-id]'), tr => [tr.className, tr.dataset.id])"
 COUNTS = "Array.from(document.querySelectorAll('#summary b'), b => b.textContent)"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import shutil
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator
@@ -16,7 +15,8 @@ from typing import Any
 
 import aiohttp
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+from tests.support import tools
+
 FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -81,10 +81,9 @@ class Cdp:
 @asynccontextmanager
 async def browser(timeout: float = 60) -> AsyncIterator[Cdp]:
     """A fresh headless Chromium (its own profile) on about:blank, with Page events on."""
-    assert CHROMIUM, "chromium absent (Debian: chromium)"
     with tempfile.TemporaryDirectory(prefix="syncd-chromium-") as profile:
         proc = subprocess.Popen(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            [tools.chromium(), *FLAGS, f"--user-data-dir={profile}", "about:blank"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
