@@ -40,6 +40,20 @@ def samples(text: str) -> dict[tuple[str, tuple], float]:
     return found
 
 
+async def ready_metrics(daemon: DaemonProcess) -> dict[tuple[str, tuple], float]:
+    """/metrics once the daemon is ready (the ledger is read once the destination answers)."""
+    daemon.wait_ready()
+    found: dict[tuple[str, tuple], float] = {}
+    for _ in range(200):
+        code, text = daemon.get("/metrics")
+        assert code == 200
+        found = samples(text)
+        if found.get(("syncd_ready", ())) == 1:
+            break
+        await anyio.sleep(0.1)
+    return found
+
+
 async def test_counters_are_at_zero_before_any_sync(make_sources, dest, write_config, tmp_path):
     """Scraped before the first sync ends: every counter with every label value at 0, and the
     never-synced sources visible to freshness through their pending-since time."""
@@ -57,15 +71,7 @@ async def test_counters_are_at_zero_before_any_sync(make_sources, dest, write_co
     )
     daemon = DaemonProcess(path, port)
     try:
-        daemon.wait_ready()
-        found: dict = {}
-        for _ in range(200):  # the ledger is read once the destination answers
-            code, text = daemon.get("/metrics")
-            assert code == 200
-            found = samples(text)
-            if ("syncd_ready", ()) in found and found[("syncd_ready", ())] == 1:
-                break
-            await anyio.sleep(0.1)
+        found = await ready_metrics(daemon)
         for outcome in SYNC_OUTCOMES:
             assert found[("syncd_syncs_total", (("outcome", outcome),))] == 0, outcome
             assert found[("syncd_sync_duration_seconds_count", (("outcome", outcome),))] == 0
@@ -116,13 +122,7 @@ async def test_failures_in_a_row_survive_a_restart(make_sources, dest, write_con
         assert code == 1
     daemon = DaemonProcess(path, port)
     try:
-        daemon.wait_ready()
-        for _ in range(200):
-            code, text = daemon.get("/metrics")
-            found = samples(text)
-            if found.get(("syncd_ready", ())) == 1:
-                break
-            await anyio.sleep(0.1)
+        found = await ready_metrics(daemon)
         assert found[("syncd_source_consecutive_failures", (("source", "999001"),))] == 3
         assert found[("syncd_source_consecutive_failures", (("source", good.id),))] == 0
         assert ("syncd_last_success_timestamp_seconds", (("source", good.id),)) in found
@@ -151,13 +151,7 @@ async def test_a_source_the_config_no_longer_names_exports_no_freshness(
     )
     daemon = DaemonProcess(path, port)
     try:
-        daemon.wait_ready()
-        for _ in range(200):
-            code, text = daemon.get("/metrics")
-            found = samples(text)
-            if found.get(("syncd_ready", ())) == 1:
-                break
-            await anyio.sleep(0.1)
+        found = await ready_metrics(daemon)
         assert ("syncd_last_success_timestamp_seconds", (("source", kept.id),)) in found
         assert ("syncd_last_success_timestamp_seconds", (("source", removed.id),)) not in found
     finally:
