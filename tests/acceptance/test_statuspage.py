@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 
 import anyio
 import asyncpg
@@ -34,29 +33,29 @@ ERROR_SCRIPT = '<script>document.documentElement.dataset.pwned="error"</script>'
 
 
 def chromium(*args: str, window: str = "1280,900") -> str:
-    with tempfile.TemporaryDirectory(prefix="syncd-chromium-") as profile:
-        result = subprocess.run(
-            [
-                tools.chromium(),
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--hide-scrollbars",
-                f"--user-data-dir={profile}",
-                f"--window-size={window}",
-                *args,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
+    with tools.chromium_profile() as profile:
+        proc = tools.start_chromium(
+            profile,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            f"--window-size={window}",
+            *args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
+        try:
+            stdout, stderr = proc.communicate(timeout=120)
+        finally:
+            tools.stop_chromium(proc)
+    assert proc.returncode == 0, stderr[-2000:]
+    return stdout
 
 
 def dom(url: str, budget_ms: int = 3000) -> str:

@@ -7,7 +7,6 @@ import asyncio
 import itertools
 import json
 import subprocess
-import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -81,11 +80,9 @@ class Cdp:
 @asynccontextmanager
 async def browser(timeout: float = 60) -> AsyncIterator[Cdp]:
     """A fresh headless Chromium (its own profile) on about:blank, with Page events on."""
-    with tempfile.TemporaryDirectory(prefix="syncd-chromium-") as profile:
-        proc = subprocess.Popen(
-            [tools.chromium(), *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+    with tools.chromium_profile() as profile:
+        proc = tools.start_chromium(
+            profile, *FLAGS, "about:blank", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
             active = Path(profile) / "DevToolsActivePort"
@@ -101,5 +98,4 @@ async def browser(timeout: float = 60) -> AsyncIterator[Cdp]:
                     await cdp.call("Page.enable")
                     yield cdp
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            tools.stop_chromium(proc)

@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -27,3 +33,52 @@ def chromium() -> str:
 
 def promtool() -> str:
     return require("promtool", package="prometheus")
+
+
+@contextmanager
+def chromium_profile() -> Iterator[str]:
+    """A fresh profile directory, removed once every Chromium process writing to it is gone."""
+    profile = tempfile.mkdtemp(prefix="syncd-chromium-")
+    try:
+        yield profile
+    finally:
+        # a helper that outlived its group's kill (seen in CI: 'Default' not empty) gets a moment
+        for _ in range(50):
+            try:
+                shutil.rmtree(profile)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+def start_chromium(profile: str, *args: str, **popen: object) -> subprocess.Popen[str]:
+    """Chromium in its own process group, so that stop_chromium reaches its helpers too."""
+    return subprocess.Popen(
+        [chromium(), f"--user-data-dir={profile}", *args],
+        start_new_session=True,
+        text=True,
+        **popen,  # type: ignore[call-overload]
+    )
+
+
+def stop_chromium(proc: subprocess.Popen[str]) -> None:
+    """The whole group: the browser, then whatever of its zygote, renderers and crash handler
+    the browser's own exit left behind."""
+    _signal_group(proc, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait(timeout=10)
+    _signal_group(proc, signal.SIGKILL)
+
+
+def _signal_group(proc: subprocess.Popen[str], sig: signal.Signals) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass  # the group is empty
