@@ -43,14 +43,16 @@ def chromium_profile() -> Iterator[str]:
         yield profile
     finally:
         # a helper that outlived its group's kill (seen in CI: 'Default' not empty) gets a moment
+        # (a file vanishing under the walk raises FileNotFoundError: try again, the profile is there)
         for _ in range(50):
             try:
                 shutil.rmtree(profile)
-                break
-            except FileNotFoundError:
-                break
             except OSError:
+                if not os.path.exists(profile):
+                    break
                 time.sleep(0.1)
+            else:
+                break
         else:
             shutil.rmtree(profile, ignore_errors=True)
 
