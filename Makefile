@@ -10,13 +10,13 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo demo-once test test-fast test-scenarios test-acceptance lint format bench clean docs docs-serve reference
 
-$(STAMP): pyproject.toml syncd/engine/rowdiff.c
+$(STAMP): pyproject.toml syncd/engine/rowdiff/rowdiff.c
 	@test -n "$(PYTHON)" || { echo "syncd needs Python 3.11 or newer on PATH"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,docs]'
 	@# the row differ's accelerator: the system's C compiler, else Zig's from PyPI; without
 	@# either the pure-Python differ runs (same results, slower)
-	$(BIN)/python -m syncd.engine.accel build --fetch-compiler || true
+	$(BIN)/python -m syncd.engine.rowdiff.build build --fetch-compiler || true
 	@touch $@
 
 demo: $(STAMP)

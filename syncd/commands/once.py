@@ -15,11 +15,11 @@ from opentelemetry import trace
 from syncd import ledger
 from syncd.config import Config
 from syncd.engine.destination import Destination
-from syncd.engine.engine import Engine
 from syncd.engine.errors import classify
 from syncd.engine.limits import Limits
 from syncd.engine.progress import Fanout
 from syncd.engine.results import SourceResult, now
+from syncd.engine.shared import Engine
 from syncd.engine.sync import sweep, sync_many
 from syncd.ledger import Status
 from syncd.logevents import Event

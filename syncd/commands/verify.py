@@ -9,10 +9,10 @@ from typing import TextIO
 import anyio
 
 from syncd.config import Config
-from syncd.engine.engine import Engine
+from syncd.engine.compare import DatasetVerdict, Verdict, verify_source
 from syncd.engine.errors import classify
 from syncd.engine.limits import Limits
-from syncd.engine.verify import DatasetVerdict, Verdict, verify_source
+from syncd.engine.shared import Engine
 from syncd.observe.report import table
 from syncd.service.runtime import EXIT_FAILED, EXIT_OK
 

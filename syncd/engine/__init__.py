@@ -3,7 +3,7 @@ municipality's sync, its retries and its failures. Knows nothing of daemons or p
 
     sync.py          one municipality: lock, ledger rows, attempts, root span;  sync_many
     attempt.py       one attempt: snapshot, landing, every dataset, commit
-    engine.py        `Engine`: what every sync of a run shares (config, destination, limits...)
+    shared.py        `Engine`: what every sync of a run shares (config, destination, limits...)
     results.py       what a pass produces, per municipality and dataset
     progress.py      the hooks that the display, the metrics and the status board listen to
     source.py        the municipal side (read-only snapshot sessions);  shape.py  a dataset's
@@ -12,14 +12,14 @@ municipality's sync, its retries and its failures. Knows nothing of daemons or p
     destination.py   the analytical side: pool, dataset tables, DDL under timeouts.lock
     landing.py       one municipality's destination transaction: replace, upsert, commit;
                      txn.py  its transaction and savepoints
-    rowdiff.py (+ rowdiff.c, accel.py), diffing.py   landing v3: only the changed rows
+    rowdiff/         the row differ: only the changed rows cross into the destination
     tables.py, layout.py, vacuum.py, upgrade.py   what syncd knows of its tables, their names,
                      the vacuum lane, the conversion from the first layout
     incremental.py   windows and watermarks;  downstream.py  the NOTIFY of a landed municipality
-    verify.py        does the destination hold exactly the source's rows
+    compare.py       does the destination hold exactly the source's rows (`syncd verify`)
     retry.py         the one retry policy;  errors.py  failures as values (kind, side, SQLSTATE)
-    limits.py        resizable limiters;  locks.py  one syncd at a time per municipality
+    limits.py        resizable limiters;  synclock.py  one syncd at a time per municipality
     connect.py       what every connection gets;  quoting.py  identifiers and literals quoted
-    tunnel.py, sshlink.py, bridge.py, tunnelerrors.py   sources behind an SSH bastion
+    tunnel/          sources behind an SSH bastion
     spans.py         the engine's trace spans
 """

@@ -19,11 +19,11 @@ from opentelemetry import trace
 from syncd import ledger
 from syncd.config import Dataset, Source
 from syncd.engine import downstream, incremental, spans
-from syncd.engine.engine import Engine
 from syncd.engine.errors import Failure, FinalError, Kind, Side, classify
 from syncd.engine.landing import Landed, Landing, Write
 from syncd.engine.results import DatasetResult, SourceResult, now
 from syncd.engine.shape import Shape
+from syncd.engine.shared import Engine
 from syncd.engine.source import SourceSession
 from syncd.engine.tables import Target
 from syncd.ledger import Mode, Status
@@ -173,8 +173,8 @@ async def _prepare_dataset(
                 return await prepare()
         except Exception as exc:
             res.attempts += 1  # a clean pass counts its landing alone
-            failure = await _sorted_out(exc, session, None, None)
-            if await _again(engine, source, dataset, failure, tries):
+            failure = await _classify_failure(exc, session, None, None)
+            if await _retry_after_pause(engine, source, dataset, failure, tries):
                 continue
             attributes = spans.db_attributes(source.dsn, "COPY", dataset.table)
             attributes["syncd.dataset"] = dataset.name
@@ -184,7 +184,7 @@ async def _prepare_dataset(
             return None
 
 
-async def _sorted_out(
+async def _classify_failure(
     exc: Exception, session: SourceSession, landing: Landing | None, span: trace.Span | None
 ) -> Failure:
     """What a dataset's failure means: raises PassLost when the pass must start again."""
@@ -203,7 +203,7 @@ async def _sorted_out(
     return failure
 
 
-async def _again(
+async def _retry_after_pause(
     engine: Engine, source: Source, dataset: Dataset, failure: Failure, attempts: int
 ) -> bool:
     """After a dataset's own failure: True once the retry policy's pause is over."""
@@ -276,8 +276,8 @@ async def _copy_attempts(
             async with session.savepoint(), landing.savepoint():
                 target, landed = await _land(engine, landing, session, shape, dataset)
         except Exception as exc:
-            failure = await _sorted_out(exc, session, landing, span)
-            if await _again(engine, source, dataset, failure, res.attempts):
+            failure = await _classify_failure(exc, session, landing, span)
+            if await _retry_after_pause(engine, source, dataset, failure, res.attempts):
                 continue
             spans.failed(span, failure)
             _failed(source, dataset, res, failure)

@@ -2,7 +2,7 @@
 
 For each dataset, inside a savepoint, `land` writes what changed (landing v3): the municipality's
 stored row hashes are read from the rows index while the source stream starts, the stream goes
-through the row differ (engine/rowdiff.py), only the rows the destination does not hold are
+through the row differ (engine/rowdiff/pydiffer.py), only the rows the destination does not hold are
 copied in, and the held rows no source row matched are deleted. A full refresh deletes and
 rewrites everything instead; an incremental window is upserted by key. The watermark lands with
 the rows. Only row locks and ROW EXCLUSIVE are taken, so readers never wait for a landing.
@@ -26,12 +26,12 @@ import asyncpg
 from syncd import config
 from syncd.engine import quoting, rowdiff
 from syncd.engine.copy import CopyIn, CopyOut, Transfer, copy_row_count, first_failure, pipe
-from syncd.engine.diffing import DiffTransform
 from syncd.engine.errors import Failure, FinalError, Kind, Side, TransferError
 from syncd.engine.incremental import ALIAS
 from syncd.engine.layout import ROW_HASH, SOURCE_SETTING
+from syncd.engine.rowdiff.transform import DiffTransform
 from syncd.engine.tables import Tables, Target
-from syncd.engine.txn import Tx, count, transaction
+from syncd.engine.txn import Tx, rows_in_command_tag, transaction
 from syncd.engine.vacuum import Vacuum
 
 GONE = "pg_temp.syncd_gone"  # one per connection: the hashes of rows to delete
@@ -141,7 +141,7 @@ class Landing:
                 self.source_id,
                 timeout=self._long(),
             )
-            landed.deleted += count(status)
+            landed.deleted += rows_in_command_tag(status)
         differ = rowdiff.differ(target.seed)
         diff = DiffTransform(differ)
         # a keyed dataset's new rows wait in the delta table for the rows they replace to go
@@ -216,7 +216,7 @@ class Landing:
             [uuid.UUID(bytes=twice[i : i + 16]) for i in range(0, len(twice), 16)],
             timeout=self._long(),
         )
-        return count(status)
+        return rows_in_command_tag(status)
 
     async def _delete_hashes(self, parent: str, keys: bytes) -> int:
         """Delete the municipality's rows with these hashes (none of which a new row has)."""

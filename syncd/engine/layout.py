@@ -15,7 +15,7 @@ import re
 from syncd.engine import quoting
 
 SOURCE_SETTING = "syncd.source_id"  # the transaction-local setting the source column defaults to
-ROW_HASH = "syncd_row_hash"  # landing v3: each row's hash (uuid), see engine/rowdiff.py
+ROW_HASH = "syncd_row_hash"  # landing v3: each row's hash (uuid), see engine/rowdiff/pydiffer.py
 BUCKET_SEPARATOR = "__p"
 
 # a table's columns, in order, with their types as SQL (for the dataset tables and the upgrade)

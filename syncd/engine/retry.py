@@ -2,7 +2,7 @@
 
 Every retry in syncd, whether a dataset's COPY, a municipality's whole pass on a new snapshot, a
 destination round trip, DDL waiting for readers or the daemon waiting for its destination, goes
-through `Retry.pause`, which leaves the same three traces together: the `syncd_retries_total`
+through `RetryPolicy.pause`, which leaves the same three traces together: the `syncd_retries_total`
 metric (through the `observe` hook), a `retry` event on the current span, and a log line.
 """
 

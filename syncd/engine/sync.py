@@ -29,9 +29,9 @@ from syncd import ledger
 from syncd.config import Dataset, Source
 from syncd.engine import spans
 from syncd.engine.attempt import PassLost, land_all, open_snapshot
-from syncd.engine.engine import Engine
 from syncd.engine.errors import Side, classify
 from syncd.engine.results import DatasetResult, SourceResult
+from syncd.engine.shared import Engine
 from syncd.ledger import Status
 from syncd.logevents import Event
 
@@ -123,7 +123,7 @@ async def _locked_sync(
             lambda: _begin(engine, source, datasets), what, side=Side.DESTINATION, source=source.id
         )
         span.set_attribute("syncd.pass.id", result.pass_id)
-        await _sync(engine, source, datasets, result, span)
+        await _sync_until_settled(engine, source, datasets, result, span)
     except anyio.get_cancelled_exc_class():
         for d in result.datasets.values():
             if d.status not in (Status.OK, Status.FAILED):
@@ -180,7 +180,7 @@ async def _begin(engine: Engine, source: Source, datasets: Sequence[Dataset]) ->
     return pass_id
 
 
-async def _sync(
+async def _sync_until_settled(
     engine: Engine,
     source: Source,
     datasets: Sequence[Dataset],

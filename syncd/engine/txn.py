@@ -41,7 +41,8 @@ async def transaction(conn: asyncpg.Connection) -> AsyncIterator[Tx]:
         await tx.commit()
 
 
-def count(status: str | None) -> int:
+def rows_in_command_tag(status: str | None) -> int:
+    """The row count at the end of a command tag (`DELETE 12`, `COPY 3`); 0 when it has none."""
     try:
         return int((status or "").rsplit(" ", 1)[-1])
     except ValueError:

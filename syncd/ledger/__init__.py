@@ -1,17 +1,17 @@
 """The ledger in schema `syncd`: what syncd records of every pass, for people and for itself.
 
-    status.py     Status and Mode: the strings the ledger stores
+    states.py     Status and Mode: the strings the ledger stores
     rows.py       a pass's rows in syncd.ledger and syncd.latest, written and read back
     catalog.py    syncd.catalog: the configured (municipality, dataset) pairs, and since when
     migrate.py    schema `syncd` brought to the current version (syncd/sql/migrations/)
-    locks.py      the advisory lock keys syncd takes on the destination
+    lockkeys.py   the advisory lock keys syncd takes on the destination
 
 Every query is in `syncd/sql/ledger.sql`, under its name; the names below are the package's
 public ones, so `from syncd import ledger` reaches them all.
 """
 
 from syncd.ledger.catalog import pairs, pending_since, register
-from syncd.ledger.locks import LOCK_NAMESPACE
+from syncd.ledger.lockkeys import LOCK_NAMESPACE
 from syncd.ledger.migrate import MIGRATIONS, migrate
 from syncd.ledger.rows import (
     DatasetStatus,
@@ -28,7 +28,7 @@ from syncd.ledger.rows import (
     oldest_success,
     running_sources,
 )
-from syncd.ledger.status import FINAL, Mode, Status
+from syncd.ledger.states import FINAL, Mode, Status
 
 __all__ = [
     "FINAL",

@@ -9,7 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from syncd.config import Config
-from syncd.ledger.locks import LOCK_NAMESPACE
+from syncd.ledger.lockkeys import LOCK_NAMESPACE
 from syncd.sql import load
 
 SQL = load("ledger")

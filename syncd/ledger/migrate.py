@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from syncd.ledger.locks import LOCK_NAMESPACE
+from syncd.ledger.lockkeys import LOCK_NAMESPACE
 from syncd.sql import load, migrations
 
 SQL = load("ledger")

@@ -17,7 +17,7 @@ from datetime import datetime
 
 import asyncpg
 
-from syncd.ledger.status import Mode, Status
+from syncd.ledger.states import Mode, Status
 from syncd.sql import load
 
 SQL = load("ledger")

@@ -29,6 +29,7 @@ from syncd.engine.errors import classify
 from syncd.logevents import Event
 from syncd.observe.metrics import Metrics
 from syncd.service.clock import Clock
+from syncd.service.control import DaemonControl
 from syncd.service.dispatch import Dispatcher
 from syncd.service.http import HttpServer
 from syncd.service.notify import Notifier, watchdog_interval
@@ -38,7 +39,6 @@ from syncd.service.reloadstate import ReloadRecorder, state_dir
 from syncd.service.runtime import config_path as find_config
 from syncd.service.runtime import load_config, run_async
 from syncd.service.statusboard import StatusBoard
-from syncd.service.views import Views
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class Daemon:
         self.dispatcher = Dispatcher(
             config, clock, self.metrics, self.board, readiness, self.stopping
         )
-        self.views = Views(self.dispatcher, readiness, self.board, self.metrics, clock)
+        self.views = DaemonControl(self.dispatcher, readiness, self.board, self.metrics, clock)
         self._http = HttpServer(self.views.control())
         self.reloader = Reloader(
             Path(config_path),

@@ -22,12 +22,12 @@ from anyio.abc import TaskGroup
 
 from syncd import ledger
 from syncd.config import Config, Source
-from syncd.engine.engine import Engine
 from syncd.engine.errors import Side, classify
 from syncd.engine.limits import Limits, pool_size
 from syncd.engine.progress import Fanout
 from syncd.engine.results import SourceResult
 from syncd.engine.retry import RetryPolicy
+from syncd.engine.shared import Engine
 from syncd.engine.sync import sweep, sync_source
 from syncd.ledger import Status
 from syncd.logevents import Event

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import anyio
 
-from syncd.engine.engine import Engine
 from syncd.engine.errors import classify
+from syncd.engine.shared import Engine
 from syncd.observe.metrics import Metrics
 from syncd.service.clock import Clock
 

@@ -17,11 +17,11 @@ from syncd import config as config_module
 from syncd.config import ConfigError
 from syncd.logevents import Event
 from syncd.observe.metrics import Metrics
+from syncd.service.control import DaemonControl
 from syncd.service.dispatch import Dispatcher
 from syncd.service.http import HttpServer
 from syncd.service.notify import Notifier
 from syncd.service.reloadstate import ReloadOutcome, ReloadRecorder
-from syncd.service.views import Views
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class Reloader:
         self,
         config_path: Path,
         dispatcher: Dispatcher,
-        views: Views,
+        views: DaemonControl,
         http: HttpServer,
         metrics: Metrics,
         notifier: Notifier,

@@ -1,7 +1,7 @@
 -- The ledger's queries, loaded by name (syncd.sql.load("ledger")) by the modules of
 -- syncd/ledger/. The tables they read and write are made by migrations/NNNN_*.sql.
--- Values are bind parameters ($1, $2...); statuses are the strings of syncd.ledger.status.
--- $1 of every advisory lock is syncd.ledger.locks.LOCK_NAMESPACE.
+-- Values are bind parameters ($1, $2...); statuses are the strings of syncd.ledger.states.
+-- $1 of every advisory lock is syncd.ledger.lockkeys.LOCK_NAMESPACE.
 
 -- name: migration_lock
 -- one instance migrates schema `syncd` at a time (ledger/migrate.py)

@@ -181,7 +181,7 @@ async def test_an_unreachable_destination_is_a_document_with_its_reason(
 
 async def test_the_document_tells_a_skipped_source(make_sources, dest, write_config):
     """Another syncd holds the source: exit 1, and the document says why."""
-    from syncd.engine.locks import SourceLocks
+    from syncd.engine.synclock import SourceLocks
 
     (a,) = await make_sources(1)
     path, _ = write_config(dest, [a], [DIM_EQUIPE])

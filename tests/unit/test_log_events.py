@@ -18,7 +18,7 @@ LEVELS = {"debug", "info", "warning", "error", "exception", "critical", "log"}
 NOT_OWN = {
     ("observe/telemetry.py", "logging.getLogger()"),
     ("observe/telemetry.py", "logging.getLogger(noisy)"),  # asyncio, aiohttp.access, opentelemetry
-    ("engine/sshlink.py", "logging.getLogger('asyncssh')"),
+    ("engine/tunnel/ssh.py", "logging.getLogger('asyncssh')"),
 }
 
 

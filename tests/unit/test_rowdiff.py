@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from syncd.engine import rowdiff
-from syncd.engine.rowdiff import HEADER, KEY, TRAILER, PyDiffer, keys_copy, py_row_hash
+from syncd.engine.rowdiff import HEADER, KEY, TRAILER, PyDiffer, keys_copy, py_row_hash, pydiffer
 
 needs_c = pytest.mark.skipif(not rowdiff.ACCELERATED, reason="the C differ is not built here")
 SEED = rowdiff.shape_seed([("a", "integer"), ("b", "text"), ("c", "bytea")])
@@ -70,7 +70,7 @@ def split_keys(blob: bytes) -> list[bytes]:
 def output_tuples(out: bytes) -> list[bytes]:
     if not out:
         return []
-    walk = rowdiff._Walk()
+    walk = pydiffer._Walk()
     found = walk.tuples(out)
     assert walk.complete
     return found

@@ -1,4 +1,4 @@
-"""Per-municipality locks on a real destination (engine/locks.py), through the fault proxy."""
+"""Per-municipality locks on a real destination (engine/synclock.py), through the fault proxy."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from syncd.config import DestinationSettings, Timeouts
 from syncd.config.dsn import Dsn
 from syncd.engine.destination import Destination
-from syncd.engine.locks import SourceLocks
+from syncd.engine.synclock import SourceLocks
 
 from tests.conftest import DestDb
 from tests.support.faultproxy import FaultProxy

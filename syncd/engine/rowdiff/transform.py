@@ -1,12 +1,12 @@
 """The byte pipe's transform for landing v3: source chunks in, only the tuples the destination
-does not hold out (engine/rowdiff.py does the framing and hashing). The source stream starts
+does not hold out (engine/rowdiff/pydiffer.py does the framing and hashing). The source stream starts
 while the municipality's stored hashes are still being read: what arrives meanwhile is kept."""
 
 from __future__ import annotations
 
 import anyio
 
-from syncd.engine import rowdiff
+from syncd.engine.rowdiff.pydiffer import RowDiffer
 
 # Source bytes kept while the stored hashes still arrive, by every landing of the process
 # together: the source stream starts at once and waits only past this much (a large
@@ -20,7 +20,7 @@ class DiffTransform:
 
     pending = 0  # bytes kept by every landing of the process
 
-    def __init__(self, differ: rowdiff.RowDiffer):
+    def __init__(self, differ: RowDiffer):
         self.differ = differ
         self.ready = anyio.Event()
         self.rows = 0

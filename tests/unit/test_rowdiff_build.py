@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from syncd.engine import accel, rowdiff
+from syncd.engine import rowdiff
+from syncd.engine.rowdiff import build as accel
 
 ROW = b"\x00\x01\x00\x00\x00\x03abc"
 

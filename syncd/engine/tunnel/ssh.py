@@ -1,6 +1,6 @@
 """One bastion's SSH connection (asyncssh), imported only when a bastion is used: asyncssh
 takes a tenth of a second to import, which every `syncd once` without bastions would pay.
-See engine/tunnel.py for how tunnels work."""
+See engine/tunnel/__init__.py for how tunnels work."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import asyncssh
 
 from syncd.config import Bastion
 from syncd.config.values import is_loopback
-from syncd.engine.bridge import Bridge, ChannelSide, LocalSide, drop_unused
-from syncd.engine.tunnelerrors import (
+from syncd.engine.tunnel.bridge import Bridge, ChannelSide, LocalSide, drop_unused
+from syncd.engine.tunnel.errors import (
     BastionAuthFailed,
     BastionUnreachable,
     ForwardRefused,

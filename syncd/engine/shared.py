@@ -13,9 +13,9 @@ from syncd.config import Config
 from syncd.engine import spans
 from syncd.engine.destination import Destination
 from syncd.engine.limits import Limits, pool_size
-from syncd.engine.locks import SourceLocks
 from syncd.engine.progress import Progress
 from syncd.engine.retry import RetryPolicy
+from syncd.engine.synclock import SourceLocks
 from syncd.engine.tunnel import Tunnels
 
 

@@ -2,11 +2,11 @@
 with ctypes. It uses no Python headers, so any C compiler builds it: the system's (`$CC`, `cc`,
 `gcc`, `clang`) or, on a machine that has none, Zig's from PyPI (`--fetch-compiler` installs
 the `ziglang` package into this Python's environment first). `make` builds it; an install
-elsewhere runs `python -m syncd.engine.accel build --fetch-compiler` once. Without it syncd
+elsewhere runs `python -m syncd.engine.rowdiff.build build --fetch-compiler` once. Without it syncd
 runs the pure-Python differ (the same results, a few times slower).
 
-    python -m syncd.engine.accel build [--fetch-compiler] [--compiler zig|system]
-    python -m syncd.engine.accel status
+    python -m syncd.engine.rowdiff.build build [--fetch-compiler] [--compiler zig|system]
+    python -m syncd.engine.rowdiff.build status
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def load(path: Path = LIBRARY) -> ctypes.CDLL | None:
 def main(argv: list[str] | None = None) -> int:
     import argparse  # the command only: rowdiff imports this module at every start
 
-    parser = argparse.ArgumentParser(prog="python -m syncd.engine.accel")
+    parser = argparse.ArgumentParser(prog="python -m syncd.engine.rowdiff.build")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="compile the row differ's accelerator")
     b.add_argument("--fetch-compiler", action="store_true", help="Zig's from PyPI if none here")

@@ -1,6 +1,6 @@
 /* The row differ's accelerator: a plain C library (no Python headers: any C compiler builds it,
- * Zig's from PyPI included, see syncd/engine/accel.py), loaded with ctypes by
- * syncd/engine/rowdiff.py, whose pure-Python `PyDiffer` is the specification;
+ * Zig's from PyPI included, see syncd/engine/rowdiff/build.py), loaded with ctypes by
+ * syncd/engine/rowdiff/pydiffer.py, whose pure-Python `PyDiffer` is the specification;
  * tests/unit/test_rowdiff.py holds the two to identical results.
  *
  * A binary COPY stream is framed here without decoding a value: the 19-byte header (and its

@@ -6,7 +6,7 @@
                            (engine.upgrade)
     n = hashtext(table)    DDL on one dataset table (engine.destination)
 
-The per-municipality sync locks are single-key ones of their own (engine.locks).
+The per-municipality sync locks are single-key ones of their own (engine.synclock).
 """
 
 from __future__ import annotations

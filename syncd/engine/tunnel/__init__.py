@@ -13,22 +13,24 @@ connection and closes; the bridge passes bytes as they come, with flow control b
 - SSH keepalives (`keepalive_interval`, `keepalive_count_max`) close a connection whose traffic
   is blackholed; its channels close with it, and their sessions fail as lost connections.
 - TLS through the tunnel still verifies the database's real name: with `sslmode=verify-full`
-  the context checks the DSN's host, not the loopback end (`HostPinnedContext`).
+  the context checks the DSN's host, not the loopback end (`tls.py`).
 - The key and its passphrase are read when connecting and kept by asyncssh only.
+
+    __init__.py   `Tunnels`: what the engine asks for a session's endpoint
+    ssh.py        one bastion's SSH connection (asyncssh, imported only when a bastion is used)
+    bridge.py     a channel bridged to a one-shot loopback listener
+    errors.py     what can fail, hop by hop
+    tls.py        the TLS context that checks the database's name through the tunnel
 """
 
 from __future__ import annotations
 
-import os
 import ssl
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from syncd.config import Bastion, Source
-from syncd.config.dsn import Dsn
-from syncd.engine.errors import FinalError
-from syncd.engine.tunnelerrors import (  # re-exported: what can fail, hop by hop
+from syncd.engine.tunnel.errors import (  # re-exported: what can fail, hop by hop
     HOPS,
     BastionAuthFailed,
     BastionUnreachable,
@@ -39,9 +41,10 @@ from syncd.engine.tunnelerrors import (  # re-exported: what can fail, hop by ho
     TunnelError,
     TunnelNotConnected,
 )
+from syncd.engine.tunnel.tls import HostPinnedContext, tls_context, verify_full_context
 
 if TYPE_CHECKING:
-    from syncd.engine.sshlink import BastionLink
+    from syncd.engine.tunnel.ssh import BastionLink
 
 __all__ = [
     "HOPS",
@@ -51,6 +54,7 @@ __all__ = [
     "ForwardRefused",
     "Hop",
     "HostKeyMismatch",
+    "HostPinnedContext",
     "KeyFileError",
     "TunnelError",
     "TunnelNotConnected",
@@ -58,59 +62,6 @@ __all__ = [
     "tls_context",
     "verify_full_context",
 ]
-
-
-class HostPinnedContext(ssl.SSLContext):
-    """An SSL context that verifies `server_name` whatever host the socket connected to: the
-    socket goes to the loopback end of a tunnel, the certificate names the database server."""
-
-    server_name: str = ""
-
-    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
-        kwargs["server_hostname"] = self.server_name
-        if len(args) > 3:
-            args = args[:3]
-        return super().wrap_bio(*args, **kwargs)
-
-
-def _postgresql_file(name: str) -> Path | None:
-    home = os.environ.get("HOME")
-    return Path(home, ".postgresql", name) if home else None
-
-
-def verify_full_context(dsn: Dsn) -> HostPinnedContext:
-    """`sslmode=verify-full` as libpq (and asyncpg) read it, checking the DSN's own host."""
-    params = dict(dsn.params)
-    ctx = HostPinnedContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.server_name = dsn.host
-    ctx.check_hostname = True
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    root = params.get("sslrootcert") or os.environ.get("PGSSLROOTCERT")
-    if root == "system":
-        ctx.load_default_certs()
-    else:
-        root_path = Path(root) if root else _postgresql_file("root.crt")
-        if root_path is None or not root_path.is_file():
-            raise FinalError(f"sslmode=verify-full: root certificate {root_path} not found")
-        ctx.load_verify_locations(cafile=str(root_path))
-    crl = params.get("sslcrl") or os.environ.get("PGSSLCRL")
-    if crl:
-        ctx.load_verify_locations(cafile=crl)
-        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_CHAIN
-    cert = params.get("sslcert") or os.environ.get("PGSSLCERT")
-    key = params.get("sslkey") or os.environ.get("PGSSLKEY")
-    password = params.get("sslpassword", "")
-    if cert:
-        ctx.load_cert_chain(cert, keyfile=key or None, password=lambda: password)
-    return ctx
-
-
-def tls_context(dsn: Dsn) -> ssl.SSLContext | None:
-    """The context to pass asyncpg for a tunnelled session, when the DSN's own would check the
-    wrong name (verify-full); None: asyncpg reads the DSN's sslmode as usual."""
-    mode = dict(dsn.params).get("sslmode") or os.environ.get("PGSSLMODE")
-    return verify_full_context(dsn) if mode == "verify-full" else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +84,7 @@ class Tunnels:
     def link(self, bastion: Bastion) -> BastionLink:
         link = self._links.get(bastion)
         if link is None:
-            from syncd.engine.sshlink import BastionLink  # asyncssh: only with bastions
+            from syncd.engine.tunnel.ssh import BastionLink  # asyncssh: only with bastions
 
             link = self._links[bastion] = BastionLink(bastion)
         return link

@@ -2,7 +2,7 @@
 
 Per dataset, the destination's rows of the municipality (the columns the source sends, in its
 order) are streamed as binary COPY and hashed as the source's tuples are, and the source's
-stream is matched against them copy by copy (engine/rowdiff.py, emit=False): a row changed by
+stream is matched against them copy by copy (engine/rowdiff/pydiffer.py, emit=False): a row changed by
 hand, a row missing or one too many is seen whatever the stored row hashes say. Nothing is
 written on either side: the source session is the usual read-only snapshot, the destination
 session a read-only transaction.
@@ -18,9 +18,9 @@ import asyncpg
 
 from syncd.config import Dataset, Source
 from syncd.engine import quoting, rowdiff
-from syncd.engine.engine import Engine
 from syncd.engine.errors import classify
 from syncd.engine.layout import COLUMNS_SQL, SOURCE_SETTING, base_type
+from syncd.engine.shared import Engine
 from syncd.engine.source import SourceSession
 
 

@@ -1,4 +1,5 @@
-"""What the HTTP side sees of the daemon (`http.Control`): readiness, /status, the status page,
+"""The HTTP control facade (`DaemonControl`, the `http.Control` the server calls): readiness,
+/status, the status page,
 the manual trigger and the token that guards it, answered from the dispatcher's state."""
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from syncd.service.statusquery import status_query
 log = logging.getLogger(__name__)
 
 
-class Views:
+class DaemonControl:
     def __init__(
         self,
         dispatcher: Dispatcher,

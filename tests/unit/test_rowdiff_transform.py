@@ -1,4 +1,4 @@
-"""The landing's transform (engine/diffing.py): what arrives before the stored hashes is kept,
+"""The landing's transform (engine/rowdiff/transform.py): what arrives before the stored hashes is kept,
 within one budget for every landing of the process, and given back when they are in."""
 
 from __future__ import annotations
@@ -6,8 +6,9 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from syncd.engine import diffing, rowdiff
+from syncd.engine import rowdiff
 from syncd.engine.rowdiff import HEADER, TRAILER
+from syncd.engine.rowdiff import transform as diffing
 
 ROW = b"\x00\x01\x00\x00\x00\x03abc"
 

@@ -1,0 +1,76 @@
+"""The row differ: which of a source's binary COPY tuples the destination does not hold yet, and
+which of the destination's rows the source no longer has.
+
+Every landed row carries `syncd_row_hash`: the 128-bit xxh3 of its binary COPY tuple as the
+source sent it (the int16 field count and every field, byte for byte), seeded with the dataset's
+shape (column names and types, in order), so a row whose shape changed never matches. A pass:
+
+1. `add_stored` the municipality's stored hashes (a binary COPY of that one column), `seal`;
+2. `feed` the source's COPY stream: a tuple whose hash is held (once) is consumed and dropped; any
+   other comes out as a destination tuple with its hash as one more field. What is fed before
+   `flush()` is kept (`pending` bytes) and framed by it, so the source stream can start while
+   the stored hashes still arrive;
+3. `gone()`: the held hashes no source tuple consumed, to delete.
+
+Rows are a multiset: a hash the destination holds more than once (a table without a key may hold
+one row twice) is never matched: `duplicates()` lists them, the landing deletes them before the
+stream, and every copy the source has comes in again. NULL hashes (rows an older syncd landed)
+are counted (`unhashed`) and never match.
+
+`syncd verify` uses `add_rows` instead: the destination's rows themselves, hashed as a source
+tuple is, so a row changed by hand is seen whatever its stored hash says; with `emit=False`
+nothing comes out and every held copy is matched one by one (an exact multiset comparison:
+`rows_new` source rows the destination lacks, `existing - rows_matched` it has in excess).
+
+The framing walk and the hashing run in C (`rowdiff.c`, built by `build.py`, loaded through
+ctypes by `cdiffer.py`) when it is built; `PyDiffer` (`pydiffer.py`) is the same thing in pure
+Python (a few times slower), used when it is not, and held to identical results by
+tests/unit/test_rowdiff.py. `transform.py` is the byte pipe's transform that feeds a differ.
+"""
+
+from __future__ import annotations
+
+import os
+
+from syncd.engine.rowdiff.build import load
+from syncd.engine.rowdiff.cdiffer import CDiffer, c_row_hash
+from syncd.engine.rowdiff.pydiffer import (
+    HEADER,
+    KEY,
+    SIGNATURE,
+    TRAILER,
+    PyDiffer,
+    RowDiffer,
+    keys_copy,
+    py_row_hash,
+    shape_seed,
+)
+
+__all__ = [
+    "ACCELERATED",
+    "HEADER",
+    "KEY",
+    "PURE_PYTHON",
+    "SIGNATURE",
+    "TRAILER",
+    "CDiffer",
+    "PyDiffer",
+    "RowDiffer",
+    "c_row_hash",
+    "differ",
+    "keys_copy",
+    "py_row_hash",
+    "shape_seed",
+]
+
+ACCELERATED = load() is not None
+# SYNCD_PURE_PYTHON_DIFF=1: the pure-Python differ even where the C one is built (to compare
+# the two on real data, or to rule the accelerator out)
+PURE_PYTHON = os.environ.get("SYNCD_PURE_PYTHON_DIFF", "") not in ("", "0")
+
+
+def differ(seed: int, *, emit: bool = True) -> RowDiffer:
+    """A differ: the C one when it is built."""
+    if ACCELERATED and not PURE_PYTHON:
+        return CDiffer(seed, emit)
+    return PyDiffer(seed, emit)
