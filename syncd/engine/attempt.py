@@ -44,7 +44,9 @@ async def open_snapshot(
     engine: Engine, source: Source, pending: Sequence[Dataset], result: SourceResult
 ) -> SourceSession:
     try:
-        return await SourceSession.open(source, engine.config.timeouts, engine.tunnels)
+        return await SourceSession.open(
+            source, engine.config.timeouts, engine.tunnels, datasets=pending
+        )
     except Exception as exc:
         failure = classify(exc, Side.SOURCE)
         if isinstance(exc, TimeoutError):
