@@ -45,7 +45,11 @@ async def open_snapshot(
 ) -> SourceSession:
     try:
         return await SourceSession.open(
-            source, engine.config.timeouts, engine.tunnels, datasets=pending
+            source,
+            engine.config.timeouts,
+            engine.tunnels,
+            datasets=pending,
+            caps=engine.limits.rates.buckets(source),
         )
     except Exception as exc:
         failure = classify(exc, Side.SOURCE)

@@ -31,6 +31,7 @@ from syncd.engine.connect import connect_password, enable_keepalive, session_set
 from syncd.engine.copy import Sink, copy_row_count
 from syncd.engine.errors import FinalError, NoAnswer
 from syncd.engine.incremental import ALIAS, CursorWindow
+from syncd.engine.ratelimit import TokenBucket, capped
 from syncd.engine.shape import Column, Shape
 from syncd.engine.tunnel import Tunnels
 
@@ -90,12 +91,14 @@ class SourceSession:
         conn: asyncpg.Connection,
         timeouts: Timeouts,
         datasets: Sequence[Dataset] = (),
+        caps: tuple[TokenBucket, ...] = (),
     ):
         self.source = source
         self.conn = conn
         self.timeouts = timeouts
         self.datasets = tuple(datasets)  # what the pass will describe: surveyed together
         self._survey: survey.Survey | None = None
+        self.caps = caps  # what each COPY's bytes pay for (max_rate): its own, its bastion's
 
     @classmethod
     async def open(
@@ -104,9 +107,11 @@ class SourceSession:
         timeouts: Timeouts,
         tunnels: Tunnels | None = None,
         datasets: Sequence[Dataset] = (),
+        caps: tuple[TokenBucket, ...] = (),
     ) -> SourceSession:
         """`tunnels`: where sources behind a bastion get their channel (the engine's);
-        `datasets`: the pass's, described in one round trip by the first `describe`."""
+        `datasets`: the pass's, described in one round trip by the first `describe`;
+        `caps`: the buckets of its `max_rate`s (Limits.rates), which every COPY out pays."""
         missing = source.dsn.missing_files()
         if missing:
             raise FinalError(f"cannot connect: {'; '.join(missing)}")
@@ -130,7 +135,7 @@ class SourceSession:
             # in the startup packet, not a SET each: no round trip
             server_settings=session_settings(source, timeouts),
         )
-        session = cls(source, conn, timeouts, datasets)
+        session = cls(source, conn, timeouts, datasets, caps)
         try:
             enable_keepalive(conn)
             await conn.execute(
@@ -288,6 +293,7 @@ class SourceSession:
             ) from None
 
     async def _copy_out(self, shape: Shape, sink: Sink, timeout: float) -> int:
+        sink = capped(sink, self.caps)  # asyncpg reads no more until the cap lets this through
         if shape.table is not None:
             status = await self.conn.copy_from_table(
                 shape.table[1],

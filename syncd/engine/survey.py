@@ -110,7 +110,9 @@ async def survey(
     return result
 
 
-async def types(conn: asyncpg.Connection, oids: Sequence[int], timeout: float) -> list[dict[str, Any]]:
+async def types(
+    conn: asyncpg.Connection, oids: Sequence[int], timeout: float
+) -> list[dict[str, Any]]:
     """The catalog's name (format_type) and kind of each type OID, in order: one round trip."""
     listed = ", ".join(str(int(oid)) for oid in oids)
     return list(await copy_json(conn, _TYPES.format(oids=listed), timeout) or ())

@@ -77,6 +77,7 @@ class Row:
     error: str | None
     next_due: datetime | None
     bastion: str | None = None  # reached through this SSH bastion
+    max_rate: str | None = None  # its bandwidth cap, as shown
 
 
 def rows_of(
@@ -118,6 +119,7 @@ def rows_of(
                 error,
                 next_due.get(sid),
                 bastions.get(sid),
+                view.max_rate,
             )
         )
     return rows
@@ -399,6 +401,8 @@ def _row(r: Row) -> str:
     due = f"next: {_when(r.next_due)}" if r.next_due is not None else ""
     bastion = f'data-bastion="{_e(r.bastion)}" ' if r.bastion is not None else ""
     via = f' <span class="via">via {_e(r.bastion)}</span>' if r.bastion is not None else ""
+    if r.max_rate is not None:
+        via += f' <span class="cap" title="bandwidth cap (max_rate)">max {_e(r.max_rate)}</span>'
     return (
         f'<tr class="{r.state}" data-id="{_e(r.id)}" data-name="{_e(r.name)}" '
         f'data-state="{rank}" data-age="{age:.0f}" data-success="{success:.0f}" '
