@@ -75,7 +75,7 @@ class TokenBucket:
         async with self._turn:
             self._refill()
             self._tokens -= count
-            while self._rate is not None and self._tokens < 0:
+            while self._rate is not None and self._tokens < -0.5:  # half a byte: float noise
                 # in short naps: a reload's new rate (or no cap) applies to a debt being paid
                 await self._sleep(min(-self._tokens / self._rate, PIECE_SECONDS))
                 self._refill()
