@@ -1,6 +1,6 @@
 """`make bench`: numbers and ratios, never pass/fail.
 
-python -m bench [--only single|landing|many|tracing|incremental|brasil|bastion|rss|soak]
+python -m bench [--only single|landing|many|latency|tracing|incremental|brasil|bastion|rss|soak]
                 [--rows N] [--rounds N] [--municipalities N] [--soak-minutes M]
 
 Everything by default, the half-hour soak last.
@@ -17,7 +17,18 @@ from collections.abc import Iterator
 
 from syncd.lab import embedded
 
-from . import bastion, brasil, incremental, landing, many, rss, single_table, soak, tracing
+from . import (
+    bastion,
+    brasil,
+    incremental,
+    landing,
+    latency,
+    many,
+    rss,
+    single_table,
+    soak,
+    tracing,
+)
 from .common import BENCH_SETTINGS, LOOPBACKS, ROOT, Clusters, median, table
 
 LISTA = str(ROOT / "config" / "listas" / "hipertensos.sql")
@@ -31,6 +42,7 @@ def main() -> None:
             "single",
             "landing",
             "many",
+            "latency",
             "tracing",
             "incremental",
             "brasil",
@@ -116,6 +128,13 @@ def main() -> None:
             ),
             f"syncd: {r['summary']}",
         ]
+    if args.only in (None, "latency"):
+        with _clusters("syncd-bench-latency-", source_fast=True) as clusters:
+            r = latency.run(
+                clusters, min(args.municipalities, 200), args.citizens, args.concurrency, LISTA
+            )
+        results["latency"] = r
+        lines += latency.report(r)
     if args.only in (None, "brasil"):
         points = [int(p) for p in args.brasil.split(",")]
         with _clusters("syncd-bench-brasil-", source_fast=True, dest_defaults=True) as clusters:
