@@ -167,7 +167,9 @@ class SourceSession:
     async def _surveyed(self, dataset: Dataset) -> None:
         """The catalog's answers for this dataset and every other of the pass, asked once."""
         tables, probes = _questions([dataset])
-        if self._survey is not None and self._survey.covers(tables, probes):
+        if not (tables or probes) or (
+            self._survey is not None and self._survey.covers(tables, probes)
+        ):
             return
         tables, probes = _questions([dataset, *self.datasets])
         try:

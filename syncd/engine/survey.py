@@ -110,12 +110,26 @@ async def survey(
     return result
 
 
+FIRST_USER_OID = 16384  # below: built-in types, the same on every server of a major version
+# built-in types as servers named them, by (major version, OID): a process asks each once
+_BUILT_IN: dict[tuple[int, int], dict[str, Any]] = {}
+
+
 async def types(
     conn: asyncpg.Connection, oids: Sequence[int], timeout: float
 ) -> list[dict[str, Any]]:
-    """The catalog's name (format_type) and kind of each type OID, in order: one round trip."""
-    listed = ", ".join(str(int(oid)) for oid in oids)
-    return list(await copy_json(conn, _TYPES.format(oids=listed), timeout) or ())
+    """The catalog's name (format_type) and kind of each type OID, in order: one round trip,
+    none when every one is a built-in type a server of the same major version named before."""
+    major = conn.get_server_version().major
+    missing = sorted({oid for oid in oids if (major, oid) not in _BUILT_IN})
+    asked: dict[int, dict[str, Any]] = {}
+    if missing:
+        listed = ", ".join(str(int(oid)) for oid in missing)
+        for row in await copy_json(conn, _TYPES.format(oids=listed), timeout) or ():
+            asked[row["oid"]] = row
+            if row["oid"] < FIRST_USER_OID:
+                _BUILT_IN[major, row["oid"]] = row
+    return [asked[oid] if oid in asked else _BUILT_IN[major, oid] for oid in oids]
 
 
 async def copy_json(conn: asyncpg.Connection, query: str, timeout: float) -> Any:

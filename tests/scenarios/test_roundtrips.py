@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import TABLE_DATASETS
+from tests.conftest import QUERY_DATASETS, TABLE_DATASETS
 from tests.support.helpers import run_pass
 from tests.support.roundtrips import RoundTripProxy
 
@@ -39,3 +39,21 @@ async def test_a_snapshot_pass_costs_n_plus_a_constant_round_trips(
     assert link.after_connecting <= n + ROUND_TRIP_CONSTANT, (
         f"{link.after_connecting} round trips after connecting for {n} datasets"
     )
+
+
+async def test_a_query_dataset_costs_two_once_its_types_are_known(
+    make_sources, dest, write_config, counting
+):
+    """The server parses the query to tell its columns (one round trip), then the COPY; naming
+    their types costs one more the first time a process meets them (built-in types are named
+    the same by every server of a major version), here in the first pass."""
+    (db,) = await make_sources(1)
+    entry = db.source_entry(dsn=counting.dsn(db.dbname, user="esus_leitura"))
+    _, config = write_config(dest, [entry], [*TABLE_DATASETS[:2], QUERY_DATASETS[1]])
+    code, out, err = await run_pass(config)
+    assert code == 0, out + err
+    counting.clear()
+    code, out, err = await run_pass(config)
+    assert code == 0, out + err
+    (link,) = counting.links
+    assert link.after_connecting <= 2 + ROUND_TRIP_CONSTANT + 2, link.after_connecting
