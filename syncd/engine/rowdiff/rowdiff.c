@@ -16,7 +16,7 @@
 #define XXH_INLINE_ALL
 #include "vendor/xxhash.h"
 
-#define RD_ABI 1 /* rowdiff.py refuses a library of another version */
+#define RD_ABI 1 /* build.py refuses a library of another version */
 #define KEY 16
 #define HEADER 19
 #define EMPTY 0
@@ -334,7 +334,7 @@ static int build_table(Differ *d) {
 }
 
 
-/* -- the library's functions (rowdiff.py declares them for ctypes) ------------------------- */
+/* -- the library's functions (build.py declares them for ctypes) ------------------------- */
 
 int rd_abi(void) { return RD_ABI; }
 
