@@ -7,8 +7,7 @@ import anyio
 import pytest
 
 from syncd.engine import rowdiff
-from syncd.engine.rowdiff import HEADER, TRAILER
-from syncd.engine.rowdiff import transform
+from syncd.engine.rowdiff import HEADER, TRAILER, transform
 
 ROW = b"\x00\x01\x00\x00\x00\x03abc"
 
