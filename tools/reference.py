@@ -2,7 +2,8 @@
 
 - configuration.md from the config model (syncd/config/model.py, settings.py: each field's
   `doc(...)` metadata and its default),
-- cli.md from the argument parser (syncd.cli.build_parser),
+- cli.md from the argument parser (syncd.cli.build_parser; each command's exit statuses, its
+  epilog, from syncd/exitstatus.py),
 - metrics.md from the Prometheus registry (syncd.observe.metrics.Metrics),
 - destination-schema.md from the ledger's migrations (syncd/sql/migrations/*.sql),
 - dsn-parameters.md from syncd's table of libpq's connection parameters (syncd/config/libpq.py).

@@ -1,10 +1,13 @@
 """The package's shape, checked: the layers import downwards only, no import circle (function-level
-imports and TYPE_CHECKING ones included), no module over 450 lines, and production code never
-reaches the lab (demo, embedded PostgreSQL, synthetic PEC)."""
+imports and TYPE_CHECKING ones included), and production code never reaches the lab (demo,
+embedded PostgreSQL, synthetic PEC). A module over 450 lines is reported, not failed: a
+`LongModule` warning in pytest's warnings summary, a question for review (does it hold two
+concepts?), never a reason to move code where it does not belong."""
 
 from __future__ import annotations
 
 import ast
+import warnings
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,7 @@ LAYERS = [
     "sql",
     "config",
     "safetext",
+    "exitstatus",
     "logevents",
 ]
 
@@ -66,13 +70,31 @@ def layer(name: str) -> str:
 GRAPH = {name: imports(name, path, modules()) for name, path in modules().items()}
 
 
-def test_no_module_is_over_450_lines():
+class LongModule(UserWarning):
+    """A module over the line limit: for review to read, never a failure."""
+
+
+def report_long_modules(limit: int) -> dict[str, int]:
+    """Each module over `limit` lines, warned as a LongModule (shown in the warnings summary)."""
     long = {
         name: n
         for name, path in modules().items()
-        if (n := len(path.read_text().splitlines())) > MAX_LINES
+        if (n := len(path.read_text().splitlines())) > limit
     }
-    assert not long
+    for name, n in long.items():
+        warnings.warn(
+            f"{name}: {n} lines, over {limit}: does it hold two concepts?", LongModule, stacklevel=2
+        )
+    return long
+
+
+def test_a_module_over_450_lines_is_reported_for_review_not_failed():
+    with warnings.catch_warnings(record=True) as caught:  # the report is not blind
+        warnings.simplefilter("always")
+        assert "syncd.engine.destination" in report_long_modules(100)
+    said = [str(w.message) for w in caught if w.category is LongModule]
+    assert any(m.startswith("syncd.engine.destination: ") for m in said)
+    report_long_modules(MAX_LINES)  # the real report: warnings, whatever their number
 
 
 def test_every_module_is_in_a_layer():

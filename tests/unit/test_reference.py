@@ -203,7 +203,7 @@ def test_the_cli_page_has_every_command_and_option():
     for path, parser, _ in reference._commands(build_parser()):
         if path and not any(reference._is_subparsers(a) for a in parser._actions):
             assert f"### `syncd {' '.join(path)}`" in page
-            # each command says its exit statuses (syncd.cli.EXIT_STATUS), in --help too
+            # each command says its exit statuses (syncd.exitstatus.EXIT_STATUS), in --help too
             assert parser.epilog and parser.epilog.startswith("exit status: "), path
         for action in parser._actions:
             if not isinstance(action, argparse._HelpAction):
