@@ -1,4 +1,4 @@
-"""Landing v3 through the real `syncd` subprocess: the pure-Python differ (no accelerator)
+"""Writing only what changed, through the real `syncd` subprocess: the pure-Python differ (no accelerator)
 lands what the C one does."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Ordinary inputs land exactly or are refused with one clear line (issue 10): session settings
+"""Ordinary inputs land exactly or are refused with one clear line: session settings
 on either side, query types with modifiers, inheritance parents, odd SQL files, YAML numbers,
 password files, hostile texts on the terminal, empty selections, huge datasets."""
 

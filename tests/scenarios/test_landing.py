@@ -1,6 +1,6 @@
-"""Landing v2 under the conditions that broke v1: analysts reading all day, all of Brazil on a
-destination with default settings, a destination backend killed mid-COPY, and the upgrade of a
-destination laid out one partition per municipality."""
+"""The landing under hard conditions: analysts reading all day, all of Brazil on a destination
+with default settings, a destination backend killed mid-COPY, and the upgrade of a destination
+laid out one partition per municipality."""
 
 from __future__ import annotations
 
@@ -311,7 +311,7 @@ async def _to_v1_layout(conn: asyncpg.Connection, datasets: list[str]) -> None:
 
 
 async def _columns(conn: asyncpg.Connection, name: str) -> str:
-    """The dataset table's columns but its row hashes (what landing v2 had)."""
+    """The dataset table's columns but its row hashes (what a table without row hashes has)."""
     return await conn.fetchval(
         "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute "
         "WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped "

@@ -1,6 +1,7 @@
-"""Landing v3 on real PostgreSQL: a pass writes only what changed (nothing when nothing did), rows
-are a multiset, a changed shape rewrites, nothing drifts past a full refresh, `syncd verify`
-sees a hand-changed row, and v2 tables are upgraded with readers querying."""
+"""Writing only what changed, on real PostgreSQL: a pass writes only what changed (nothing when
+nothing did), rows are a multiset, a changed shape rewrites, nothing drifts past a full refresh,
+`syncd verify` sees a hand-changed row, and tables without row hashes gain them with readers
+querying."""
 
 from __future__ import annotations
 
@@ -191,8 +192,8 @@ async def test_hand_changes_are_seen_by_verify_and_undone_by_a_full_refresh(
         await dst.close()
 
 
-async def _to_v2(dst: asyncpg.Connection, names: list[str]) -> None:
-    """What landing v2 left: no row hashes, the source column's own index, ledger at 5."""
+async def _without_row_hashes(dst: asyncpg.Connection, names: list[str]) -> None:
+    """A destination without row hashes: the source column's own index, the ledger at 5."""
     for name in names:
         await dst.execute(
             f"DROP INDEX {SCHEMA}.{name}__rows; ALTER TABLE {SCHEMA}.{name} DROP COLUMN "
@@ -204,14 +205,16 @@ async def _to_v2(dst: asyncpg.Connection, names: list[str]) -> None:
     )
 
 
-async def test_upgrade_from_v2_with_readers_querying(make_sources, dest: DestDb, write_config):
+async def test_tables_without_row_hashes_gain_them_with_readers_querying(
+    make_sources, dest: DestDb, write_config
+):
     sources = await make_sources(3, citizens=200)
     names = ["cidadaos", "atendimentos"]
     _, config = write_config(dest, sources, TABLE_DATASETS[:2])
     assert (await run_pass(config))[0] == 0
     dst = await dest.connect()
     try:
-        await _to_v2(dst, names)
+        await _without_row_hashes(dst, names)
         before = {n: await fingerprint(dst, n) for n in names}
         await open_while_read(dest, config, names)
         assert {n: await fingerprint(dst, n) for n in names} == before  # no row lost
@@ -227,7 +230,7 @@ async def test_upgrade_from_v2_with_readers_querying(make_sources, dest: DestDb,
             )
         }
         assert indexes == {"cidadaos__rows", "atendimentos__rows"}
-        # the first v3 pass rewrites what v2 landed (no hashes yet); the next writes nothing
+        # the first pass rewrites what has no hashes yet; the next writes nothing
         assert (await run_pass(config))[0] == 0
         writes = await last_writes(dst, sources[0].id)
         assert writes["cidadaos"][2] == writes["cidadaos"][3] == 200

@@ -311,8 +311,9 @@ async def test_a_window_upserted_again_in_the_same_landing_gives_the_same_result
     destination: Destination, reader: asyncpg.Connection
 ):
     """A dataset retried after its landing savepoint was released (the source's own RELEASE
-    timed out) upserts its window again in the same transaction. The delta table used to be
-    emptied only at commit: every key then came twice, and the dataset failed as not unique."""
+    timed out) upserts its window again in the same transaction: the delta table is emptied for
+    each upsert, not only at commit, or every key would come twice and the dataset fail as not
+    unique."""
     target = replace(await incremental_target(destination, "a"), watermark="0")
     async with destination.landing("a") as landing:
         for _ in range(2):

@@ -1,4 +1,4 @@
-"""The byte pipe's transform for landing v3: source chunks in, only the tuples the destination
+"""The byte pipe's transform that lands only what changed: source chunks in, only the tuples the destination
 does not hold out (engine/rowdiff/pydiffer.py does the framing and hashing). The source stream starts
 while the municipality's stored hashes are still being read: what arrives meanwhile is kept."""
 
