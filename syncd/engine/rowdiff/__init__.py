@@ -22,10 +22,14 @@ tuple is, so a row changed by hand is seen whatever its stored hash says; with `
 nothing comes out and every held copy is matched one by one (an exact multiset comparison:
 `rows_new` source rows the destination lacks, `existing - rows_matched` it has in excess).
 
-The framing walk and the hashing run in C (`rowdiff.c`, built by `build.py`, loaded through
-ctypes by `cdiffer.py`) when it is built; `PyDiffer` (`pydiffer.py`) is the same thing in pure
+The framing walk and the hashing run in C when it is built; `PyDiffer` is the same thing in pure
 Python (a few times slower), used when it is not, and held to identical results by
-tests/unit/test_rowdiff.py. `transform.py` is the byte pipe's transform that feeds a differ.
+tests/unit/test_rowdiff.py.
+
+    pydiffer.py      `PyDiffer`, the specification: framing, hashing, matching in pure Python
+    cdiffer.py       `CDiffer`: the same through ctypes, from `rowdiff.c` (xxHash in `vendor/`)
+    build.py         `rowdiff.c` compiled (the system's C compiler or Zig's) and loaded
+    transform.py     the byte pipe's transform that feeds a differ
 """
 
 from __future__ import annotations
