@@ -2,7 +2,7 @@
 (`jq 'select(.event == "sync_failed")'`, `journalctl ... | grep event=reload_rejected`) and not
 by the wording of a message, which may change.
 
-Each call passes `extra={"event": Event.X}`; tests/unit/test_log_events.py fails when a logging
+Each call passes `extra={"event": Event.X}`; tests/unit/test_logevents.py fails when a logging
 call in syncd/ has none, or when a name is listed here and never logged (or the other way). The
 reference docs list `MEANINGS`.
 """
