@@ -73,7 +73,7 @@ MEANINGS: dict[Event, str] = {
     Event.VACUUM_FAILED: "a VACUUM after landing failed; autovacuum does it later",
     Event.INTERRUPTED_RUN_CLEANED: "at start: ledger rows of an interrupted run marked aborted",
     Event.INTERRUPTED_RUN_CLEANUP_FAILED: "at start: cleaning up an interrupted run failed",
-    Event.TABLE_CONVERTING: "a table of one partition per municipality is being put in hash buckets",
+    Event.TABLE_CONVERTING: "a table of one partition per municipality is being bucketed by hash",
     Event.TABLE_CONVERTED: "a dataset table was converted to hash buckets",
     Event.RETIRED_TABLE_IN_USE: "a table retired by an upgrade is still read: dropped later",
     Event.RETIRED_TABLE_KEPT: "a table retired by an upgrade has dependents: drop it by hand",
