@@ -34,7 +34,7 @@ def rowdiff_build() -> ModuleType:
     return sys.modules[name]
 
 
-def _compiler() -> list[str]:
+def compiler_requirements() -> list[str]:
     build = rowdiff_build()
     if build.skipped() or build.system_compiler_works():
         return []
@@ -42,8 +42,8 @@ def _compiler() -> list[str]:
 
 
 def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) -> list[str]:
-    return [*build_meta.get_requires_for_build_wheel(config_settings), *_compiler()]
+    return [*build_meta.get_requires_for_build_wheel(config_settings), *compiler_requirements()]
 
 
 def get_requires_for_build_editable(config_settings: dict[str, Any] | None = None) -> list[str]:
-    return [*build_meta.get_requires_for_build_editable(config_settings), *_compiler()]
+    return [*build_meta.get_requires_for_build_editable(config_settings), *compiler_requirements()]
