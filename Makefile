@@ -51,7 +51,7 @@ format: $(STAMP)
 # a platform wheel of syncd in dist/, the compiled row differ inside; its metadata (twine) and
 # its platform tag (auditwheel) checked
 wheel: $(STAMP)
-	rm -f dist/syncd-*.whl
+	rm -rf build dist/syncd-*.whl  # setuptools would ship a stale build/lib's removed files
 	$(BIN)/python -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir dist .
 	$(BIN)/twine check --strict dist/syncd-*.whl
 	$(BIN)/auditwheel show dist/syncd-*.whl

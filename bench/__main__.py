@@ -31,7 +31,7 @@ def _which_syncd(installed: bool) -> dict:
     from syncd.engine import rowdiff
 
     where = Path(syncd.__file__).resolve().parent
-    in_tree = where.is_relative_to(ROOT)
+    in_tree = where.is_relative_to(ROOT / "syncd")  # the clone's package, not an install
     differ = rowdiff.current()
     found = {
         "version": syncd.__version__,

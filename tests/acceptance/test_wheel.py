@@ -66,12 +66,26 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     shutil.rmtree(home / "venv", ignore_errors=True)
 
 
+def assert_not_the_checkout(installed: Path) -> None:
+    """The venv's syncd is the installed one: no editable finder, no path into the checkout."""
+    python = installed / "venv" / "bin" / "python"
+    code = "import json, sys, syncd; print(json.dumps([syncd.__file__, sys.path]))"
+    where, path = json.loads(run(python, "-c", code, cwd=installed).stdout)
+    assert Path(where).is_relative_to(installed / "venv"), where
+    assert not any(p and Path(p).resolve().is_relative_to(ROOT) for p in path), path
+    site = Path(where).parent.parent
+    assert not list(site.glob("__editable__*"))
+    assert not any(str(ROOT) in pth.read_text() for pth in site.glob("*.pth"))
+
+
 def test_the_wheel_is_a_platform_wheel_with_the_compiled_differ(wheel: Path) -> None:
     assert wheel.name.startswith("syncd-") and wheel.name.endswith(".whl")
     python, abi, platform = wheel.name[:-4].split("-")[-3:]
     assert (python, abi) == ("py3", "none") and platform != "any"
     names = zipfile.ZipFile(wheel).namelist()
-    assert "syncd/engine/rowdiff/_rowdiff.so" in names or "syncd/engine/rowdiff/_rowdiff.dll" in names
+    assert (
+        "syncd/engine/rowdiff/_rowdiff.so" in names or "syncd/engine/rowdiff/_rowdiff.dll" in names
+    )
     assert "syncd/engine/rowdiff/rowdiff.c" in names  # what the library's digest is checked against
     checked = run(sys.executable, "-m", "twine", "check", "--strict", wheel, cwd=wheel.parent)
     assert "PASSED" in checked.stdout
@@ -83,18 +97,12 @@ def test_the_wheel_is_a_platform_wheel_with_the_compiled_differ(wheel: Path) -> 
 async def test_syncd_once_from_the_installed_wheel_runs_the_compiled_differ(
     installed: Path, make_sources, dest: DestDb, write_config
 ) -> None:
-    python = installed / "venv" / "bin" / "python"
-    code = "import json, sys, syncd; print(json.dumps([syncd.__file__, sys.path]))"
-    where, path = json.loads(run(python, "-c", code, cwd=installed).stdout)
-    assert Path(where).is_relative_to(installed / "venv"), where
-    assert not any(p and Path(p).resolve().is_relative_to(ROOT) for p in path), path
-    site = Path(where).parent.parent
-    assert not list(site.glob("__editable__*"))
-    assert not any(str(ROOT) in pth.read_text() for pth in site.glob("*.pth"))
-
+    assert_not_the_checkout(installed)
     (src,) = await make_sources(1)
     path, _ = write_config(dest, [src], [DIM_EQUIPE])
-    done = run(installed / "venv" / "bin" / "syncd", "once", "--json", "--config", path, cwd=installed)
+    done = run(
+        installed / "venv" / "bin" / "syncd", "once", "--json", "--config", path, cwd=installed
+    )
     document = json.loads(done.stdout)
     assert document["status"] == "ok", document
     assert (document["differ"], document["differ_reason"]) == ("compiled", None)
