@@ -40,13 +40,13 @@ test-acceptance: $(STAMP)
 	$(BIN)/python -m pytest tests/acceptance
 
 lint: $(STAMP)
-	$(BIN)/ruff check syncd tests bench tools deploy/airflow deploy/sources
-	$(BIN)/ruff format --check syncd tests bench tools deploy/airflow deploy/sources
+	$(BIN)/ruff check syncd tests bench tools build_backend setup.py deploy/airflow deploy/sources
+	$(BIN)/ruff format --check syncd tests bench tools build_backend setup.py deploy/airflow deploy/sources
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix syncd tests bench tools deploy/airflow deploy/sources
-	$(BIN)/ruff format syncd tests bench tools deploy/airflow deploy/sources
+	$(BIN)/ruff check --fix syncd tests bench tools build_backend setup.py deploy/airflow deploy/sources
+	$(BIN)/ruff format syncd tests bench tools build_backend setup.py deploy/airflow deploy/sources
 
 # a platform wheel of syncd in dist/, the compiled row differ inside; its metadata (twine) and
 # its platform tag (auditwheel) checked

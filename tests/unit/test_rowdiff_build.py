@@ -141,3 +141,4 @@ def test_a_machine_without_a_c_compiler_builds_the_wheel_with_zig(tmp_path: Path
     shutil.unpack_archive(wheel, tmp_path / "unpacked", "zip")
     package = tmp_path / "unpacked" / "syncd" / "engine" / "rowdiff"
     hashes_like_xxhash(package / accel.NAME, source=package / "rowdiff.c")
+    assert b"Linker: LLD" in (package / accel.NAME).read_bytes()  # Zig's clang made it, not gcc
