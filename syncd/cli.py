@@ -55,6 +55,7 @@ def traced(
 def cmd_once(args: argparse.Namespace) -> int:
     from syncd.commands.once import MetricsOutput, run_once
     from syncd.observe.report import config_error_document, dumps
+    from syncd.service.differ import start_differ
 
     def config_error(problems: list[str]) -> None:
         if args.json:  # stdout carries one document whatever happens; stderr the same lines
@@ -64,6 +65,7 @@ def cmd_once(args: argparse.Namespace) -> int:
         config = config_module.select(
             load_config(args.config, args.credentials_dir), args.source or [], args.dataset or []
         )
+        start_differ(config.differ)
     except ConfigError as exc:
         config_error([str(p) for p in exc.problems])
         raise

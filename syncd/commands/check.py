@@ -38,7 +38,8 @@ from syncd.commands.checkresult import (
     DestinationCheck,
     SourceCheck,
 )
-from syncd.config import Config, Dataset, Source
+from syncd.config import Config, Dataset, DifferMode, Source
+from syncd.engine import rowdiff
 from syncd.engine.connect import connect_password
 from syncd.engine.errors import Failure, Kind, Side, classify
 from syncd.engine.limits import Limits
@@ -388,12 +389,16 @@ async def run_check(
         with anyio.CancelScope(shield=True):
             await tunnels.close()
     checked = [s for s in sources if s is not None]
-    ok = all(s.ok for s in checked) and destination[0].ok
+    differ = rowdiff.choose(config.differ)
+    differ_ok = differ.compiled or config.differ is not DifferMode.COMPILED
+    ok = all(s.ok for s in checked) and destination[0].ok and differ_ok
     if as_json:
-        out.write(
-            json.dumps(as_json_document(checked, destination[0], ok), ensure_ascii=False, indent=2)
-        )
+        document = as_json_document(checked, destination[0], ok)
+        document["differ"] = {"compiled": differ.compiled, "reason": differ.reason, "ok": differ_ok}
+        out.write(json.dumps(document, ensure_ascii=False, indent=2))
         out.write("\n")
     else:
         out.write(report(checked, destination[0]))
+        verdict = "ok" if differ.compiled else "warning" if differ_ok else "FAIL"
+        out.write(f"row differ: {verdict}: {differ.describe()}\n")
     return 0 if ok else 1

@@ -10,4 +10,5 @@ statusboard.py   per municipality, what the daemon knows now (for /status and th
 statusquery.py   the query parameters of /status;  statuspage.py (+ .html)  the page at /
 notify.py        sd_notify;  clock.py  injected time
 runtime.py       how any command runs: its config loaded, its coroutine on uvloop
+differ.py        which row differ `run` and `once` use, chosen and said once at start
 """

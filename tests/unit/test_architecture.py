@@ -188,6 +188,7 @@ TESTED_ELSEWHERE: dict[str, tuple[str, ...]] = {
     # the two differs are held to one another in one file
     "syncd.engine.rowdiff.pydiffer": ("unit/test_rowdiff.py", "acceptance/test_rowdiff.py"),
     "syncd.engine.rowdiff.cdiffer": ("unit/test_rowdiff.py", "acceptance/test_rowdiff.py"),
+    "syncd.engine.rowdiff.choice": ("acceptance/test_differ_visibility.py",),
     # the tunnel: against a real sshd
     "syncd.engine.tunnel.ssh": ("acceptance/test_bastions.py", "scenarios/test_bastions.py"),
     "syncd.engine.tunnel.bridge": ("acceptance/test_bastions.py", "scenarios/test_bastions.py"),
