@@ -72,7 +72,7 @@ class Bastion:
     compression: bool = field(
         default=True,
         metadata=doc(
-            "negotiate SSH compression (zlib@openssh.com): database rows shrink about 4x on a "
+            "negotiate SSH compression (zlib@openssh.com): PEC-shaped rows shrink about 3x on a "
             "slow link; `false` for a bastion on the same fast network as syncd"
         ),
     )

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from syncd import config as config_module
-from syncd.commands.check import run_check
+from syncd.commands.check import run_check, tls_in_tunnel_note
 from syncd.commands.enroll import preferred_port
 from syncd.commands.once import MetricsOutput, run_once
 from syncd.config import Config
@@ -412,6 +412,7 @@ async def test_enroll_then_a_real_reverse_tunnel_checks_and_lands_and_its_absenc
         [checked] = report["sources"]
         assert code == 0, checked
         assert checked["bastion"] == "rdv"
+        assert checked["notes"] == []  # no TLS inside the tunnel: nothing to say
         assert [checked["hops"][h] for h in list(checked["hops"])[:5]] == ["ok"] * 5
         code, out, err = await run_pass(config)
         assert code == 0, out + err
@@ -510,6 +511,8 @@ async def test_tls_verify_full_checks_the_database_name_through_the_tunnel(
     assert code == 0, checked
     assert checked["tls"] and checked["tls_verified"] == "host and CA"
     assert checked["hops"]["TLS verified"] == "ok"
+    # TLS in a tunnel that ends on the database's host: said, not failed (nothing compresses)
+    assert checked["notes"] == [tls_in_tunnel_note("hub")]
     code, out, err = await run_pass(config)
     assert code == 0, out + err
     # the DSN names 127.0.0.1, which the certificate does not: refused, through the tunnel too
