@@ -1,4 +1,4 @@
-"""(k) SSH compression on PEC-shaped rows: the bytes one binary COPY of a table puts on the wire,
+"""(s) SSH compression on PEC-shaped rows: the bytes one binary COPY of a table puts on the wire,
 counted by the fault proxy (tests/support/faultproxy.py) on the link, with compression and
 without. Byte counts, not times: they do not depend on the machine or its load.
 
@@ -267,7 +267,7 @@ def report(r: dict[str, Any]) -> str:
     if "bastion_on_tls" in r:
         rows.append(row("bastion, compression on, sslmode=require inside", "bastion_on_tls"))
     return (
-        f"(k) SSH compression: one binary COPY of {r['table']} ({r['rows']:,} rows, "
+        f"(s) SSH compression: one binary COPY of {r['table']} ({r['rows']:,} rows, "
         f"{copy / 1e6:.1f} MB as PostgreSQL sends it), bytes on the municipal link\n"
         + table(["path", "bytes on the link", "of the COPY", "smaller than SSH uncompressed"], rows)
     )
