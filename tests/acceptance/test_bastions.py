@@ -334,6 +334,15 @@ def ssh_reverse(sshd: Sshd, key: Path, known: Path, listen: int, db) -> subproce
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+async def port_open(port: int) -> bool:
+    try:
+        stream = await anyio.connect_tcp("127.0.0.1", port)
+    except OSError:
+        return False
+    await stream.aclose()
+    return True
+
+
 async def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> bool:
     """True once something listens on 127.0.0.1:port; False if `proc` exited first."""
     with anyio.fail_after(30):
@@ -585,18 +594,20 @@ datasets: [{{name: a, table: t}}]
 # -- the Windows kit's ssh command line, run by Linux OpenSSH -------------------------------------
 
 
-def windows_kit(sshd: Sshd, kit: Path, listen: int, db) -> tuple[list[str], dict[str, str]]:
-    """C:\\ProgramData\\syncd-tunnel as `kit`: the shipped ssh_config, a key enrolled for
+def windows_kit(
+    sshd: Sshd, kit: Path, listen: int, db, port: int
+) -> tuple[list[str], dict[str, str]]:
+    """C:\\ProgramData\\syncd-tunnel as `kit`, the rendezvous host at 127.0.0.1:`port`: the shipped ssh_config, a key enrolled for
     `listen` alone, the pinned known_hosts; the ssh command line syncd-tunnel.ps1 builds."""
     kit.mkdir()
     (kit / "ssh_config").write_bytes(SSH_CONFIG.read_bytes())
     public = keygen(kit / "id_ed25519", "municipio-windows")
     sshd.authorize(f'restrict,port-forwarding,permitlisten="127.0.0.1:{listen}" {public}')
-    sshd.known_hosts(kit / "known_hosts")
+    sshd.known_hosts(kit / "known_hosts", port)
     values = {
         "TUNNEL_PORT": str(listen),
         "RENDEZVOUS_HOST": "127.0.0.1",
-        "RENDEZVOUS_PORT": str(sshd.port),
+        "RENDEZVOUS_PORT": str(port),  # the sshd, or a proxy in front of it
         "RENDEZVOUS_USER": sshd.user,
         "DB_PORT": str(db.cluster.port),  # DB_HOST: the script's default, 127.0.0.1
     }
@@ -604,11 +615,11 @@ def windows_kit(sshd: Sshd, kit: Path, listen: int, db) -> tuple[list[str], dict
 
 
 async def test_the_windows_kits_ssh_command_holds_the_forward_and_refuses_another_host_key(
-    sshd, make_sources, tmp_path
+    sshd, proxy, make_sources, tmp_path
 ):
-    [db] = await make_sources(1)
+    [db] = await make_sources(1, citizens=2000)
     listen = sshd_free_port()
-    command, _ = windows_kit(sshd, tmp_path / "kit", listen, db)
+    command, _ = windows_kit(sshd, tmp_path / "kit", listen, db, proxy.port)
     # what that command line makes of the shared ssh_config (`ssh -G`: nothing connects)
     effective = subprocess.run(
         [command[0], "-G", *command[1:]], capture_output=True, text=True, check=True
@@ -635,15 +646,23 @@ async def test_the_windows_kits_ssh_command_holds_the_forward_and_refuses_anothe
         try:
             assert await conn.fetchval("SELECT current_database()") == db.dbname
             assert await conn.fetchval("SELECT count(*) FROM tb_fat_cidadao_pec") == db.citizens
+            # Compression yes: the rows go up the municipality's link compressed
+            [wire] = proxy.conns
+            before = wire.sent["up"]
+            copied = await copy_bytes(conn, "tb_fat_atendimento_individual")
+            assert wire.sent["up"] - before < copied / 2, (wire.sent["up"] - before, copied)
         finally:
             await conn.close()
     finally:
         tunnel.terminate()
         tunnel.wait(10)
+    with anyio.fail_after(30):  # sshd lets the port go once it sees the connection end
+        while proxy.conns or await port_open(listen):
+            await anyio.sleep(0.05)
 
     # the rendezvous host presents a key other than the pinned one: refused, no forward
     (tmp_path / "kit" / "known_hosts").write_text(
-        f"[127.0.0.1]:{sshd.port} {keygen(tmp_path / 'impostor', 'impostor')}\n"
+        f"[127.0.0.1]:{proxy.port} {keygen(tmp_path / 'impostor', 'impostor')}\n"
     )
     refused = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert not await wait_listening(listen, refused)
