@@ -45,6 +45,8 @@ $TaskName = 'syncd-tunnel'
 $KitDir = Join-Path $env:ProgramData 'syncd-tunnel'
 $Ssh = Join-Path $env:SystemRoot 'System32\OpenSSH\ssh.exe'
 $SshKeygen = Join-Path $env:SystemRoot 'System32\OpenSSH\ssh-keygen.exe'
+# the task runs Windows PowerShell 5.1, present on every Windows this kit is for
+$PowerShell = Join-Path $env:SystemRoot 'System32\WindowsPowerShell\v1.0\powershell.exe'
 $Log = Join-Path $KitDir 'tunnel.log'
 $RestartSeconds = 15
 # SIDs, not names: "SYSTEM" and "Administrators" are "SISTEMA" and "Administradores" on a
@@ -135,6 +137,10 @@ function New-KitDir {
 }
 
 function Invoke-Key {
+    if ($PSVersionTable.PSEdition -ne 'Desktop') {
+        # PowerShell 7 passes an empty argument to a program differently, version to version
+        throw 'run this with powershell.exe (Windows PowerShell 5.1), not pwsh'
+    }
     Assert-Administrator
     Assert-OpenSsh
     New-KitDir
@@ -170,7 +176,7 @@ function Invoke-Install {
     Get-ChildItem -LiteralPath $KitDir | ForEach-Object { Protect-Path $_.FullName }
     [void](Read-TunnelEnv (Join-Path $KitDir 'tunnel.env'))  # refuse a half-filled tunnel.env now
 
-    $action = New-ScheduledTaskAction -Execute (Join-Path $PSHOME 'powershell.exe') `
+    $action = New-ScheduledTaskAction -Execute $PowerShell `
         -Argument "-NoProfile -NonInteractive -ExecutionPolicy Bypass -File `"$script`" run" `
         -WorkingDirectory $KitDir
     $atBoot = New-ScheduledTaskTrigger -AtStartup

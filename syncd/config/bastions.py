@@ -110,8 +110,9 @@ def _bastion(sec: Section, name: str, base: Path) -> Bastion | None:
     if host is None or user is None or key_file is None or host_key is None:
         return None
     return Bastion(
-        name, host, user, key_file, host_key, port, passphrase_file, interval, count, compression
-    )
+        name, host, user, key_file, host_key, port, passphrase_file, interval, count,
+        compression=compression,
+    )  # fmt: skip
 
 
 def ssh_tunnel(sec: Section, bastions: dict[str, Bastion | None]) -> Bastion | None:
