@@ -550,11 +550,23 @@ async def copy_bytes(conn: asyncpg.Connection, table: str) -> int:
     return size
 
 
+@pytest.fixture(scope="module")
+def sshd_debug(tmp_path_factory: pytest.TempPathFactory):
+    """An sshd that logs, for each connection, the algorithms it agreed on."""
+    require_openssh()
+    server = Sshd(tmp_path_factory.mktemp("sshd-debug"), log_level="DEBUG").start()
+    yield server
+    server.stop()
+
+
 @pytest.mark.parametrize("compression", [True, False])
 async def test_a_bastion_connection_negotiates_compression_and_the_copy_crosses_smaller(
-    sshd, proxy, make_sources, compression
+    sshd_debug, make_sources, compression
 ):
+    sshd = sshd_debug
     [db] = await make_sources(1, citizens=2000)
+    proxy = await FaultProxy("127.0.0.1", sshd.port).start()  # counts what crosses the link
+    logged = sshd.log.stat().st_size
     bastion = json.dumps(sshd.bastion(proxy.port, compression=compression))
     config = config_module.loads(
         f"""
@@ -571,8 +583,15 @@ datasets: [{{name: a, table: t}}]
         link = tunnels.link(source.bastion)
         assert link.compression is None  # not connected yet
         port = await link.open(source.dsn.host, source.dsn.port, 10)
-        # what asyncssh and OpenSSH's sshd agreed on for what the bastion sends
-        assert link.compression == ("zlib@openssh.com" if compression else "none")
+        # what asyncssh and OpenSSH's sshd agreed on for what the bastion sends, as each says
+        algorithm = "zlib@openssh.com" if compression else "none"
+        assert link.compression == algorithm
+        with sshd.log.open("rb") as log:
+            log.seek(logged)
+            said = log.read().decode(errors="replace")
+        assert re.search(
+            rf"kex: server->client cipher: \S+ MAC: \S+ compression: {algorithm}", said
+        )
         conn = await asyncpg.connect(
             host="127.0.0.1", port=port, user=source.dsn.user, database=db.dbname, ssl=False
         )
@@ -585,6 +604,7 @@ datasets: [{{name: a, table: t}}]
             await conn.close()
     finally:
         await tunnels.close()
+        await proxy.stop()
     if compression:
         assert crossed < copied / 2, (crossed, copied)  # PEC's rows shrink: bytes, not time
     else:
