@@ -1,6 +1,7 @@
 """`make bench`: numbers and ratios, never pass/fail.
 
-python -m bench [--only single|landing|many|tracing|incremental|brasil|bastion|rss|soak]
+python -m bench [--only single|landing|many|tracing|incremental|brasil|bastion|compression|rss|
+                        soak]
                 [--rows N] [--rounds N] [--municipalities N] [--soak-minutes M]
 
 Everything by default, the half-hour soak last.
@@ -12,13 +13,25 @@ import argparse
 import contextlib
 import json
 import platform
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from syncd.lab import embedded
 
-from . import bastion, brasil, incremental, landing, many, rss, single_table, soak, tracing
+from . import (
+    bastion,
+    brasil,
+    compression,
+    incremental,
+    landing,
+    many,
+    rss,
+    single_table,
+    soak,
+    tracing,
+)
 from .common import BENCH_SETTINGS, LOOPBACKS, ROOT, Clusters, median, table
 
 LISTA = str(ROOT / "config" / "listas" / "hipertensos.sql")
@@ -58,6 +71,7 @@ def main() -> None:
             "incremental",
             "brasil",
             "bastion",
+            "compression",
             "rss",
             "soak",
         ],
@@ -234,6 +248,14 @@ def main() -> None:
             )
         results["bastion"] = r
         lines += bastion.report(r)
+    if args.only in (None, "compression"):  # bytes on the link, not times
+        base = embedded.make_base_dir("syncd-bench-compression-")
+        try:
+            r = compression.run(base, 300_000)
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+        results["compression"] = r
+        lines += ["", compression.report(r)]
     if args.only in (None, "rss"):
         with _clusters("syncd-bench-rss-") as clusters:
             r = rss.run(clusters, args.rows)

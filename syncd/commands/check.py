@@ -39,6 +39,7 @@ from syncd.commands.checkresult import (
     SourceCheck,
 )
 from syncd.config import Config, Dataset, DifferMode, Source
+from syncd.config.values import is_loopback
 from syncd.engine import rowdiff
 from syncd.engine.connect import connect_password
 from syncd.engine.errors import Failure, Kind, Side, classify
@@ -149,6 +150,8 @@ async def check_source(
             result.tls_verified = {"verify-full": "host and CA", "verify-ca": "CA only"}.get(
                 result.tls_mode, "no"
             )
+        if source.bastion is not None and result.tls is not None and is_loopback(source.dsn.host):
+            result.notes.append(tls_in_tunnel_note(source.bastion.name))
         if source.bastion is not None:
             _hops(result, None, None)
             if result.tls_verified == "no":  # not asked for: not a failure, not a pass
@@ -162,6 +165,15 @@ async def check_source(
         with anyio.CancelScope(shield=True):
             await session.close()
     return result
+
+
+def tls_in_tunnel_note(bastion: str) -> str:
+    return (
+        f"TLS inside bastion {bastion}'s tunnel, which ends on the database's own host: TLS "
+        "output does not compress, so SSH compression saves nothing on this source; "
+        "sslmode=disable would put about a third of the bytes on the link, still encrypted by "
+        "SSH (docs/configure/bastions.md, Compression)"
+    )
 
 
 async def _check_role(conn: asyncpg.Connection, result: SourceCheck, timeout: float) -> None:

@@ -69,6 +69,13 @@ class Bastion:
             "...and the connection dropped (its sessions retried) after this many unanswered"
         ),
     )
+    compression: bool = field(
+        default=True,
+        metadata=doc(
+            "negotiate SSH compression (zlib@openssh.com): PEC-shaped rows shrink about 3x on a "
+            "slow link; `false` for a bastion on the same fast network as syncd"
+        ),
+    )
 
     @property
     def address(self) -> str:
