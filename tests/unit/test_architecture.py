@@ -7,6 +7,7 @@ concepts?), never a reason to move code where it does not belong."""
 from __future__ import annotations
 
 import ast
+import re
 import warnings
 from pathlib import Path
 
@@ -239,3 +240,25 @@ def test_every_module_has_tests_named_after_it_or_says_where_they_are():
     assert not stale, f"remove from TESTED_ELSEWHERE: {stale}"
     missing = {f for files in TESTED_ELSEWHERE.values() for f in files if not (TESTS / f).is_file()}
     assert not missing
+
+
+# ---- code says what it does now ------------------------------------------------------------
+
+# history labels: an issue number, a release's landing; CHANGELOG.md and docs/design/decisions.md
+# keep the history (bench/ may name the commit it measures against)
+HISTORY_LABEL = re.compile(r"\(#\d+\)|\bissue #?\d+|\blanding v\d", re.IGNORECASE)
+
+
+def test_code_and_tests_carry_no_history_labels():
+    files = [
+        *PACKAGE.rglob("*.py"),
+        *TESTS.rglob("*.py"),
+        *(PACKAGE.parent / "tools").rglob("*.py"),
+    ]
+    labelled = [
+        f"{path.relative_to(PACKAGE.parent)}:{number}"
+        for path in files
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if HISTORY_LABEL.search(line)
+    ]
+    assert not labelled, "say what the code does now (history: CHANGELOG.md)"
