@@ -14,6 +14,7 @@ import anyio
 
 from syncd.config import Config, Source
 from syncd.config.values import format_rate
+from syncd.engine import rowdiff
 from syncd.engine.progress import Progress
 from syncd.engine.results import DatasetResult, SourceResult, now
 from syncd.ledger import DatasetStatus, Status
@@ -256,6 +257,7 @@ def pass_document(
     docs/reference/once-json.schema.json is its schema."""
     names = {s.id: s.name for s in config.sources}
     datasets = [d for r in results for d in r.datasets.values()]
+    differ = rowdiff.current()
     return {
         "version": JSON_VERSION,
         "status": "ok" if exit_code == 0 else "failed",
@@ -264,6 +266,8 @@ def pass_document(
         "started_at": iso(started_at),
         "ended_at": iso(now()),
         "seconds": round(seconds, 3),
+        "differ": differ.name,
+        "differ_reason": differ.reason,
         "totals": {
             "sources": len(results),
             "sources_ok": sum(1 for r in results if r.status == Status.OK),
