@@ -1,5 +1,5 @@
 """(j) 200 municipalities behind a 50 ms round trip: what a pass costs when latency, not
-bandwidth, is the municipal link's price (issue #28; target: at most 9 s on the 2-core box).
+bandwidth, is the municipal link's price (target: at most 9 s on the 2-core box).
 
 Each municipality is its own "server": a proxy of its own (tests/support/roundtrips.py, a delay
 line of 25 ms each way) in front of its database, so `concurrency.per_host` sees 200 servers, as

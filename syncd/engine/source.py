@@ -6,7 +6,7 @@ which keeps the transaction (and the snapshot) for the next one. Nothing is ever
 written on the municipal database; `default_transaction_read_only` is on for the session as a
 second guard.
 
-Round trips are what the municipal link charges for (issue #28): a snapshot pass costs the
+Round trips are what the municipal link charges for: a snapshot pass costs the
 dataset count plus two after connecting. The session's settings and the source's `params` go in
 the startup packet; BEGIN and the savepoint are one simple query; every table dataset and every
 variant probe of the pass is described by one catalog query (`survey`); the savepoint is rolled

@@ -1,5 +1,5 @@
 """`max_rate` on real transfers: a capped source's COPY takes at least its bytes over the rate,
-and a reload's new cap reaches a transfer under way (issue #28)."""
+and a reload's new cap reaches a transfer under way."""
 
 from __future__ import annotations
 

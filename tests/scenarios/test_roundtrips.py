@@ -1,5 +1,5 @@
 """Round trips on the municipal link: a snapshot pass over one source with N table datasets costs
-at most N + ROUND_TRIP_CONSTANT of them after connecting (issue #28), counted by a real TCP proxy
+at most N + ROUND_TRIP_CONSTANT of them after connecting, counted by a real TCP proxy
 between syncd and the municipal server."""
 
 from __future__ import annotations
