@@ -98,6 +98,7 @@ class SourceSession:
         self.timeouts = timeouts
         self.datasets = tuple(datasets)  # what the pass will describe: surveyed together
         self._survey: survey.Survey | None = None
+        self._survey_refused = False
         self.caps = caps  # what each COPY's bytes pay for (max_rate): its own, its bastion's
 
     @classmethod
@@ -167,9 +168,9 @@ class SourceSession:
     async def _surveyed(self, dataset: Dataset) -> None:
         """The catalog's answers for this dataset and every other of the pass, asked once."""
         tables, probes = _questions([dataset])
-        if not (tables or probes) or (
-            self._survey is not None and self._survey.covers(tables, probes)
-        ):
+        if not (tables or probes) or self._survey_refused:
+            return
+        if self._survey is not None and self._survey.covers(tables, probes):
             return
         tables, probes = _questions([dataset, *self.datasets])
         try:
@@ -178,6 +179,7 @@ class SourceSession:
             # a name the server cannot take (too many dots...): asked one by one below, where
             # the server's own error names the dataset it belongs to
             await self.conn.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
+            self._survey_refused = True  # not asked again in this session
 
     async def _choose(self, dataset: Dataset) -> Variant:
         if len(dataset.variants) == 1 and dataset.variants[0].probe == "default":
