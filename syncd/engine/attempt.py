@@ -327,6 +327,7 @@ async def _land(
     target = await destination.prepare(shape, source_id, spec.key if spec else ())
     if target.missing:
         shape = shape.only(target.columns)
+    shape = shape.converted(target.conversions)  # a mixed fleet: the table's types, on the source
     state = await landing.watermark(target)
     rewrite = incremental.rewrite_due(
         dataset.full_refresh_every, state[1] if state else None, now(), source_id, dataset.name
