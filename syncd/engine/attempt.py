@@ -290,6 +290,7 @@ async def _copy_attempts(
             target.watermark,
         )
         res.inserted, res.deleted = landed.inserted, landed.deleted
+        res.conversions = target.conversions  # a mixed fleet: shown on the status page
         res.status = Status.LOADED  # visible when the pass commits
         span.set_attribute("syncd.mode", target.mode)
         if target.watermark is not None:

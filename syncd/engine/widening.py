@@ -82,16 +82,29 @@ def convert(expr: str, sent: str, target: str) -> str:
             return f"pg_catalog.textin(pg_catalog.bpcharout({expr}))"
         return expr
     if target == "numeric" and sent in FLOATS:
-        exact = f"{expr}::text::numeric"  # needs FLOAT_TEXT_SETTINGS
-        digits16 = (
-            f"pg_catalog.round({exact}, "
-            f"15 - pg_catalog.floor(pg_catalog.log(pg_catalog.abs({exact})))::int)"
-        )
-        return (
-            f"CASE WHEN {expr}::numeric::{sent} = {expr} THEN {expr}::numeric "
-            f"WHEN {digits16}::{sent} = {expr} THEN {digits16} ELSE {exact} END"
-        )
+        return _float_to_numeric(expr, sent)
     return f"{expr}::{target}"
+
+
+def _float_to_numeric(expr: str, sent: str) -> str:
+    """The numeric with the fewest significant digits that reads back as the float: the plain
+    cast's (15 digits for double precision, 6 for real), else the exact text (18 or 9 digits
+    with extra_float_digits=3 before PostgreSQL 12, the shortest exact form from 12 on)
+    rounded to 16, then 17 digits (7, then 8), else that exact text itself."""
+    exact = f"{expr}::text::numeric"  # needs FLOAT_TEXT_SETTINGS
+    double = sent == "double precision"
+    whens = [f"WHEN {expr}::numeric::{sent} = {expr} THEN {expr}::numeric"]
+    for digits in (16, 17) if double else (7, 8):
+        rounded = (
+            f"pg_catalog.round({exact}, "
+            f"{digits - 1} - pg_catalog.floor(pg_catalog.log(pg_catalog.abs({exact})))::int)"
+        )
+        whens.append(f"WHEN {rounded}::{sent} = {expr} THEN {rounded}")
+    # near the type's largest value a rounded form may be no float at all: the exact text
+    top = "1e308" if double else "1e38"
+    return (
+        f"CASE WHEN pg_catalog.abs({expr}) >= {top} THEN {exact} {' '.join(whens)} ELSE {exact} END"
+    )
 
 
 def needs_float_text(sent: str, target: str) -> bool:

@@ -4,16 +4,29 @@ numeric from 14; a table's id is integer on an older PEC and bigint on a newer o
 
 from __future__ import annotations
 
+import io
 import itertools
+import json
 import math
+import random
+import sys
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import anyio
 import asyncpg
 import pytest
 
+from syncd import ledger
+from syncd.commands.check import run_check
+from syncd.engine import widening
+from syncd.engine.limits import Limits
+from syncd.engine.shared import Engine
+from syncd.engine.sync import sync_many
 from syncd.lab import embedded
+from syncd.service.statusboard import StatusBoard
+from syncd.service.statuspage import rows_of
 
 from tests.conftest import DestDb
 from tests.scenarios.test_landing_v3 import last_writes
@@ -369,3 +382,91 @@ async def test_the_postgresql_12_destination_is_12(dest_cluster_12: embedded.Clu
         assert await conn.fetchval("SHOW server_version_num") < "130000"
     finally:
         await conn.close()
+
+
+FLOATS = [
+    0.0, -0.0, 7.0, 7.5, 0.1, 0.1 + 0.2, 1 / 3, 2 / 3, 1e300, -1e-300, 5e-324,
+    2.2250738585072014e-308, 1.7976931348623157e308, 123456789.123456789, 9007199254740993.0,
+    0.3, 1234.567891, 86400.000001, 1e16, 1e22, 4.35, 0.07, 100.0 / 7.0,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("which", ["pg10", "pg18"])
+async def test_a_float_becomes_the_shortest_numeric_that_reads_back_as_it(
+    request: pytest.FixtureRequest, which: str
+) -> None:
+    """The source-side conversion, on the oldest and the newest server: the numeric reads back
+    as exactly the float, with the fewest digits that do (Python's repr: the shortest form),
+    never the 15 digits a plain float8::numeric keeps."""
+    cluster = request.getfixturevalue("source_cluster_10" if which == "pg10" else "source_cluster")
+    rng = random.Random(29)  # the same values on every run
+    values = FLOATS + [rng.uniform(-1e6, 1e6) for _ in range(300)]
+    values += [rng.random() * 10 ** rng.randint(-20, 20) for _ in range(300)]
+    conn = await asyncpg.connect(cluster.dsn())
+    try:
+        for name, value in widening.FLOAT_TEXT_SETTINGS:
+            await conn.execute("SELECT pg_catalog.set_config($1, $2, false)", name, value)
+        expr = widening.convert("x", "double precision", "numeric")
+        got = await conn.fetch(
+            f"SELECT i, ({expr})::text AS n FROM unnest($1::float8[]) WITH ORDINALITY AS t(x, i)",
+            values,
+        )
+    finally:
+        await conn.close()
+    for row in got:
+        value = values[row["i"] - 1]
+        assert float(row["n"]) == value, (value, row["n"])  # round-trips exactly
+        # subnormals may keep a few digits more; so may values past 1e308 before PostgreSQL 12
+        if value == 0 or sys.float_info.min <= abs(value) < 1e308:
+            # as few digits as the shortest form (the same digits on 12+; before 12, where 17
+            # are needed, the last may be one off the closest: still the same float)
+            digits = len(Decimal(row["n"]).normalize().as_tuple().digits)
+            assert digits == len(Decimal(repr(value)).normalize().as_tuple().digits), row["n"]
+            if which == "pg18":
+                assert Decimal(row["n"]) == Decimal(repr(value)), (value, row["n"])
+
+
+async def test_check_online_and_the_status_page_say_which_municipality_sends_which_type(
+    fleet: dict[str, dict], dest: DestDb, write_config: Callable
+) -> None:
+    old, new = fleet["old"]["id"], fleet["new"]["id"]
+    _, config = write_config(dest, [fleet["old"], fleet["new"]], [VACINADOS, DOSES])
+    out = io.StringIO()
+    await run_check(config, out, as_json=True)
+    mixed = {
+        (m["dataset"], m["column"]): (m["sources"], m["lands_as"])
+        for m in json.loads(out.getvalue())["mixed_types"]
+    }
+    assert mixed == {
+        ("vacinados", "idade_meses"): ({"double precision": [old], "numeric": [new]}, "numeric"),
+        ("vacinados", "segundos"): ({"double precision": [old], "numeric": [new]}, "numeric"),
+        ("vacinados", "meio"): ({"double precision": [old], "numeric": [new]}, "numeric"),
+        ("doses", "id"): ({"integer": [old], "bigint": [new]}, "bigint"),
+    }
+    text = io.StringIO()
+    await run_check(config, text)
+    assert (
+        f"dataset doses column id: integer from {old}; bigint from {new}; lands as bigint"
+        in text.getvalue()
+    )
+    # the status board, fed by the passes as the daemon's is (the engine's progress)
+    board = StatusBoard()
+    board.configure(config)
+    engine = Engine.create(config, Limits(config.concurrency), board)
+    await engine.destination.open()
+    try:
+        async with engine.destination.acquire() as conn:
+            await ledger.register(conn, ledger.pairs(config), replace=False)
+        for _ in range(2):  # the second pass: the table has its common types from the start
+            results = await sync_many(engine, config.sources, config.datasets)
+            assert all(r.status == "ok" for r in results), [r.error for r in results]
+    finally:
+        await engine.close()
+    status = board.snapshot({})["sources"]
+    assert status[old]["datasets"]["doses"]["converted"] == {
+        "id": {"sent": "integer", "lands_as": "bigint"}
+    }
+    assert "converted" not in status[new]["datasets"]["doses"]
+    rows = {r.id: r for r in rows_of(board.sources, {}, datetime.now(UTC))}
+    assert "doses.id sends integer (lands as bigint)" in rows[old].converted
+    assert rows[new].converted == ()
