@@ -470,3 +470,30 @@ async def test_check_online_and_the_status_page_say_which_municipality_sends_whi
     rows = {r.id: r for r in rows_of(board.sources, {}, datetime.now(UTC))}
     assert "doses.id sends integer (lands as bigint)" in rows[old].converted
     assert rows[new].converted == ()
+
+
+async def test_the_run_time_a_lista_would_stamp_comes_from_the_freshness_join(
+    fleet: dict[str, dict], dest: DestDb, write_config: Callable
+) -> None:
+    """docs/configure/datasets.md's way out for `now() AS dt_geracao`: the query leaves it out
+    (so unchanged rows are not rewritten) and a reader joins syncd.freshness instead."""
+    _, config = write_config(dest, [fleet["old"], fleet["new"]], [VACINADOS])
+    for _ in range(2):
+        code, out, err = await run_pass(config)
+        assert code == 0, out + err
+    dst = await dest.connect()
+    try:
+        stamped = await dst.fetch(
+            "SELECT l.municipio_id_sus, f.last_success AS dt_geracao "
+            f"FROM {SCHEMA}.vacinados AS l JOIN syncd.freshness AS f "
+            "ON f.source_id = l.municipio_id_sus AND f.dataset = 'vacinados'"
+        )
+        assert len(stamped) == 10 and all(r["dt_geracao"] is not None for r in stamped)
+        latest = dict(
+            await dst.fetch("SELECT source_id, last_success FROM syncd.latest")  # type: ignore[arg-type]
+        )
+        assert {(r["municipio_id_sus"], r["dt_geracao"]) for r in stamped} == set(latest.items())
+        for source in fleet.values():  # the second pass wrote nothing, yet the time moved on
+            assert (await last_writes(dst, source["id"]))["vacinados"][2:4] == (0, 0)
+    finally:
+        await dst.close()
