@@ -42,7 +42,7 @@ NUMBERS = (*INTEGERS, *FLOATS, "numeric")
 TEXTS = ("character varying", "bpchar", "text")
 
 # What the float -> numeric conversion needs from the session: text output that reads back as
-# the same float (PostgreSQL 12+: the shortest exact form; 9.6-11: 17 significant digits).
+# the same float (PostgreSQL 12+: the shortest exact form; 9.6-11: 18 significant digits).
 FLOAT_TEXT_SETTINGS = (("extra_float_digits", "3"),)
 
 
@@ -72,7 +72,7 @@ def convert(expr: str, sent: str, target: str) -> str:
     """SQL turning `expr` of type `sent` into `target` exactly (valid on PostgreSQL 9.6+).
 
     Integers and reals widen with a plain cast. A float becomes the numeric with the fewest
-    significant digits (15, 16, else 17) that reads back as the same float: 7 and 7.5 become
+    significant digits (15, 16, 17, else its exact text) that reads back as it: 7 and 7.5 become
     7 and 7.5 whichever server sent them, and every float round-trips. (A plain float8::numeric
     keeps only 15 digits and loses the rest.) +-Infinity has no numeric before PostgreSQL 14:
     the cast fails on such a source, and such a value fails the dataset there."""
@@ -111,16 +111,12 @@ def needs_float_text(sent: str, target: str) -> bool:
     return target == "numeric" and sent in FLOATS
 
 
-def interim(sent: str, table: str) -> str | None:
-    """While the table cannot be widened yet (readers hold it): how rows of `sent` still land
-    into its current type `table`, exactly or not at all. Integers narrow with a cast that
-    fails on a value out of range (never a wrong number); the text family needs nothing.
-    None: no exact way (numeric into double precision): that dataset waits for the change."""
-    if same_bytes(sent, table):
-        return ""
-    if sent in INTEGERS and table in (*INTEGERS, "numeric"):
-        return table
-    return None
+def lands_meanwhile(sent: str, table: str) -> bool:
+    """While the table cannot be widened yet (readers hold it): can rows of `sent` land in its
+    current type `table`, exactly or not at all? Integers narrow with a cast (`convert`) that
+    fails on a value out of range, never landing a wrong number; the text family needs
+    nothing. Not numeric into double precision (no exact way): that dataset waits."""
+    return same_bytes(sent, table) or (sent in INTEGERS and table in (*INTEGERS, "numeric"))
 
 
 def conflict(column: str, sent: str, table: str, where: str) -> str:
@@ -217,7 +213,7 @@ def conversions(
 ) -> tuple[tuple[str, str, str], ...]:
     """What the source converts in its COPY, (name, sent type, table type) each, for its
     (name, table type, sent type) columns: into the common type once the table has it, into
-    the table's current type while readers keep the change from being made (`interim`). A
+    the table's current type while readers keep the change from being made (`lands_meanwhile`). A
     column with no exact way into the current type fails the dataset until the change is
     made (FinalError, saying when it is tried again)."""
     found = []
@@ -225,7 +221,7 @@ def conversions(
         if table == sent:
             continue
         common = common_type(table, sent)
-        if common != table and interim(sent, table) is None:
+        if common != table and not lands_meanwhile(sent, table):
             raise FinalError(
                 f"column {name!r} is {sent} on this source, which {where}'s {table} cannot "
                 f"hold exactly; readers held the table past timeouts.lock ({lock:g}s), so its "

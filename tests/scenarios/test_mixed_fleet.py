@@ -234,6 +234,42 @@ async def test_postgresql_10_and_18_land_one_dataset_in_either_order(
         await dst.close()
 
 
+@pytest.fixture
+async def dest12(dest_cluster_12: embedded.Cluster) -> AsyncIterator[DestDb]:
+    """A destination database on PostgreSQL 12, the oldest analytics server syncd supports."""
+    dbname = f"analytics12_{next(_names)}"
+    admin = await asyncpg.connect(dest_cluster_12.dsn())
+    try:
+        await admin.execute(f'CREATE DATABASE "{dbname}"')
+    finally:
+        await admin.close()
+    yield DestDb(dbname, dest_cluster_12)
+    admin = await asyncpg.connect(dest_cluster_12.dsn())
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}"')
+    finally:
+        await admin.close()
+
+
+async def test_a_postgresql_12_destination_takes_the_mixed_fleet_too(
+    fleet: dict[str, dict], dest12: DestDb, write_config: Callable
+) -> None:
+    """The table changed on the oldest destination: the old source first (double precision,
+    integer), then the new one widens it; every value as its source returned it."""
+    for sources in ([fleet["old"]], [fleet["old"], fleet["new"]]):
+        _, config = write_config(dest12, sources, [VACINADOS, DOSES])
+        code, out, err = await run_pass(config)
+        assert code == 0, out + err
+    dst = await dest12.connect()
+    try:
+        assert await dst.fetchval("SHOW server_version_num") < "130000"
+        assert (await column_types(dst, "vacinados"))["idade_meses"] == "numeric"
+        assert (await column_types(dst, "doses"))["id"] == "bigint"
+        await assert_landed_as_sent(dst, list(fleet.values()))
+    finally:
+        await dst.close()
+
+
 async def test_a_type_change_is_logged_with_both_types_and_the_municipality(
     fleet: dict[str, dict], dest: DestDb, write_config: Callable, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -374,14 +410,6 @@ async def test_the_postgresql_10_source_is_10_and_extract_is_double_there(
         finally:
             await conn.close()
     assert types == {10: "double precision", source_cluster.major: "numeric"}
-
-
-async def test_the_postgresql_12_destination_is_12(dest_cluster_12: embedded.Cluster) -> None:
-    conn = await asyncpg.connect(dest_cluster_12.dsn())
-    try:
-        assert await conn.fetchval("SHOW server_version_num") < "130000"
-    finally:
-        await conn.close()
 
 
 FLOATS = [
