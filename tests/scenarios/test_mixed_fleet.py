@@ -364,10 +364,18 @@ async def test_widening_under_a_held_reader_lock_lands_what_fits_and_changes_lat
     report = await dest.connect()  # an analyst's long report: ACCESS SHARE held throughout
     await report.execute(f"BEGIN; SELECT count(*) FROM {SCHEMA}.doses")
     _, both = write_config(dest, [old, new], [DOSES])
+    readers = LightReaders(dest.dsn, ["doses"])  # and other analysts, querying throughout
     try:
         with caplog.at_level("WARNING", logger="syncd"):
-            code, out, err = await run_pass(both)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(readers.run)
+                await anyio.sleep(0.2)
+                code, out, err = await run_pass(both)
+                readers.stop.set()
         assert code == 0, out + err
+        # each waited at most timeouts.lock behind the ALTER's queued request, never failed
+        assert readers.errors == [], readers.errors[:3]
+        assert readers.queries > 0
         # the report was never blocked: it reads on, and sees the new municipality's rows
         assert await report.fetchval(f"SELECT count(*) FROM {SCHEMA}.doses") == 4
     finally:
@@ -392,6 +400,36 @@ async def test_widening_under_a_held_reader_lock_lands_what_fits_and_changes_lat
         assert (await column_types(dst, "doses"))["id"] == "bigint"
         landed = await dst.fetch(f"SELECT id FROM {SCHEMA}.doses ORDER BY id")
         assert [r["id"] for r in landed] == [1, 2, 3, 4, 5000000000]
+    finally:
+        await dst.close()
+
+
+async def test_char_and_varchar_become_text_with_the_blanks_kept(
+    source_cluster_10: embedded.Cluster,
+    source_cluster: embedded.Cluster,
+    dest: DestDb,
+    write_config: Callable,
+) -> None:
+    padded = await municipality(source_cluster_10, "integer", [1])
+    plain = await municipality(source_cluster, "integer", [2])
+    for source, kind, value in ((padded, "char(5)", "AB"), (plain, "varchar(10)", "CD")):
+        conn = await asyncpg.connect(source["dsn"])
+        try:
+            await conn.execute(f"ALTER TABLE doses ADD COLUMN codigo {kind} DEFAULT '{value}'")
+        finally:
+            await conn.close()
+    _, first = write_config(dest, [padded], [DOSES])
+    _, both = write_config(dest, [padded, plain], [DOSES])
+    for config in (first, both, both, both):
+        code, out, err = await run_pass(config)
+        assert code == 0, out + err
+    dst = await dest.connect()
+    try:
+        assert (await column_types(dst, "doses"))["codigo"] == "text"
+        rows = await dst.fetch(f"SELECT id, codigo FROM {SCHEMA}.doses ORDER BY id")
+        assert [(r["id"], r["codigo"]) for r in rows] == [(1, "AB   "), (2, "CD")]
+        for source in (padded, plain):  # same bytes, the table's type in the seed: stable
+            assert (await last_writes(dst, source["id"]))["doses"][2:4] == (0, 0)
     finally:
         await dst.close()
 
