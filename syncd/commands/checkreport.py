@@ -100,6 +100,8 @@ def report(sources: list[SourceCheck], destination: DestinationCheck) -> str:
                 lines.append(f"{s.id}: dataset {ds.name}: variant {ds.variant}")
         for w in s.warnings:
             lines.append(f"{s.id}: warning: {w}")
+        for n in s.notes:
+            lines.append(f"{s.id}: note: {n}")
     for m in mixed_types(sources):
         sent = "; ".join(f"{t} from {', '.join(ids)}" for t, ids in m["sources"].items())
         lands = (

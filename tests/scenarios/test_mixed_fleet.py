@@ -1,4 +1,4 @@
-"""A mixed fleet lands (#29): municipal servers on PostgreSQL 10 and on the wheel's newest feed
+"""A mixed fleet lands: municipal servers on PostgreSQL 10 and on the wheel's newest feed
 one dataset whose column types differ between them (EXTRACT is double precision up to 13 and
 numeric from 14; a table's id is integer on an older PEC and bigint on a newer one)."""
 
@@ -29,7 +29,7 @@ from syncd.service.statusboard import StatusBoard
 from syncd.service.statuspage import rows_of
 
 from tests.conftest import DestDb
-from tests.scenarios.test_landing_v3 import last_writes
+from tests.scenarios.test_landing_changes import last_writes
 from tests.support.helpers import run_pass
 
 SCHEMA = "syncd_data"
