@@ -20,6 +20,7 @@ import pytest
 
 from syncd import ledger
 from syncd.commands.check import run_check
+from syncd.commands.verify import run_verify
 from syncd.engine import widening
 from syncd.engine.limits import Limits
 from syncd.engine.shared import Engine
@@ -232,6 +233,9 @@ async def test_postgresql_10_and_18_land_one_dataset_in_either_order(
             }, source["id"]
     finally:
         await dst.close()
+    # syncd verify compares the rows as they landed: converted on the source, equal
+    out, err = io.StringIO(), io.StringIO()
+    assert await run_verify(both, out, err) == 0, out.getvalue() + err.getvalue()
 
 
 @pytest.fixture
