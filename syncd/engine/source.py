@@ -266,6 +266,7 @@ class SourceSession:
             ) from None
 
     async def _copy_out(self, shape: Shape, sink: Sink, timeout: float) -> int:
+        await self._settings(shape.settings)
         if shape.table is not None:
             status = await self.conn.copy_from_table(
                 shape.table[1],

@@ -78,6 +78,8 @@ class Row:
     error: str | None
     next_due: datetime | None
     bastion: str | None = None  # reached through this SSH bastion
+    # a mixed fleet: "dataset.column sends T (lands as U)" for each column sent in another type
+    converted: tuple[str, ...] = ()
 
 
 def rows_of(
@@ -119,6 +121,11 @@ def rows_of(
                 error,
                 next_due.get(sid),
                 bastions.get(sid),
+                tuple(
+                    f"{name}.{column} sends {sent} (lands as {to})"
+                    for name, d in view.datasets.items()
+                    for column, (sent, to) in d.converted.items()
+                ),
             )
         )
     return rows
@@ -411,6 +418,7 @@ def _row(r: Row) -> str:
     due = f"next: {_when(r.next_due)}" if r.next_due is not None else ""
     bastion = f'data-bastion="{_e(r.bastion)}" ' if r.bastion is not None else ""
     via = f' <span class="via">via {_e(r.bastion)}</span>' if r.bastion is not None else ""
+    via += "".join(f' <span class="types">{_e(t)}</span>' for t in r.converted)
     return (
         f'<tr class="{r.state}" data-id="{_e(r.id)}" data-name="{_e(r.name)}" '
         f'data-state="{rank}" data-age="{age:.0f}" data-success="{success:.0f}" '
