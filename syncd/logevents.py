@@ -23,6 +23,8 @@ class Event(StrEnum):
     PASS_ABORTED = "pass_aborted"
     LOCK_LOST = "lock_lost"
     COLUMNS_DEFERRED = "columns_deferred"
+    COLUMN_TYPE_CHANGED = "column_type_changed"
+    COLUMN_TYPE_DEFERRED = "column_type_deferred"
     VACUUM_FAILED = "vacuum_failed"
     # start and upgrades of the destination
     INTERRUPTED_RUN_CLEANED = "interrupted_run_cleaned"
@@ -71,6 +73,8 @@ MEANINGS: dict[Event, str] = {
     Event.PASS_ABORTED: "ledger rows of an interrupted pass of a source were marked aborted",
     Event.LOCK_LOST: "a source's lock went with a lost destination connection",
     Event.COLUMNS_DEFERRED: "new source columns wait: readers hold the table; rows land without",
+    Event.COLUMN_TYPE_CHANGED: "a dataset column took a wider type a municipality sends (both named)",
+    Event.COLUMN_TYPE_DEFERRED: "a column's type change waits: readers hold the table; rows that fit land",
     Event.VACUUM_FAILED: "a VACUUM after landing failed; autovacuum does it later",
     Event.INTERRUPTED_RUN_CLEANED: "at start: ledger rows of an interrupted run marked aborted",
     Event.INTERRUPTED_RUN_CLEANUP_FAILED: "at start: cleaning up an interrupted run failed",

@@ -6,6 +6,8 @@ from dataclasses import asdict
 from typing import Any
 
 from syncd.commands.checkresult import DestinationCheck, SourceCheck
+from syncd.engine import widening
+from syncd.engine.layout import base_type
 
 
 def as_json_document(
@@ -15,7 +17,29 @@ def as_json_document(
         "ok": ok,
         "sources": [{**asdict(s), "ok": s.ok} for s in sources],
         "destination": {**asdict(destination), "ok": destination.ok},
+        "mixed_types": mixed_types(sources),
     }
+
+
+def mixed_types(sources: list[SourceCheck]) -> list[dict[str, Any]]:
+    """The dataset columns the municipalities send with different types: which sends which,
+    and the type the column lands as (None: no common type, a municipality's dataset fails)."""
+    seen: dict[tuple[str, str], dict[str, list[str]]] = {}
+    for s in sources:
+        for ds in s.datasets:
+            for described in ds.columns if ds.ok else []:
+                by_type = seen.setdefault((ds.name, described["name"]), {})
+                by_type.setdefault(base_type(described["type"]), []).append(s.id)
+    mixed = []
+    for (dataset, column), by_type in seen.items():
+        if len(by_type) < 2:
+            continue
+        types = list(by_type)
+        common: str | None = types[0]
+        for t in types[1:]:
+            common = widening.common_type(common, t) if common is not None else None
+        mixed.append({"dataset": dataset, "column": column, "sources": by_type, "lands_as": common})
+    return mixed
 
 
 def report(sources: list[SourceCheck], destination: DestinationCheck) -> str:
@@ -78,6 +102,14 @@ def report(sources: list[SourceCheck], destination: DestinationCheck) -> str:
             lines.append(f"{s.id}: warning: {w}")
         for n in s.notes:
             lines.append(f"{s.id}: note: {n}")
+    for m in mixed_types(sources):
+        sent = "; ".join(f"{t} from {', '.join(ids)}" for t, ids in m["sources"].items())
+        lands = (
+            f"lands as {m['lands_as']}"
+            if m["lands_as"]
+            else "NO common type: the municipalities not sending the table's type fail it"
+        )
+        lines.append(f"dataset {m['dataset']} column {m['column']}: {sent}; {lands}")
     locks = destination.locks
     lines.append("")
     lines.append(

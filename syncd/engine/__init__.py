@@ -10,6 +10,7 @@ municipality's sync, its retries and its failures. Knows nothing of daemons or p
                      columns
     copy.py          the byte pipe: COPY out -> bounded queue -> COPY in
     destination.py   the analytical side: pool, dataset tables, DDL under timeouts.lock
+    widening.py      a mixed fleet: a column's common type, its conversion on the source
     landing.py       one municipality's destination transaction: replace, upsert, commit;
                      txn.py  its transaction and savepoints
     rowdiff/         the row differ: only the changed rows cross into the destination

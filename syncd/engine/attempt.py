@@ -296,6 +296,7 @@ async def _copy_attempts(
             target.watermark,
         )
         res.inserted, res.deleted = landed.inserted, landed.deleted
+        res.conversions = target.conversions  # a mixed fleet: shown on the status page
         res.status = Status.LOADED  # visible when the pass commits
         span.set_attribute("syncd.mode", target.mode)
         if target.watermark is not None:
@@ -333,6 +334,7 @@ async def _land(
     target = await destination.prepare(shape, source_id, spec.key if spec else ())
     if target.missing:
         shape = shape.only(target.columns)
+    shape = shape.converted(target.conversions)  # a mixed fleet: the table's types, on the source
     state = await landing.watermark(target)
     rewrite = incremental.rewrite_due(
         dataset.full_refresh_every, state[1] if state else None, now(), source_id, dataset.name

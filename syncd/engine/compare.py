@@ -17,7 +17,7 @@ from enum import StrEnum
 import asyncpg
 
 from syncd.config import Dataset, Source
-from syncd.engine import quoting, rowdiff
+from syncd.engine import quoting, rowdiff, widening
 from syncd.engine.errors import classify
 from syncd.engine.layout import COLUMNS_SQL, SOURCE_SETTING, base_type
 from syncd.engine.shared import Engine
@@ -77,7 +77,15 @@ async def _verify(
                     source.id, dataset.name, Verdict.DIFFERS, error="not landed yet"
                 )
             shape = shape.only(tuple(c.name for c in columns))
-            seed = rowdiff.shape_seed([(c.name, base_type(c.type)) for c in columns])
+            # a mixed fleet: compared as landed, converted to the table's types on the source
+            shape = shape.converted(
+                [
+                    (c.name, base_type(c.type), base_type(have[c.name]))
+                    for c in columns
+                    if not widening.same_bytes(base_type(c.type), base_type(have[c.name]))
+                ]
+            )
+            seed = rowdiff.shape_seed([(c.name, base_type(have[c.name])) for c in columns])
             differ = rowdiff.differ(seed, emit=False)
 
             async def add(chunk: bytes) -> None:

@@ -10,11 +10,12 @@ landing's read of a municipality's hashes.
 A municipality's pass is one destination transaction (`Landing`: only what changed is
 written), its ledger rows and notification in it, then COMMIT: readers see all of its
 previous rows or all of its new ones, and only row locks and ROW EXCLUSIVE are taken, so they
-never wait. DDL is rare (a new dataset, a column a newer PEC added), runs before the landing
-opens, on a connection of its own, under `timeouts.lock`. Column types are created without
-modifiers (`varchar`, `numeric`, `bpchar`), so a widened column needs no DDL. A column readers
-keep from being added does not fail the sync: the rows land without it until the table is free.
-`Vacuum` reclaims what landings deleted.
+never wait. DDL is rare (a new dataset, a column a newer PEC added, a column retyped to the
+common type of a mixed fleet: engine/widening.py), runs before the landing opens, on a
+connection of its own, under `timeouts.lock`. Types are created without modifiers (`varchar`,
+`numeric`), so a widened varchar needs no DDL. DDL readers hold off fails no sync: the rows land
+without the new column, or converted to the current type, until the table is free. `Vacuum`
+reclaims what landings deleted.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, cast
 
 import asyncpg
 
 from syncd import config, ledger
-from syncd.engine import quoting
+from syncd.engine import quoting, widening
 from syncd.engine.connect import (
     APPLICATION_NAME,
     SERVER_KEEPALIVES,
@@ -211,34 +213,34 @@ class Destination:
             # landing transaction, and DDL must never wait for the pool that landings fill
             conn = await self.connect()
             try:
-                table = await self._ensure_table(conn, shape, key)
+                table = await self._ensure_table(conn, shape, key, source_id)
             finally:
                 await _close(conn)
             self.tables.known[shape.dataset] = table
         missing = tuple(c.name for c in shape.columns if c.name not in table.columns)
         landed = [c for c in shape.columns if c.name in table.columns]
+        where, pairs = f"{self.schema}.{shape.dataset}", widening.pairs(landed, table.columns)
+        conversions = widening.conversions(pairs, where, self.timeouts.lock, DDL_RETRY_SECONDS)
         return Target(
             shape.dataset,
             source_id,
             tuple(c.name for c in landed),
-            tuple(base_type(c.type) for c in landed),
+            tuple(base_type(table.columns[c.name]) for c in landed),
             key=key,
             missing=missing,
+            conversions=conversions,
         )
 
     def _fits(self, table: Table, shape: Shape, key: tuple[str, ...]) -> bool:
         if key and key not in table.keys:
             return False
-        for c in shape.columns:
-            have = table.columns.get(c.name)
-            if have is None and time.monotonic() >= table.ddl_blocked_until:
-                return False  # a column to add, and it is time to try again
-            if have is not None and base_type(have) != base_type(c.type):
-                return False  # a conflict: look again (maybe someone fixed it) and say so
-        return True
+        retry_ddl = time.monotonic() >= table.ddl_blocked_until
+        if retry_ddl and any(c.name not in table.columns for c in shape.columns):
+            return False  # a column to add, and it is time to try again
+        return widening.fits(widening.pairs(shape.columns, table.columns), retry_ddl=retry_ddl)
 
     async def _ensure_table(
-        self, conn: asyncpg.Connection, shape: Shape, key: tuple[str, ...]
+        self, conn: asyncpg.Connection, shape: Shape, key: tuple[str, ...], source_id: str
     ) -> Table:
         rel = await conn.fetchrow(_PARENT_SQL, self.schema, shape.dataset, self.source_column)
         if rel is None:
@@ -254,15 +256,14 @@ class Destination:
                 f"{self.schema}.{shape.dataset} has no {ROW_HASH} column (landed by an older "
                 "syncd that is still running?); restart this syncd to upgrade it"
             )
-        conflicts = [
-            f"column {c.name!r} is {c.type} on the source but {existing[c.name]} in "
-            f"{self.schema}.{shape.dataset}"
-            for c in shape.columns
-            if c.name in existing and base_type(existing[c.name]) != base_type(c.type)
-        ]
-        if conflicts:
-            raise FinalError("; ".join(conflicts))
+        changes = widening.changes(
+            widening.pairs(shape.columns, existing), self.tables, shape.dataset
+        )
         table = Table(existing, await self._buckets(conn, rel["oid"]))
+        # under timeouts.lock; while readers hold the table, the rows that fit land (prepare)
+        ddl = partial(self._try_ddl, conn, shape.dataset, timeout=self.timeouts.statement)
+        if changes and not await widening.widen(ddl, self.tables, table, source_id, changes):
+            table.ddl_blocked_until = time.monotonic() + DDL_RETRY_SECONDS
         adds = [c for c in shape.columns if c.name not in existing]
         if adds:
             # a newer PEC version: the column appears for everyone, NULL where unknown

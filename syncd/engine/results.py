@@ -27,6 +27,8 @@ class DatasetResult:
     watermark: str | None = None
     inserted: int = 0  # rows written (only what changed is written)
     deleted: int = 0
+    # columns this source sends in another type than the table's: (name, sent, table type)
+    conversions: tuple[tuple[str, str, str], ...] = ()
 
     def fail(self, reason: str, status: Status = Status.FAILED) -> None:
         self.status, self.error, self.ended_at = status, reason, now()

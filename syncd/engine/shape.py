@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from syncd.engine import quoting
+from syncd.engine import quoting, widening
 from syncd.engine.errors import FinalError
 from syncd.engine.incremental import ALIAS
 
@@ -25,6 +25,8 @@ class Shape:
     table: tuple[str, str] | None  # (schema, name) when COPY can read the table directly
     query: str | None  # otherwise: the query COPY wraps
     variant: str = "default"  # which variant's probe chose this reading
+    # session settings the reading needs (transaction-local, set before its COPY)
+    settings: tuple[tuple[str, str], ...] = ()
 
     @property
     def column_names(self) -> list[str]:
@@ -49,6 +51,32 @@ class Shape:
             self,
             columns=keep,
             query=f"SELECT {columns} FROM ({self.select}\n) AS {ALIAS}",  # noqa: S608
+        )
+
+    def converted(self, conversions: Sequence[tuple[str, str, str]]) -> Shape:
+        """The same reading with these columns converted on the source, (name, sent type,
+        table type) each: COPY (SELECT ..., col converted AS col, ...) sends the table's type
+        (engine/widening.py), so the row hash is taken on the converted bytes."""
+        if not conversions:
+            return self
+        by_name = {name: (sent, to) for name, sent, to in conversions}
+        columns, exprs = [], []
+        for c in self.columns:
+            ref = f"{ALIAS}.{quoting.ident(c.name)}"
+            if c.name in by_name:
+                sent, to = by_name[c.name]
+                exprs.append(f"{widening.convert(ref, sent, to)} AS {quoting.ident(c.name)}")
+                columns.append(Column(c.name, to))
+            else:
+                exprs.append(ref)
+                columns.append(c)
+        floats = any(widening.needs_float_text(sent, to) for sent, to in by_name.values())
+        return replace(
+            self,
+            columns=tuple(columns),
+            table=None,
+            query=f"SELECT {', '.join(exprs)} FROM ({self.select}\n) AS {ALIAS}",  # noqa: S608
+            settings=widening.FLOAT_TEXT_SETTINGS if floats else self.settings,
         )
 
     def column(self, name: str) -> Column:

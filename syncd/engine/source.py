@@ -297,6 +297,7 @@ class SourceSession:
             ) from None
 
     async def _copy_out(self, shape: Shape, sink: Sink, timeout: float) -> int:
+        await self._settings(shape.settings)
         sink = capped(sink, self.caps)  # asyncpg reads no more until the cap lets this through
         if shape.table is not None:
             status = await self.conn.copy_from_table(

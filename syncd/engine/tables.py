@@ -22,6 +22,9 @@ class Target:
     cursor: str | None = None
     watermark: str | None = None  # incremental datasets: stored with the rows
     missing: tuple[str, ...] = ()  # source columns the table could not take yet (readers held it)
+    # columns the source sends in another type than the table's, converted in its COPY:
+    # (name, sent type, table type) each (engine/widening.py)
+    conversions: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def seed(self) -> int:

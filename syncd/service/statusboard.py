@@ -28,6 +28,9 @@ class DatasetView:
     last_success: datetime | None = None
     rows: int | None = None
     error: str | None = None
+    # a mixed fleet: column -> (the type this source sends, the type it lands as), from this
+    # daemon's last sync of it (engine/widening.py)
+    converted: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +59,8 @@ class SourceView:
 def _fingerprint(view: SourceView) -> tuple[object, ...]:
     """Everything /status shows of a view, to tell whether a mutation changed it."""
     datasets = tuple(
-        (n, d.status, d.last_success, d.rows, d.error) for n, d in view.datasets.items()
+        (n, d.status, d.last_success, d.rows, d.error, tuple(d.converted.items()))
+        for n, d in view.datasets.items()
     )
     return (view.name, view.max_rate, view.state, view.last_success, view.last_error,
             view.duration, view.last_run, datasets)  # fmt: skip
@@ -126,6 +130,7 @@ class StatusBoard(Progress):
                     e.last_success,
                     e.last_rows,
                     e.last_error if e.last_status != Status.OK else None,
+                    view.datasets[e.dataset].converted,
                 )
             for view in self.sources.values():
                 if view.state != Status.RUNNING:
@@ -176,6 +181,7 @@ class StatusBoard(Progress):
             dv.status = d.status
             if d.status == Status.OK:
                 dv.last_success, dv.rows, dv.error = d.ended_at, d.rows, None
+                dv.converted = {name: (sent, to) for name, sent, to in d.conversions}
             else:
                 dv.error = d.error
         self._derive(view)
@@ -240,13 +246,19 @@ def _source(sid: str, view: SourceView, next_due: dict[str, datetime]) -> dict[s
         "last_error": view.last_error,
         "next_due": iso(next_due.get(sid)),
         "last_run": _run(view.last_run),
-        "datasets": {
-            name: {
-                "status": d.status,
-                "last_success": iso(d.last_success),
-                "rows": d.rows,
-                "error": d.error,
-            }
-            for name, d in view.datasets.items()
-        },
+        "datasets": {name: _dataset(d) for name, d in view.datasets.items()},
     }
+
+
+def _dataset(d: DatasetView) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "status": d.status,
+        "last_success": iso(d.last_success),
+        "rows": d.rows,
+        "error": d.error,
+    }
+    if d.converted:  # only for columns this municipality sends in another type
+        entry["converted"] = {
+            column: {"sent": sent, "lands_as": to} for column, (sent, to) in d.converted.items()
+        }
+    return entry

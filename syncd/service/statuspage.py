@@ -78,6 +78,8 @@ class Row:
     error: str | None
     next_due: datetime | None
     bastion: str | None = None  # reached through this SSH bastion
+    # a mixed fleet: "dataset.column sends T (lands as U)" for each column sent in another type
+    converted: tuple[str, ...] = ()
     max_rate: str | None = None  # its bandwidth cap, as shown
 
 
@@ -120,6 +122,11 @@ def rows_of(
                 error,
                 next_due.get(sid),
                 bastions.get(sid),
+                tuple(
+                    f"{name}.{column} sends {sent} (lands as {to})"
+                    for name, d in view.datasets.items()
+                    for column, (sent, to) in d.converted.items()
+                ),
                 view.max_rate,
             )
         )
@@ -415,6 +422,7 @@ def _row(r: Row) -> str:
     via = f' <span class="via">via {_e(r.bastion)}</span>' if r.bastion is not None else ""
     if r.max_rate is not None:
         via += f' <span class="cap" title="bandwidth cap (max_rate)">max {_e(r.max_rate)}</span>'
+    via += "".join(f' <span class="types">{_e(t)}</span>' for t in r.converted)
     return (
         f'<tr class="{r.state}" data-id="{_e(r.id)}" data-name="{_e(r.name)}" '
         f'data-state="{rank}" data-age="{age:.0f}" data-success="{success:.0f}" '
