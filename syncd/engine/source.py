@@ -342,8 +342,13 @@ class SourceSession:
         return top
 
     async def _settings(self, settings: tuple[tuple[str, str], ...]) -> None:
-        for name, value in settings:  # names are ours, values bound
-            await self.conn.execute("SELECT pg_catalog.set_config($1, $2, true)", name, value)
+        """Transaction-local settings, all in one statement (names ours, values bound)."""
+        if not settings:
+            return
+        calls = ", ".join(
+            f"pg_catalog.set_config(${2 * i + 1}, ${2 * i + 2}, true)" for i in range(len(settings))
+        )
+        await self.conn.execute(f"SELECT {calls}", *(part for pair in settings for part in pair))
 
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
