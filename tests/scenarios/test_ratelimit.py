@@ -3,6 +3,7 @@ and a reload's new cap reaches a transfer under way."""
 
 from __future__ import annotations
 
+import io
 import json
 import time
 import urllib.request
@@ -10,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
+from syncd.commands.status import run_status
 from syncd.engine.ratelimit import BURST_SECONDS
 from syncd.service.daemon import Daemon
 
@@ -123,3 +125,18 @@ async def test_the_cap_does_not_hold_the_table_in_memory(make_sources, dest, wri
         tg.start_soon(server_waits_on_the_client)
         await run_pass(config)
         raise AssertionError("the capped pass ended before the server blocked on the link")
+
+
+async def test_syncd_status_lists_the_caps(make_sources, dest, write_config):
+    (db,) = await make_sources(1)
+    _, config = write_config(dest, [db.source_entry(max_rate="20Mbit/s")], [CIDADAOS])
+    code, out, err = await run_pass(config)
+    assert code == 0, out + err
+    table, document = io.StringIO(), io.StringIO()
+    assert await run_status(config, table) == 0
+    assert table.getvalue().splitlines()[-2:] == [
+        "bandwidth caps (max_rate):",
+        f"  {db.id}  2.5MB/s",
+    ]
+    assert await run_status(config, document, as_json=True) == 0
+    assert json.loads(document.getvalue())["sources"][db.id]["max_rate"] == "2.5MB/s"
