@@ -1,7 +1,7 @@
 """`make bench`: numbers and ratios, never pass/fail.
 
-python -m bench [--only single|landing|many|tracing|incremental|brasil|bastion|compression|rss|
-                        soak]
+python -m bench [--only single|landing|many|latency|tracing|incremental|brasil|bastion|
+                        compression|rss|soak]
                 [--rows N] [--rounds N] [--municipalities N] [--soak-minutes M]
 
 Everything by default, the half-hour soak last.
@@ -26,6 +26,7 @@ from . import (
     compression,
     incremental,
     landing,
+    latency,
     many,
     rss,
     single_table,
@@ -67,6 +68,7 @@ def main() -> None:
             "single",
             "landing",
             "many",
+            "latency",
             "tracing",
             "incremental",
             "brasil",
@@ -160,6 +162,13 @@ def main() -> None:
             ),
             f"syncd: {r['summary']}",
         ]
+    if args.only in (None, "latency"):
+        with _clusters("syncd-bench-latency-", source_fast=True) as clusters:
+            r = latency.run(
+                clusters, min(args.municipalities, 200), args.citizens, args.concurrency, LISTA
+            )
+        results["latency"] = r
+        lines += latency.report(r)
     if args.only in (None, "brasil"):
         points = [int(p) for p in args.brasil.split(",")]
         with _clusters("syncd-bench-brasil-", source_fast=True, dest_defaults=True) as clusters:

@@ -16,7 +16,7 @@ from syncd.engine.errors import classify
 from syncd.engine.results import now
 from syncd.exitstatus import EXIT_FAILED, EXIT_OK
 from syncd.ledger import DatasetStatus, Status
-from syncd.observe.report import iso, status_table
+from syncd.observe.report import cap_text, caps_lines, iso, status_table
 from syncd.service.statuspage import LATE
 
 JSON_VERSION = 1
@@ -55,6 +55,7 @@ def status_document(
         errors = [e.last_error for e in mine if e and e.last_status != Status.OK and e.last_error]
         sources[source.id] = {
             "name": source.name,
+            "max_rate": cap_text(source),
             "state": _state(mine),
             "late": late,
             "last_success": iso(min(successes)) if len(successes) == len(mine) else None,
@@ -105,7 +106,10 @@ async def run_status(
         print(json.dumps(document, ensure_ascii=False), file=out)
     else:
         shown = [s for s in config.sources if s.id in document["sources"]]
-        print(status_table(replace(config, sources=tuple(shown)), entries, at), file=out)
+        capped = replace(config, sources=tuple(shown))
+        print(status_table(capped, entries, at), file=out)
+        for line in caps_lines(capped):
+            print(line, file=out)
         if late and not shown:
             print(f"none is late (every dataset succeeded within {LATE / 3600:g} h)", file=out)
     return EXIT_OK

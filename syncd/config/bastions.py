@@ -106,12 +106,13 @@ def _bastion(sec: Section, name: str, base: Path) -> Bastion | None:
     elif not isinstance(compression, bool):
         sec.problem("compression", "is true or false")
         compression = d.compression
+    max_rate = sec.rate("max_rate")
     sec.check_unknown()
     if host is None or user is None or key_file is None or host_key is None:
         return None
     return Bastion(
         name, host, user, key_file, host_key, port, passphrase_file, interval, count,
-        compression=compression,
+        compression=compression, max_rate=max_rate,
     )  # fmt: skip
 
 

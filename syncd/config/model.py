@@ -76,6 +76,16 @@ class Bastion:
             "slow link; `false` for a bastion on the same fast network as syncd"
         ),
     )
+    max_rate: float | None = field(
+        default=None,
+        metadata=doc(
+            "a bandwidth cap shared by every source behind this bastion, in bytes per second "
+            "read from them all together (`2MB/s`, `500kB/s`, `1.5MiB/s`, `20Mbit/s`); "
+            "none by default. A source's own `max_rate` applies too: the lower one holds. "
+            "Changed by a reload, transfers under way included",
+            kind="rate",
+        ),
+    )
 
     @property
     def address(self) -> str:
@@ -126,6 +136,18 @@ class Source:
             "host and port are then as the bastion sees them",
             key="ssh_tunnel.bastion",
             kind="bastion name",
+        ),
+    )
+    max_rate: float | None = field(
+        default=None,
+        metadata=doc(
+            "a bandwidth cap on what syncd reads from this source, in bytes per second: "
+            "`2MB/s`, `500kB/s` (decimal, kB = 1000), `1.5MiB/s` (binary), `20Mbit/s` or "
+            "`20Mbps` (bits, as links are sold); at least 1kB/s, none by default. Enforced "
+            "as the rows are read (TCP's flow control slows the municipal server; nothing is "
+            "buffered), so a pass in office hours leaves the municipality's uplink usable. "
+            "Changed by a reload, transfers under way included",
+            kind="rate",
         ),
     )
 

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from syncd.config.model import Config, Dataset, Incremental, Source, Variant
-from syncd.config.values import format_duration
+from syncd.config.values import format_duration, format_rate
 
 
 def _path(path: Path | None) -> str | None:
@@ -27,6 +27,8 @@ def _source(source: Source) -> dict[str, Any]:
         entry["password_file"] = str(source.password_file)
     if source.params:
         entry["params"] = dict(source.params)
+    if source.max_rate is not None:
+        entry["max_rate"] = format_rate(source.max_rate)
     return entry
 
 

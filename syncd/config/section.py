@@ -10,7 +10,13 @@ from typing import overload
 
 from syncd.config.document import Document
 from syncd.config.problem import Key, KeyPath, Problem, did_you_mean, key_path
-from syncd.config.values import format_duration, parse_duration
+from syncd.config.values import (
+    MIN_RATE,
+    format_duration,
+    format_rate,
+    parse_duration,
+    parse_rate,
+)
 
 
 class Section:
@@ -164,6 +170,20 @@ class Section:
             self.problem(key, f"must be at least {format_duration(minimum)}")
             return default
         return seconds
+
+    def rate(self, key: str) -> float | None:
+        """Bytes per second, from text like 2MB/s or 20Mbit/s; None when absent or wrong."""
+        value = self.raw(key)
+        if value is None:
+            return None
+        rate = parse_rate(value)
+        if isinstance(rate, str):
+            self.problem(key, rate)
+            return None
+        if rate < MIN_RATE:
+            self.problem(key, f"must be at least {format_rate(MIN_RATE)}")
+            return None
+        return rate
 
     def path_value(self, key: str, base: Path | None) -> Path | None:
         value = self.string(key)

@@ -1,4 +1,4 @@
-"""The written forms of single values: names, durations, daily windows, listen addresses."""
+"""The written forms of single values: names, durations, rates, daily windows, listen addresses."""
 
 from __future__ import annotations
 
@@ -17,6 +17,29 @@ COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
 COLUMN_PATH = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_$]{0,62}\.){1,2}[A-Za-z_][A-Za-z0-9_$]{0,62}")
 DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+RATE = re.compile(r"(\d+(?:\.\d+)?)\s*([A-Za-z]+(?:/s)?)")
+# bytes per second: decimal (kB = 1000) and binary (KiB = 1024) bytes; bits as ISPs sell them
+RATE_UNITS = {
+    "B/s": 1,
+    "kB/s": 1e3,
+    "KB/s": 1e3,
+    "MB/s": 1e6,
+    "GB/s": 1e9,
+    "KiB/s": 2**10,
+    "MiB/s": 2**20,
+    "GiB/s": 2**30,
+    "bit/s": 1 / 8,
+    "kbit/s": 1e3 / 8,
+    "Kbit/s": 1e3 / 8,
+    "Mbit/s": 1e6 / 8,
+    "Gbit/s": 1e9 / 8,
+    "kbps": 1e3 / 8,
+    "Kbps": 1e3 / 8,
+    "Mbps": 1e6 / 8,
+    "Gbps": 1e9 / 8,
+}
+RATE_EXAMPLES = "like 2MB/s, 500kB/s, 1.5MiB/s or 20Mbit/s"
+MIN_RATE = 1000.0  # bytes per second
 WINDOW = re.compile(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})")
 
 
@@ -34,6 +57,38 @@ def parse_duration(value: object) -> float | None:
         total += float(match.group(1)) * DURATION_UNITS[match.group(2)]
         pos = match.end()
     return total if pos == len(text) else None
+
+
+def parse_rate(value: object) -> float | str:
+    """Bytes per second from text like `2MB/s`, `500kB/s`, `20Mbit/s` (or `20Mbps`); else why
+    not, as a sentence."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        return f"{value!r} is not a rate: give a unit ({RATE_EXAMPLES})"
+    text = value.strip()
+    match = RATE.fullmatch(text)
+    if match is None:
+        return f"{value!r} is not a rate ({RATE_EXAMPLES})"
+    number, unit = float(match.group(1)), match.group(2)
+    if unit not in RATE_UNITS:
+        base = unit.removesuffix("/s")
+        if f"{base}/s" in RATE_UNITS:
+            return f"{value!r}: a rate is per second ({match.group(1)}{base}/s)"
+        if base.lower() in ("b", "kb", "mb", "gb"):
+            prefix = base[:-1].upper()
+            return (
+                f"{value!r}: {base} could be bytes or bits; write {prefix}B/s for bytes or "
+                f"{prefix}bit/s for bits"
+            )
+        return f"{value!r} is not a rate ({RATE_EXAMPLES}; units: {', '.join(RATE_UNITS)})"
+    return number * RATE_UNITS[unit]
+
+
+def format_rate(rate: float) -> str:
+    """A rate in bytes per second as `parse_rate` reads it back: `2MB/s`, `2.5MB/s`, `800kB/s`."""
+    for factor, unit in ((1e9, "GB/s"), (1e6, "MB/s"), (1e3, "kB/s")):
+        if rate >= factor:
+            return f"{round(rate / factor, 3):g}{unit}"
+    return f"{round(rate, 3):g}B/s"
 
 
 def format_duration(seconds: float) -> str:

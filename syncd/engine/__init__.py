@@ -20,6 +20,8 @@ municipality's sync, its retries and its failures. Knows nothing of daemons or p
     compare.py       does the destination hold exactly the source's rows (`syncd verify`)
     retry.py         the one retry policy;  errors.py  failures as values (kind, side, SQLSTATE)
     limits.py        resizable limiters;  synclock.py  one syncd at a time per municipality
+    ratelimit.py     `max_rate`: token buckets the COPY-out sink awaits (per source, per bastion)
+    survey.py        the municipal catalog of a whole pass in one round trip
     connect.py       what every connection gets;  quoting.py  identifiers and literals quoted
     tunnel/          sources behind an SSH bastion
     spans.py         the engine's trace spans

@@ -44,7 +44,13 @@ async def open_snapshot(
     engine: Engine, source: Source, pending: Sequence[Dataset], result: SourceResult
 ) -> SourceSession:
     try:
-        return await SourceSession.open(source, engine.config.timeouts, engine.tunnels)
+        return await SourceSession.open(
+            source,
+            engine.config.timeouts,
+            engine.tunnels,
+            datasets=pending,
+            caps=engine.limits.rates.buckets(source),
+        )
     except Exception as exc:
         failure = classify(exc, Side.SOURCE)
         if isinstance(exc, TimeoutError):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import asyncpg
 
+from syncd.config import Source, Timeouts
 from syncd.engine.errors import FinalError, Kind
 
 APPLICATION_NAME = "syncd"
@@ -76,3 +77,17 @@ def enable_keepalive(conn: asyncpg.Connection) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
+
+
+def session_settings(source: Source, timeouts: Timeouts) -> dict[str, str]:
+    """What a municipal session is set to, sent in the startup packet (asyncpg's
+    server_settings): the server applies it before its first answer, so no SET costs a round
+    trip on the municipal link. The source's `params` are among them as `syncd.<name>` (values
+    bound as protocol fields, never SQL; dataset queries read current_setting('syncd.<name>'))."""
+    return {
+        "application_name": APPLICATION_NAME,
+        "default_transaction_read_only": "on",
+        "statement_timeout": str(int(timeouts.statement * 1000)),
+        **SERVER_KEEPALIVES,
+        **{f"syncd.{name}": value for name, value in source.params},
+    }

@@ -1,4 +1,5 @@
-"""Resizable limiters: municipalities at once, connections per source server, COPY writers.
+"""Resizable limiters: municipalities at once, connections per source server, COPY writers,
+and the bandwidth caps on municipal links (`rates`, engine/ratelimit.py).
 
 anyio's CapacityLimiter resizes in place: growing `total_tokens` wakes waiters at once; shrinking
 lets holders finish and admits nobody new until fewer than the new total are borrowed. So after a
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import anyio
 
 from syncd.config import Concurrency
+from syncd.engine.ratelimit import RateCaps
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,7 @@ class Limits:
         self.writers = anyio.CapacityLimiter(concurrency.writers)
         self._per_host = concurrency.per_host
         self._hosts: dict[str, anyio.CapacityLimiter] = {}
+        self.rates = RateCaps()  # `max_rate`s: set by Engine.create and by each reload
 
     def host(self, key: str) -> anyio.CapacityLimiter:
         limiter = self._hosts.get(key)

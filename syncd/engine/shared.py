@@ -35,6 +35,7 @@ class Engine:
     @classmethod
     def create(cls, config: Config, limits: Limits, progress: Progress | None = None) -> Engine:
         progress = progress or Progress()
+        limits.rates.configure(config.sources)
         destination = Destination(
             config.destination,
             config.timeouts,

@@ -1,35 +1,42 @@
 """The municipal side: read-only snapshot sessions and the shape of each dataset.
 
 One session per municipality sync: a REPEATABLE READ READ ONLY transaction, so every dataset of
-the pass reads the same snapshot. A failing dataset is rolled back to its savepoint, which keeps
-the transaction (and the snapshot) for the next one. Nothing is ever created or written on the
-municipal database; `default_transaction_read_only` is on for the session as a second guard.
+the pass reads the same snapshot. A failing dataset is rolled back to the session's savepoint,
+which keeps the transaction (and the snapshot) for the next one. Nothing is ever created or
+written on the municipal database; `default_transaction_read_only` is on for the session as a
+second guard.
+
+Round trips are what the municipal link charges for: a snapshot pass costs the
+dataset count plus two after connecting. The session's settings and the source's `params` go in
+the startup packet; BEGIN and the savepoint are one simple query; every table dataset and every
+variant probe of the pass is described by one catalog query (`survey`); the savepoint is rolled
+back to only when something failed, never set or released per dataset (a read-only transaction
+has nothing to keep between datasets but its snapshot, which a rollback to it keeps); then one
+COPY per dataset, and the session ends with Terminate (the server ends a read-only transaction
+with the session: nothing to roll back by hand).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import Any
 
 import asyncpg
 
 from syncd.config import Dataset, Source, Timeouts, Variant
-from syncd.engine import quoting
-from syncd.engine.connect import (
-    APPLICATION_NAME,
-    SERVER_KEEPALIVES,
-    connect_password,
-    enable_keepalive,
-)
+from syncd.engine import quoting, survey
+from syncd.engine.connect import connect_password, enable_keepalive, session_settings
 from syncd.engine.copy import Sink, copy_row_count
 from syncd.engine.errors import FinalError, NoAnswer
 from syncd.engine.incremental import ALIAS, CursorWindow
+from syncd.engine.ratelimit import TokenBucket, capped
 from syncd.engine.shape import Column, Shape
 from syncd.engine.tunnel import Tunnels
 
 FIRST_USER_OID = 16384  # below: built-in types, whose binary format every server shares
+SAVEPOINT = "syncd_dataset"
 
 
 _TABLE_COLUMNS_SQL = """
@@ -58,19 +65,6 @@ SELECT EXISTS (
       AND ($3 IS NULL OR a.attname IS NOT NULL))
 """
 
-# One row per result column, in order: its type, without modifier (asyncpg shows none of a
-# result's; the destination creates none). The OIDs come as one text, not an int[] parameter:
-# asyncpg would introspect int[] on every new connection, one heavy catalog query per
-# municipality on its server.
-_TYPES_SQL = """
-SELECT t.oid::int AS oid, pg_catalog.format_type(t.oid, -1) AS type,
-       t.typtype::text AS typtype, t.typbasetype::int AS base_oid,
-       pg_catalog.format_type(t.typbasetype, t.typtypmod) AS base_type
-FROM unnest(pg_catalog.string_to_array($1::text, ',')::oid[]) WITH ORDINALITY AS q(oid, i)
-JOIN pg_catalog.pg_type t ON t.oid = q.oid
-ORDER BY q.i
-"""
-
 
 def destination_type(
     column: str, oid: int, type_sql: str, typtype: str, base_oid: int, base_type: str
@@ -91,16 +85,34 @@ def destination_type(
 class SourceSession:
     """An open snapshot on one municipal database."""
 
-    def __init__(self, source: Source, conn: asyncpg.Connection, timeouts: Timeouts):
+    def __init__(
+        self,
+        source: Source,
+        conn: asyncpg.Connection,
+        timeouts: Timeouts,
+        datasets: Sequence[Dataset] = (),
+        caps: tuple[TokenBucket, ...] = (),
+    ):
         self.source = source
         self.conn = conn
         self.timeouts = timeouts
+        self.datasets = tuple(datasets)  # what the pass will describe: surveyed together
+        self._survey: survey.Survey | None = None
+        self._survey_refused = False
+        self.caps = caps  # what each COPY's bytes pay for (max_rate): its own, its bastion's
 
     @classmethod
     async def open(
-        cls, source: Source, timeouts: Timeouts, tunnels: Tunnels | None = None
+        cls,
+        source: Source,
+        timeouts: Timeouts,
+        tunnels: Tunnels | None = None,
+        datasets: Sequence[Dataset] = (),
+        caps: tuple[TokenBucket, ...] = (),
     ) -> SourceSession:
-        """`tunnels`: where sources behind a bastion get their channel (the engine's)."""
+        """`tunnels`: where sources behind a bastion get their channel (the engine's);
+        `datasets`: the pass's, described in one round trip by the first `describe`;
+        `caps`: the buckets of its `max_rate`s (Limits.rates), which every COPY out pays."""
         missing = source.dsn.missing_files()
         if missing:
             raise FinalError(f"cannot connect: {'; '.join(missing)}")
@@ -121,22 +133,15 @@ class SourceSession:
             # no answer to a command for this long: the server or the link hangs
             command_timeout=timeouts.idle_stream,
             statement_cache_size=0,  # every statement runs once per pass
-            server_settings={
-                "application_name": APPLICATION_NAME,
-                "default_transaction_read_only": "on",
-                "statement_timeout": str(int(timeouts.statement * 1000)),
-                **SERVER_KEEPALIVES,
-            },
+            # in the startup packet, not a SET each: no round trip
+            server_settings=session_settings(source, timeouts),
         )
-        session = cls(source, conn, timeouts)
+        session = cls(source, conn, timeouts, datasets, caps)
         try:
             enable_keepalive(conn)
-            await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            for name, value in source.params:
-                # bound value, validated name: dataset queries read current_setting('syncd.<name>')
-                await conn.execute(
-                    "SELECT pg_catalog.set_config($1, $2, true)", f"syncd.{name}", value
-                )
+            await conn.execute(
+                f"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SAVEPOINT {SAVEPOINT}"
+            )
         except BaseException:
             await session.abort()
             raise
@@ -149,6 +154,7 @@ class SourceSession:
     async def describe(self, dataset: Dataset) -> Shape:
         """How this source provides the dataset: the variant its probes choose, and the columns."""
         try:
+            await self._surveyed(dataset)
             variant = await self._choose(dataset)
             if variant.table is not None:
                 shape = await self._describe_table(dataset.name, variant.table)
@@ -158,6 +164,22 @@ class SourceSession:
         except TimeoutError:
             raise self._no_answer() from None
         return replace(shape, variant=variant.probe)
+
+    async def _surveyed(self, dataset: Dataset) -> None:
+        """The catalog's answers for this dataset and every other of the pass, asked once."""
+        tables, probes = _questions([dataset])
+        if not (tables or probes) or self._survey_refused:
+            return
+        if self._survey is not None and self._survey.covers(tables, probes):
+            return
+        tables, probes = _questions([dataset, *self.datasets])
+        try:
+            self._survey = await survey.survey(self.conn, tables, probes, self.timeouts.idle_stream)
+        except asyncpg.PostgresError:
+            # a name the server cannot take (too many dots...): asked one by one below, where
+            # the server's own error names the dataset it belongs to
+            await self.conn.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
+            self._survey_refused = True  # not asked again in this session
 
     async def _choose(self, dataset: Dataset) -> Variant:
         if len(dataset.variants) == 1 and dataset.variants[0].probe == "default":
@@ -179,6 +201,8 @@ class SourceSession:
         return default
 
     async def _exists(self, table: str, column: str | None) -> bool:
+        if self._survey is not None and (table, column) in self._survey.probes:
+            return self._survey.probes[table, column]
         schema, _, name = table.lower().rpartition(".")
         return bool(
             await self.conn.fetchval(
@@ -193,10 +217,16 @@ class SourceSession:
         )
 
     async def _describe_table(self, dataset: str, table: str) -> Shape:
-        generated = "AND a.attgenerated = ''" if self.conn.get_server_version().major >= 12 else ""
-        rows = await self.conn.fetch(
-            _TABLE_COLUMNS_SQL.format(generated=generated), quoting.table_ref(table)
-        )
+        rows: Sequence[Any] | None = None  # Records, or the survey's dicts: read by key
+        if self._survey is not None:
+            rows = self._survey.columns.get(table)
+        if not rows:  # not surveyed, or not found: the server's own words for what is wrong
+            generated = (
+                "AND a.attgenerated = ''" if self.conn.get_server_version().major >= 12 else ""
+            )
+            rows = await self.conn.fetch(
+                _TABLE_COLUMNS_SQL.format(generated=generated), quoting.table_ref(table)
+            )
         if not rows:
             raise FinalError(f"table {table} has no columns")
         columns = tuple(
@@ -228,8 +258,9 @@ class SourceSession:
                 f"the query returns more than one column named {', '.join(duplicates)}; "
                 "give each column a distinct alias"
             )
-        oids = ",".join(str(a.type.oid) for a in attributes)
-        types = await self.conn.fetch(_TYPES_SQL, oids)
+        types = await survey.types(
+            self.conn, [a.type.oid for a in attributes], self.timeouts.idle_stream
+        )
         columns = []
         for a, t in zip(attributes, types, strict=True):
             columns.append(
@@ -267,6 +298,7 @@ class SourceSession:
 
     async def _copy_out(self, shape: Shape, sink: Sink, timeout: float) -> int:
         await self._settings(shape.settings)
+        sink = capped(sink, self.caps)  # asyncpg reads no more until the cap lets this through
         if shape.table is not None:
             status = await self.conn.copy_from_table(
                 shape.table[1],
@@ -310,32 +342,30 @@ class SourceSession:
         return top
 
     async def _settings(self, settings: tuple[tuple[str, str], ...]) -> None:
-        for name, value in settings:  # names are ours, values bound
-            await self.conn.execute("SELECT pg_catalog.set_config($1, $2, true)", name, value)
+        """Transaction-local settings, all in one statement (names ours, values bound)."""
+        if not settings:
+            return
+        calls = ", ".join(
+            f"pg_catalog.set_config(${2 * i + 1}, ${2 * i + 2}, true)" for i in range(len(settings))
+        )
+        await self.conn.execute(f"SELECT {calls}", *(part for pair in settings for part in pair))
 
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
-        """A failing dataset rolls back to here; the snapshot stays for the next dataset."""
-        try:
-            await self.conn.execute("SAVEPOINT syncd_dataset")
-        except TimeoutError:
-            raise self._no_answer() from None
+        """A failing dataset rolls back to the session's savepoint, set with BEGIN: the
+        snapshot stays for the next dataset. Nothing crosses the link when nothing fails."""
         try:
             yield
         except BaseException:
             if self.alive:
                 with contextlib.suppress(Exception):
-                    await self.conn.execute("ROLLBACK TO SAVEPOINT syncd_dataset")
+                    await self.conn.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
             raise
-        try:
-            await self.conn.execute("RELEASE SAVEPOINT syncd_dataset")
-        except TimeoutError:
-            raise self._no_answer() from None
 
     async def close(self) -> None:
+        """Terminate: the server ends the read-only transaction with the session."""
         if self.alive:
             try:
-                await self.conn.execute("ROLLBACK")  # read-only: nothing to commit
                 await self.conn.close(timeout=5)
             except Exception:
                 self.conn.terminate()
@@ -343,3 +373,19 @@ class SourceSession:
     async def abort(self) -> None:
         """Drop the connection without a goodbye: for a hung or broken session."""
         self.conn.terminate()
+
+
+def _questions(datasets: Sequence[Dataset]) -> tuple[list[str], list[survey.Probe]]:
+    """The tables to describe and the probes to answer for these datasets' variants."""
+    tables: list[str] = []
+    probes: list[survey.Probe] = []
+    for dataset in datasets:
+        for variant in dataset.variants:
+            if variant.table is not None:
+                tables.append(variant.table)
+            if variant.when_column is not None:
+                *table, column = variant.when_column.split(".")
+                probes.append((".".join(table), column))
+            elif variant.when_table is not None:
+                probes.append((variant.when_table, None))
+    return tables, probes

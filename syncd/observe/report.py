@@ -12,7 +12,8 @@ from typing import Any, TextIO
 
 import anyio
 
-from syncd.config import Config
+from syncd.config import Config, Source
+from syncd.config.values import format_rate
 from syncd.engine import rowdiff
 from syncd.engine.progress import Progress
 from syncd.engine.results import DatasetResult, SourceResult, now
@@ -171,6 +172,25 @@ def summary(results: Sequence[SourceResult], config: Config, seconds: float) -> 
         out.append("failed:")
         out += failures
     return "\n".join(out)
+
+
+def cap_text(source: Source) -> str | None:
+    """A source's bandwidth cap as people read it (the status page, /status, `syncd status`):
+    its own `max_rate`, or its bastion's (shared by the bastion's sources), the lower one."""
+    own = source.max_rate
+    shared = source.bastion.max_rate if source.bastion is not None else None
+    if shared is None or (own is not None and own <= shared):
+        return format_rate(own) if own is not None else None
+    assert source.bastion is not None
+    return f"{format_rate(shared)} shared via {source.bastion.name}"
+
+
+def caps_lines(config: Config) -> list[str]:
+    """`syncd status`'s lines under the table: each capped source and its cap."""
+    caps = [(s.id, text) for s in config.sources if (text := cap_text(s)) is not None]
+    if not caps:
+        return []
+    return ["bandwidth caps (max_rate):", *(f"  {sid}  {text}" for sid, text in caps)]
 
 
 def status_table(

@@ -319,6 +319,7 @@ class Dispatcher:
         the scheduler follows the new sources. Returns the config it replaces."""
         old, self.config = self.config, new
         self.limits.resize(new.concurrency)
+        self.limits.rates.configure(new.sources)  # transfers under way follow the new caps
         self.scheduler.update(new.schedule, [s.id for s in new.sources])
         # the operator just asked for these: due at once for every source, not in 24 h
         self.scheduler.datasets_added(

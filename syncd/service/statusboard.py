@@ -18,7 +18,7 @@ from syncd.config import Config
 from syncd.engine.progress import Progress
 from syncd.engine.results import SourceResult
 from syncd.ledger import DatasetStatus, Status
-from syncd.observe.report import iso
+from syncd.observe.report import cap_text, iso
 from syncd.service.statusquery import StatusQuery, matches, norm
 
 
@@ -53,6 +53,7 @@ class SourceView:
     datasets: dict[str, DatasetView] = field(default_factory=dict)
     last_run: RunView | None = None
     changed: int = 0  # the board's version at this view's last change
+    max_rate: str | None = None  # its bandwidth cap as shown (observe.report.cap_text)
 
 
 def _fingerprint(view: SourceView) -> tuple[object, ...]:
@@ -61,8 +62,8 @@ def _fingerprint(view: SourceView) -> tuple[object, ...]:
         (n, d.status, d.last_success, d.rows, d.error, tuple(d.converted.items()))
         for n, d in view.datasets.items()
     )
-    return (view.name, view.state, view.last_success, view.last_error, view.duration,
-            view.last_run, datasets)  # fmt: skip
+    return (view.name, view.max_rate, view.state, view.last_success, view.last_error,
+            view.duration, view.last_run, datasets)  # fmt: skip
 
 
 def _run(run: RunView | None) -> dict[str, str | None] | None:
@@ -102,6 +103,7 @@ class StatusBoard(Progress):
                     view = SourceView(source.name, changed=self.version)
                     self.removed.pop(source.id, None)
                 view.name = source.name
+                view.max_rate = cap_text(source)
                 view.datasets = {n: view.datasets.get(n) or DatasetView() for n in names}
                 current[source.id] = view
             for sid in self.sources.keys() - current.keys():
@@ -238,6 +240,7 @@ class StatusBoard(Progress):
 def _source(sid: str, view: SourceView, next_due: dict[str, datetime]) -> dict[str, Any]:
     return {
         "name": view.name,
+        "max_rate": view.max_rate,
         "state": view.state,
         "last_success": iso(view.last_success),
         "last_error": view.last_error,

@@ -80,6 +80,7 @@ class Row:
     bastion: str | None = None  # reached through this SSH bastion
     # a mixed fleet: "dataset.column sends T (lands as U)" for each column sent in another type
     converted: tuple[str, ...] = ()
+    max_rate: str | None = None  # its bandwidth cap, as shown
 
 
 def rows_of(
@@ -126,6 +127,7 @@ def rows_of(
                     for name, d in view.datasets.items()
                     for column, (sent, to) in d.converted.items()
                 ),
+                view.max_rate,
             )
         )
     return rows
@@ -418,6 +420,8 @@ def _row(r: Row) -> str:
     due = f"next: {_when(r.next_due)}" if r.next_due is not None else ""
     bastion = f'data-bastion="{_e(r.bastion)}" ' if r.bastion is not None else ""
     via = f' <span class="via">via {_e(r.bastion)}</span>' if r.bastion is not None else ""
+    if r.max_rate is not None:
+        via += f' <span class="cap" title="bandwidth cap (max_rate)">max {_e(r.max_rate)}</span>'
     via += "".join(f' <span class="types">{_e(t)}</span>' for t in r.converted)
     return (
         f'<tr class="{r.state}" data-id="{_e(r.id)}" data-name="{_e(r.name)}" '

@@ -21,7 +21,16 @@ from syncd.service.statusboard import StatusBoard
 
 from tests.support import pagescale
 
-SOURCE_KEYS = {"name", "state", "last_success", "last_error", "next_due", "last_run", "datasets"}
+SOURCE_KEYS = {
+    "name",
+    "max_rate",
+    "state",
+    "last_success",
+    "last_error",
+    "next_due",
+    "last_run",
+    "datasets",
+}
 DATASET_KEYS = {"status", "last_success", "rows", "error"}
 
 
