@@ -24,6 +24,9 @@ class Event(StrEnum):
     LOCK_LOST = "lock_lost"
     COLUMNS_DEFERRED = "columns_deferred"
     VACUUM_FAILED = "vacuum_failed"
+    # the destination's disk
+    DISK_FULL = "disk_full"
+    DISK_RESUMED = "disk_resumed"
     # start and upgrades of the destination
     INTERRUPTED_RUN_CLEANED = "interrupted_run_cleaned"
     INTERRUPTED_RUN_CLEANUP_FAILED = "interrupted_run_cleanup_failed"
@@ -71,6 +74,8 @@ MEANINGS: dict[Event, str] = {
     Event.LOCK_LOST: "a source's lock went with a lost destination connection",
     Event.COLUMNS_DEFERRED: "new source columns wait: readers hold the table; rows land without",
     Event.VACUUM_FAILED: "a VACUUM after landing failed; autovacuum does it later",
+    Event.DISK_FULL: "the analytical database is out of disk space: no landing starts (once)",
+    Event.DISK_RESUMED: "a disk probe write succeeded (or could not tell): landing resumes",
     Event.INTERRUPTED_RUN_CLEANED: "at start: ledger rows of an interrupted run marked aborted",
     Event.INTERRUPTED_RUN_CLEANUP_FAILED: "at start: cleaning up an interrupted run failed",
     Event.TABLE_CONVERTING: "a dataset table is being converted to hash buckets (landing v2)",

@@ -10,7 +10,7 @@ from typing import overload
 
 from syncd.config.document import Document
 from syncd.config.problem import Key, KeyPath, Problem, did_you_mean, key_path
-from syncd.config.values import format_duration, parse_duration
+from syncd.config.values import format_duration, format_size, parse_duration, parse_size
 
 
 class Section:
@@ -164,6 +164,20 @@ class Section:
             self.problem(key, f"must be at least {format_duration(minimum)}")
             return default
         return seconds
+
+    def size(self, key: str, *, minimum: int = 1) -> int | None:
+        """Bytes, from text like 400GB or 500MB; None when absent or wrong (a problem then)."""
+        value = self.raw(key)
+        if value is None:
+            return None
+        size = parse_size(value)
+        if size is None:
+            self.problem(key, f"{value!r} is not a size (like 500MB, 400GB, 2TB)")
+            return None
+        if size < minimum:
+            self.problem(key, f"must be at least {format_size(minimum)}")
+            return None
+        return size
 
     def path_value(self, key: str, base: Path | None) -> Path | None:
         value = self.string(key)
