@@ -328,6 +328,9 @@ async def _copy_attempts(
             if failure.kind == Kind.DISK_FULL and failure.side == Side.DESTINATION:
                 # a state, not a failure of this dataset: no more landings until it has room
                 engine.disk.filled(failure, engine.destination.parent(dataset.name))
+            if failure.kind == Kind.DISK_BUDGET and share is not None:
+                res.bytes = share.streamed  # the next pass's estimate (the ledger keeps it)
+                engine.disk.left_dead(engine.destination.parent(dataset.name))
             if failure.kind in (Kind.DISK_FULL, Kind.DISK_BUDGET):
                 engine.progress.refused(failure)
             if await _retry_after_pause(engine, source, dataset, failure, res.attempts):

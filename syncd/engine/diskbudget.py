@@ -164,6 +164,7 @@ class Disk:
     full_reason: str | None = None
     _probed_at: float = -float("inf")
     _filled: set[str] = field(default_factory=set)  # tables a landing failed to write in
+    _probing: anyio.Lock = field(default_factory=anyio.Lock)  # one probe at a time
     _reclaim: set[str] = field(default_factory=set)  # qualified tables a failure left dead rows in
 
     def report(self) -> DiskReport:
@@ -250,6 +251,11 @@ class Disk:
             with anyio.CancelScope(shield=True), anyio.move_on_after(RECLAIM_SECONDS):
                 await self.reclaim(connect)
 
+    def left_dead(self, table: str) -> None:
+        """A landing stopped at the budget left its rolled-back rows in `table`: VACUUM gives
+        their pages back once the landing has ended, before the size is measured again."""
+        self._reclaim.add(table)
+
     def filled(self, failure: Failure, table: str | None = None) -> None:
         """A landing failed for want of disk space: landing pauses. Said once, in plain words.
 
@@ -297,27 +303,32 @@ class Disk:
 
     async def guard(self, connect: Connect) -> None:
         """Before a landing: raises OutOfDisk while the disk is full. Every probe_interval the
-        first one due probes; once its write succeeds (and what failed landings left is
-        reclaimed), landing resumes."""
+        first one due probes (those due meanwhile wait for its outcome); once its write
+        succeeds (and what failed landings left is reclaimed), landing resumes."""
         if not self.full:
             if self._reclaim:
                 await self.reclaim(connect)
             return
-        if self.clock() - self._probed_at >= self.probe_interval:
-            self._probed_at = self.clock()
-            if await self.reclaim(connect) and await self._probe(connect):
-                since = self.full_since
-                self.full_since, self.full_reason = None, None
-                self._filled.clear()
-                log.warning(
-                    "the analytical database has disk space again (out of it since %s): "
-                    "landing resumes",
-                    f"{since:%Y-%m-%d %H:%M:%S}Z" if since else "?",
-                    extra={"event": Event.DISK_RESUMED},
-                )
-                self.on_change(self.report())
-                return
+        async with self._probing:
+            if not self.full:
+                return  # the probe another landing waited for found room
+            if self.clock() - self._probed_at >= self.probe_interval:
+                self._probed_at = self.clock()
+                if await self.reclaim(connect) and await self._probe(connect):
+                    self._resumed()
+                    return
         raise self._out_of_disk()
+
+    def _resumed(self) -> None:
+        since = self.full_since
+        self.full_since, self.full_reason = None, None
+        self._filled.clear()
+        log.warning(
+            "the analytical database has disk space again (out of it since %s): landing resumes",
+            f"{since:%Y-%m-%d %H:%M:%S}Z" if since else "?",
+            extra={"event": Event.DISK_RESUMED},
+        )
+        self.on_change(self.report())
 
     def _out_of_disk(self) -> OutOfDisk:
         since = f"{self.full_since:%Y-%m-%d %H:%M:%S}Z" if self.full_since else "now"

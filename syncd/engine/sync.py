@@ -204,9 +204,9 @@ async def _sync_until_settled(
             await engine.disk.guard(engine.destination.connect)
         except OutOfDisk as exc:
             failure = classify(exc)
-            engine.progress.refused(failure)
             result.error = failure.reason
             for d in pending:
+                engine.progress.refused(failure)
                 result.datasets[d.name].fail(failure.reason)
             return
         try:

@@ -159,7 +159,8 @@ async def last_durations(conn: asyncpg.Connection) -> dict[str, float]:
 async def last_bytes(
     conn: asyncpg.Connection, source_id: str, datasets: Sequence[str]
 ) -> dict[str, int]:
-    """Per dataset: the bytes the source sent in its last successful pass."""
+    """Per dataset: the bytes the source sent the last time it landed (or was stopped at the
+    disk budget)."""
     rows = await conn.fetch(SQL["last_bytes"], source_id, list(datasets))
     return {r["dataset"]: r["bytes"] for r in rows}
 
