@@ -75,7 +75,7 @@ async def test_the_budget_stops_a_landing_then_refuses_it_and_the_others_go_on(
     make_sources, dest, write_config
 ):
     a, b = await make_sources(2)
-    path, config = write_config(dest, [with_rows(a, 10)], [CIDADAOS, BIG])
+    _, config = write_config(dest, [with_rows(a, 10)], [CIDADAOS, BIG])
     code, out, err = await run_pass(config)  # the tables exist; the database's size is known
     assert code == 0, out + err
     budget = (await database_size(dest) + 8 * MB) // MB
@@ -160,19 +160,32 @@ class SmallDisk:
         )
 
 
+def _mount_tmpfs(megabytes: int) -> Path:
+    """A tmpfs of that size, owned by the account the test clusters' servers run as."""
+    directory = Path(tempfile.mkdtemp(prefix="syncd-small-disk-"))
+    directory.chmod(0o755)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={megabytes}M", "tmpfs", str(directory)], check=True
+    )
+    server = pwd.getpwnam(embedded.SERVER_USER)
+    os.chown(directory, server.pw_uid, server.pw_gid)
+    directory.chmod(0o700)
+    return directory
+
+
+def _unmount(directory: Path) -> None:
+    subprocess.run(["umount", "-l", str(directory)], check=False)
+    directory.rmdir()
+
+
 @pytest.fixture
 async def small_disk(dest) -> AsyncIterator[SmallDisk]:
     """A 24 MB tmpfs as a tablespace of the destination's cluster."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs for a small tablespace needs root (CI runs as root)")
-    directory = Path(tempfile.mkdtemp(prefix="syncd-small-disk-"))
-    directory.chmod(0o755)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24M", "tmpfs", str(directory)], check=True)
+    directory = _mount_tmpfs(24)
     name = f"small_{dest.dbname}"
     try:
-        server = pwd.getpwnam(embedded.SERVER_USER)
-        os.chown(directory, server.pw_uid, server.pw_gid)
-        directory.chmod(0o700)
         await admin_execute(dest, f"CREATE TABLESPACE {name} LOCATION '{directory}'")
         yield SmallDisk(directory, name)
     finally:
@@ -180,8 +193,7 @@ async def small_disk(dest) -> AsyncIterator[SmallDisk]:
             await admin_execute(dest, f'DROP DATABASE IF EXISTS "{dest.dbname}" WITH (FORCE)')
             await admin_execute(dest, f"DROP TABLESPACE IF EXISTS {name}")
         finally:
-            subprocess.run(["umount", "-l", str(directory)], check=False)
-            directory.rmdir()
+            _unmount(directory)
 
 
 async def test_a_full_disk_is_a_state_reclaimed_and_left_by_itself(
