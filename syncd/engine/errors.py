@@ -260,7 +260,8 @@ def _client_failure_unnamed(exc: BaseException, side: Side | None) -> Failure:
         reason = exc.verify_message or str(exc)
         return Failure(False, _one_line(f"TLS certificate rejected: {reason}"), Kind.TLS, side)
     if isinstance(exc, ssl.SSLError):
-        return Failure(False, _one_line(f"TLS error: {exc.reason or exc}"), Kind.TLS, side)
+        said = getattr(exc, "reason", None) or exc  # set by the ssl module, not by all
+        return Failure(False, _one_line(f"TLS error: {said}"), Kind.TLS, side)
     if isinstance(exc, TimeoutError):
         text = str(exc) or (f"the {side} did not answer in time" if side else "timed out")
         return Failure(True, _one_line(text), Kind.TIMEOUT, side)
