@@ -60,7 +60,15 @@ def parse_size(value: object) -> int | None:
 
 
 def format_size(size: int) -> str:
-    """As `parse_size` reads it back, in the largest unit that keeps it readable."""
+    """Exactly as `parse_size` reads it back: in the largest unit that divides it."""
+    for unit in ("TB", "GB", "MB", "KB"):
+        if size >= SIZE_UNITS[unit] and size % SIZE_UNITS[unit] == 0:
+            return f"{size // SIZE_UNITS[unit]}{unit}"
+    return f"{size}B"
+
+
+def human_size(size: int) -> str:
+    """For people: three or four significant digits in the largest unit that fits (117.7MB)."""
     for unit in ("TB", "GB", "MB", "KB"):
         if size >= SIZE_UNITS[unit]:
             return f"{size / SIZE_UNITS[unit]:.4g}{unit}"

@@ -32,7 +32,7 @@ import anyio
 import asyncpg
 
 from syncd import ledger
-from syncd.config.values import format_size
+from syncd.config.values import format_size, human_size
 from syncd.engine import quoting
 from syncd.engine.errors import OUT_OF_DISK, Failure, FinalError, Kind, Side, classify
 from syncd.logevents import Event
@@ -207,10 +207,10 @@ class Disk:
         others = sum(r.held for r in self._held.values())
         if size + others + estimate > self.max_size:
             raise OverBudget(
-                f"not started: landing it (about {format_size(estimate)}, what the source sent "
+                f"not started: landing it (about {human_size(estimate)}, what the source sent "
                 f"last time) would take the analytical database past destination.max_size "
-                f"({format_size(self.max_size)}): {format_size(size)} used"
-                + (f", {format_size(others)} reserved by landings under way" if others else "")
+                f"({format_size(self.max_size)}): {human_size(size)} used"
+                + (f", {human_size(others)} reserved by landings under way" if others else "")
             )
         self._held[id(share)] = share
         return share
@@ -223,9 +223,9 @@ class Disk:
         if size + others + share.streamed > self.max_size:
             self._cut[share.key] = share.streamed
             raise OverBudget(
-                f"stopped and rolled back: after {format_size(share.streamed)} streamed it "
+                f"stopped and rolled back: after {human_size(share.streamed)} streamed it "
                 f"would take the analytical database past destination.max_size "
-                f"({format_size(self.max_size)}): {format_size(size)} used"
+                f"({format_size(self.max_size)}): {human_size(size)} used"
             )
 
     def released(self, share: Share) -> None:

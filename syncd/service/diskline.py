@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 from html import escape
 
-from syncd.config.values import format_size
+from syncd.config.values import format_size, human_size
 from syncd.engine.diskbudget import DiskReport
 
 HIGH = 0.9  # the share of the budget from which the line turns red (the alert's threshold)
@@ -25,7 +25,7 @@ def html(report: DiskReport | None, when: Callable[[datetime | None], str]) -> s
             "no landing starts until a probe write succeeds</strong>"
         )
     if report.size is not None:
-        size = f"analytical database: {format_size(report.size)}"
+        size = f"analytical database: {human_size(report.size)}"
         used = report.used
         if used is not None and report.max_size:
             level = " high" if used >= HIGH else ""

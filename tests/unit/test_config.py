@@ -284,3 +284,17 @@ def test_select_narrows_and_rejects_unknown_names():
         "--source: unknown source id '999'",
         "--dataset: unknown dataset 'nada'",
     ]
+
+
+def test_config_print_keeps_the_disk_budget_and_the_new_timeouts_exactly():
+    from syncd.config.render import to_yaml
+
+    dsn = "  dsn: postgresql://syncd@analytics.internal:5432/impulso\n"
+    for size in ("400GB", "123456789B", "1536MB"):
+        text = MINIMAL.replace(dsn, dsn + f"  max_size: {size}\n") + (
+            "timeouts: {destination_statement: 90s, disk_probe: 2m}\n"
+        )
+        loaded = config.loads(text)
+        again = config.loads(to_yaml(loaded))
+        assert again.destination.max_size == loaded.destination.max_size, size
+        assert again.timeouts == loaded.timeouts
