@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -331,3 +332,63 @@ async def ledger_row(dest, source_id: str, dataset: str) -> asyncpg.Record:
         )
     finally:
         await conn.close()
+
+
+async def test_the_daemon_shows_the_budget_and_the_refusal(make_sources, dest, write_config):
+    """A daemon with a budget: the page's header shows the size against it, /metrics the
+    gauges and the refusal, /status the municipality's reason naming the limit."""
+    import aiohttp
+    import anyio
+
+    from syncd.service.daemon import Daemon
+
+    from tests.support.daemonproc import free_port
+    from tests.support.fakeclock import FakeClock
+
+    a, b = await make_sources(2)
+    _, config = write_config(dest, [with_rows(a, 10)], [CIDADAOS, BIG])
+    code, out, err = await run_pass(config)
+    assert code == 0, out + err
+    budget = (await database_size(dest) + 8 * MB) // MB
+    port = free_port()
+    path, config = write_config(
+        dest,
+        [with_rows(a, 10), with_rows(b, 20_000)],
+        [CIDADAOS, BIG],
+        destination={"max_size": f"{budget}MB"},
+        http={"listen": f"127.0.0.1:{port}"},
+        schedule={"jitter": "0s"},
+    )
+    stop = anyio.Event()
+    daemon = Daemon(path, config, clock=FakeClock(datetime.now(UTC)), shutdown_trigger=stop.wait)
+    base = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as http, anyio.create_task_group() as tg:
+        tg.start_soon(daemon.run)
+        with anyio.fail_after(90):
+            while True:
+                await anyio.sleep(0.1)
+                try:
+                    async with http.get(f"{base}/status") as answer:
+                        status = await answer.json()
+                except aiohttp.ClientError:
+                    continue
+                sources = status["sources"]
+                if all(sources.get(s.id, {}).get("state") in ("ok", "failed") for s in (a, b)):
+                    break
+        async with http.get(f"{base}/") as answer:
+            page = await answer.text()
+        async with http.get(f"{base}/metrics") as answer:
+            metrics = await answer.text()
+        stop.set()
+    assert sources[a.id]["state"] == "ok"
+    assert sources[b.id]["state"] == "failed"
+    assert "destination.max_size" in json.dumps(sources[b.id])
+    assert f"of {budget}MB (destination.max_size)" in page
+    scraped = {
+        (x.name, tuple(x.labels.items())): x.value
+        for family in text_string_to_metric_families(metrics)
+        for x in family.samples
+    }
+    assert scraped[("syncd_destination_max_size_bytes", ())] == budget * MB
+    assert 0 < scraped[("syncd_destination_size_bytes", ())] < budget * MB
+    assert scraped[("syncd_landings_refused_total", (("reason", "disk_budget"),))] == 1
