@@ -15,7 +15,7 @@ from opentelemetry import trace
 from syncd import ledger
 from syncd.config import Config
 from syncd.engine.destination import Destination
-from syncd.engine.errors import Side, classify
+from syncd.engine.errors import classify
 from syncd.engine.limits import Limits
 from syncd.engine.progress import Fanout
 from syncd.engine.results import SourceResult, now
@@ -105,7 +105,7 @@ async def run_once(
             await ledger.register(conn, ledger.pairs(config), replace=False)
     except Exception as exc:
         await destination.close()
-        message = f"destination {config.destination.dsn}: {classify(exc, Side.DESTINATION).reason}"
+        message = f"destination {config.destination.dsn}: {classify(exc).reason}"
         print(message, file=err)
         return finish(EXIT_FAILED, [], message)
     if tracer is not None:

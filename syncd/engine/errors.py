@@ -225,7 +225,7 @@ def _server_failure(exc: asyncpg.PostgresError, side: Side | None) -> Failure:
         message = f"statement timeout{on_the(side)}{bound.get(side, '') if side else ''}"
     elif side is not None:
         message = f"{message} (on the {side})"
-    if state == READ_ONLY and side == Side.DESTINATION:
+    if state == READ_ONLY and side != Side.SOURCE:  # sources are read-only on purpose
         message += (
             "; the analytical database refuses writes (default_transaction_read_only, "
             "or a standby): syncd cannot land there"
