@@ -2,7 +2,7 @@
 (`jq 'select(.event == "sync_failed")'`, `journalctl ... | grep event=reload_rejected`) and not
 by the wording of a message, which may change.
 
-Each call passes `extra={"event": Event.X}`; tests/unit/test_log_events.py fails when a logging
+Each call passes `extra={"event": Event.X}`; tests/unit/test_logevents.py fails when a logging
 call in syncd/ has none, or when a name is listed here and never logged (or the other way). The
 reference docs list `MEANINGS`.
 """
@@ -55,6 +55,7 @@ class Event(StrEnum):
     SD_NOTIFY_FAILED = "sd_notify_failed"
     # config and reloads
     CONFIG_WARNING = "config_warning"
+    DIFFER_PURE_PYTHON = "differ_pure_python"
     RELOADED = "reloaded"
     RELOAD_REJECTED = "reload_rejected"
     RELOAD_LISTEN_FAILED = "reload_listen_failed"
@@ -78,11 +79,11 @@ MEANINGS: dict[Event, str] = {
     Event.DISK_RESUMED: "a disk probe write succeeded (or could not tell): landing resumes",
     Event.INTERRUPTED_RUN_CLEANED: "at start: ledger rows of an interrupted run marked aborted",
     Event.INTERRUPTED_RUN_CLEANUP_FAILED: "at start: cleaning up an interrupted run failed",
-    Event.TABLE_CONVERTING: "a dataset table is being converted to hash buckets (landing v2)",
+    Event.TABLE_CONVERTING: "a table of one partition per municipality is being bucketed by hash",
     Event.TABLE_CONVERTED: "a dataset table was converted to hash buckets",
     Event.RETIRED_TABLE_IN_USE: "a table retired by an upgrade is still read: dropped later",
     Event.RETIRED_TABLE_KEPT: "a table retired by an upgrade has dependents: drop it by hand",
-    Event.ROW_HASHES_ADDING: "row hashes are being added to a dataset table (landing v3)",
+    Event.ROW_HASHES_ADDING: "row hashes are being added to a dataset table that has none",
     Event.BASTION_CONNECTED: "an SSH connection to a bastion is open",
     Event.BASTION_LOST: "an SSH connection to a bastion was lost; reopened on next use",
     Event.HOST_KEY_MISMATCH: "a bastion's host key does not match: not tried until a reload",
@@ -100,6 +101,8 @@ MEANINGS: dict[Event, str] = {
     Event.TOKEN_UNUSABLE: "http.token_file unreadable or empty: POST endpoints disabled",
     Event.SD_NOTIFY_FAILED: "a message to systemd (sd_notify) could not be sent",
     Event.CONFIG_WARNING: "a warning about the config (one line per kind)",
+    Event.DIFFER_PURE_PYTHON: "at start: the pure-Python row differ runs (several times "
+    "slower), and why (the compiled one is missing, does not load, is stale, or is turned off)",
     Event.RELOADED: "a reload applied a new config",
     Event.RELOAD_REJECTED: "a reload was rejected: the previous config keeps running",
     Event.RELOAD_LISTEN_FAILED: "a reload's new HTTP address could not be listened on",

@@ -7,7 +7,7 @@ its landing back and marks its ledger rows aborted: the destination is unchanged
 A side task that dies takes the daemon down with a clear log line and exit 1, so systemd restarts
 it instead of leaving a daemon that serves /healthz and syncs nothing.
 
-The parts: `dispatch` starts the syncs that are due, `reloader` applies SIGHUP, `views` answers
+The parts: `dispatch` starts the syncs that are due, `reloader` applies SIGHUP, `control` answers
 HTTP. The clock and the shutdown trigger are injected, so tests drive schedules and shutdown
 without real waiting or real signals.
 """
@@ -30,6 +30,7 @@ from syncd.logevents import Event
 from syncd.observe.metrics import Metrics
 from syncd.service.clock import Clock
 from syncd.service.control import DaemonControl
+from syncd.service.differ import start_differ
 from syncd.service.dispatch import Dispatcher
 from syncd.service.http import HttpServer
 from syncd.service.notify import Notifier, watchdog_interval
@@ -69,12 +70,12 @@ class Daemon:
         self.dispatcher = Dispatcher(
             config, clock, self.metrics, self.board, readiness, self.stopping
         )
-        self.views = DaemonControl(self.dispatcher, readiness, self.board, self.metrics, clock)
-        self._http = HttpServer(self.views.control())
+        self.control = DaemonControl(self.dispatcher, readiness, self.board, self.metrics, clock)
+        self._http = HttpServer(self.control.control())
         self.reloader = Reloader(
             Path(config_path),
             self.dispatcher,
-            self.views,
+            self.control,
             self._http,
             self.metrics,
             self.notifier,
@@ -237,5 +238,6 @@ def raise_open_files_limit() -> None:
 def run_daemon(given: str | None, credentials_dir: Path | None = None) -> int:
     """The daemon on the config `--config` names (None: $SYNCD_CONFIG, else the default)."""
     config = load_config(given, credentials_dir)  # ConfigError -> exit 2 in the CLI
+    start_differ(config.differ)  # read at start only: a reload keeps the differ it started with
     daemon = Daemon(find_config(given), config)
     return run_async(daemon.run)

@@ -89,7 +89,7 @@ async def fingerprint(
     conn: asyncpg.Connection, dataset: str, source_id: str | None = None
 ) -> tuple:
     """(rows, md5 of every row as text): equal fingerprints, equal contents. The row hashes
-    syncd keeps beside each row (landing v3) are not contents."""
+    syncd keeps beside each row (`syncd_row_hash`) are not contents."""
     where = f"WHERE {KEY} = $1" if source_id is not None else ""
     args = [source_id] if source_id is not None else []
     names = await conn.fetchval(
