@@ -81,8 +81,14 @@ async def test_the_budget_stops_a_landing_then_refuses_it_and_the_others_go_on(
     assert code == 0, out + err
     budget = (await database_size(dest) + 8 * MB) // MB
     sources = [with_rows(a, 20), with_rows(b, 20_000)]  # b's big: about 20 MB
+    # one municipality at a time: a landing under way holds its share, and would (rightly)
+    # keep a's small one out while b streams
     _, config = write_config(
-        dest, sources, [CIDADAOS, BIG], destination={"max_size": f"{budget}MB"}
+        dest,
+        sources,
+        [CIDADAOS, BIG],
+        destination={"max_size": f"{budget}MB"},
+        concurrency={"sources": 1},
     )
 
     # never landed: no estimate, so it starts, and is stopped as it crosses the budget
@@ -358,6 +364,7 @@ async def test_the_daemon_shows_the_budget_and_the_refusal(make_sources, dest, w
         destination={"max_size": f"{budget}MB"},
         http={"listen": f"127.0.0.1:{port}"},
         schedule={"jitter": "0s"},
+        concurrency={"sources": 1},  # b streaming holds a share that would keep a out
     )
     stop = anyio.Event()
     daemon = Daemon(path, config, clock=FakeClock(datetime.now(UTC)), shutdown_trigger=stop.wait)
