@@ -26,6 +26,9 @@ class Event(StrEnum):
     COLUMN_TYPE_CHANGED = "column_type_changed"
     COLUMN_TYPE_DEFERRED = "column_type_deferred"
     VACUUM_FAILED = "vacuum_failed"
+    # the destination's disk
+    DISK_FULL = "disk_full"
+    DISK_RESUMED = "disk_resumed"
     # start and upgrades of the destination
     INTERRUPTED_RUN_CLEANED = "interrupted_run_cleaned"
     INTERRUPTED_RUN_CLEANUP_FAILED = "interrupted_run_cleanup_failed"
@@ -76,6 +79,8 @@ MEANINGS: dict[Event, str] = {
     Event.COLUMN_TYPE_CHANGED: "a dataset column took a wider type a municipality sends (both named)",
     Event.COLUMN_TYPE_DEFERRED: "a column's type change waits: readers hold the table; rows that fit land",
     Event.VACUUM_FAILED: "a VACUUM after landing failed; autovacuum does it later",
+    Event.DISK_FULL: "the analytical database is out of disk space: no landing starts (once)",
+    Event.DISK_RESUMED: "a disk probe write succeeded (or could not tell): landing resumes",
     Event.INTERRUPTED_RUN_CLEANED: "at start: ledger rows of an interrupted run marked aborted",
     Event.INTERRUPTED_RUN_CLEANUP_FAILED: "at start: cleaning up an interrupted run failed",
     Event.TABLE_CONVERTING: "a table of one partition per municipality is being bucketed by hash",

@@ -192,7 +192,7 @@ def _destination(
         root.problem("destination", "is required")
         return None
     if not sec.is_mapping(
-        "with dsn, password_file, schema, source_column, buckets, notify_channel"
+        "with dsn, password_file, schema, source_column, buckets, notify_channel, max_size"
     ):
         return None
     dsn = _dsn(sec, "dsn", found.warnings)
@@ -213,10 +213,11 @@ def _destination(
     )
     buckets = sec.integer("buckets", DEFAULT_BUCKETS, maximum=256)
     channel = _notify_channel(sec)
+    max_size = sec.size("max_size", minimum=1024**2)
     sec.check_unknown()
     if dsn is None:
         return None
-    return DestinationSettings(dsn, password_file, schema, column, buckets, channel)
+    return DestinationSettings(dsn, password_file, schema, column, buckets, channel, max_size)
 
 
 def _notify_channel(sec: Section) -> str | None:
@@ -288,14 +289,20 @@ def _http(sec: Section, base: Path, found: _Found) -> Http:
 
 def _timeouts(sec: Section) -> Timeouts:
     d = Timeouts()
-    if not sec.is_mapping("connect, statement, idle_stream, lock, shutdown_grace"):
+    if not sec.is_mapping(
+        "connect, statement, destination_statement, idle_stream, lock, shutdown_grace, disk_probe"
+    ):
         return d
     result = Timeouts(
         connect=sec.duration("connect", d.connect, minimum=0.1),
         statement=sec.duration("statement", d.statement, minimum=1.0),
+        destination_statement=sec.duration(
+            "destination_statement", d.destination_statement, minimum=0.01
+        ),
         idle_stream=sec.duration("idle_stream", d.idle_stream, minimum=0.1),
         lock=sec.duration("lock", d.lock, minimum=0.01),
         shutdown_grace=sec.duration("shutdown_grace", d.shutdown_grace),
+        disk_probe=sec.duration("disk_probe", d.disk_probe, minimum=1.0),
     )
     sec.check_unknown()
     return result

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from syncd.config.model import Config, Dataset, Incremental, Source, Variant
-from syncd.config.values import format_duration, format_rate
+from syncd.config.values import format_duration, format_rate, format_size
 
 
 def _path(path: Path | None) -> str | None:
@@ -81,6 +81,7 @@ def document(config: Config) -> dict[str, Any]:
             "source_column": d.source_column,
             "buckets": d.buckets,
             "notify_channel": d.notify_channel,
+            "max_size": format_size(d.max_size) if d.max_size is not None else None,
         },
         "concurrency": asdict(config.concurrency),
         "schedule": {
@@ -98,6 +99,8 @@ def document(config: Config) -> dict[str, Any]:
             "idle_stream": format_duration(t.idle_stream),
             "lock": format_duration(t.lock),
             "shutdown_grace": format_duration(t.shutdown_grace),
+            "destination_statement": format_duration(t.destination_statement),
+            "disk_probe": format_duration(t.disk_probe),
         },
         "retry": {
             "attempts": r.attempts,

@@ -14,8 +14,10 @@ from syncd.config.values import (
     MIN_RATE,
     format_duration,
     format_rate,
+    format_size,
     parse_duration,
     parse_rate,
+    parse_size,
 )
 
 
@@ -184,6 +186,20 @@ class Section:
             self.problem(key, f"must be at least {format_rate(MIN_RATE)}")
             return None
         return rate
+
+    def size(self, key: str, *, minimum: int = 1) -> int | None:
+        """Bytes, from text like 400GB or 500MB; None when absent or wrong (a problem then)."""
+        value = self.raw(key)
+        if value is None:
+            return None
+        size = parse_size(value)
+        if size is None:
+            self.problem(key, f"{value!r} is not a size (like 500MB, 400GB, 2TB)")
+            return None
+        if size < minimum:
+            self.problem(key, f"must be at least {format_size(minimum)}")
+            return None
+        return size
 
     def path_value(self, key: str, base: Path | None) -> Path | None:
         value = self.string(key)

@@ -58,6 +58,16 @@ class DestinationSettings:
             'a lowercase identifier; `null` or `""`: no notification'
         ),
     )
+    max_size: int | None = field(
+        default=None,
+        metadata=doc(
+            "disk budget of the analytical database (`400GB`, `500MB`): a landing that would "
+            "take the database past it is not started, and one that crosses it while streaming "
+            "is rolled back; other municipalities go on "
+            "([the disk budget](../operate/disk.md)). Unset: no budget",
+            kind="size",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +174,20 @@ class Timeouts:
     )
     shutdown_grace: float = field(
         default=60.0, metadata=doc("on SIGTERM, how long in-flight syncs may finish")
+    )
+    destination_statement: float = field(
+        default=3600.0,
+        metadata=doc(
+            "`statement_timeout` of destination sessions, whatever the analytical database's "
+            "or role's default (a DBA's guard for analysts must not cut a landing's COPY)"
+        ),
+    )
+    disk_probe: float = field(
+        default=60.0,
+        metadata=doc(
+            "while the analytical database is out of disk space, how often a probe write tests "
+            "whether landing may resume ([a full disk](../operate/disk.md))"
+        ),
     )
 
 

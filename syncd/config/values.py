@@ -40,6 +40,8 @@ RATE_UNITS = {
 }
 RATE_EXAMPLES = "like 2MB/s, 500kB/s, 1.5MiB/s or 20Mbit/s"
 MIN_RATE = 1000.0  # bytes per second
+SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]B|B)?", re.IGNORECASE)
+SIZE_UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
 WINDOW = re.compile(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})")
 
 
@@ -99,6 +101,33 @@ def format_duration(seconds: float) -> str:
     if seconds >= 60 and seconds % 60 == 0:
         return f"{int(seconds // 60)}m"
     return f"{seconds:g}s"
+
+
+def parse_size(value: object) -> int | None:
+    """Bytes, from text like `400GB`, `500MB` or `1.5TB` (units of 1024, as PostgreSQL's
+    `pg_size_pretty` prints them); None for anything else."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        return None
+    match = SIZE.fullmatch(value.strip())
+    if not match:
+        return None
+    return int(float(match.group(1)) * SIZE_UNITS[(match.group(2) or "B").upper()])
+
+
+def format_size(size: int) -> str:
+    """Exactly as `parse_size` reads it back: in the largest unit that divides it."""
+    for unit in ("TB", "GB", "MB", "KB"):
+        if size >= SIZE_UNITS[unit] and size % SIZE_UNITS[unit] == 0:
+            return f"{size // SIZE_UNITS[unit]}{unit}"
+    return f"{size}B"
+
+
+def human_size(size: int) -> str:
+    """For people: three or four significant digits in the largest unit that fits (117.7MB)."""
+    for unit in ("TB", "GB", "MB", "KB"):
+        if size >= SIZE_UNITS[unit]:
+            return f"{size / SIZE_UNITS[unit]:.4g}{unit}"
+    return f"{size}B"
 
 
 def parse_window(text: str) -> DailyWindow | None:

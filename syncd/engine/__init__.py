@@ -9,8 +9,10 @@ municipality's sync, its retries and its failures. Knows nothing of daemons or p
     source.py        the municipal side (read-only snapshot sessions);  shape.py  a dataset's
                      columns
     copy.py          the byte pipe: COPY out -> bounded queue -> COPY in
-    destination.py   the analytical side: pool, dataset tables, DDL under timeouts.lock
+    destination.py   the analytical side: pool, dataset tables, DDL under timeouts.lock;
+                     destsettings.py  the settings its sessions pin, whatever the DBA's defaults
     widening.py      a mixed fleet: a column's common type, its conversion on the source
+    diskbudget.py    the analytical database's disk: the budget, and a full disk as a state
     landing.py       one municipality's destination transaction: replace, upsert, commit;
                      txn.py  its transaction and savepoints
     rowdiff/         the row differ: only the changed rows cross into the destination

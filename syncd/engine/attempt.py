@@ -9,7 +9,7 @@ snapshot and landing. When the snapshot or the landing itself is lost, `PassLost
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
 
@@ -19,7 +19,8 @@ from opentelemetry import trace
 from syncd import ledger
 from syncd.config import Dataset, Source
 from syncd.engine import downstream, incremental, spans
-from syncd.engine.errors import Failure, FinalError, Kind, Side, classify
+from syncd.engine.diskbudget import OutOfDisk, OverBudget, Share, Shares
+from syncd.engine.errors import Failure, FinalError, Kind, Side, classify, on_side
 from syncd.engine.landing import Landed, Landing, Write
 from syncd.engine.results import DatasetResult, SourceResult, now
 from syncd.engine.shape import Shape
@@ -74,7 +75,26 @@ async def land_all(
     result: SourceResult,
 ) -> None:
     """Every pending dataset into one destination transaction, committed with the ledger rows:
-    a reader sees all of this municipality's previous rows or all of its new ones."""
+    a reader sees all of this municipality's previous rows or all of its new ones.
+
+    Each dataset's landing holds its share of the disk budget until the transaction ends; what a
+    landing the disk could not take left behind is reclaimed once it has ended (a VACUUM needs
+    the table free of the landing's own lock to give the pages back)."""
+    shares = Shares()
+    try:
+        await _land_all(engine, session, source, pending, result, shares)
+    finally:
+        await engine.disk.ended(shares, engine.destination.connect)
+
+
+async def _land_all(
+    engine: Engine,
+    session: SourceSession,
+    source: Source,
+    pending: Sequence[Dataset],
+    result: SourceResult,
+    shares: Shares,
+) -> None:
     destination = engine.destination
     # every dataset described and its table made ready first: DDL (a column a newer PEC added,
     # an incremental key's index) runs before this pass holds any dataset table
@@ -87,6 +107,7 @@ async def land_all(
         opened: Landing | None = None  # for the except: was it the landing that was lost?
         async with destination.landing(source.id) as landing:
             opened = landing
+            shares.last = await engine.disk.estimates(landing.conn, source.id, list(shapes))
             for dataset in pending:
                 if dataset.name in shapes:
                     await _copy_dataset(
@@ -97,6 +118,7 @@ async def land_all(
                         dataset,
                         shapes[dataset.name],
                         result.datasets[dataset.name],
+                        shares,
                     )
             loaded = [d for d in result.datasets.values() if d.status == Status.LOADED]
             if not loaded:
@@ -146,6 +168,11 @@ async def land_all(
             return
         # the commit (or the last statements) failed: nothing landed
         failure = classify(exc, Side.DESTINATION)
+        if failure.kind == Kind.DISK_FULL:
+            for name, res in result.datasets.items():
+                if res.status == Status.LOADED:
+                    engine.disk.filled(failure, destination.parent(name))
+            engine.disk.filled(failure)
         if not failure.lost_connection and opened is not None and opened.lost is not None:
             failure = opened.lost  # asyncpg's words for it talk about the pool
         if failure.retryable:
@@ -168,8 +195,10 @@ async def _prepare_dataset(
     tries = 0
 
     async def prepare() -> Shape:
-        shape = await session.describe(dataset)
-        await engine.destination.prepare(shape, source.id, spec.key if spec else ())
+        with on_side(Side.SOURCE):
+            shape = await session.describe(dataset)
+        with on_side(Side.DESTINATION):
+            await engine.destination.prepare(shape, source.id, spec.key if spec else ())
         return shape
 
     while True:
@@ -250,13 +279,28 @@ async def _copy_dataset(
     dataset: Dataset,
     shape: Shape,
     res: DatasetResult,
+    shares: Shares,
 ) -> None:
     """Land one dataset in the open transaction; a dataset that fails for good is recorded in
-    `res` and rolled back alone."""
+    `res` and rolled back alone. None starts while the disk is full or past the budget."""
     attributes = spans.db_attributes(source.dsn, "COPY", dataset.table)
     attributes.update({"syncd.dataset": dataset.name, "syncd.dataset.kind": dataset.kind})
     with spans.span(engine.tracer, spans.SpanName.COPY, attributes) as span:
-        await _copy_attempts(engine, session, landing, source, dataset, shape, res, span)
+        try:
+            share = await engine.disk.admit(
+                landing.conn, source.id, dataset.name, shares.last.get(dataset.name)
+            )
+        except (OverBudget, OutOfDisk) as exc:
+            res.attempts += 1
+            failure = classify(exc)
+            engine.progress.refused(failure)
+            spans.failed(span, failure)
+            _failed(source, dataset, res, failure)
+            return
+        shares.held.append(share)
+        await _copy_attempts(engine, session, landing, source, dataset, shape, res, span, share)
+        if share is not None and res.status == Status.LOADED:
+            engine.disk.landed(source.id, dataset.name)
         span.set_attribute("syncd.attempts", res.attempts)
         if res.status == Status.LOADED:
             span.set_attribute("db.response.returned_rows", res.rows)
@@ -275,14 +319,26 @@ async def _copy_attempts(
     shape: Shape,
     res: DatasetResult,
     span: trace.Span,
+    share: Share | None,
 ) -> None:
+    on_bytes: Callable[[int], None] = engine.progress.bytes_moved
+    if share is not None:  # past the budget, the pipe stops
+        on_bytes = share.counting(on_bytes)
     while True:
         res.attempts += 1
         try:
             async with session.savepoint(), landing.savepoint():
-                target, landed = await _land(engine, landing, session, shape, dataset)
+                target, landed = await _land(engine, landing, session, shape, dataset, on_bytes)
         except Exception as exc:
             failure = await _classify_failure(exc, session, landing, span)
+            if failure.kind == Kind.DISK_FULL and failure.side == Side.DESTINATION:
+                # a state, not a failure of this dataset: no more landings until it has room
+                engine.disk.filled(failure, engine.destination.parent(dataset.name))
+            if failure.kind == Kind.DISK_BUDGET and share is not None:
+                res.bytes = share.streamed  # the next pass's estimate (the ledger keeps it)
+                engine.disk.left_dead(engine.destination.parent(dataset.name))
+            if failure.kind in (Kind.DISK_FULL, Kind.DISK_BUDGET):
+                engine.progress.refused(failure)
             if await _retry_after_pause(engine, source, dataset, failure, res.attempts):
                 continue
             spans.failed(span, failure)
@@ -323,7 +379,12 @@ async def _copy_attempts(
 
 
 async def _land(
-    engine: Engine, landing: Landing, session: SourceSession, shape: Shape, dataset: Dataset
+    engine: Engine,
+    landing: Landing,
+    session: SourceSession,
+    shape: Shape,
+    dataset: Dataset,
+    on_bytes: Callable[[int], None],
 ) -> tuple[Target, Landed]:
     """Write what changed of the municipality's rows (snapshots, incremental reloads), rewrite
     them all (a full refresh is due, or nothing is stored yet) or upsert a window
@@ -331,11 +392,12 @@ async def _land(
     destination = engine.destination
     spec = dataset.incremental
     source_id = session.source.id
-    target = await destination.prepare(shape, source_id, spec.key if spec else ())
+    with on_side(Side.DESTINATION):
+        target = await destination.prepare(shape, source_id, spec.key if spec else ())
+        state = await landing.watermark(target)
     if target.missing:
         shape = shape.only(target.columns)
     shape = shape.converted(target.conversions)  # a mixed fleet: the table's types, on the source
-    state = await landing.watermark(target)
     rewrite = incremental.rewrite_due(
         dataset.full_refresh_every, state[1] if state else None, now(), source_id, dataset.name
     )
@@ -352,7 +414,10 @@ async def _land(
             or rewrite
             or not incremental.readable(spec, cursor_type, state[0])
         ):
-            top = await session.max_cursor(shape, spec.cursor, incremental.cap(spec, cursor_type))
+            with on_side(Side.SOURCE):
+                top = await session.max_cursor(
+                    shape, spec.cursor, incremental.cap(spec, cursor_type)
+                )
             target = replace(target, mode=Mode.FULL_REFRESH, watermark=top)
         else:
             window = incremental.window(spec, cursor_type, state[0])
@@ -363,14 +428,16 @@ async def _land(
     attributes["syncd.write"] = write
     with spans.span(engine.tracer, spans.SpanName.COPY, attributes):
         async with engine.limits.writers:
-            landed = await landing.land(
-                target,
-                partial(session.copy_out, shape, window=window),
-                write=write,
-                cap=window.cap if window else None,
-                idle_timeout=engine.config.timeouts.idle_stream,
-                on_bytes=engine.progress.bytes_moved,
-            )
+            # the pipe names the side of its own failures; the rest of land() is the destination
+            with on_side(Side.DESTINATION):
+                landed = await landing.land(
+                    target,
+                    partial(session.copy_out, shape, window=window),
+                    write=write,
+                    cap=window.cap if window else None,
+                    idle_timeout=engine.config.timeouts.idle_stream,
+                    on_bytes=on_bytes,
+                )
     if window is not None:
         target = replace(target, watermark=landed.watermark)
     if spec is not None or rewrite:  # the rows and their watermark (or refresh time), together

@@ -64,9 +64,10 @@ async def pipe(
     started = time.monotonic()
     last_progress = started
     rows_in = -1
+    queue_full = False  # the source's chunk waits for room in the queue
 
     async def sink(chunk: bytes) -> None:
-        nonlocal last_progress
+        nonlocal last_progress, queue_full
         transfer.bytes += len(chunk)
         last_progress = time.monotonic()
         if on_bytes is not None:
@@ -75,7 +76,11 @@ async def pipe(
             chunk = await transform.feed(chunk)
             if not chunk:
                 return
-        await send.send(chunk)
+        queue_full = True  # until the destination takes a chunk: then a stall is its own
+        try:
+            await send.send(chunk)
+        finally:
+            queue_full = False
 
     async def produce() -> None:
         try:
@@ -116,6 +121,14 @@ async def pipe(
             while True:
                 await anyio.sleep(min(idle_timeout / 4, 5.0))
                 if time.monotonic() - last_progress > idle_timeout:
+                    if queue_full:  # the source sent, the destination took nothing
+                        raise TransferError(
+                            Side.DESTINATION,
+                            IdleStreamTimeout(
+                                f"nothing taken for {idle_timeout:g}s: the destination's COPY "
+                                "stalled"
+                            ),
+                        )
                     raise TransferError(
                         Side.SOURCE,
                         IdleStreamTimeout(f"no data for {idle_timeout:g}s: source stream stalled"),

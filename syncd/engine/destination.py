@@ -32,14 +32,9 @@ import asyncpg
 
 from syncd import config, ledger
 from syncd.engine import quoting, widening
-from syncd.engine.connect import (
-    APPLICATION_NAME,
-    SERVER_KEEPALIVES,
-    connect_password,
-    enable_keepalive,
-)
+from syncd.engine.connect import connect_password, enable_keepalive
+from syncd.engine.destsettings import pin_late, server_settings
 from syncd.engine.errors import FinalError, RetryableError, Side, classify
-from syncd.engine.incremental import TEXT_SETTINGS
 from syncd.engine.landing import Landing
 from syncd.engine.layout import (
     COLUMNS_SQL,
@@ -139,7 +134,11 @@ class Destination:
     async def connect(self) -> asyncpg.Connection:
         """A connection of its own, outside the pool (session locks, VACUUM)."""
         conn: asyncpg.Connection = await asyncpg.connect(**self._connect_kwargs())
-        enable_keepalive(conn)
+        try:
+            await _init_connection(conn)
+        except BaseException:
+            conn.terminate()
+            raise
         return conn
 
     def _connect_kwargs(self) -> dict[str, Any]:
@@ -153,14 +152,8 @@ class Destination:
             # no answer to a command for this long: the server or the link hangs; COPY passes
             # its own, longer, timeout
             "command_timeout": self.timeouts.idle_stream,
-            "server_settings": {
-                "application_name": APPLICATION_NAME,
-                **SERVER_KEEPALIVES,
-                **TEXT_SETTINGS,
-                # a landing may wait, idle in its transaction, for a writer slot or a slow
-                # source: a DBA's default must not kill it (idle_stream bounds it instead)
-                "idle_in_transaction_session_timeout": "0",
-            },
+            # whatever the DBA's defaults for the analysts say (syncd.engine.destsettings)
+            "server_settings": server_settings(self.timeouts),
         }
 
     async def close(self) -> None:
@@ -448,3 +441,4 @@ def _drop(conn: asyncpg.Connection) -> None:
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     enable_keepalive(conn)
+    await pin_late(conn)

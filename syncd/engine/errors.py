@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -21,7 +23,7 @@ from syncd.safetext import printable
 # is overloaded, cancelled us on a timeout, or lost a race we can win next time.
 RETRYABLE_STATES = {
     "08",  # connection exception
-    "53",  # insufficient resources (too many connections, out of memory, disk full)
+    "53",  # insufficient resources (too many connections, out of memory); not disk full
     "57P01",  # admin shutdown
     "57P02",  # crash shutdown
     "57P03",  # cannot connect now (starting up, recovery)
@@ -35,6 +37,12 @@ RETRYABLE_STATES = {
 }
 
 TOO_MANY_COLUMNS = "54011"
+DISK_FULL = "53100"
+READ_ONLY = "25006"
+# a full disk as the server words it where no SQLSTATE says so (a write of the relation cache's
+# init file at connect, an extension of a relation reported as an I/O error)
+_DISK_FULL_WORDS = ("no space left on device", "could not write init file")
+OUT_OF_DISK = "the analytical database is out of disk space"
 MAX_COLUMNS = 1600  # PostgreSQL's limit per table
 
 # every libpq parameter that holds a secret (password, sslpassword, oauth_client_secret...)
@@ -72,6 +80,9 @@ class Kind(StrEnum):
     BASTION_AUTH_FAILED = "bastion_auth_failed"  # the bastion refused syncd's key
     FORWARD_REFUSED = "forward_refused"  # the bastion could not (or may not) reach the database
     TUNNEL_NOT_CONNECTED = "tunnel_not_connected"  # a reverse tunnel's municipal end is not up
+    # the analytical database's disk (syncd.engine.diskbudget)
+    DISK_FULL = "disk_full"  # out of disk space: a state, waited out, never retried in a pass
+    DISK_BUDGET = "disk_budget"  # the landing would take the database past destination.max_size
 
 
 # Kinds that mean the link to a server went away: the session is gone, a new one may work.
@@ -86,10 +97,12 @@ class Side(StrEnum):
 
 
 class SyncdError(Exception):
-    """An error syncd raises itself, with a message fit for an operator."""
+    """An error syncd raises itself, with a message fit for an operator; `side` where the
+    error is about one server whatever raised it (the destination's disk budget)."""
 
     retryable = False
     kind = Kind.INTERNAL
+    side: Side | None = None
 
 
 class FinalError(SyncdError):
@@ -127,6 +140,19 @@ class TransferError(Exception):
         self.cause = cause
 
 
+@contextmanager
+def on_side(side: Side) -> Iterator[None]:
+    """What fails in here failed on `side`: the server's error carries no word of which server
+    sent it, and a reason must name it (a destination statement timeout is never the source's).
+    A TransferError already knows its side."""
+    try:
+        yield
+    except TransferError:
+        raise
+    except Exception as exc:
+        raise TransferError(side, exc) from exc
+
+
 @dataclass(frozen=True, slots=True)
 class Failure:
     retryable: bool
@@ -158,32 +184,84 @@ def classify(exc: BaseException, side: Side | None = None) -> Failure:
         inner = [e for e in exc.exceptions if not _is_cancellation(e)]
         return classify(inner[0] if inner else exc.exceptions[0], side)
     if isinstance(exc, SyncdError):
-        return Failure(exc.retryable, _one_line(str(exc)), exc.kind, side)
+        return Failure(exc.retryable, _one_line(str(exc)), exc.kind, exc.side or side)
     if isinstance(exc, asyncpg.PostgresError):
-        state = exc.sqlstate or ""
-        retryable = state in RETRYABLE_STATES or state[:2] in RETRYABLE_STATES
-        message = exc.args[0] if exc.args else str(exc)
-        if state == "57014" and "statement timeout" in str(message):
-            message = "statement timeout on the source"
-        parts = [str(message)]
-        detail = getattr(exc, "detail", None)
-        context = getattr(exc, "context", None)
-        if detail:
-            parts.append(f"({detail})")
-        if context and "COPY" in context:
-            parts.append(f"[{context.splitlines()[0]}]")
-        if state == TOO_MANY_COLUMNS:
-            parts.append(
-                "(syncd adds its own source column, destination.source_column, to every dataset "
-                f"table: a dataset may have at most {MAX_COLUMNS - 1} columns, and columns "
-                "dropped from the dataset table still count)"
-            )
-        return Failure(retryable, _one_line(" ".join(parts)), Kind.SERVER, side, state or None)
+        return _server_failure(exc, side)
+    if isinstance(exc, OSError) and _says_disk_full(str(exc)):
+        return _disk_full(str(exc), side)
+    return _client_failure(exc, side)
+
+
+def on_the(side: Side | None) -> str:
+    """Which server, in the words of a reason: ' on the destination'."""
+    return f" on the {side}" if side is not None else ""
+
+
+def _says_disk_full(text: str) -> bool:
+    text = text.lower()
+    return any(words in text for words in _DISK_FULL_WORDS)
+
+
+def _disk_full(message: str, side: Side | None) -> Failure:
+    """Out of disk space: never retried within the pass (each attempt would fill the disk
+    again); the destination's is a state the engine waits out (syncd.engine.diskbudget)."""
+    what = OUT_OF_DISK if side != Side.SOURCE else "the source is out of disk space"
+    reason = _one_line(f"{what} ({message})")
+    return Failure(False, reason, Kind.DISK_FULL, side, DISK_FULL)
+
+
+def _server_failure(exc: asyncpg.PostgresError, side: Side | None) -> Failure:
+    """PostgreSQL's own error, with the server it came from named in its reason."""
+    state = exc.sqlstate or ""
+    message = str(exc.args[0] if exc.args else exc)
+    if state == DISK_FULL or _says_disk_full(message):
+        return _disk_full(message, side)
+    retryable = state in RETRYABLE_STATES or state[:2] in RETRYABLE_STATES
+    if state == "57014" and "statement timeout" in message:
+        bound = {
+            Side.SOURCE: " (timeouts.statement)",
+            Side.DESTINATION: " (timeouts.destination_statement)",
+        }
+        message = f"statement timeout{on_the(side)}{bound.get(side, '') if side else ''}"
+    elif side is not None:
+        message = f"{message} (on the {side})"
+    if state == READ_ONLY and side != Side.SOURCE:  # sources are read-only on purpose
+        message += (
+            "; the analytical database refuses writes (default_transaction_read_only, "
+            "or a standby): syncd cannot land there"
+        )
+    parts = [message]
+    detail = getattr(exc, "detail", None)
+    context = getattr(exc, "context", None)
+    if detail:
+        parts.append(f"({detail})")
+    if context and "COPY" in context:
+        parts.append(f"[{context.splitlines()[0]}]")
+    if state == TOO_MANY_COLUMNS:
+        parts.append(
+            "(syncd adds its own source column, destination.source_column, to every dataset "
+            f"table: a dataset may have at most {MAX_COLUMNS - 1} columns, and columns "
+            "dropped from the dataset table still count)"
+        )
+    return Failure(retryable, _one_line(" ".join(parts)), Kind.SERVER, side, state or None)
+
+
+def _client_failure(exc: BaseException, side: Side | None) -> Failure:
+    """What the driver, the network or TLS say: the server it was talking to named."""
+    failure = _client_failure_unnamed(exc, side)
+    if side is None or failure.kind == Kind.INTERNAL or str(side) in failure.reason:
+        return failure
+    reason = _one_line(f"{failure.reason} (on the {side})")
+    return Failure(failure.retryable, reason, failure.kind, side, failure.sqlstate)
+
+
+def _client_failure_unnamed(exc: BaseException, side: Side | None) -> Failure:
     if isinstance(exc, ssl.SSLCertVerificationError):
         reason = exc.verify_message or str(exc)
         return Failure(False, _one_line(f"TLS certificate rejected: {reason}"), Kind.TLS, side)
     if isinstance(exc, ssl.SSLError):
-        return Failure(False, _one_line(f"TLS error: {exc.reason or exc}"), Kind.TLS, side)
+        said = getattr(exc, "reason", None) or exc  # set by the ssl module, not by all
+        return Failure(False, _one_line(f"TLS error: {said}"), Kind.TLS, side)
     if isinstance(exc, TimeoutError):
         text = str(exc) or (f"the {side} did not answer in time" if side else "timed out")
         return Failure(True, _one_line(text), Kind.TIMEOUT, side)

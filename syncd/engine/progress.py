@@ -3,6 +3,7 @@ listen to while municipalities start, finish, move bytes and retry."""
 
 from __future__ import annotations
 
+from syncd.engine.diskbudget import DiskReport
 from syncd.engine.errors import Failure
 from syncd.engine.results import SourceResult
 
@@ -17,6 +18,13 @@ class Progress:
     def bytes_moved(self, count: int) -> None: ...
 
     def retried(self, source_id: str | None, dataset: str | None, failure: Failure) -> None: ...
+
+    def disk(self, report: DiskReport) -> None:
+        """The destination's disk: its size measured again, or it filled, or it has room again."""
+
+    def refused(self, failure: Failure) -> None:
+        """A dataset landing not started, or stopped, for the destination's disk (its kind says
+        which: disk_full or disk_budget)."""
 
 
 class Fanout(Progress):
@@ -40,3 +48,11 @@ class Fanout(Progress):
     def retried(self, source_id: str | None, dataset: str | None, failure: Failure) -> None:
         for listener in self.listeners:
             listener.retried(source_id, dataset, failure)
+
+    def disk(self, report: DiskReport) -> None:
+        for listener in self.listeners:
+            listener.disk(report)
+
+    def refused(self, failure: Failure) -> None:
+        for listener in self.listeners:
+            listener.refused(failure)

@@ -42,7 +42,8 @@ class DatasetResult:
             self.started_at,
             self.ended_at,
             self.rows if status == Status.OK else None,
-            self.bytes if status == Status.OK else None,
+            # a landing stopped at the disk budget keeps what it streamed: the next estimate
+            self.bytes if status == Status.OK or self.bytes else None,
             self.attempts,
             self.error,
             self.mode,

@@ -1,6 +1,6 @@
 """What every municipality sync of a run shares: the config, the destination and its pool, the
-limits, the per-source locks, the bastion connections, the progress listeners and the retry
-policy."""
+limits, the per-source locks, the bastion connections, the progress listeners, the retry
+policy and the destination's disk (its budget, and whether it is full)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from syncd import ledger
 from syncd.config import Config
 from syncd.engine import spans
 from syncd.engine.destination import Destination
+from syncd.engine.diskbudget import Disk
 from syncd.engine.limits import Limits, pool_size
 from syncd.engine.progress import Progress
 from syncd.engine.retry import RetryPolicy
@@ -31,6 +32,7 @@ class Engine:
     progress: Progress = field(default_factory=Progress)
     tracer: trace.Tracer = field(default_factory=spans.tracer)
     tunnels: Tunnels = field(default_factory=Tunnels)  # one SSH connection per bastion
+    disk: Disk = field(default_factory=lambda: Disk(None, 60.0))  # the destination's disk
 
     @classmethod
     def create(cls, config: Config, limits: Limits, progress: Progress | None = None) -> Engine:
@@ -42,7 +44,12 @@ class Engine:
             pool_size=pool_size(config.concurrency),
             observe=progress.retried,
         )
-        return cls(config, destination, limits, SourceLocks(destination), progress=progress)
+        disk = Disk(
+            config.destination.max_size, config.timeouts.disk_probe, on_change=progress.disk
+        )
+        return cls(
+            config, destination, limits, SourceLocks(destination), progress=progress, disk=disk
+        )
 
     @property
     def retry(self) -> RetryPolicy:

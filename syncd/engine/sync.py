@@ -29,7 +29,8 @@ from syncd import ledger
 from syncd.config import Dataset, Source
 from syncd.engine import spans
 from syncd.engine.attempt import PassLost, land_all, open_snapshot
-from syncd.engine.errors import Side, classify
+from syncd.engine.diskbudget import OutOfDisk
+from syncd.engine.errors import Kind, Side, classify
 from syncd.engine.results import DatasetResult, SourceResult
 from syncd.engine.shared import Engine
 from syncd.ledger import Status
@@ -131,6 +132,8 @@ async def _locked_sync(
         raise
     except Exception as exc:  # the destination is gone, or a bug: this source fails, others go on
         failure = classify(exc)
+        if failure.kind == Kind.DISK_FULL and failure.side != Side.SOURCE:
+            engine.disk.filled(failure)
         result.error = failure.reason
         for d in result.datasets.values():
             if d.status not in (Status.OK, Status.FAILED):
@@ -195,6 +198,17 @@ async def _sync_until_settled(
         pending = [d for d in datasets if result.datasets[d.name].status != Status.FAILED]
         for d in pending:
             result.datasets[d.name].status = Status.PENDING
+        try:
+            # while the destination is out of disk space nothing starts (the one log line
+            # about it is the disk's); every timeouts.disk_probe one sync probes
+            await engine.disk.guard(engine.destination.connect)
+        except OutOfDisk as exc:
+            failure = classify(exc)
+            result.error = failure.reason
+            for d in pending:
+                engine.progress.refused(failure)
+                result.datasets[d.name].fail(failure.reason)
+            return
         try:
             async with engine.limits.source_slot(source.host_key):
                 session = await open_snapshot(engine, source, pending, result)

@@ -156,6 +156,15 @@ async def last_durations(conn: asyncpg.Connection) -> dict[str, float]:
     return {r["source_id"]: r["seconds"] for r in rows if r["seconds"] is not None}
 
 
+async def last_bytes(
+    conn: asyncpg.Connection, source_id: str, datasets: Sequence[str]
+) -> dict[str, int]:
+    """Per dataset: the bytes the source sent the last time it landed (or was stopped at the
+    disk budget)."""
+    rows = await conn.fetch(SQL["last_bytes"], source_id, list(datasets))
+    return {r["dataset"]: r["bytes"] for r in rows}
+
+
 async def consecutive_failures(conn: asyncpg.Connection) -> dict[str, int]:
     """Per source: its failed (or aborted) passes since its last complete one, so that the
     failures-in-a-row gauge survives a restart."""

@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 
 from syncd import __version__
 from syncd.engine import rowdiff
+from syncd.engine.diskbudget import DiskReport
 from syncd.engine.errors import Failure, Kind
 from syncd.engine.limits import Usage
 from syncd.engine.progress import Progress
@@ -44,6 +45,9 @@ DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 144
 SYNC_OUTCOMES = (Status.OK, Status.FAILED, Status.ABORTED, Status.SKIPPED)
 DATASET_OUTCOMES = (Status.OK, Status.FAILED, Status.ABORTED)
 
+
+# why a dataset landing was not started (or was stopped) for the destination's disk
+REFUSAL_REASONS = (Kind.DISK_FULL, Kind.DISK_BUDGET)
 
 RETRY_REASONS = (
     "connection",
@@ -167,6 +171,30 @@ class Metrics(Progress):
             ["source"],
             registry=r,
         )
+        self.dest_size = Gauge(
+            "syncd_destination_size_bytes",
+            "Size of the analytical database (pg_database_size), as last measured",
+            registry=r,
+        )
+        self.dest_max_size = Gauge(
+            "syncd_destination_max_size_bytes",
+            "The disk budget, destination.max_size (0: no budget)",
+            registry=r,
+        )
+        self.disk_full = Gauge(
+            "syncd_destination_disk_full",
+            "1 while the analytical database is out of disk space (no landing starts)",
+            registry=r,
+        )
+        self.refusals = Counter(
+            "syncd_landings_refused_total",
+            "Dataset landings not started, or stopped and rolled back, for the destination's "
+            "disk: disk_full (out of space) or disk_budget (past destination.max_size)",
+            ["reason"],
+            registry=r,
+        )
+        for kind in REFUSAL_REASONS:
+            self.refusals.labels(kind)
         self._limits: Callable[[], dict[str, Usage]] | None = None
         self._last: dict[str, float] = {}
         self._pending: dict[str, float] = {}
@@ -269,6 +297,16 @@ class Metrics(Progress):
 
     def retried(self, source_id: str | None, dataset: str | None, failure: Failure) -> None:
         self.retries.labels(retry_reason(failure)).inc()
+
+    def disk(self, report: DiskReport) -> None:
+        if report.size is not None:
+            self.dest_size.set(report.size)
+        self.dest_max_size.set(report.max_size or 0)
+        self.disk_full.set(1 if report.full else 0)
+
+    def refused(self, failure: Failure) -> None:
+        if failure.kind in REFUSAL_REASONS:
+            self.refusals.labels(failure.kind).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -7,7 +7,8 @@ reloader.py      SIGHUP inside the daemon;  reloadstate.py  its acknowledgement 
 http.py          the HTTP side;  control.py  what it sees of the daemon (`DaemonControl`);
                  readiness.py  /readyz
 statusboard.py   per municipality, what the daemon knows now (for /status and the page)
-statusquery.py   the query parameters of /status;  statuspage.py (+ .html)  the page at /
+statusquery.py   the query parameters of /status;  statuspage.py (+ .html)  the page at /;
+                 diskline.py  its line on the analytical database's disk
 notify.py        sd_notify;  clock.py  injected time
 runtime.py       how any command runs: its config loaded, its coroutine on uvloop
 differ.py        which row differ `run` and `once` use, chosen and said once at start

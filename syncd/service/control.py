@@ -69,7 +69,14 @@ class DaemonControl:
         at = self.clock.now()
         via = {s.id: s.bastion.name for s in self.dispatcher.config.sources if s.bastion}
         return statuspage.page(
-            self.board.sources, self._next_due(), at, nonce, __version__, query, via
+            self.board.sources,
+            self._next_due(),
+            at,
+            nonce,
+            __version__,
+            query,
+            via,
+            disk=self.board.disk_report,
         )
 
     def trigger(self, source_id: str) -> dict[str, Any] | None:

@@ -150,6 +150,8 @@ class Dispatcher:
                 async with engine.destination.acquire() as conn:
                     await ledger.register(conn, ledger.pairs(self.config), replace=True)
                     await self._reseed(conn, at_start=True)
+                    # the gauge and the status page: the database's size against the budget
+                    await engine.disk.measure(conn, fresh=True)
             except Exception as exc:
                 await close_engine(engine)
                 failure = classify(exc, Side.DESTINATION)
@@ -282,6 +284,7 @@ class Dispatcher:
             try:
                 async with engine.destination.acquire() as conn:
                     await self._reseed(conn)
+                    await engine.disk.measure(conn, fresh=True)
             except Exception as exc:
                 log.warning(
                     "reading the ledger: %s",
@@ -335,6 +338,8 @@ class Dispatcher:
             return
         if same_destination(old, new):
             self.engine = replace(self.engine, config=new)
+            self.engine.disk.max_size = new.destination.max_size
+            self.progress.disk(self.engine.disk.report())
             await self._register(self.engine)
         else:
             self._retired.append(self.engine)
@@ -356,9 +361,10 @@ class Dispatcher:
 
 def same_destination(old: Config, new: Config) -> bool:
     # the notify channel is read from the engine's config at each landing: no new pool for it
+    # nor the disk budget, read by the engine's disk at each landing
     return (
-        replace(old.destination, notify_channel=None)
-        == replace(new.destination, notify_channel=None)
+        replace(old.destination, notify_channel=None, max_size=None)
+        == replace(new.destination, notify_channel=None, max_size=None)
         and old.timeouts == new.timeouts
         and pool_size(old.concurrency) == pool_size(new.concurrency)  # asyncpg: no resizing
     )

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from syncd.config import Config
+from syncd.engine.diskbudget import DiskReport
 from syncd.engine.progress import Progress
 from syncd.engine.results import SourceResult
 from syncd.ledger import DatasetStatus, Status
@@ -79,6 +80,7 @@ class StatusBoard(Progress):
         self.removed: dict[str, int] = {}  # id -> the version that removed it
         # a cursor names its board: one from an earlier daemon (or instance) gets a full answer
         self._boot = secrets.token_hex(4)
+        self.disk_report: DiskReport | None = None  # the destination's disk, as last heard
 
     @contextmanager
     def _changes(self, ids: Iterable[str]) -> Iterator[None]:
@@ -90,6 +92,9 @@ class StatusBoard(Progress):
             if view is not None and _fingerprint(view) != was:
                 self.version += 1
                 view.changed = self.version
+
+    def disk(self, report: DiskReport) -> None:
+        self.disk_report = report
 
     def configure(self, config: Config) -> None:
         """Follow the config: new sources pending, removed ones gone, datasets per config."""

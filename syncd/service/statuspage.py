@@ -32,8 +32,10 @@ from importlib import resources
 from urllib.parse import urlencode
 
 from syncd.engine import rowdiff
+from syncd.engine.diskbudget import DiskReport
 from syncd.ledger import Status
 from syncd.observe.report import human_duration
+from syncd.service import diskline
 from syncd.service.statusboard import SourceView
 from syncd.service.statusquery import BadQuery, choices, integer, known_only, matches, norm
 
@@ -295,11 +297,12 @@ def page(
     query: Mapping[str, str],
     bastions: Mapping[str, str] | None = None,
     group_by: Callable[[Row], str] | None = None,
+    disk: DiskReport | None = None,
 ) -> str:
     """GET / with these parameters (BadQuery when they cannot be read)."""
     wanted = page_query(query)
     chosen = select(rows_of(sources, next_due, now, bastions), wanted)
-    return render(chosen, wanted, now, nonce, version, group_by)
+    return render(chosen, wanted, now, nonce, version, group_by, disk)
 
 
 def render(
@@ -309,6 +312,7 @@ def render(
     nonce: str,
     version: str,
     group_by: Callable[[Row], str] | None = None,
+    disk: DiskReport | None = None,
 ) -> str:
     summary = "".join(_count_item(key, label, chosen.counts[key], query) for key, label in LABELS)
     summary += "".join(_bastion_item(name, *n, query) for name, n in chosen.bastions.items())
@@ -350,6 +354,7 @@ def render(
         "head": _head(query),
         "rows": body,
         "pager": _pager(chosen, query),
+        "disk": diskline.html(disk, _when),
     }
     # one pass, so nothing inserted is read again as a placeholder
     return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), PAGE)

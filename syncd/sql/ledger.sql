@@ -96,6 +96,13 @@ JOIN (SELECT source_id, max(last_pass_id) AS pass_id FROM syncd.latest
       GROUP BY source_id) p USING (pass_id, source_id)
 GROUP BY l.source_id;
 
+-- name: last_bytes
+-- $1 source id, $2 datasets: what the source sent the last time each dataset landed, or
+-- streamed before the disk budget stopped it (the budget's estimate, engine/diskbudget.py)
+SELECT DISTINCT ON (dataset) dataset, bytes FROM syncd.ledger
+WHERE source_id = $1 AND dataset = ANY($2::text[]) AND bytes > 0
+ORDER BY dataset, started_at DESC;
+
 -- name: consecutive_failures
 WITH passes AS (
     SELECT source_id, pass_id, bool_and(status = 'ok') AS ok

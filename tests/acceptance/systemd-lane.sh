@@ -101,6 +101,11 @@ mount -t tmpfs -o mode=0700 tmpfs "$state/etc-overlay"
 mkdir "$state/etc-overlay/upper" "$state/etc-overlay/work"
 mount -t overlay overlay \
     -o "lowerdir=/etc,upperdir=$state/etc-overlay/upper,workdir=$state/etc-overlay/work" /etc
+# A host where syncd is installed has a syncd user of its own: the first entry of a name wins,
+# so the lane's (whose uid owns the lane's files) replaces it here, in the overlay only
+for db in passwd group shadow gshadow; do
+    if [ -e "/etc/$db" ]; then sed -i '/^syncd:/d' "/etc/$db"; fi
+done
 cat "$state/passwd" >> /etc/passwd
 cat "$state/group" >> /etc/group
 mkdir -p /etc/syncd /etc/systemd/system

@@ -148,7 +148,7 @@ async def test_status_page_in_chromium(make_sources, dest, write_config, tmp_pat
         assert '<li class="ok"><a href="?state=ok"><b>3</b> ok</a></li>' in html
         # a source-wide failure is not pinned on one dataset; a dataset's own failure is
         unreachable = re.search(r'<tr class="failing" data-id="999001".*?</tr>', html, re.S)
-        assert 'class="error">connection refused<' in unreachable.group(0)
+        assert 'class="error">connection refused (on the source)<' in unreachable.group(0)
         # rows and durations of the healthy ones are shown
         row = re.search(rf'<tr class="ok" data-id="{healthy[0].id}".*?</tr>', html, re.S).group(0)
         assert re.search(r'data-label="rows" class="num">\d[\d,]*<', row)

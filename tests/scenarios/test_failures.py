@@ -49,8 +49,8 @@ async def test_bad_sources_and_datasets_fail_alone(make_sources, dest, write_con
     failed = lines[lines.index("failed:") + 1 :]
     for db in good:
         assert (
-            f'  {db.id} tabela_inexistente: relation "public.tb_fat_nao_existe" does not exist'
-            in failed
+            f'  {db.id} tabela_inexistente: relation "public.tb_fat_nao_existe" does not exist '
+            "(on the source)" in failed
         )
         assert any(
             line.startswith(f'  {db.id} sintaxe: syntax error at or near "SELEC"')

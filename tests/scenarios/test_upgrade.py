@@ -134,7 +134,7 @@ async def test_upgrade_refuses_clearly_when_views_depend_on_a_dataset_table(
         )
         before = await fingerprint(dst, "cidadaos")
         destination = Destination(config.destination, config.timeouts, pool_size=2)
-        with pytest.raises(UpgradeError, match=r"views depend on it \(painel\)"):
+        with pytest.raises(UpgradeError, match=r"views depend on it \(public\.painel\)"):
             await destination.open()
         assert await fingerprint(dst, "cidadaos") == before  # nothing touched
         await dst.execute("DROP VIEW public.painel")

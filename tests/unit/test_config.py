@@ -242,6 +242,39 @@ def test_destination_buckets():
         assert problems(text) == [f"syncd.yaml:3: destination.buckets: {message}"]
 
 
+def test_destination_max_size_reads_sizes():
+    dsn = "  dsn: postgresql://syncd@analytics.internal:5432/impulso\n"
+    assert config.loads(MINIMAL).destination.max_size is None  # no budget unless given
+    for text, size in (
+        ("400GB", 400 * 1024**3),
+        ("500MB", 500 * 1024**2),
+        ("1.5TB", int(1.5 * 1024**4)),
+        ("2048kb", 2 * 1024**2),
+        ('"400 GB"', 400 * 1024**3),
+    ):
+        loaded = config.loads(MINIMAL.replace(dsn, dsn + f"  max_size: {text}\n"))
+        assert loaded.destination.max_size == size, text
+    for bad, message in (
+        ("lots", "'lots' is not a size (like 500MB, 400GB, 2TB)"),
+        ("400B", "must be at least 1MB"),
+        ("400", "400 is not a size (like 500MB, 400GB, 2TB)"),  # bytes? megabytes? say so
+        ("12PB", "'12PB' is not a size (like 500MB, 400GB, 2TB)"),
+        ("-1GB", "'-1GB' is not a size (like 500MB, 400GB, 2TB)"),
+    ):
+        text = MINIMAL.replace(dsn, dsn + f"  max_size: {bad}\n")
+        assert problems(text) == [f"syncd.yaml:3: destination.max_size: {message}"], bad
+
+
+def test_destination_statement_timeout_and_disk_probe():
+    loaded = config.loads(MINIMAL + "timeouts: {destination_statement: 2h, disk_probe: 30s}\n")
+    assert loaded.timeouts.destination_statement == 7200.0
+    assert loaded.timeouts.disk_probe == 30.0
+    assert config.loads(MINIMAL).timeouts.destination_statement == 3600.0
+    assert problems(MINIMAL + "timeouts: {disk_probe: 10ms}\n") == [
+        "syncd.yaml:10: timeouts.disk_probe: must be at least 1s"
+    ]
+
+
 def test_select_narrows_and_rejects_unknown_names():
     c = config.loads(MINIMAL)
     assert config.select(c, ["351570"], ["cidadaos"]).sources == c.sources
@@ -251,3 +284,17 @@ def test_select_narrows_and_rejects_unknown_names():
         "--source: unknown source id '999'",
         "--dataset: unknown dataset 'nada'",
     ]
+
+
+def test_config_print_keeps_the_disk_budget_and_the_new_timeouts_exactly():
+    from syncd.config.render import to_yaml
+
+    dsn = "  dsn: postgresql://syncd@analytics.internal:5432/impulso\n"
+    for size in ("400GB", "123456789B", "1536MB"):
+        text = MINIMAL.replace(dsn, dsn + f"  max_size: {size}\n") + (
+            "timeouts: {destination_statement: 90s, disk_probe: 2m}\n"
+        )
+        loaded = config.loads(text)
+        again = config.loads(to_yaml(loaded))
+        assert again.destination.max_size == loaded.destination.max_size, size
+        assert again.timeouts == loaded.timeouts

@@ -178,6 +178,26 @@ async def test_a_stalled_source_is_cut_by_the_idle_watchdog():
     assert not sink.ended
 
 
+async def test_a_destination_that_takes_nothing_is_named_by_the_idle_watchdog():
+    """The source keeps sending until the queue is full; then nothing moves because the
+    destination's COPY takes nothing: the stall is the destination's, not the source's."""
+
+    async def endless(sink: Sink) -> int:
+        while True:
+            await sink(b"row")
+
+    async def takes_one(chunks: AsyncIterable[bytes]) -> int:
+        async for _ in chunks:
+            await anyio.sleep_forever()
+        return 0
+
+    with pytest.raises(TransferError) as caught:
+        await piped(endless, takes_one, idle_timeout=0.05, queue_chunks=2)
+    assert caught.value.side is Side.DESTINATION
+    assert isinstance(caught.value.cause, IdleStreamTimeout)
+    assert "the destination's COPY stalled" in str(caught.value.cause)
+
+
 async def test_a_stream_that_keeps_moving_outlasts_the_idle_timeout():
     # each gap is a twentieth of the idle timeout (room for a loaded machine); the whole
     # stream lasts longer than it

@@ -78,3 +78,146 @@ def test_a_source_that_does_not_answer_is_a_timeout_not_a_lock_wait():
     held = classify(RetryableError("readers held syncd_data.x while its key index was built"))
     assert held.kind == Kind.BUSY and retry_reason(held) == "lock_timeout"
     assert retry_reason(classify(IdleStreamTimeout("no data for 30s"))) == "idle_stream"
+
+
+def _server_error(cls: type[asyncpg.PostgresError], message: str) -> asyncpg.PostgresError:
+    return cls(message)
+
+
+# every class of error the classifier knows, as each side may raise it: (what, kind, retryable)
+def _every_error() -> list[tuple[BaseException, Kind, bool]]:
+    import ssl
+
+    from syncd.engine.errors import NoAnswer, RetryableError
+
+    cert = ssl.SSLCertVerificationError("certificate verify failed")
+    cert.verify_message = "self-signed certificate"
+    exc = asyncpg.exceptions
+    return [
+        (
+            _server_error(exc.QueryCanceledError, "canceling statement due to statement timeout"),
+            Kind.SERVER,
+            True,
+        ),
+        (
+            _server_error(exc.LockNotAvailableError, "canceling statement due to lock timeout"),
+            Kind.SERVER,
+            True,
+        ),
+        (
+            _server_error(
+                exc.AdminShutdownError, "terminating connection due to administrator command"
+            ),
+            Kind.SERVER,
+            True,
+        ),
+        (
+            _server_error(exc.CannotConnectNowError, "the database system is starting up"),
+            Kind.SERVER,
+            True,
+        ),
+        (_server_error(exc.ConnectionFailureError, "connection failure"), Kind.SERVER, True),
+        (
+            _server_error(exc.TooManyConnectionsError, "sorry, too many clients already"),
+            Kind.SERVER,
+            True,
+        ),
+        (_server_error(exc.SerializationError, "could not serialize access"), Kind.SERVER, True),
+        (_server_error(exc.DeadlockDetectedError, "deadlock detected"), Kind.SERVER, True),
+        (_server_error(exc.UndefinedTableError, 'relation "x" does not exist'), Kind.SERVER, False),
+        (
+            _server_error(
+                exc.ReadOnlySQLTransactionError, "cannot execute INSERT in a read-only transaction"
+            ),
+            Kind.SERVER,
+            False,
+        ),
+        (
+            _server_error(
+                exc.DiskFullError, 'could not extend file "base/1/2": No space left on device'
+            ),
+            Kind.DISK_FULL,
+            False,
+        ),
+        (
+            _server_error(exc.InternalServerError, "could not write init file"),
+            Kind.DISK_FULL,
+            False,
+        ),
+        (cert, Kind.TLS, False),
+        (ssl.SSLError(1, "handshake failure"), Kind.TLS, False),
+        (TimeoutError(), Kind.TIMEOUT, True),
+        (ConnectionRefusedError(), Kind.CONNECTION, True),
+        (ConnectionResetError(104, "Connection reset by peer"), Kind.CONNECTION, True),
+        (OSError(28, "No space left on device"), Kind.DISK_FULL, False),
+        (asyncpg.InterfaceError("connection is closed"), Kind.CONNECTION, True),
+        (
+            asyncpg.InterfaceError("the number of query arguments cannot exceed 32767"),
+            Kind.CLIENT,
+            False,
+        ),
+        (
+            asyncpg.InternalClientError("another operation (2) is in progress"),
+            Kind.CONNECTION,
+            True,
+        ),
+        (asyncpg.InternalClientError("no binary format encoder"), Kind.CLIENT, False),
+        (ConnectionError("connection lost"), Kind.CONNECTION, True),
+        (NoAnswer("no answer within timeouts.idle_stream (300s)"), Kind.TIMEOUT, True),
+        (IdleStreamTimeout("no data for 30s"), Kind.STALLED, True),
+        (RetryableError("readers held the table"), Kind.BUSY, True),
+        (FinalError("a type syncd cannot copy"), Kind.REJECTED, False),
+        (PasswordFileError("password_file /x not found"), Kind.CREDENTIALS, False),
+        (RuntimeError("a bug"), Kind.INTERNAL, False),
+    ]
+
+
+def test_every_error_class_names_the_side_it_came_from():
+    """A destination failure never reads as the source's, nor the other way round: the
+    failure carries its side, and a reason in the server's or the driver's words says which
+    server it was (syncd's own errors are worded by the code that knows; a bug is a bug)."""
+    for side, other in ((Side.SOURCE, Side.DESTINATION), (Side.DESTINATION, Side.SOURCE)):
+        for exc, kind, retryable in _every_error():
+            failure = classify(TransferError(side, exc))
+            assert failure.side == side, (exc, side)
+            assert (failure.kind, failure.retryable) == (kind, retryable), (exc, side, failure)
+            assert classify(exc, side) == failure
+            if isinstance(exc, (FinalError, IdleStreamTimeout)) or kind in (
+                Kind.INTERNAL,
+                Kind.BUSY,
+                Kind.CREDENTIALS,
+            ):
+                continue
+            if isinstance(exc, asyncpg.PostgresError) or kind != Kind.TIMEOUT:
+                named = str(side) in failure.reason or (
+                    side == Side.DESTINATION and "the analytical database" in failure.reason
+                )
+                assert named, (exc, side, failure.reason)
+                assert f"on the {other}" not in failure.reason, (exc, side, failure.reason)
+
+
+def test_a_statement_timeout_names_its_server_and_its_bound():
+    timeout = asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout")
+    on_destination = classify(TransferError(Side.DESTINATION, timeout))
+    assert on_destination.reason == (
+        "statement timeout on the destination (timeouts.destination_statement)"
+    )
+    assert (
+        classify(timeout, Side.SOURCE).reason
+        == "statement timeout on the source (timeouts.statement)"
+    )
+    assert classify(timeout).reason == "statement timeout"  # nobody knows: it says nothing
+
+
+def test_a_full_disk_is_its_own_kind_never_retried():
+    from syncd.engine.retry import RetryPolicy
+
+    full = classify(
+        asyncpg.exceptions.DiskFullError("could not extend file: No space left on device"),
+        Side.DESTINATION,
+    )
+    assert full.kind == Kind.DISK_FULL and full.sqlstate == "53100" and not full.retryable
+    assert full.reason.startswith("the analytical database is out of disk space (")
+    assert not RetryPolicy(4, 0.1, 1.0).allows(full, 1)
+    others = asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients already")
+    assert classify(others, Side.DESTINATION).retryable  # the rest of class 53 passes
