@@ -23,6 +23,7 @@ class Event(StrEnum):
     PASS_ABORTED = "pass_aborted"
     LOCK_LOST = "lock_lost"
     COLUMNS_DEFERRED = "columns_deferred"
+    DELTA_FALLBACK = "delta_fallback"
     VACUUM_FAILED = "vacuum_failed"
     # start and upgrades of the destination
     INTERRUPTED_RUN_CLEANED = "interrupted_run_cleaned"
@@ -32,6 +33,7 @@ class Event(StrEnum):
     RETIRED_TABLE_IN_USE = "retired_table_in_use"
     RETIRED_TABLE_KEPT = "retired_table_kept"
     ROW_HASHES_ADDING = "row_hashes_adding"
+    SOURCE_FINGERPRINTS_ADDING = "source_fingerprints_adding"
     # bastions
     BASTION_CONNECTED = "bastion_connected"
     BASTION_LOST = "bastion_lost"
@@ -70,6 +72,7 @@ MEANINGS: dict[Event, str] = {
     Event.PASS_ABORTED: "ledger rows of an interrupted pass of a source were marked aborted",
     Event.LOCK_LOST: "a source's lock went with a lost destination connection",
     Event.COLUMNS_DEFERRED: "new source columns wait: readers hold the table; rows land without",
+    Event.DELTA_FALLBACK: "a delta transfer round failed at the source: the dataset streams whole",
     Event.VACUUM_FAILED: "a VACUUM after landing failed; autovacuum does it later",
     Event.INTERRUPTED_RUN_CLEANED: "at start: ledger rows of an interrupted run marked aborted",
     Event.INTERRUPTED_RUN_CLEANUP_FAILED: "at start: cleaning up an interrupted run failed",
@@ -78,6 +81,9 @@ MEANINGS: dict[Event, str] = {
     Event.RETIRED_TABLE_IN_USE: "a table retired by an upgrade is still read: dropped later",
     Event.RETIRED_TABLE_KEPT: "a table retired by an upgrade has dependents: drop it by hand",
     Event.ROW_HASHES_ADDING: "row hashes are being added to a dataset table (landing v3)",
+    Event.SOURCE_FINGERPRINTS_ADDING: (
+        "source fingerprints (delta transfer) are being added to a dataset table"
+    ),
     Event.BASTION_CONNECTED: "an SSH connection to a bastion is open",
     Event.BASTION_LOST: "an SSH connection to a bastion was lost; reopened on next use",
     Event.HOST_KEY_MISMATCH: "a bastion's host key does not match: not tried until a reload",

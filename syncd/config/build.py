@@ -364,10 +364,11 @@ def _source(
                 else:
                     params.append((key, str(value)))
     bastion = ssh_tunnel(sec, bastions)
+    delta = sec.boolean("delta")
     sec.check_unknown()
     if source_id is None or dsn is None:
         return None
-    return Source(source_id, dsn, name, password_file, tuple(params), bastion)
+    return Source(source_id, dsn, name, password_file, tuple(params), bastion, delta is not False)
 
 
 def select(config: Config, source_ids: list[str], datasets: list[str]) -> Config:

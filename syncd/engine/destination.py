@@ -43,6 +43,7 @@ from syncd.engine.layout import (
     COLUMNS_SQL,
     ROW_HASH,
     SOURCE_SETTING,
+    SRC_FP,
     base_type,
     bucket_names,
     index_name,
@@ -51,7 +52,7 @@ from syncd.engine.retry import Observer, RetryPolicy, unobserved
 from syncd.engine.shape import Shape
 from syncd.engine.tables import Table, Tables, Target
 from syncd.engine.txn import transaction
-from syncd.engine.upgrade import add_row_hashes, upgrade_layout
+from syncd.engine.upgrade import add_row_hashes, add_source_fingerprints, upgrade_layout
 from syncd.engine.vacuum import Vacuum
 from syncd.logevents import Event
 
@@ -130,6 +131,7 @@ class Destination:
                     await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quoting.ident(self.schema)}")
                 await upgrade_layout(conn, self.settings, self.timeouts, self._observe)
                 await add_row_hashes(conn, self.settings, self.timeouts, self._observe)
+                await add_source_fingerprints(conn, self.settings, self.timeouts, self._observe)
         except BaseException:
             await self.close()
             raise
@@ -200,11 +202,12 @@ class Destination:
                 f"the dataset has a column named {self.source_column!r}, which syncd fills with "
                 "the source id (destination.source_column); rename it in the query"
             )
-        if ROW_HASH in shape.column_names:
-            raise FinalError(
-                f"the dataset has a column named {ROW_HASH!r}, which syncd keeps for each row's "
-                "hash; rename it in the query"
-            )
+        for reserved, what in ((ROW_HASH, "hash"), (SRC_FP, "source fingerprint")):
+            if reserved in shape.column_names:
+                raise FinalError(
+                    f"the dataset has a column named {reserved!r}, which syncd keeps for each "
+                    f"row's {what}; rename it in the query"
+                )
         table = self.tables.get(shape.dataset)
         if table is None or not self._fits(table, shape, key):
             # a connection of its own, not the pool's: the caller holds a pooled one in its
@@ -249,11 +252,12 @@ class Destination:
                 f"(partitioned by HASH ({self.source_column})); rename or drop it"
             )
         existing = {r["name"]: r["type"] for r in await conn.fetch(COLUMNS_SQL, rel["oid"])}
-        if ROW_HASH not in existing:
-            raise FinalError(
-                f"{self.schema}.{shape.dataset} has no {ROW_HASH} column (landed by an older "
-                "syncd that is still running?); restart this syncd to upgrade it"
-            )
+        for column in (ROW_HASH, SRC_FP):
+            if column not in existing:
+                raise FinalError(
+                    f"{self.schema}.{shape.dataset} has no {column} column (landed by an older "
+                    "syncd that is still running?); restart this syncd to upgrade it"
+                )
         conflicts = [
             f"column {c.name!r} is {c.type} on the source but {existing[c.name]} in "
             f"{self.schema}.{shape.dataset}"
@@ -305,7 +309,7 @@ class Destination:
         statements = [
             f"CREATE TABLE {parent} ({columns}, {column} text NOT NULL "
             f"DEFAULT pg_catalog.current_setting({quoting.literal(SOURCE_SETTING)}), "
-            f"{ROW_HASH} uuid) PARTITION BY HASH ({column})",
+            f"{ROW_HASH} uuid, {SRC_FP} bigint) PARTITION BY HASH ({column})",
             *(
                 f"CREATE TABLE {quoting.qualified(self.schema, name)} PARTITION OF {parent} "
                 f"FOR VALUES WITH (MODULUS {buckets}, REMAINDER {n})"
