@@ -155,16 +155,13 @@ class _Session:
     async def probe(self) -> tuple[Function, dict[str, str]]:
         """The function this server computes (md5, unless it refuses it) and the settings of
         the context, without a scan."""
-        settings = ", ".join(
-            f"pg_catalog.current_setting({quoting.literal(s)}) AS {quoting.ident(s.lower())}"
-            for s in fingerprint.CONTEXT_SETTINGS
-        )
+        settings = fingerprint.settings_sql()
         try:
-            row = await self.fetchrow(f"SELECT pg_catalog.md5('') AS probe, {settings}")
+            row = await self.fetchrow(f"SELECT pg_catalog.md5('') AS p, {settings}")
             function = Function.MD5
         except RoundFailed:
             await self.repin()
-            row = await self.fetchrow(f"SELECT pg_catalog.hashtext('') AS probe, {settings}")
+            row = await self.fetchrow(f"SELECT pg_catalog.hashtext('') AS p, {settings}")
             function = Function.HASHTEXT
         return function, _settings(row)
 
@@ -198,7 +195,7 @@ class _Session:
 
 
 def _settings(row: asyncpg.Record) -> dict[str, str]:
-    return {s: str(row[s.lower()]) for s in fingerprint.CONTEXT_SETTINGS}
+    return fingerprint.parse_settings(str(row["c"]))
 
 
 def _context(function: Function, settings: dict[str, str], shape: Shape) -> dict[str, Any]:

@@ -58,12 +58,28 @@ GROUP_DIGEST = f"((sum({{fp}}) + count(*) * 7919) % {DIGEST_PRIME})::bigint"
 
 
 def pin_sql() -> str:
-    """One statement: every PINNED setting, local to the transaction (and its savepoint)."""
-    calls = ", ".join(
+    """One statement: every PINNED setting, local to the transaction (and its savepoint); it
+    answers no row (every byte of an answer crosses the municipal link)."""
+    calls = " || ".join(
         f"pg_catalog.set_config({quoting.literal(name)}, {quoting.literal(value)}, true)"
         for name, value in PINNED
     )
-    return f"SELECT {calls}"
+    return f"SELECT 1 WHERE ({calls}) IS NULL"
+
+
+SEPARATOR = "\x1f"  # chr(31): between the settings, in the one text column that holds them
+
+
+def settings_sql() -> str:
+    """The context's settings, as one text column `c` (one column: fewer bytes on the link)."""
+    values = ", ".join(
+        f"pg_catalog.current_setting({quoting.literal(s)})" for s in CONTEXT_SETTINGS
+    )
+    return f"pg_catalog.concat_ws(pg_catalog.chr(31), {values}) AS c"
+
+
+def parse_settings(text: str) -> dict[str, str]:
+    return dict(zip(CONTEXT_SETTINGS, text.split(SEPARATOR), strict=True))
 
 
 def expression(function: Function, columns: Sequence[str]) -> str:
@@ -87,12 +103,8 @@ def relation(table: tuple[str, str] | None, select: str) -> str:
 def totals_sql(function: Function, columns: Sequence[str], source: str) -> str:
     """Round 1: the settings of the context, the row count and the sum of fingerprints (as
     text: a numeric, exact), in one scan."""
-    settings = ", ".join(
-        f"pg_catalog.current_setting({quoting.literal(s)}) AS {quoting.ident(s.lower())}"
-        for s in CONTEXT_SETTINGS
-    )
     return (
-        f"SELECT {settings}, t.n, t.s FROM (SELECT count(*)::bigint AS n, "  # noqa: S608
+        f"SELECT {settings_sql()}, t.n, t.s FROM (SELECT count(*)::bigint AS n, "  # noqa: S608
         f"coalesce(sum(f.fp), 0)::text AS s FROM (SELECT {expression(function, columns)} AS fp "
         f"FROM {source}) AS f) AS t"
     )
@@ -108,7 +120,7 @@ def groups_sql(function: Function, columns: Sequence[str], source: str, with_cti
     return f"""
 WITH f AS (SELECT {at} AS at, {expression(function, columns)} AS fp FROM {source}),
 s AS (SELECT (f.fp & $2::bigint)::int AS g, {digest} AS h FROM f GROUP BY 1),
-d AS (SELECT g, ('x' || pg_catalog.encode(pg_catalog.substring($1::bytea FROM g * 8 + 1 FOR 8),
+d AS (SELECT g, ('x' || pg_catalog.encode(pg_catalog.substring($1::bytea, g * 8 + 1, 8),
                  'hex'))::bit(64)::bigint AS h
       FROM pg_catalog.generate_series(0, ($2::bigint)::int) AS g),
 bad AS (SELECT d.g FROM d LEFT JOIN s ON s.g = d.g WHERE coalesce(s.h, 0) <> d.h),
