@@ -1,7 +1,7 @@
 """`make bench`: numbers and ratios, never pass/fail.
 
-python -m bench [--only single|landing|many|tracing|incremental|brasil|bastion|rss|soak]
-                [--rows N] [--rounds N] [--municipalities N] [--soak-minutes M]
+python -m bench [--only single|landing|delta|many|tracing|incremental|brasil|bastion|rss|soak]
+                [--rows N] [--delta-rows N] [--rounds N] [--municipalities N] [--soak-minutes M]
 
 Everything by default, the half-hour soak last.
 """
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from syncd.lab import embedded
 
-from . import bastion, brasil, incremental, landing, many, rss, single_table, soak, tracing
+from . import bastion, brasil, delta, incremental, landing, many, rss, single_table, soak, tracing
 from .common import BENCH_SETTINGS, LOOPBACKS, ROOT, Clusters, median, table
 
 LISTA = str(ROOT / "config" / "listas" / "hipertensos.sql")
@@ -30,6 +30,7 @@ def main() -> None:
         choices=[
             "single",
             "landing",
+            "delta",
             "many",
             "tracing",
             "incremental",
@@ -43,6 +44,11 @@ def main() -> None:
         "--brasil", default="100,1000,5570", help="municipality counts for (e), comma-separated"
     )
     parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument(
+        "--delta-rows", type=int, default=300_000, help="rows of (i)'s table behind the link"
+    )
+    parser.add_argument("--link-mbit", type=float, default=20.0, help="(i)'s link, each way")
+    parser.add_argument("--link-rtt-ms", type=float, default=60.0, help="(i)'s round trip")
     parser.add_argument("--soak-minutes", type=float, default=30.0)
     parser.add_argument("--soak-municipalities", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
@@ -87,6 +93,17 @@ def main() -> None:
             r = landing.run(clusters, args.rows, args.rounds)
         results["landing"] = r
         lines += ["", *landing_report(r)]
+    if args.only in (None, "delta"):
+        with _clusters("syncd-bench-delta-") as clusters:
+            r = delta.run(
+                clusters,
+                args.delta_rows,
+                min(args.rounds, 2),
+                args.link_mbit,
+                args.link_rtt_ms / 1000,
+            )
+        results["delta"] = r
+        lines += ["", *delta.report(r)]
     if args.only in (None, "many"):
         with _clusters("syncd-bench-many-", source_fast=True) as clusters:
             r = many.run(clusters, args.municipalities, args.citizens, args.concurrency, LISTA)

@@ -18,7 +18,7 @@ from opentelemetry import trace
 
 from syncd import ledger
 from syncd.config import Dataset, Source
-from syncd.engine import delta, downstream, incremental, spans
+from syncd.engine import delta, downstream, fpstore, incremental, spans
 from syncd.engine.errors import Failure, FinalError, Kind, Side, classify
 from syncd.engine.landing import Landed, Landing, Write
 from syncd.engine.results import DatasetResult, SourceResult, now
@@ -374,7 +374,7 @@ async def _land(
                     cap=window.cap if window else None,
                 )
                 if spec is None:
-                    await delta.forget(landing.conn, source_id, dataset.name)
+                    await fpstore.forget(landing.conn, source_id, dataset.name)
     if window is not None:
         target = replace(target, watermark=landed.watermark)
     if spec is not None or rewrite:  # the rows and their watermark (or refresh time), together

@@ -24,7 +24,6 @@ only what changed, as it does without delta transfer.
 
 from __future__ import annotations
 
-import json
 import logging
 import struct
 import time
@@ -38,26 +37,22 @@ from typing import Any
 import asyncpg
 
 from syncd.config import Dataset, Source
-from syncd.engine import fingerprint, quoting, rowdiff
+from syncd.engine import fingerprint, fpstore, rowdiff
 from syncd.engine.copy import CopyOut, Sink, Transfer
 from syncd.engine.errors import classify
 from syncd.engine.fingerprint import Function
 from syncd.engine.landing import Landed, Landing, Write
-from syncd.engine.layout import SOURCE_SETTING, SRC_FP
+from syncd.engine.layout import SRC_FP
 from syncd.engine.shape import Column, Shape
 from syncd.engine.source import SourceSession
 from syncd.engine.tables import Target
 from syncd.logevents import Event
-from syncd.sql import load
 
 log = logging.getLogger(__name__)
 
-SQL = load("delta")
 FULL_SHARE = 0.3  # a delta above this share of the rows: stream them all (one scan, not three)
 ROWS_PER_GROUP = 8  # round 2 sends 8 bytes a group: about one byte a row goes up
 MAX_GROUPS = 1 << 20
-FPS_TABLE = "syncd_fps"  # the delta's fingerprints, a temporary table of the landing's connection
-FPS = f"pg_temp.{FPS_TABLE}"
 CONTEXT_VERSION = 1
 
 
@@ -86,13 +81,6 @@ def groups_for(rows: int) -> int:
     while groups * ROWS_PER_GROUP < rows and groups < MAX_GROUPS:
         groups *= 2
     return groups
-
-
-@dataclass(frozen=True, slots=True)
-class Stored:
-    context: dict[str, Any]
-    rows: int
-    fp_sum: str
 
 
 @dataclass(slots=True)
@@ -224,7 +212,7 @@ async def land(
     columns = shape.column_names
     with_fp = replace(target, columns=(*target.columns, SRC_FP), types=(*target.types, "bigint"))
     side = _Session(session, columns, source)
-    stored = await _load(landing.conn, target)
+    stored = await fpstore.load(landing.conn, target)
     await side.pin()
     try:
         outcome = await _reconcile(landing, side, shape, with_fp, write, stored, land_rows)
@@ -247,7 +235,7 @@ async def _reconcile(
     shape: Shape,
     target: Target,
     write: Write,
-    stored: Stored | None,
+    stored: fpstore.Stored | None,
     land_rows: Callable[..., Any],
 ) -> Outcome:
     reason = "nothing stored from an earlier pass with fingerprints"
@@ -284,8 +272,8 @@ async def _reconcile(
     landed = await land_rows(
         target, partial(side.session.copy_out, shape_fp), write=write, only=None
     )
-    rows, total = await _destination_totals(landing, target)
-    await _store(landing.conn, target, _context(function, settings, shape), rows, total)
+    rows, total = await fpstore.totals(landing, target)
+    await fpstore.store(landing.conn, target, _context(function, settings, shape), rows, total)
     return Outcome(Plan.FULL, landed, reason)
 
 
@@ -303,7 +291,7 @@ async def _rounds(
     side: _Session,
     shape: Shape,
     target: Target,
-    stored: Stored,
+    stored: fpstore.Stored,
     function: Function,
     land_rows: Callable[..., Any],
 ) -> Outcome:
@@ -316,10 +304,10 @@ async def _rounds(
         return Outcome(Plan.NOTHING, Landed(transfer=Transfer(rows=rows)))
     groups = groups_for(max(rows, stored.rows))
     mask = groups - 1
-    digests = await _destination_digests(landing, target, groups)
+    digests = await fpstore.digests(landing, target, groups)
     with_ctid = shape.table is not None
     differing = await side.groups(function, digests, mask, with_ctid)
-    held = await _destination_fps(landing, target, mask, sorted(differing))
+    held = await fpstore.held(landing, target, mask, sorted(differing))
     theirs: Counter[int] = Counter()
     positions: dict[int, list[tuple[int, int] | None]] = {}
     for items in differing.values():
@@ -330,10 +318,15 @@ async def _rounds(
     fetch = sum(theirs[fp] for fp in delta)
     if fetch > FULL_SHARE * max(rows, 1):
         return Outcome(Plan.FULL, Landed(), f"a large delta ({fetch} of {rows} rows)")
-    await _put_fps(landing.conn, delta)
+    await fpstore.put_delta(landing.conn, delta)
     if with_ctid:
         assert shape.table is not None
         ctids = [c for fp in delta for c in positions.get(fp, []) if c is not None]
+        # a TID scan, always: the planner may cost a long list of positions above a sequential
+        # scan, which would then search the list for every row (reverted with the pins)
+        await side.conn.execute(
+            "SELECT 1 WHERE pg_catalog.set_config('enable_seqscan', 'off', true) IS NULL"
+        )
         query = fingerprint.rows_by_ctid_sql(function, side.columns, shape.table, ctids)
     else:
         wanted = [fp for fp in delta if theirs[fp]]
@@ -353,94 +346,8 @@ async def _rounds(
         target,
         copy_out,
         write=Write.DIFF,
-        only=f"{SRC_FP} IN (SELECT f.fp FROM {FPS} AS f)",  # noqa: S608
+        only=f"{SRC_FP} IN (SELECT f.fp FROM {fpstore.FPS} AS f)",  # noqa: S608
     )
     landed.transfer.rows = rows
-    await _store(landing.conn, target, context, rows, total)
+    await fpstore.store(landing.conn, target, context, rows, total)
     return Outcome(Plan.ROWS, landed)
-
-
-# -- the destination side: the stored fingerprints of this municipality's rows ----------------
-
-
-def _mine(landing: Landing) -> str:
-    column = quoting.ident(landing.tables.source_column)
-    return f"{column} = pg_catalog.current_setting({quoting.literal(SOURCE_SETTING)})"
-
-
-async def _load(conn: asyncpg.Connection, target: Target) -> Stored | None:
-    row = await conn.fetchrow(SQL["load_context"], target.source_id, target.dataset)
-    if row is None:
-        return None
-    return Stored(json.loads(row["context"]), int(row["row_count"]), str(row["fp_sum"]))
-
-
-async def _store(
-    conn: asyncpg.Connection, target: Target, context: dict[str, Any], rows: int, total: str
-) -> None:
-    """In the landing's transaction: the context stands or falls with the rows it describes."""
-    await conn.execute(
-        SQL["store_context"],
-        target.source_id,
-        target.dataset,
-        json.dumps(context, sort_keys=True),
-        rows,
-        total,
-    )
-
-
-async def forget(conn: asyncpg.Connection, source_id: str, dataset: str) -> None:
-    """The dataset landed without fingerprints: nothing describes its rows any more."""
-    await conn.execute(SQL["forget_context"], source_id, dataset)
-
-
-async def _destination_totals(landing: Landing, target: Target) -> tuple[int, str]:
-    parent = landing.tables.parent(target.dataset)
-    row = await landing.conn.fetchrow(
-        f"SELECT count(*)::bigint AS n, coalesce(sum({SRC_FP}), 0)::text AS s "  # noqa: S608
-        f"FROM {parent} WHERE {_mine(landing)}"
-    )
-    assert row is not None
-    return int(row["n"]), str(row["s"])
-
-
-async def _destination_digests(landing: Landing, target: Target, groups: int) -> bytes:
-    """Round 2's upload: each group's digest, 8 bytes big-endian, in group order (0: empty)."""
-    parent = landing.tables.parent(target.dataset)
-    digest = fingerprint.GROUP_DIGEST.format(fp=SRC_FP)
-    rows = await landing.conn.fetch(
-        f"SELECT ({SRC_FP} & $1::bigint)::int AS g, {digest} AS h "  # noqa: S608
-        f"FROM {parent} WHERE {_mine(landing)} GROUP BY 1",
-        groups - 1,
-    )
-    values = [0] * groups
-    for r in rows:
-        values[r["g"]] = r["h"]
-    return struct.pack(f">{groups}q", *values)
-
-
-async def _destination_fps(
-    landing: Landing, target: Target, mask: int, groups: list[int]
-) -> Counter[int]:
-    parent = landing.tables.parent(target.dataset)
-    if not groups:
-        return Counter()
-    rows = await landing.conn.fetch(
-        f"SELECT {SRC_FP} AS fp FROM {parent} WHERE {_mine(landing)} "  # noqa: S608
-        f"AND ({SRC_FP} & $1::bigint)::int IN (SELECT pg_catalog.unnest($2::int[]))",
-        mask,
-        groups,
-    )
-    return Counter(int(r["fp"]) for r in rows)
-
-
-async def _put_fps(conn: asyncpg.Connection, fps: list[int]) -> None:
-    """The delta's fingerprints where the landing's restriction reads them."""
-    await conn.execute(
-        f"CREATE TEMP TABLE IF NOT EXISTS {FPS_TABLE} (fp bigint) ON COMMIT DELETE ROWS; "  # noqa: S608
-        f"DELETE FROM {FPS}"
-    )
-    if fps:
-        await conn.copy_records_to_table(
-            FPS_TABLE, schema_name="pg_temp", records=[(fp,) for fp in fps]
-        )

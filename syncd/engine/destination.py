@@ -52,7 +52,7 @@ from syncd.engine.retry import Observer, RetryPolicy, unobserved
 from syncd.engine.shape import Shape
 from syncd.engine.tables import Table, Tables, Target
 from syncd.engine.txn import transaction
-from syncd.engine.upgrade import add_row_hashes, add_source_fingerprints, upgrade_layout
+from syncd.engine.upgrade import upgrade_tables
 from syncd.engine.vacuum import Vacuum
 from syncd.logevents import Event
 
@@ -129,9 +129,7 @@ class Destination:
                 async with conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock($1, 1)", ledger.LOCK_NAMESPACE)
                     await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quoting.ident(self.schema)}")
-                await upgrade_layout(conn, self.settings, self.timeouts, self._observe)
-                await add_row_hashes(conn, self.settings, self.timeouts, self._observe)
-                await add_source_fingerprints(conn, self.settings, self.timeouts, self._observe)
+                await upgrade_tables(conn, self.settings, self.timeouts, self._observe)
         except BaseException:
             await self.close()
             raise
@@ -202,12 +200,11 @@ class Destination:
                 f"the dataset has a column named {self.source_column!r}, which syncd fills with "
                 "the source id (destination.source_column); rename it in the query"
             )
-        for reserved, what in ((ROW_HASH, "hash"), (SRC_FP, "source fingerprint")):
-            if reserved in shape.column_names:
-                raise FinalError(
-                    f"the dataset has a column named {reserved!r}, which syncd keeps for each "
-                    f"row's {what}; rename it in the query"
-                )
+        if reserved := {ROW_HASH, SRC_FP} & set(shape.column_names):
+            raise FinalError(
+                f"the dataset has a column named {min(reserved)!r}, which syncd keeps for each "
+                "row (its hash, its source fingerprint); rename it in the query"
+            )
         table = self.tables.get(shape.dataset)
         if table is None or not self._fits(table, shape, key):
             # a connection of its own, not the pool's: the caller holds a pooled one in its
@@ -252,12 +249,11 @@ class Destination:
                 f"(partitioned by HASH ({self.source_column})); rename or drop it"
             )
         existing = {r["name"]: r["type"] for r in await conn.fetch(COLUMNS_SQL, rel["oid"])}
-        for column in (ROW_HASH, SRC_FP):
-            if column not in existing:
-                raise FinalError(
-                    f"{self.schema}.{shape.dataset} has no {column} column (landed by an older "
-                    "syncd that is still running?); restart this syncd to upgrade it"
-                )
+        if lacking := {ROW_HASH, SRC_FP} - set(existing):
+            raise FinalError(
+                f"{self.schema}.{shape.dataset} has no {min(lacking)} column (landed by an older "
+                "syncd that is still running?); restart this syncd to upgrade it"
+            )
         conflicts = [
             f"column {c.name!r} is {c.type} on the source but {existing[c.name]} in "
             f"{self.schema}.{shape.dataset}"

@@ -111,27 +111,29 @@ def totals_sql(function: Function, columns: Sequence[str], source: str) -> str:
 
 
 def groups_sql(function: Function, columns: Sequence[str], source: str, with_ctid: bool) -> str:
-    """Round 2, one scan: $1 the destination's digests (8 bytes per group, in group order), $2
-    the group mask (groups - 1). Returns one bytea: per group whose digest differs, its number
-    (int4), its row count at the source (int4), and per row its fingerprint (int8) and, when
-    the rows are a table's, its ctid (6 bytes: block int4, offset int2)."""
+    """Round 2, one scan and one aggregation (each fingerprint computed once: OFFSET 0 keeps
+    the planner from copying its expression into the grouping and the aggregates): $1 the
+    destination's digests (8 bytes per group, in group order), $2 the group mask (groups - 1).
+    Returns one bytea: per group whose digest differs, its number (int4), its row count at the
+    source (int4), and per row its fingerprint (int8) and, when the rows are a table's, its
+    ctid (6 bytes: block int4, offset int2)."""
     at = f"{ALIAS}.ctid" if with_ctid else "NULL::tid"
     digest = GROUP_DIGEST.format(fp="f.fp")
     return f"""
-WITH f AS (SELECT {at} AS at, {expression(function, columns)} AS fp FROM {source}),
-s AS (SELECT (f.fp & $2::bigint)::int AS g, {digest} AS h FROM f GROUP BY 1),
+WITH s AS (
+  SELECT (f.fp & $2::bigint)::int AS g, {digest} AS h, count(*)::int AS n,
+         pg_catalog.string_agg(pg_catalog.int8send(f.fp)
+                               || coalesce(pg_catalog.tidsend(f.at), ''::bytea), ''::bytea)
+             AS items
+  FROM (SELECT {at} AS at, {expression(function, columns)} AS fp FROM {source} OFFSET 0) AS f
+  GROUP BY 1),
 d AS (SELECT g, ('x' || pg_catalog.encode(pg_catalog.substring($1::bytea, g * 8 + 1, 8),
                  'hex'))::bit(64)::bigint AS h
-      FROM pg_catalog.generate_series(0, ($2::bigint)::int) AS g),
-bad AS (SELECT d.g FROM d LEFT JOIN s ON s.g = d.g WHERE coalesce(s.h, 0) <> d.h),
-rows AS (SELECT b.g, count(f.fp)::int AS n,
-                pg_catalog.string_agg(pg_catalog.int8send(f.fp)
-                                      || coalesce(pg_catalog.tidsend(f.at), ''::bytea), ''::bytea)
-                    AS items
-         FROM bad b LEFT JOIN f ON (f.fp & $2::bigint)::int = b.g GROUP BY b.g)
-SELECT pg_catalog.string_agg(pg_catalog.int4send(r.g) || pg_catalog.int4send(r.n)
-                             || coalesce(r.items, ''::bytea), ''::bytea ORDER BY r.g)
-FROM rows r
+      FROM pg_catalog.generate_series(0, ($2::bigint)::int) AS g)
+SELECT pg_catalog.string_agg(pg_catalog.int4send(d.g) || pg_catalog.int4send(coalesce(s.n, 0))
+                             || coalesce(s.items, ''::bytea), ''::bytea ORDER BY d.g)
+FROM d LEFT JOIN s ON s.g = d.g
+WHERE coalesce(s.h, 0) <> d.h
 """  # noqa: S608
 
 

@@ -1,7 +1,9 @@
-"""Converting dataset tables of the first layout (one LIST partition per municipality) to landing
-v2 (a fixed number of HASH buckets), on the first start of this version.
+"""Dataset tables of earlier versions brought to this one's, on the first start of it
+(`upgrade_tables`): the first layout (one LIST partition per municipality) converted to landing
+v2 (a fixed number of HASH buckets); landing v3's row hashes and delta transfer's source
+fingerprints added as columns.
 
-Per dataset, with readers querying throughout:
+The conversion, per dataset, with readers querying throughout:
 1. the new table is built beside the old one (`<dataset>__v2`), its rows copied from the old in
    one statement (a consistent snapshot; no sync writes meanwhile: this runs at start, under the
    destination's setup lock), with the old one's own indexes and grants;
@@ -40,6 +42,18 @@ log = logging.getLogger(__name__)
 
 class UpgradeError(FinalError):
     """The layout cannot be converted as it is: the operator must act (one line, no retry)."""
+
+
+async def upgrade_tables(
+    conn: asyncpg.Connection,
+    settings: config.DestinationSettings,
+    timeouts: config.Timeouts,
+    observe: Observer,
+) -> None:
+    """At start: every dataset table brought to this version's layout, oldest step first."""
+    await upgrade_layout(conn, settings, timeouts, observe)
+    await add_row_hashes(conn, settings, timeouts, observe)
+    await add_source_fingerprints(conn, settings, timeouts, observe)
 
 
 OLD_SUFFIX = "__v1"
