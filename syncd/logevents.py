@@ -54,6 +54,7 @@ class Event(StrEnum):
     SD_NOTIFY_FAILED = "sd_notify_failed"
     # config and reloads
     CONFIG_WARNING = "config_warning"
+    DIFFER_PURE_PYTHON = "differ_pure_python"
     RELOADED = "reloaded"
     RELOAD_REJECTED = "reload_rejected"
     RELOAD_LISTEN_FAILED = "reload_listen_failed"
@@ -101,6 +102,8 @@ MEANINGS: dict[Event, str] = {
     Event.TOKEN_UNUSABLE: "http.token_file unreadable or empty: POST endpoints disabled",
     Event.SD_NOTIFY_FAILED: "a message to systemd (sd_notify) could not be sent",
     Event.CONFIG_WARNING: "a warning about the config (one line per kind)",
+    Event.DIFFER_PURE_PYTHON: "at start: the pure-Python row differ runs (several times "
+    "slower), and why (the compiled one is missing, does not load, is stale, or is turned off)",
     Event.RELOADED: "a reload applied a new config",
     Event.RELOAD_REJECTED: "a reload was rejected: the previous config keeps running",
     Event.RELOAD_LISTEN_FAILED: "a reload's new HTTP address could not be listened on",

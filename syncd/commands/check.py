@@ -38,7 +38,9 @@ from syncd.commands.checkresult import (
     DestinationCheck,
     SourceCheck,
 )
-from syncd.config import Config, Dataset, Source
+from syncd.config import Config, Dataset, DifferMode, Source
+from syncd.config.values import is_loopback
+from syncd.engine import rowdiff
 from syncd.engine.connect import connect_password
 from syncd.engine.errors import Failure, Kind, Side, classify
 from syncd.engine.limits import Limits
@@ -148,6 +150,8 @@ async def check_source(
             result.tls_verified = {"verify-full": "host and CA", "verify-ca": "CA only"}.get(
                 result.tls_mode, "no"
             )
+        if source.bastion is not None and result.tls is not None and is_loopback(source.dsn.host):
+            result.notes.append(tls_in_tunnel_note(source.bastion.name))
         if source.bastion is not None:
             _hops(result, None, None)
             if result.tls_verified == "no":  # not asked for: not a failure, not a pass
@@ -161,6 +165,15 @@ async def check_source(
         with anyio.CancelScope(shield=True):
             await session.close()
     return result
+
+
+def tls_in_tunnel_note(bastion: str) -> str:
+    return (
+        f"TLS inside bastion {bastion}'s tunnel, which ends on the database's own host: TLS "
+        "output does not compress, so SSH compression saves nothing on this source; "
+        "sslmode=disable would put about a third of the bytes on the link, still encrypted by "
+        "SSH (docs/configure/bastions.md, Compression)"
+    )
 
 
 async def _check_role(conn: asyncpg.Connection, result: SourceCheck, timeout: float) -> None:
@@ -388,12 +401,16 @@ async def run_check(
         with anyio.CancelScope(shield=True):
             await tunnels.close()
     checked = [s for s in sources if s is not None]
-    ok = all(s.ok for s in checked) and destination[0].ok
+    differ = rowdiff.choose(config.differ)
+    differ_ok = differ.compiled or config.differ is not DifferMode.COMPILED
+    ok = all(s.ok for s in checked) and destination[0].ok and differ_ok
     if as_json:
-        out.write(
-            json.dumps(as_json_document(checked, destination[0], ok), ensure_ascii=False, indent=2)
-        )
+        document = as_json_document(checked, destination[0], ok)
+        document["differ"] = {"compiled": differ.compiled, "reason": differ.reason, "ok": differ_ok}
+        out.write(json.dumps(document, ensure_ascii=False, indent=2))
         out.write("\n")
     else:
         out.write(report(checked, destination[0]))
+        verdict = "ok" if differ.compiled else "warning" if differ_ok else "FAIL"
+        out.write(f"row differ: {verdict}: {differ.describe()}\n")
     return 0 if ok else 1

@@ -76,6 +76,8 @@ def report(sources: list[SourceCheck], destination: DestinationCheck) -> str:
                 lines.append(f"{s.id}: dataset {ds.name}: variant {ds.variant}")
         for w in s.warnings:
             lines.append(f"{s.id}: warning: {w}")
+        for n in s.notes:
+            lines.append(f"{s.id}: note: {n}")
     locks = destination.locks
     lines.append("")
     lines.append(

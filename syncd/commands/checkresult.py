@@ -39,6 +39,7 @@ class SourceCheck:
     error_kind: str | None = None  # errors.Kind of the failure that stopped the check
     datasets: list[DatasetCheck] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # worth knowing; neither a warning nor a fail
     errors: list[str] = field(default_factory=list)
 
     @property

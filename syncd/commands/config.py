@@ -9,6 +9,7 @@ from typing import TextIO
 from syncd import config as config_module
 from syncd.config.dsn import world_readable
 from syncd.config.render import to_yaml
+from syncd.engine import rowdiff
 from syncd.service.runtime import EXIT_OK, read_config
 
 
@@ -33,6 +34,19 @@ def secret_files(config: config_module.Config) -> list[config_module.Notice]:
     return notices
 
 
+def differ_finding(mode: config_module.DifferMode) -> str | None:
+    """What `check` says about the row differ on this machine: nothing when the compiled one
+    runs; ConfigError (exit 2, as `run` would) when the config demands it and it cannot."""
+    choice = rowdiff.choose(mode)
+    if choice.compiled:
+        return None
+    if mode is config_module.DifferMode.COMPILED:
+        raise config_module.ConfigError(
+            [config_module.Problem("", None, f"differ: compiled, but {choice.reason}")]
+        )
+    return f"the pure-Python row differ would run (several times slower): {choice.reason}"
+
+
 def check_config(
     given: str | None,
     credentials_dir: Path | None = None,
@@ -44,6 +58,9 @@ def check_config(
     notices = [*config.warnings, *secret_files(config)]
     for line in config_module.summarize(notices):
         print(f"warning: {line}", file=err)
+    differ_line = differ_finding(config.differ)
+    if differ_line:
+        print(f"warning: {differ_line}", file=err)
     where = config.path or given
     print(f"{where}: ok ({len(config.sources)} sources, {len(config.datasets)} datasets)", file=out)
     return EXIT_OK

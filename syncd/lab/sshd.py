@@ -50,8 +50,9 @@ def free_port(low: int = 20000, high: int = 32000) -> int:
 class Sshd:
     """One sshd on 127.0.0.1:port; `authorize(line)` adds an authorized_keys line."""
 
-    def __init__(self, directory: Path, max_sessions: int = 10):
+    def __init__(self, directory: Path, max_sessions: int = 10, log_level: str = "VERBOSE"):
         self.max_sessions = max_sessions
+        self.log_level = log_level  # DEBUG: each connection's negotiated algorithms too
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.user = getpass.getuser()
@@ -88,7 +89,7 @@ class Sshd:
                     "GatewayPorts no",
                     "MaxStartups 200",
                     f"MaxSessions {self.max_sessions}",
-                    "LogLevel VERBOSE",
+                    f"LogLevel {self.log_level}",
                     "",
                 ]
             )

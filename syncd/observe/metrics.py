@@ -28,6 +28,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from syncd import __version__
+from syncd.engine import rowdiff
 from syncd.engine.errors import Failure, Kind
 from syncd.engine.limits import Usage
 from syncd.engine.progress import Progress
@@ -96,6 +97,13 @@ class Metrics(Progress):
         r.register(ProcessMetrics("syncd"))
         self.build = Gauge("syncd_build_info", "syncd version", ["version"], registry=r)
         self.build.labels(__version__).set(1)
+        self.differ = Gauge(
+            "syncd_row_differ_compiled",
+            "1: the compiled row differ runs; 0: the pure-Python one (several times slower; "
+            "the start's differ_pure_python warning and `syncd check` say why)",
+            registry=r,
+        )
+        self.differ.set_function(lambda: float(rowdiff.current().compiled))
         self.duration = Histogram(
             "syncd_sync_duration_seconds",
             "Duration of one municipality sync",

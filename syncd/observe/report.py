@@ -13,6 +13,7 @@ from typing import Any, TextIO
 import anyio
 
 from syncd.config import Config
+from syncd.engine import rowdiff
 from syncd.engine.progress import Progress
 from syncd.engine.results import DatasetResult, SourceResult, now
 from syncd.ledger import DatasetStatus, Status
@@ -236,6 +237,7 @@ def pass_document(
     docs/reference/once-json.schema.json is its schema."""
     names = {s.id: s.name for s in config.sources}
     datasets = [d for r in results for d in r.datasets.values()]
+    differ = rowdiff.current()
     return {
         "version": JSON_VERSION,
         "status": "ok" if exit_code == 0 else "failed",
@@ -244,6 +246,8 @@ def pass_document(
         "started_at": iso(started_at),
         "ended_at": iso(now()),
         "seconds": round(seconds, 3),
+        "differ": differ.name,
+        "differ_reason": differ.reason,
         "totals": {
             "sources": len(results),
             "sources_ok": sum(1 for r in results if r.status == Status.OK),

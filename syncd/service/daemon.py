@@ -30,6 +30,7 @@ from syncd.logevents import Event
 from syncd.observe.metrics import Metrics
 from syncd.service.clock import Clock
 from syncd.service.control import DaemonControl
+from syncd.service.differ import start_differ
 from syncd.service.dispatch import Dispatcher
 from syncd.service.http import HttpServer
 from syncd.service.notify import Notifier, watchdog_interval
@@ -237,5 +238,6 @@ def raise_open_files_limit() -> None:
 def run_daemon(given: str | None, credentials_dir: Path | None = None) -> int:
     """The daemon on the config `--config` names (None: $SYNCD_CONFIG, else the default)."""
     config = load_config(given, credentials_dir)  # ConfigError -> exit 2 in the CLI
+    start_differ(config.differ)  # read at start only: a reload keeps the differ it started with
     daemon = Daemon(find_config(given), config)
     return run_async(daemon.run)

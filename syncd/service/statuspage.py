@@ -31,6 +31,7 @@ from enum import StrEnum
 from importlib import resources
 from urllib.parse import urlencode
 
+from syncd.engine import rowdiff
 from syncd.ledger import Status
 from syncd.observe.report import human_duration
 from syncd.service.statusboard import SourceView
@@ -333,6 +334,7 @@ def render(
         "summary": summary,
         "now": _e(_when(now)),
         "version": _e(version),
+        "differ": _differ(rowdiff.current()),
         "hidden": hidden,
         "q": _e(query.q),
         "shown": _e(shown),
@@ -342,6 +344,16 @@ def render(
     }
     # one pass, so nothing inserted is read again as a placeholder
     return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), PAGE)
+
+
+def _differ(choice: rowdiff.DifferChoice) -> str:
+    """Which row differ runs: never silently the slow one."""
+    if choice.compiled:
+        return '<span id="differ">compiled row differ</span>'
+    return (
+        '<span id="differ" class="slow">pure-Python row differ, several times slower: '
+        f"{_e(choice.reason)}</span>"
+    )
 
 
 def _count_item(key: Shown, label: str, count: int, query: PageQuery) -> str:

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from syncd import config as config_module
-from syncd.commands.check import run_check
+from syncd.commands.check import run_check, tls_in_tunnel_note
 from syncd.commands.enroll import preferred_port
 from syncd.commands.once import MetricsOutput, run_once
 from syncd.config import Config
@@ -32,12 +32,13 @@ from syncd.engine.tunnel import Tunnels
 from syncd.observe import telemetry
 
 from tests.conftest import TABLE_DATASETS
-from tests.scenarios.test_bastions import unit_command
+from tests.scenarios.test_bastions import SSH_CONFIG, unit_command, windows_command
 from tests.support.daemonproc import DaemonProcess, free_port
 from tests.support.faultproxy import FaultProxy
 from tests.support.helpers import ROOT, fingerprint, run_cli, run_pass
 from tests.support.helpers import tls_cluster as start_tls_cluster
 from tests.support.sshd import SSHD, Sshd, keygen, require_openssh
+from tests.support.sshd import free_port as sshd_free_port
 
 CIDADAOS, EQUIPES = TABLE_DATASETS[0], TABLE_DATASETS[3]
 DATASETS = [CIDADAOS, EQUIPES]
@@ -326,10 +327,20 @@ def ssh_reverse(sshd: Sshd, key: Path, known: Path, listen: int, db) -> subproce
             "DB_PORT": str(db.cluster.port),
             "TUNNEL_KEY": str(key),
             "TUNNEL_KNOWN_HOSTS": str(known),
+            "TUNNEL_SSH_CONFIG": str(SSH_CONFIG),
         }
     )
     command[0] = "ssh"  # wherever it is here
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+async def port_open(port: int) -> bool:
+    try:
+        stream = await anyio.connect_tcp("127.0.0.1", port)
+    except OSError:
+        return False
+    await stream.aclose()
+    return True
 
 
 async def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> bool:
@@ -410,6 +421,7 @@ async def test_enroll_then_a_real_reverse_tunnel_checks_and_lands_and_its_absenc
         [checked] = report["sources"]
         assert code == 0, checked
         assert checked["bastion"] == "rdv"
+        assert checked["notes"] == []  # no TLS inside the tunnel: nothing to say
         assert [checked["hops"][h] for h in list(checked["hops"])[:5]] == ["ok"] * 5
         code, out, err = await run_pass(config)
         assert code == 0, out + err
@@ -508,6 +520,8 @@ async def test_tls_verify_full_checks_the_database_name_through_the_tunnel(
     assert code == 0, checked
     assert checked["tls"] and checked["tls_verified"] == "host and CA"
     assert checked["hops"]["TLS verified"] == "ok"
+    # TLS in a tunnel that ends on the database's host: said, not failed (nothing compresses)
+    assert checked["notes"] == [tls_in_tunnel_note("hub")]
     code, out, err = await run_pass(config)
     assert code == 0, out + err
     # the DSN names 127.0.0.1, which the certificate does not: refused, through the tunnel too
@@ -519,3 +533,158 @@ async def test_tls_verify_full_checks_the_database_name_through_the_tunnel(
     assert code == 1 and checked["error_kind"] == "tls", checked
     assert checked["hops"]["database answered"] == "ok"
     assert checked["hops"]["TLS verified"] == "FAILED"
+
+
+# -- SSH compression --------------------------------------------------------------------------
+
+
+async def copy_bytes(conn: asyncpg.Connection, table: str) -> int:
+    """A binary COPY of `table` read to the end: the bytes PostgreSQL sent."""
+    size = 0
+
+    async def sink(chunk: bytes) -> None:
+        nonlocal size
+        size += len(chunk)
+
+    await conn.copy_from_table(table, output=sink, format="binary")
+    return size
+
+
+@pytest.fixture(scope="module")
+def sshd_debug(tmp_path_factory: pytest.TempPathFactory):
+    """An sshd that logs, for each connection, the algorithms it agreed on."""
+    require_openssh()
+    server = Sshd(tmp_path_factory.mktemp("sshd-debug"), log_level="DEBUG").start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("compression", [True, False])
+async def test_a_bastion_connection_negotiates_compression_and_the_copy_crosses_smaller(
+    sshd_debug, make_sources, compression
+):
+    sshd = sshd_debug
+    [db] = await make_sources(1, citizens=2000)
+    proxy = await FaultProxy("127.0.0.1", sshd.port).start()  # counts what crosses the link
+    logged = sshd.log.stat().st_size
+    bastion = json.dumps(sshd.bastion(proxy.port, compression=compression))
+    config = config_module.loads(
+        f"""
+destination: {{dsn: "postgresql://x@127.0.0.1:1/x"}}
+bastions: {{hub: {bastion}}}
+sources: [{json.dumps(tunnelled(db))}]
+datasets: [{{name: a, table: t}}]
+"""
+    )
+    [source] = config.sources
+    assert source.bastion is not None and source.bastion.compression is compression
+    tunnels = Tunnels()
+    try:
+        link = tunnels.link(source.bastion)
+        assert link.compression is None  # not connected yet
+        port = await link.open(source.dsn.host, source.dsn.port, 10)
+        # what asyncssh and OpenSSH's sshd agreed on for what the bastion sends, as each says
+        algorithm = "zlib@openssh.com" if compression else "none"
+        assert link.compression == algorithm
+        with sshd.log.open("rb") as log:
+            log.seek(logged)
+            said = log.read().decode(errors="replace")
+        assert re.search(
+            rf"kex: server->client cipher: \S+ MAC: \S+ compression: {algorithm}", said
+        )
+        conn = await asyncpg.connect(
+            host="127.0.0.1", port=port, user=source.dsn.user, database=db.dbname, ssl=False
+        )
+        try:
+            [wire] = proxy.conns  # the SSH connection, as the link carries it
+            before = wire.sent["down"]
+            copied = await copy_bytes(conn, "tb_fat_atendimento_individual")
+            crossed = wire.sent["down"] - before
+        finally:
+            await conn.close()
+    finally:
+        await tunnels.close()
+        await proxy.stop()
+    if compression:
+        assert crossed < copied / 2, (crossed, copied)  # PEC's rows shrink: bytes, not time
+    else:
+        assert crossed > copied, (crossed, copied)  # every byte, and SSH's framing on top
+
+
+# -- the Windows kit's ssh command line, run by Linux OpenSSH -------------------------------------
+
+
+def windows_kit(
+    sshd: Sshd, kit: Path, listen: int, db, port: int
+) -> tuple[list[str], dict[str, str]]:
+    """C:\\ProgramData\\syncd-tunnel as `kit`, the rendezvous host at 127.0.0.1:`port`: the shipped ssh_config, a key enrolled for
+    `listen` alone, the pinned known_hosts; the ssh command line syncd-tunnel.ps1 builds."""
+    kit.mkdir()
+    (kit / "ssh_config").write_bytes(SSH_CONFIG.read_bytes())
+    public = keygen(kit / "id_ed25519", "municipio-windows")
+    sshd.authorize(f'restrict,port-forwarding,permitlisten="127.0.0.1:{listen}" {public}')
+    sshd.known_hosts(kit / "known_hosts", port)
+    values = {
+        "TUNNEL_PORT": str(listen),
+        "RENDEZVOUS_HOST": "127.0.0.1",
+        "RENDEZVOUS_PORT": str(port),  # the sshd, or a proxy in front of it
+        "RENDEZVOUS_USER": sshd.user,
+        "DB_PORT": str(db.cluster.port),  # DB_HOST: the script's default, 127.0.0.1
+    }
+    return ["ssh", *windows_command(values, kit)], values
+
+
+async def test_the_windows_kits_ssh_command_holds_the_forward_and_refuses_another_host_key(
+    sshd, proxy, make_sources, tmp_path
+):
+    [db] = await make_sources(1, citizens=2000)
+    listen = sshd_free_port()
+    command, _ = windows_kit(sshd, tmp_path / "kit", listen, db, proxy.port)
+    # what that command line makes of the shared ssh_config (`ssh -G`: nothing connects)
+    effective = subprocess.run(
+        [command[0], "-G", *command[1:]], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    for line in (
+        "batchmode yes",
+        "compression yes",
+        "exitonforwardfailure yes",
+        "serveraliveinterval 15",
+        "serveralivecountmax 3",
+        "stricthostkeychecking true",
+        f"userknownhostsfile {tmp_path / 'kit' / 'known_hosts'}",
+        f"remoteforward [127.0.0.1]:{listen} [127.0.0.1]:{db.cluster.port}",
+    ):
+        assert line in effective, line
+
+    tunnel = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert await wait_listening(listen, tunnel), tunnel.stderr.read()  # type: ignore[union-attr]
+        # a PostgreSQL session through the reverse forward, as syncd's would come
+        conn = await asyncpg.connect(
+            host="127.0.0.1", port=listen, user="esus_leitura", database=db.dbname, ssl=False
+        )
+        try:
+            assert await conn.fetchval("SELECT current_database()") == db.dbname
+            assert await conn.fetchval("SELECT count(*) FROM tb_fat_cidadao_pec") == db.citizens
+            # Compression yes: the rows go up the municipality's link compressed
+            [wire] = proxy.conns
+            before = wire.sent["up"]
+            copied = await copy_bytes(conn, "tb_fat_atendimento_individual")
+            assert wire.sent["up"] - before < copied / 2, (wire.sent["up"] - before, copied)
+        finally:
+            await conn.close()
+    finally:
+        tunnel.terminate()
+        tunnel.wait(10)
+    with anyio.fail_after(30):  # sshd lets the port go once it sees the connection end
+        while proxy.conns or await port_open(listen):
+            await anyio.sleep(0.05)
+
+    # the rendezvous host presents a key other than the pinned one: refused, no forward
+    (tmp_path / "kit" / "known_hosts").write_text(
+        f"[127.0.0.1]:{proxy.port} {keygen(tmp_path / 'impostor', 'impostor')}\n"
+    )
+    refused = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert not await wait_listening(listen, refused)
+    assert refused.wait(30) == 255
+    assert b"Host key verification failed" in refused.stderr.read()  # type: ignore[union-attr]

@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-from syncd.lab.sshd import SSHD, Sshd, keygen, missing_openssh
+from syncd.lab.sshd import SSHD, Sshd, free_port, keygen, missing_openssh
 
-__all__ = ["SSHD", "Sshd", "keygen", "require_openssh"]
+__all__ = ["SSHD", "Sshd", "free_port", "keygen", "require_openssh"]
 
 
 def require_openssh() -> None:

@@ -1,5 +1,6 @@
-"""The external programs the acceptance lane drives (Debian's chromium, promtool): a test that
-needs one is skipped where it is absent, and fails in CI (CI=true), where .ci/run installs it."""
+"""The external programs the tests drive (Debian's chromium, promtool; npm for older PostgreSQL
+majors): a test that needs one is skipped where it is absent, and fails in CI (CI=true), where
+.ci/run (or `make test`) installs it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
 import pytest
 
@@ -21,7 +23,11 @@ def require(*names: str, package: str) -> str:
         path = shutil.which(name)
         if path is not None:
             return path
-    reason = f"{names[0]} absent (Debian: {package})"
+    skip_or_fail(f"{names[0]} absent (Debian: {package})")
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip the test for want of a tool; under CI=true, where the tool must be there, fail it."""
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason}: .ci/run installs it in CI")
     pytest.skip(reason)

@@ -14,7 +14,7 @@ import pytest
 
 from syncd import config
 from syncd.commands import enroll
-from syncd.config import Bastion
+from syncd.config import Bastion, ConfigError
 from syncd.config.bastions import parse_host_key
 from syncd.engine.errors import Failure, Kind, classify
 from syncd.engine.retry import RetryPolicy
@@ -82,6 +82,15 @@ def test_every_bastion_key_is_read():
     [hub] = config.loads(text, base=Path("/etc/syncd")).bastions
     assert (hub.port, hub.passphrase_file) == (2222, Path("/etc/syncd/key.pass"))
     assert (hub.keepalive_interval, hub.keepalive_count_max) == (5.0, 2)
+
+
+def test_compression_is_on_unless_a_bastion_says_false():
+    [hub] = config.loads(BASE).bastions
+    assert hub.compression is True
+    off = BASE.replace("    user: syncd\n", "    user: syncd\n    compression: false\n")
+    assert config.loads(off).bastions[0].compression is False
+    bad = BASE.replace("    user: syncd\n", "    user: syncd\n    compression: zlib\n")
+    assert "bastions.hub-sp.compression: is true or false" in problems(bad)[0]
 
 
 def test_a_missing_host_key_is_an_error_on_its_line_and_cannot_be_turned_off():
@@ -182,8 +191,44 @@ def test_enroll_prints_the_restricted_key_line_and_the_source_entry(tmp_path: Pa
     port = enroll.allocate_port(c, "4106902", c.bastions[0])
     text = out.getvalue()
     assert f'restrict,port-forwarding,permitlisten="127.0.0.1:{port}" {KEY} ' in text
-    assert f'- id: "4106902"\n  dsn: postgresql://esus_leitura@127.0.0.1:{port}/esus\n' in text
+    # the tunnel ends on the PEC's own host: no TLS inside it, so SSH compression works
+    dsn = f"postgresql://esus_leitura@127.0.0.1:{port}/esus?sslmode=disable"
+    assert f'- id: "4106902"\n  dsn: {dsn}\n' in text
     assert "  ssh_tunnel: {bastion: hub-sp}\n" in text
+
+
+def test_enroll_prints_the_municipal_tunnel_env_with_the_pec_defaults_and_the_pinned_key():
+    c = config.loads(rendezvous(20001))
+    out = io.StringIO()
+    assert enroll.enroll(c, "4106902", out) == 0
+    port = enroll.allocate_port(c, "4106902", c.bastions[0])
+    lines = out.getvalue().splitlines()
+    # a tunnel.env as it is, for Linux and Windows alike: the PEC's database on 127.0.0.1:5433
+    env = dict(line.split("=", 1) for line in lines if re.fullmatch(r"[A-Z_]+=.*", line))
+    assert env == {
+        "TUNNEL_PORT": str(port),
+        "RENDEZVOUS_HOST": "bastion.example.org",
+        "RENDEZVOUS_PORT": "22",
+        "RENDEZVOUS_USER": "tunnel",
+        "DB_HOST": "127.0.0.1",
+        "DB_PORT": "5433",
+    }
+    assert f"bastion.example.org {KEY}" in lines  # known_hosts: port 22 has no [host]:port
+    assert any("syncd-tunnel.ps1 install" in line for line in lines)
+
+    # another address for municipalities, a PostgreSQL of the server's own, across its network
+    out = io.StringIO()
+    enroll.enroll(
+        c, "4106902", out, address="rdv.example.gov.br:2222", db_host="10.0.0.5", db_port=5432
+    )
+    lines = out.getvalue().splitlines()
+    assert f"[rdv.example.gov.br]:2222 {KEY}" in lines
+    assert {"RENDEZVOUS_HOST=rdv.example.gov.br", "RENDEZVOUS_PORT=2222"} <= set(lines)
+    assert {"DB_HOST=10.0.0.5", "DB_PORT=5432"} <= set(lines)
+    assert f"  dsn: postgresql://esus_leitura@127.0.0.1:{port}/esus" in lines  # TLS: theirs
+    for bad in ("rdv:x", "a b", ":22"):
+        with pytest.raises(ConfigError, match="--address"):
+            enroll.enroll(c, "4106902", io.StringIO(), address=bad)
 
 
 # -- the tunnel's failures, as the rest of syncd sees them -----------------------------------------

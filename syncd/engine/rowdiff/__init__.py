@@ -22,18 +22,17 @@ tuple is, so a row changed by hand is seen whatever its stored hash says; with `
 nothing comes out and every held copy is matched one by one (an exact multiset comparison:
 `rows_new` source rows the destination lacks, `existing - rows_matched` it has in excess).
 
-The framing walk and the hashing run in C (`rowdiff.c`, built by `build.py`, loaded through
-ctypes by `cdiffer.py`) when it is built; `PyDiffer` (`pydiffer.py`) is the same thing in pure
-Python (a few times slower), used when it is not, and held to identical results by
-tests/unit/test_rowdiff.py. `transform.py` is the byte pipe's transform that feeds a differ.
+The framing walk and the hashing run in C (`rowdiff.c`, compiled by the package's build through
+`build.py`, loaded through ctypes by `cdiffer.py`); `PyDiffer` (`pydiffer.py`) is the same thing
+in pure Python (several times slower), the reference, held to identical results by
+tests/unit/test_rowdiff.py. Which one runs, and why, is `choice.py`'s (`use`, `current`).
+`transform.py` is the byte pipe's transform that feeds a differ.
 """
 
 from __future__ import annotations
 
-import os
-
-from syncd.engine.rowdiff.build import load
-from syncd.engine.rowdiff.cdiffer import CDiffer, c_row_hash
+from syncd.engine.rowdiff.cdiffer import LOAD_ERROR, CDiffer, c_row_hash
+from syncd.engine.rowdiff.choice import DifferChoice, DifferRefused, choose, current, use
 from syncd.engine.rowdiff.pydiffer import (
     HEADER,
     KEY,
@@ -50,27 +49,28 @@ __all__ = [
     "ACCELERATED",
     "HEADER",
     "KEY",
-    "PURE_PYTHON",
     "SIGNATURE",
     "TRAILER",
     "CDiffer",
+    "DifferChoice",
+    "DifferRefused",
     "PyDiffer",
     "RowDiffer",
     "c_row_hash",
+    "choose",
+    "current",
     "differ",
     "keys_copy",
     "py_row_hash",
     "shape_seed",
+    "use",
 ]
 
-ACCELERATED = load() is not None
-# SYNCD_PURE_PYTHON_DIFF=1: the pure-Python differ even where the C one is built (to compare
-# the two on real data, or to rule the accelerator out)
-PURE_PYTHON = os.environ.get("SYNCD_PURE_PYTHON_DIFF", "") not in ("", "0")
+ACCELERATED = LOAD_ERROR is None  # the compiled differ loads (whether or not it is chosen)
 
 
 def differ(seed: int, *, emit: bool = True) -> RowDiffer:
-    """A differ: the C one when it is built."""
-    if ACCELERATED and not PURE_PYTHON:
+    """A differ: the one this process chose (`choice.use`), the compiled one by default."""
+    if current().compiled:
         return CDiffer(seed, emit)
     return PyDiffer(seed, emit)

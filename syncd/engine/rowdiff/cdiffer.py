@@ -1,14 +1,20 @@
-"""The row differ in C: rowdiff.c, built into a shared library by `build.py`, loaded through
-ctypes; the same methods and results as PyDiffer (pydiffer.py)."""
+"""The row differ in C: rowdiff.c, compiled into a shared library by the package's build
+(setup.py, through `build.py`), loaded through ctypes; the same methods and results as PyDiffer
+(pydiffer.py). `LOAD_ERROR` says why it cannot run (missing, does not load, stale)."""
 
 from __future__ import annotations
 
 import ctypes
 
-from syncd.engine.rowdiff.build import load
+from syncd.engine.rowdiff.build import NotLoaded, load
 from syncd.engine.rowdiff.pydiffer import DUPLICATE, KEY, PRESENT
 
-_LIB = load()
+_LIB: ctypes.CDLL | None
+LOAD_ERROR: str | None
+try:
+    _LIB, LOAD_ERROR = load().lib, None
+except NotLoaded as exc:
+    _LIB, LOAD_ERROR = None, str(exc)
 
 
 class CDiffer:

@@ -1,6 +1,7 @@
-/* The row differ's accelerator: a plain C library (no Python headers: any C compiler builds it,
- * Zig's from PyPI included, see syncd/engine/rowdiff/build.py), loaded with ctypes by
- * syncd/engine/rowdiff/pydiffer.py, whose pure-Python `PyDiffer` is the specification;
+/* The compiled row differ: a plain C library (no Python headers: any C compiler builds it,
+ * Zig's from PyPI included), compiled by the package's own build (setup.py, through
+ * syncd/engine/rowdiff/build.py) and loaded with ctypes by syncd/engine/rowdiff/cdiffer.py;
+ * syncd/engine/rowdiff/pydiffer.py's pure-Python `PyDiffer` is the specification;
  * tests/unit/test_rowdiff.py holds the two to identical results.
  *
  * A binary COPY stream is framed here without decoding a value: the 19-byte header (and its
@@ -16,7 +17,17 @@
 #define XXH_INLINE_ALL
 #include "vendor/xxhash.h"
 
-#define RD_ABI 1 /* rowdiff.py refuses a library of another version */
+#define RD_ABI 1 /* build.py's load() refuses a library of another version */
+/* the digest of the rowdiff.c and xxhash.h it was built from (build.py's source_digest(), passed
+ * by the build as -DRD_SOURCE=...): load() refuses a library built from other sources */
+#ifndef RD_SOURCE
+#define RD_SOURCE "unknown"
+#endif
+#ifdef _WIN32
+#define RD_EXPORT __declspec(dllexport)
+#else
+#define RD_EXPORT __attribute__((visibility("default")))
+#endif
 #define KEY 16
 #define HEADER 19
 #define EMPTY 0
@@ -334,11 +345,13 @@ static int build_table(Differ *d) {
 }
 
 
-/* -- the library's functions (rowdiff.py declares them for ctypes) ------------------------- */
+/* -- the library's functions (build.py declares them for ctypes) ------------------------- */
 
-int rd_abi(void) { return RD_ABI; }
+RD_EXPORT int rd_abi(void) { return RD_ABI; }
 
-Differ *rd_new(uint64_t seed, int emit) {
+RD_EXPORT const char *rd_source(void) { return RD_SOURCE; }
+
+RD_EXPORT Differ *rd_new(uint64_t seed, int emit) {
     Differ *d = calloc(1, sizeof(Differ));
     if (d == NULL) return NULL;
     d->seed = seed;
@@ -348,7 +361,7 @@ Differ *rd_new(uint64_t seed, int emit) {
     return d;
 }
 
-void rd_free(Differ *d) {
+RD_EXPORT void rd_free(Differ *d) {
     if (d == NULL) return;
     free(d->existing.carry);
     free(d->source.carry);
@@ -360,10 +373,10 @@ void rd_free(Differ *d) {
     free(d);
 }
 
-const char *rd_error(Differ *d) { return d->error ? d->error : "rowdiff failed"; }
+RD_EXPORT const char *rd_error(Differ *d) { return d->error ? d->error : "rowdiff failed"; }
 
 /* mode 1: a binary COPY of the stored hashes (one uuid column); 2: of rows, hashed here */
-int rd_add(Differ *d, int mode, const uint8_t *p, Py_ssize_t n) {
+RD_EXPORT int rd_add(Differ *d, int mode, const uint8_t *p, Py_ssize_t n) {
     if (d->sealed) {
         d->error = "the existing rows are sealed already";
         return -1;
@@ -376,7 +389,7 @@ int rd_add(Differ *d, int mode, const uint8_t *p, Py_ssize_t n) {
     return walk(d, &d->existing, p, n, 0, NULL);
 }
 
-int rd_seal(Differ *d) {
+RD_EXPORT int rd_seal(Differ *d) {
     if (d->sealed) return 0;
     if (d->existing_mode && (d->existing.phase != 2 || d->existing.carry_len)) {
         d->error = "the existing rows' COPY stream ended early";
@@ -387,7 +400,7 @@ int rd_seal(Differ *d) {
 }
 
 /* Source bytes in; what comes out is at rd_out until the next call. */
-int rd_feed(Differ *d, const uint8_t *p, Py_ssize_t n) {
+RD_EXPORT int rd_feed(Differ *d, const uint8_t *p, Py_ssize_t n) {
     d->out.len = 0;
     if (!d->sealed) {
         d->error = "seal the existing rows first";
@@ -401,12 +414,12 @@ int rd_feed(Differ *d, const uint8_t *p, Py_ssize_t n) {
     return walk(d, &d->source, p, n, 1, &d->out);
 }
 
-const uint8_t *rd_out(Differ *d, Py_ssize_t *len) {
+RD_EXPORT const uint8_t *rd_out(Differ *d, Py_ssize_t *len) {
     *len = d->out.len;
     return d->out.data;
 }
 
-int rd_finish(Differ *d) {
+RD_EXPORT int rd_finish(Differ *d) {
     d->out.len = 0;
     if (d->source.phase != 2 || d->source.carry_len) {
         d->error = "the source's COPY stream ended early";
@@ -425,7 +438,7 @@ int rd_finish(Differ *d) {
 }
 
 /* The keys whose slots are in `state`, each once, into dst (NULL: how many bytes it needs). */
-Py_ssize_t rd_keys(Differ *d, int state, uint8_t *dst) {
+RD_EXPORT Py_ssize_t rd_keys(Differ *d, int state, uint8_t *dst) {
     Py_ssize_t count = 0;
     for (Py_ssize_t i = 0; i < d->slots; i++) {
         if (d->slot_state[i] == state) {
@@ -437,7 +450,7 @@ Py_ssize_t rd_keys(Differ *d, int state, uint8_t *dst) {
 }
 
 /* rows_in, rows_new, rows_matched, distinct, duplicated, unhashed, existing */
-void rd_counts(Differ *d, long long out[7]) {
+RD_EXPORT void rd_counts(Differ *d, long long out[7]) {
     out[0] = d->rows_in;
     out[1] = d->rows_new;
     out[2] = d->rows_matched;
@@ -447,6 +460,6 @@ void rd_counts(Differ *d, long long out[7]) {
     out[6] = d->nkeys;
 }
 
-void rd_hash(uint64_t seed, const uint8_t *p, Py_ssize_t n, uint8_t out[KEY]) {
+RD_EXPORT void rd_hash(uint64_t seed, const uint8_t *p, Py_ssize_t n, uint8_t out[KEY]) {
     hash_tuple(seed, p, n, out);
 }
