@@ -83,10 +83,10 @@ def main() -> None:
     )
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument(
-        "--delta-rows", type=int, default=300_000, help="rows of (i)'s table behind the link"
+        "--delta-rows", type=int, default=300_000, help="rows of (l)'s table behind the link"
     )
-    parser.add_argument("--link-mbit", type=float, default=20.0, help="(i)'s link, each way")
-    parser.add_argument("--link-rtt-ms", type=float, default=60.0, help="(i)'s round trip")
+    parser.add_argument("--link-mbit", type=float, default=20.0, help="(l)'s link, each way")
+    parser.add_argument("--link-rtt-ms", type=float, default=60.0, help="(l)'s round trip")
     parser.add_argument(
         "--installed",
         action="store_true",

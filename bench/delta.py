@@ -1,4 +1,4 @@
-"""(i) Delta transfer over a slow municipal link: one PEC-shaped table (300,000 rows by
+"""(l) Delta transfer over a slow municipal link: one PEC-shaped table (300,000 rows by
 default) behind a link proxy (bench/linkproxy.py: 20 Mbit/s each way, 30 ms each way, bytes
 counted), what crosses the link and how long a pass takes:
 
@@ -175,7 +175,7 @@ def report(r: dict) -> list[str]:
             )
         )
     return [
-        f"(i) delta transfer over a {r['mbit']:g} Mbit/s, {r['rtt_ms']:g} ms round-trip link, one "
+        f"(l) delta transfer over a {r['mbit']:g} Mbit/s, {r['rtt_ms']:g} ms round-trip link, one "
         f"{r['rows']:,}-row PEC-shaped table; bytes counted by the link proxy",
         table(
             ["pass", "down (from the source)", "up", "time", "source CPU", "seq scans", "target"],
