@@ -109,22 +109,25 @@ class _Session:
         self.source = source
         self.bytes = 0
         self.seconds = 0.0
+        self.old: str | None = None  # the settings before the pins, while they hold
 
     @property
     def timeout(self) -> float:
         t = self.session.timeouts
         return t.statement + t.idle_stream
 
-    async def pin(self) -> None:
-        await self.conn.execute(f"SAVEPOINT syncd_delta; {fingerprint.pin_sql()}")
-
-    async def repin(self) -> None:
-        await self.conn.execute(f"ROLLBACK TO SAVEPOINT syncd_delta; {fingerprint.pin_sql()}")
+    async def recover(self) -> None:
+        """After a round the server refused: back to the start of the dataset (the savepoint
+        the attempt took, engine/source.py), which puts the settings back too."""
+        await self.conn.execute("ROLLBACK TO SAVEPOINT syncd_dataset")
+        self.old = None
 
     async def unpin(self) -> None:
-        """Back to the server's own settings for what follows (a rollback: nothing was
-        written); the savepoint's locks stay with the dataset's."""
-        await self.conn.execute("ROLLBACK TO SAVEPOINT syncd_delta; RELEASE SAVEPOINT syncd_delta")
+        """The server's own settings again, for the datasets that follow in the snapshot."""
+        if self.old is not None:
+            restore = fingerprint.restore_sql("$1::text")
+            await self.conn.execute(f"SELECT 1 WHERE ({restore}) IS NULL", self.old)
+            self.old = None
 
     async def fetchrow(self, query: str, *args: object) -> asyncpg.Record:
         """A round's one statement. The server's refusal (md5 refused, a statement timeout)
@@ -142,19 +145,30 @@ class _Session:
 
     async def probe(self) -> tuple[Function, dict[str, str]]:
         """The function this server computes (md5, unless it refuses it) and the settings of
-        the context, without a scan."""
-        settings = fingerprint.settings_sql()
+        the context, without a scan; the settings pinned, if they are not yet."""
         try:
-            row = await self.fetchrow(f"SELECT pg_catalog.md5('') AS p, {settings}")
+            row = await self.fetchrow(fingerprint.probe_sql(Function.MD5, self.old is None))
             function = Function.MD5
         except RoundFailed:
-            await self.repin()
-            row = await self.fetchrow(f"SELECT pg_catalog.hashtext('') AS p, {settings}")
+            await self.recover()
+            row = await self.fetchrow(fingerprint.probe_sql(Function.HASHTEXT, True))
             function = Function.HASHTEXT
+        if self.old is None:
+            self.old = row["old"]
         return function, _settings(row)
 
-    async def totals(self, function: Function) -> tuple[dict[str, str], int, str]:
-        row = await self.fetchrow(fingerprint.totals_sql(function, self.columns, self.source))
+    async def totals(
+        self, function: Function, stored: fpstore.Stored
+    ) -> tuple[dict[str, str], int, str]:
+        """Round 1. Nothing changed: the statement put the settings back itself."""
+        row = await self.fetchrow(
+            fingerprint.totals_sql(function, self.columns, self.source),
+            stored.rows,
+            stored.fp_sum,
+            fingerprint.joined(stored.context["settings"]),
+        )
+        if row["restored"] is None:
+            self.old = row["old"]
         return _settings(row), int(row["n"]), str(row["s"])
 
     async def groups(
@@ -186,13 +200,16 @@ def _settings(row: asyncpg.Record) -> dict[str, str]:
     return fingerprint.parse_settings(str(row["c"]))
 
 
+def _columns(shape: Shape) -> list[list[str]]:
+    return [[c.name, c.type] for c in shape.columns]
+
+
 def _context(function: Function, settings: dict[str, str], shape: Shape) -> dict[str, Any]:
     return {
         "version": CONTEXT_VERSION,
         "function": str(function),
-        "server_major": int(settings["server_version_num"]) // 10000,
-        "settings": {k: v for k, v in settings.items() if k != "server_version_num"},
-        "columns": [[c.name, c.type] for c in shape.columns],
+        "settings": settings,
+        "columns": _columns(shape),
     }
 
 
@@ -213,16 +230,8 @@ async def land(
     with_fp = replace(target, columns=(*target.columns, SRC_FP), types=(*target.types, "bigint"))
     side = _Session(session, columns, source)
     stored = await fpstore.load(landing.conn, target)
-    await side.pin()
-    try:
-        outcome = await _reconcile(landing, side, shape, with_fp, write, stored, land_rows)
-    except BaseException:
-        if session.alive:
-            try:
-                await side.unpin()
-            except Exception:  # the original failure says why (the savepoint may be gone)
-                pass
-        raise
+    # a failure leaves the pins to the attempt's savepoint, whose rollback puts them back
+    outcome = await _reconcile(landing, side, shape, with_fp, write, stored, land_rows)
     await side.unpin()
     outcome.source_seconds = side.seconds
     outcome.landed.transfer.bytes += side.bytes
@@ -262,7 +271,7 @@ async def _reconcile(
                     "reason": reason,
                 },
             )
-            await side.repin()
+            await side.recover()
         else:
             if outcome.plan != Plan.FULL:
                 return outcome
@@ -295,7 +304,9 @@ async def _rounds(
     function: Function,
     land_rows: Callable[..., Any],
 ) -> Outcome:
-    settings, rows, total = await side.totals(function)
+    if stored.context.get("columns") != _columns(shape):
+        return Outcome(Plan.FULL, Landed(), "the context changed (columns)")
+    settings, rows, total = await side.totals(function, stored)
     context = _context(function, settings, shape)
     if context != stored.context:
         changed = sorted(k for k in context if context.get(k) != stored.context.get(k))
@@ -322,11 +333,6 @@ async def _rounds(
     if with_ctid:
         assert shape.table is not None
         ctids = [c for fp in delta for c in positions.get(fp, []) if c is not None]
-        # a TID scan, always: the planner may cost a long list of positions above a sequential
-        # scan, which would then search the list for every row (reverted with the pins)
-        await side.conn.execute(
-            "SELECT 1 WHERE pg_catalog.set_config('enable_seqscan', 'off', true) IS NULL"
-        )
         query = fingerprint.rows_by_ctid_sql(function, side.columns, shape.table, ctids)
     else:
         wanted = [fp for fp in delta if theirs[fp]]

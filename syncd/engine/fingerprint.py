@@ -44,7 +44,7 @@ PINNED: tuple[tuple[str, str], ...] = (
 # What is read back into the context: the pinned values as the server took them, and what
 # cannot be pinned (the major version: 12 changed float output; the encoding of text).
 CONTEXT_SETTINGS = (
-    "server_version_num",
+    "server_major",  # server_version_num / 10000: a minor release changes no output
     "server_encoding",
     "integer_datetimes",
     *(name for name, _ in PINNED),
@@ -57,29 +57,73 @@ DIGEST_PRIME = 9223372036854775783
 GROUP_DIGEST = f"((sum({{fp}}) + count(*) * 7919) % {DIGEST_PRIME})::bigint"
 
 
-def pin_sql() -> str:
-    """One statement: every PINNED setting, local to the transaction (and its savepoint); it
-    answers no row (every byte of an answer crosses the municipal link)."""
-    calls = " || ".join(
+# What a round sets, and so what is put back after the rounds: the pins, and the planner's
+# choice for round 3 (a TID scan, always).
+RESTORED = (*(name for name, _ in PINNED), "enable_seqscan")
+SEPARATOR = "\x1f"  # chr(31): between the settings, in the one text column that holds them
+
+
+def _setting(name: str) -> str:
+    if name == "server_major":
+        return "(pg_catalog.current_setting('server_version_num')::int / 10000)::text"
+    return f"pg_catalog.current_setting({quoting.literal(name)})"
+
+
+def _joined(names: Sequence[str]) -> str:
+    values = ", ".join(_setting(s) for s in names)
+    return f"pg_catalog.concat_ws(pg_catalog.chr(31), {values})"
+
+
+def joined(settings: dict[str, str]) -> str:
+    """The context's settings as `settings_sql` answers them (for round 1 to compare)."""
+    return SEPARATOR.join(settings[name] for name in CONTEXT_SETTINGS)
+
+
+def _pins() -> str:
+    return " || ".join(
         f"pg_catalog.set_config({quoting.literal(name)}, {quoting.literal(value)}, true)"
         for name, value in PINNED
     )
-    return f"SELECT 1 WHERE ({calls}) IS NULL"
 
 
-SEPARATOR = "\x1f"  # chr(31): between the settings, in the one text column that holds them
+def restore_sql(old: str) -> str:
+    """An expression putting back the settings `old` (the RESTORED ones, joined by
+    SEPARATOR, a column or a parameter) held before the rounds."""
+    return " || ".join(
+        f"pg_catalog.set_config({quoting.literal(name)}, "
+        f"pg_catalog.split_part({old}, pg_catalog.chr(31), {i}), true)"
+        for i, name in enumerate(RESTORED, start=1)
+    )
+
+
+def pinned(inner: str, select: str = "t.*") -> str:
+    """`inner` (a subquery of alias `t` that reads `pin.p`, so that it runs after the pins)
+    with every PINNED setting set first and the settings held before them as `old`, in one
+    statement: the rounds cost no round trip of their own for pinning. Order is by dependency:
+    `pin` reads `o`, `t` reads `pin`, each a subquery the planner keeps (OFFSET 0)."""
+    return (
+        f"SELECT o.old, {select} FROM (SELECT {_joined(RESTORED)} AS old OFFSET 0) AS o "  # noqa: S608
+        f"CROSS JOIN LATERAL (SELECT {_pins()} AS p, o.old OFFSET 0) AS pin "
+        f"CROSS JOIN LATERAL ({inner}) AS t"
+    )
 
 
 def settings_sql() -> str:
     """The context's settings, as one text column `c` (one column: fewer bytes on the link)."""
-    values = ", ".join(
-        f"pg_catalog.current_setting({quoting.literal(s)})" for s in CONTEXT_SETTINGS
-    )
-    return f"pg_catalog.concat_ws(pg_catalog.chr(31), {values}) AS c"
+    return f"{_joined(CONTEXT_SETTINGS)} AS c"
 
 
 def parse_settings(text: str) -> dict[str, str]:
     return dict(zip(CONTEXT_SETTINGS, text.split(SEPARATOR), strict=True))
+
+
+def probe_sql(function: Function, pin: bool) -> str:
+    """No scan: the function called once (an error if the server refuses it) and the settings
+    of the context, pinning them first unless they are already."""
+    call = "pg_catalog.md5('')" if function == Function.MD5 else "pg_catalog.hashtext('')"
+    if not pin:
+        return f"SELECT NULL::text AS old, {call} AS f, {settings_sql()}"
+    return pinned(f"SELECT {call} AS f, {settings_sql()} WHERE pin.p IS NOT NULL")
 
 
 def expression(function: Function, columns: Sequence[str]) -> str:
@@ -101,12 +145,19 @@ def relation(table: tuple[str, str] | None, select: str) -> str:
 
 
 def totals_sql(function: Function, columns: Sequence[str], source: str) -> str:
-    """Round 1: the settings of the context, the row count and the sum of fingerprints (as
-    text: a numeric, exact), in one scan."""
-    return (
-        f"SELECT {settings_sql()}, t.n, t.s FROM (SELECT count(*)::bigint AS n, "  # noqa: S608
-        f"coalesce(sum(f.fp), 0)::text AS s FROM (SELECT {expression(function, columns)} AS fp "
-        f"FROM {source}) AS f) AS t"
+    """Round 1, one scan, one round trip: pins the settings, then answers the settings of the
+    context (`c`), the row count (`n`) and the sum of fingerprints (`s`, a numeric as text:
+    exact). $1, $2, $3: the row count, sum and settings stored; when all three are the same
+    (nothing changed), the statement puts the settings back itself (`restored`), so an
+    unchanged table costs this one statement and nothing after it."""
+    inner = (
+        f"SELECT count(*)::bigint AS n, coalesce(sum(f.fp), 0)::text AS s, {settings_sql()} "  # noqa: S608
+        f"FROM (SELECT {expression(function, columns)} AS fp FROM {source} "
+        "WHERE pin.p IS NOT NULL OFFSET 0) AS f"
+    )
+    same = "t.n = $1::bigint AND t.s = $2::text AND t.c = $3::text"
+    return pinned(
+        inner, f"t.n, t.s, t.c, CASE WHEN {same} THEN {restore_sql('o.old')} END AS restored"
     )
 
 
@@ -119,6 +170,10 @@ def groups_sql(function: Function, columns: Sequence[str], source: str, with_cti
     ctid (6 bytes: block int4, offset int2)."""
     at = f"{ALIAS}.ctid" if with_ctid else "NULL::tid"
     digest = GROUP_DIGEST.format(fp="f.fp")
+    # round 3 by position is a TID scan, always: the planner may cost a long list of positions
+    # above a sequential scan, which would then search the list for every row. Set as this
+    # statement ends (after it was planned): no round trip of its own; put back with the pins
+    tid_scan = ", pg_catalog.set_config('enable_seqscan', 'off', true)" if with_ctid else ""
     return f"""
 WITH s AS (
   SELECT (f.fp & $2::bigint)::int AS g, {digest} AS h, count(*)::int AS n,
@@ -131,7 +186,7 @@ d AS (SELECT g, ('x' || pg_catalog.encode(pg_catalog.substring($1::bytea, g * 8 
                  'hex'))::bit(64)::bigint AS h
       FROM pg_catalog.generate_series(0, ($2::bigint)::int) AS g)
 SELECT pg_catalog.string_agg(pg_catalog.int4send(d.g) || pg_catalog.int4send(coalesce(s.n, 0))
-                             || coalesce(s.items, ''::bytea), ''::bytea ORDER BY d.g)
+                             || coalesce(s.items, ''::bytea), ''::bytea ORDER BY d.g){tid_scan}
 FROM d LEFT JOIN s ON s.g = d.g
 WHERE coalesce(s.h, 0) <> d.h
 """  # noqa: S608
