@@ -188,7 +188,13 @@ async def test_a_settings_change_streams_everything_and_stays_equal(
     try:
         await make_many(admin)
         proxy, entry = await through(proxies, src)
-        _, config = write_config(dest, [entry], [MANY])
+        # a query after the table, in the same snapshot: it sees the server's own settings
+        ajustes = {
+            "name": "ajustes",
+            "query": "SELECT current_setting('TimeZone') AS tz, "
+            "current_setting('extra_float_digits') AS efd, current_setting('DateStyle') AS ds",
+        }
+        _, config = write_config(dest, [entry], [MANY, ajustes])
         full, _ = await metered(proxy, config)
         # the server's own float output changes: the rounds pin theirs, nothing to stream
         await admin.execute(f'ALTER DATABASE "{src.dbname}" SET extra_float_digits = 0')
@@ -196,6 +202,8 @@ async def test_a_settings_change_streams_everything_and_stays_equal(
         quiet, _ = await metered(proxy, config)
         assert quiet < full / 10, (quiet, full)
         await assert_dataset_exact(admin, dst, src.id, "muitas", "SELECT * FROM muitas")
+        server = ("America/Sao_Paulo", "0", "ISO, MDY")
+        assert tuple(await dst.fetchrow(f"SELECT tz, efd, ds FROM {SCHEMA}.ajustes")) == server
         # fingerprints made under another float setting than the one pinned now (as when the
         # server's major version changes float output): compare nothing, stream everything
         await dst.execute(
@@ -206,6 +214,10 @@ async def test_a_settings_change_streams_everything_and_stays_equal(
         again, _ = await metered(proxy, config)
         assert again > full / 2, (again, full)
         await assert_dataset_exact(admin, dst, src.id, "muitas", "SELECT * FROM muitas")
+        assert tuple(await dst.fetchrow(f"SELECT tz, efd, ds FROM {SCHEMA}.ajustes")) == server
+        await admin.execute("UPDATE muitas SET c = -c WHERE a % 700 = 0")  # a delta: 3 rounds
+        assert (await run_pass(config))[0] == 0
+        assert tuple(await dst.fetchrow(f"SELECT tz, efd, ds FROM {SCHEMA}.ajustes")) == server
         context = json.loads(await dst.fetchval("SELECT context::text FROM syncd.fingerprints"))
         assert context["settings"]["extra_float_digits"] == "3"
         # the dataset queries that follow in the same snapshot see the server's own settings
