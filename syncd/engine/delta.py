@@ -34,6 +34,7 @@ from enum import StrEnum
 from functools import partial
 from typing import Any
 
+import anyio
 import asyncpg
 
 from syncd.config import Dataset, Source
@@ -306,7 +307,22 @@ async def _rounds(
 ) -> Outcome:
     if stored.context.get("columns") != _columns(shape):
         return Outcome(Plan.FULL, Landed(), "the context changed (columns)")
-    settings, rows, total = await side.totals(function, stored)
+    # the destination's stored fingerprints are read while the source scans (two servers):
+    # round 2 needs them; an unchanged table wasted a read of its own rows at the destination
+    stored_fps: list[int] = []
+    refused: RoundFailed | None = None
+
+    async def read_stored() -> None:
+        stored_fps.extend(await fpstore.fingerprints(landing, target))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read_stored)
+        try:
+            settings, rows, total = await side.totals(function, stored)
+        except RoundFailed as exc:  # the destination's read ends first: its transaction stays
+            refused = exc
+    if refused is not None:
+        raise refused
     context = _context(function, settings, shape)
     if context != stored.context:
         changed = sorted(k for k in context if context.get(k) != stored.context.get(k))
@@ -315,10 +331,10 @@ async def _rounds(
         return Outcome(Plan.NOTHING, Landed(transfer=Transfer(rows=rows)))
     groups = groups_for(max(rows, stored.rows))
     mask = groups - 1
-    digests = await fpstore.digests(landing, target, groups)
+    digests = fpstore.digests(stored_fps, groups)
     with_ctid = shape.table is not None
     differing = await side.groups(function, digests, mask, with_ctid)
-    held = await fpstore.held(landing, target, mask, sorted(differing))
+    held = fpstore.held(stored_fps, mask, sorted(differing))
     theirs: Counter[int] = Counter()
     positions: dict[int, list[tuple[int, int] | None]] = {}
     for items in differing.values():

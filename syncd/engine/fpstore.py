@@ -73,32 +73,39 @@ async def totals(landing: Landing, target: Target) -> tuple[int, str]:
     return int(row["n"]), str(row["s"])
 
 
-async def digests(landing: Landing, target: Target, groups: int) -> bytes:
-    """Round 2's upload: each group's digest, 8 bytes big-endian, in group order (0: empty)."""
+async def fingerprints(landing: Landing, target: Target) -> list[int]:
+    """Every stored fingerprint of the municipality's rows (one bytea: 8 bytes a row)."""
     parent = landing.tables.parent(target.dataset)
-    digest = fingerprint.GROUP_DIGEST.format(fp=SRC_FP)
-    rows = await landing.conn.fetch(
-        f"SELECT ({SRC_FP} & $1::bigint)::int AS g, {digest} AS h "  # noqa: S608
-        f"FROM {parent} WHERE {_mine(landing)} GROUP BY 1",
-        groups - 1,
+    data: bytes | None = await landing.conn.fetchval(
+        f"SELECT pg_catalog.string_agg(pg_catalog.int8send({SRC_FP}), ''::bytea) "  # noqa: S608
+        f"FROM {parent} WHERE {_mine(landing)} AND {SRC_FP} IS NOT NULL"
     )
+    data = data or b""
+    return list(struct.unpack(f">{len(data) // 8}q", data))
+
+
+def digests(fps: list[int], groups: int) -> bytes:
+    """Round 2's upload: each group's digest, 8 bytes big-endian, in group order (0: empty),
+    as fingerprint.GROUP_DIGEST computes it at the source: numeric arithmetic, whose remainder
+    takes the sign of the dividend."""
+    mask = groups - 1
+    sums, counts = [0] * groups, [0] * groups
+    for fp in fps:
+        sums[fp & mask] += fp
+        counts[fp & mask] += 1
     values = [0] * groups
-    for r in rows:
-        values[r["g"]] = r["h"]
+    prime = fingerprint.DIGEST_PRIME
+    for g in range(groups):
+        if counts[g]:
+            total = sums[g] + counts[g] * 7919
+            values[g] = abs(total) % prime * (1 if total >= 0 else -1)
     return struct.pack(f">{groups}q", *values)
 
 
-async def held(landing: Landing, target: Target, mask: int, groups: list[int]) -> Counter[int]:
-    parent = landing.tables.parent(target.dataset)
-    if not groups:
-        return Counter()
-    rows = await landing.conn.fetch(
-        f"SELECT {SRC_FP} AS fp FROM {parent} WHERE {_mine(landing)} "  # noqa: S608
-        f"AND ({SRC_FP} & $1::bigint)::int IN (SELECT pg_catalog.unnest($2::int[]))",
-        mask,
-        groups,
-    )
-    return Counter(int(r["fp"]) for r in rows)
+def held(fps: list[int], mask: int, groups: list[int]) -> Counter[int]:
+    """The stored fingerprints of these groups, with their counts."""
+    wanted = set(groups)
+    return Counter(fp for fp in fps if fp & mask in wanted)
 
 
 async def put_delta(conn: asyncpg.Connection, fps: list[int]) -> None:
