@@ -16,14 +16,8 @@ from syncd import __version__
 from syncd import config as config_module
 from syncd.config import ConfigError
 from syncd.config.credentials import SYNCD_ENV
-from syncd.service.runtime import (
-    CONFIG_VARIABLE,
-    DEFAULT_CONFIG,
-    EXIT_CONFIG,
-    exit_status,
-    load_config,
-    run_async,
-)
+from syncd.exitstatus import EXIT_CONFIG, SUMMARY, exit_status
+from syncd.service.runtime import CONFIG_VARIABLE, DEFAULT_CONFIG, load_config, run_async
 
 MAN_SECTIONS = {
     "FILES": f"""{DEFAULT_CONFIG}: the config, unless --config or ${CONFIG_VARIABLE} names
@@ -34,8 +28,7 @@ MAN_SECTIONS = {
     OTEL_SERVICE_NAME (default syncd): where traces go; none: nowhere.
 
     PGPASSWORD, PGSSLMODE and libpq's other variables, as asyncpg reads them.""",
-    "EXIT STATUS": """0: done (all succeeded). 1: something failed, each named on stderr.
-    2: the config or the command line is wrong (each problem with its file, line and key path).""",
+    "EXIT STATUS": SUMMARY,
     "SEE ALSO": "The documentation in syncd's source: docs/ (mkdocs build), docs/reference/cli.md for this page's content.",
 }
 

@@ -2,7 +2,7 @@
 (`jq 'select(.event == "sync_failed")'`, `journalctl ... | grep event=reload_rejected`) and not
 by the wording of a message, which may change.
 
-Each call passes `extra={"event": Event.X}`; tests/unit/test_log_events.py fails when a logging
+Each call passes `extra={"event": Event.X}`; tests/unit/test_logevents.py fails when a logging
 call in syncd/ has none, or when a name is listed here and never logged (or the other way). The
 reference docs list `MEANINGS`.
 """
@@ -77,11 +77,11 @@ MEANINGS: dict[Event, str] = {
     Event.VACUUM_FAILED: "a VACUUM after landing failed; autovacuum does it later",
     Event.INTERRUPTED_RUN_CLEANED: "at start: ledger rows of an interrupted run marked aborted",
     Event.INTERRUPTED_RUN_CLEANUP_FAILED: "at start: cleaning up an interrupted run failed",
-    Event.TABLE_CONVERTING: "a dataset table is being converted to hash buckets (landing v2)",
+    Event.TABLE_CONVERTING: "a table of one partition per municipality is being bucketed by hash",
     Event.TABLE_CONVERTED: "a dataset table was converted to hash buckets",
     Event.RETIRED_TABLE_IN_USE: "a table retired by an upgrade is still read: dropped later",
     Event.RETIRED_TABLE_KEPT: "a table retired by an upgrade has dependents: drop it by hand",
-    Event.ROW_HASHES_ADDING: "row hashes are being added to a dataset table (landing v3)",
+    Event.ROW_HASHES_ADDING: "row hashes are being added to a dataset table that has none",
     Event.SOURCE_FINGERPRINTS_ADDING: (
         "source fingerprints (delta transfer) are being added to a dataset table"
     ),

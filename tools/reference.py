@@ -2,10 +2,14 @@
 
 - configuration.md from the config model (syncd/config/model.py, settings.py: each field's
   `doc(...)` metadata and its default),
-- cli.md from the argument parser (syncd.cli.build_parser),
+- cli.md from the argument parser (syncd.cli.build_parser; each command's exit statuses, its
+  epilog, from syncd/exitstatus.py),
 - metrics.md from the Prometheus registry (syncd.observe.metrics.Metrics),
 - destination-schema.md from the ledger's migrations (syncd/sql/migrations/*.sql),
-- dsn-parameters.md from syncd's table of libpq's connection parameters (syncd/config/libpq.py).
+- dsn-parameters.md from syncd's table of libpq's connection parameters (syncd/config/libpq.py),
+- and, outside docs/, CONTRIBUTING.md's package tree and module maps from the packages' own
+  docstrings (syncd/__init__.py, syncd/engine/__init__.py...): the regions between
+  `<!-- GENERATED: ... -->` and `<!-- END GENERATED -->`.
 
 tests/unit/test_reference.py renders each page in memory and fails when the committed file
 differs. Usage: python tools/reference.py [--check]
@@ -14,6 +18,7 @@ differs. Usage: python tools/reference.py [--check]
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import re
 import sys
@@ -631,6 +636,109 @@ def log_events() -> str:
     return "\n".join(out) + "\n"
 
 
+# ---- the module maps -----------------------------------------------------------------------
+
+PACKAGE = ROOT / "syncd"
+CONTRIBUTING = ROOT / "CONTRIBUTING.md"
+# a name in a map: `name.py` or `name/` at the start of a line, after a comma, a parenthesis or
+# two spaces (`source.py  the municipal side;  shape.py  a dataset's columns`), never backquoted
+_MAPPED = re.compile(r"(?:^|,\s*|\(|\s{2})([a-z_][a-z0-9_]*)(?:\.py\b|/(?=\s|$))")
+
+
+def packages() -> list[Path]:
+    """Every package of syncd (a folder with an __init__.py), syncd itself first."""
+    return sorted((p.parent for p in PACKAGE.rglob("__init__.py")), key=lambda p: p.parts)
+
+
+def package_modules(package: Path) -> set[str]:
+    """What a package's map must name: its modules and its subpackages."""
+    modules = {p.stem for p in package.glob("*.py") if p.name != "__init__.py"}
+    return modules | {p.name for p in package.iterdir() if (p / "__init__.py").is_file()}
+
+
+def module_map(package: Path) -> list[str]:
+    """The map in a package's docstring, dedented: the first line that starts with a module
+    (`name.py` or `name/`, then a space or a comma), and the lines after it that start another
+    at the same indentation or continue one, indented deeper; [] when there is none."""
+    doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text()), clean=False) or ""
+    block: list[str] = []
+    indent = 0
+    for line in doc.splitlines():
+        entry = re.match(r"( *)[a-z_][a-z0-9_]*(\.py|/)[\s,]", line)
+        if not block and entry:
+            indent = len(entry[1])
+        elif not block:
+            continue
+        elif not line.strip() or len(line) - len(line.lstrip()) < indent:
+            break
+        elif len(line) - len(line.lstrip()) == indent and not entry:
+            break
+        block.append(line[indent:])
+    return block
+
+
+def mapped_names(lines: list[str]) -> list[str]:
+    """The modules a map names, in its order (a backquoted `name.py` is text, not an entry)."""
+    found = [m for line in lines for m in _MAPPED.findall(re.sub(r"`[^`]*`", "", line))]
+    return list(dict.fromkeys(found))
+
+
+def _mapped_packages(package: Path) -> Iterator[Path]:
+    """The subpackages a package's map names, each followed by its own, in the maps' order."""
+    for name in mapped_names(module_map(package)):
+        if (package / name / "__init__.py").is_file():
+            yield package / name
+            yield from _mapped_packages(package / name)
+
+
+def _tree(header: str, lines: list[str]) -> list[str]:
+    return [header, *(f"  {line}".rstrip() for line in lines)]
+
+
+def _generated(region: str, source: str, lines: list[str]) -> str:
+    return "\n".join(
+        [
+            f"<!-- GENERATED: {region}, by `make reference` (tools/reference.py) from {source}: "
+            "edit those docstrings, not this block. -->",
+            "",
+            "```",
+            *lines,
+            "```",
+            "",
+            "<!-- END GENERATED -->",
+        ]
+    )
+
+
+def contributing_regions() -> dict[str, str]:
+    """The generated regions of CONTRIBUTING.md, by name."""
+    tree = _generated(
+        "package", "syncd/__init__.py's docstring", _tree("syncd/", module_map(PACKAGE))
+    )
+    maps: list[str] = []
+    for package in _mapped_packages(PACKAGE):
+        lines = module_map(package)
+        if lines:
+            name = package.relative_to(PACKAGE).as_posix()
+            maps += _tree(f"{name}/", lines)
+    modules = _generated("modules", "each package's docstring (syncd/*/__init__.py)", maps)
+    return {"package": tree, "modules": modules}
+
+
+def contributing() -> str:
+    """CONTRIBUTING.md with its generated regions as the docstrings say them today."""
+    text = CONTRIBUTING.read_text()
+    for region, fresh in contributing_regions().items():
+        pattern = re.compile(
+            rf"<!-- GENERATED: {region}, .*?<!-- END GENERATED -->", flags=re.DOTALL
+        )
+        found = pattern.search(text)
+        if not found:
+            raise ValueError(f"CONTRIBUTING.md has no generated region {region!r}")
+        text = text[: found.start()] + fresh + text[found.end() :]
+    return text
+
+
 # ---- the pages -----------------------------------------------------------------------------
 
 PAGES: dict[str, Callable[[], str]] = {
@@ -658,6 +766,11 @@ def main(argv: list[str] | None = None) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
             print(f"wrote {path.relative_to(ROOT)}")
+    if CONTRIBUTING.read_text() != (text := contributing()):
+        stale.append(CONTRIBUTING.name)
+        if not args.check:
+            CONTRIBUTING.write_text(text)
+            print(f"wrote {CONTRIBUTING.relative_to(ROOT)}")
     if args.check and stale:
         print(f"stale: {', '.join(stale)}; run `make reference`", file=sys.stderr)
         return 1

@@ -10,7 +10,8 @@ from syncd import config as config_module
 from syncd.config.dsn import world_readable
 from syncd.config.render import to_yaml
 from syncd.engine import rowdiff
-from syncd.service.runtime import EXIT_OK, read_config
+from syncd.exitstatus import EXIT_OK
+from syncd.service.runtime import read_config
 
 
 def secret_files(config: config_module.Config) -> list[config_module.Notice]:

@@ -21,11 +21,11 @@ from syncd.engine.progress import Fanout
 from syncd.engine.results import SourceResult, now
 from syncd.engine.shared import Engine
 from syncd.engine.sync import sweep, sync_many
+from syncd.exitstatus import EXIT_FAILED, EXIT_OK
 from syncd.ledger import Status
 from syncd.logevents import Event
 from syncd.observe.metrics import Metrics
 from syncd.observe.report import LiveProgress, dumps, pass_document, summary
-from syncd.service.runtime import EXIT_FAILED, EXIT_OK
 
 log = logging.getLogger(__name__)
 

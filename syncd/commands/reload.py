@@ -8,7 +8,8 @@ unit runs `syncd reload --pid $MAINPID`, which waits for the acknowledgement.
 The acknowledgement is a small file in the service's runtime directory, written by the daemon
 (`syncd.service.reloadstate` says its format). The helper reads the generation, signals, and
 waits for a greater one from the same pid. Exit 0 when the new config was applied, 1 when it was
-rejected (systemctl reload then fails, and says why), 3 when no acknowledgement came in time.
+rejected (systemctl reload then fails, and says why), 3 when no acknowledgement came in time
+(`syncd.exitstatus`).
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from syncd.exitstatus import EXIT_CONFIG, EXIT_NO_ANSWER, EXIT_OK, EXIT_REJECTED
 from syncd.service.reloadstate import ReloadOutcome, read_state
-
-EXIT_REJECTED, EXIT_NO_ANSWER = 1, 3
 
 
 def reload(
@@ -38,7 +38,7 @@ def reload(
             "or pass --state-dir)",
             file=err,
         )
-        return 2
+        return EXIT_CONFIG
     before = read_state(directory)
     generation = before.generation if before is not None and before.pid == pid else 0
     try:
@@ -52,7 +52,7 @@ def reload(
         if state is not None and state.pid == pid and state.generation > generation:
             if state.outcome == ReloadOutcome.SUCCESS:
                 print(f"syncd reload: {state.message}", file=out)
-                return 0
+                return EXIT_OK
             print(
                 f"syncd reload: rejected, still running the previous config: {state.message}",
                 file=err,

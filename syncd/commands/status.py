@@ -14,9 +14,9 @@ from syncd.config import Config
 from syncd.engine.destination import Destination
 from syncd.engine.errors import classify
 from syncd.engine.results import now
+from syncd.exitstatus import EXIT_FAILED, EXIT_OK
 from syncd.ledger import DatasetStatus, Status
 from syncd.observe.report import iso, status_table
-from syncd.service.runtime import EXIT_FAILED, EXIT_OK
 from syncd.service.statuspage import LATE
 
 JSON_VERSION = 1

@@ -12,7 +12,7 @@ from typing import TextIO
 
 from syncd import config as config_module
 from syncd.config.values import SOURCE_ID
-from syncd.service.runtime import EXIT_FAILED, EXIT_OK
+from syncd.exitstatus import EXIT_FAILED, EXIT_OK
 
 TIMEOUT = 10.0  # seconds: the daemon answers a trigger at once, whatever it is doing
 

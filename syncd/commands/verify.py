@@ -13,8 +13,8 @@ from syncd.engine.compare import DatasetVerdict, Verdict, verify_source
 from syncd.engine.errors import classify
 from syncd.engine.limits import Limits
 from syncd.engine.shared import Engine
+from syncd.exitstatus import EXIT_FAILED, EXIT_OK
 from syncd.observe.report import table
-from syncd.service.runtime import EXIT_FAILED, EXIT_OK
 
 
 async def run_verify(config: Config, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:

@@ -3,10 +3,21 @@
 The loader never stops at the first problem: `syncd check-config` prints them all. Nothing here
 touches the network; what can only be known by connecting is the engine's business.
 
-The package, one concept a module: `model` (the frozen dataclasses), `document` (YAML with line
-numbers), `section` (typed getters that record problems), `values` (durations, windows, names),
-`build` and `datasets` (the document into a Config), `problem` (what is wrong, and where), `dsn`
-and `querytext`. This module re-exports what the rest of syncd uses.
+The package, one concept a module; this module re-exports what the rest of syncd uses:
+
+    model.py         the frozen dataclasses of sources and datasets, each default stated once;
+                     settings.py  the daemon-wide sections (destination, limits, schedule, http...)
+    keydoc.py        each key's description, from which the configuration reference is generated
+    document.py      YAML with the line of every key;  section.py  typed getters that record
+                     problems
+    build.py         the document into a Config, section by section;  datasets.py  datasets;
+                     bastions.py  bastions and each source's `ssh_tunnel`
+    values.py        durations, daily windows, names, listen addresses
+    dsn.py           connection strings, checked against libpq's parameters (libpq.py)
+    querytext.py     a dataset's SQL text made fit to be wrapped
+    problem.py       what is wrong, and where (file, line, key path)
+    credentials.py   secrets the config names no file for (systemd credentials, --credentials-dir)
+    render.py        `syncd config print`: the effective config as YAML
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ municipality's sync, its retries and its failures. Knows nothing of daemons or p
                      txn.py  its transaction and savepoints
     rowdiff/         the row differ: only the changed rows cross into the destination
     tables.py, layout.py, vacuum.py, upgrade.py   what syncd knows of its tables, their names,
-                     the vacuum lane, the conversion from the first layout
+                     the vacuum lane, the conversion of tables an older syncd made
     incremental.py   windows and watermarks;  downstream.py  the NOTIFY of a landed municipality
     compare.py       does the destination hold exactly the source's rows (`syncd verify`)
     retry.py         the one retry policy;  errors.py  failures as values (kind, side, SQLSTATE)

@@ -36,8 +36,8 @@ class Transfer:
 
 
 class Transform(Protocol):
-    """Between the two COPYs: what the destination gets of each source chunk (landing v3: only
-    the rows it does not hold yet). It may wait; `rows` is what it let through."""
+    """Between the two COPYs: what the destination gets of each source chunk (the row
+    differ's: only the rows it does not hold yet). It may wait; `rows` is what it let through."""
 
     rows: int
 

@@ -7,8 +7,8 @@ relations, not thousands. Every row carries its hash (`syncd_row_hash`), and the
 (the source column, the hash included) serves both the readers' `WHERE municipio = ...` and the
 landing's read of a municipality's hashes.
 
-A municipality's pass is one destination transaction (`Landing`, landing v3: only what changed
-is written), its ledger rows and notification in it, then COMMIT: readers see all of its
+A municipality's pass is one destination transaction (`Landing`: only what changed is
+written), its ledger rows and notification in it, then COMMIT: readers see all of its
 previous rows or all of its new ones, and only row locks and ROW EXCLUSIVE are taken, so they
 never wait. DDL is rare (a new dataset, a column a newer PEC added), runs before the landing
 opens, on a connection of its own, under `timeouts.lock`. Column types are created without

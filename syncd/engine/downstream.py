@@ -5,18 +5,10 @@ makes the municipality's rows visible. PostgreSQL delivers a notification only w
 transaction commits, so a listener never hears about rows it cannot read yet, and a rolled-back
 landing (a failed swap) announces nothing.
 
-The payload is compact JSON, at most `MAX_PAYLOAD_BYTES`:
-
-    {"version": 1, "source": "351570", "pass": 42, "status": "ok",
-     "at": "2026-11-28T06:12:03.120000+00:00",
-     "datasets": {"cidadaos": {"status": "ok", "rows": 48211, "mode": "snapshot"},
-                  "atendimentos": {"status": "failed", "rows": null, "mode": null}},
-     "omitted": 3}
-
-`status` is `ok` when every dataset of the pass landed, `partial` when some failed (a pass where
-none landed sends nothing). `rows` is what the pass moved: the whole snapshot of a snapshot or
-full refresh, the new window of an incremental dataset. `omitted` appears only when the dataset
-list had to be cut to fit; the ledger (`syncd.ledger WHERE pass_id = ...`) has all of them.
+The payload is compact JSON, at most `MAX_PAYLOAD_BYTES`, the dataset list cut to fit. Its one
+description, every field and when a notification is sent, is docs/reference/notify.md, with its
+JSON Schema (notify.schema.json) that tests/scenarios/test_downstream.py validates real
+payloads against.
 """
 
 from __future__ import annotations

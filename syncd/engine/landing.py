@@ -1,6 +1,6 @@
 """One municipality's landing: the open destination transaction its pass writes in.
 
-For each dataset, inside a savepoint, `land` writes what changed (landing v3): the municipality's
+For each dataset, inside a savepoint, `land` writes only what changed: the municipality's
 stored row hashes are read from the rows index while the source stream starts, the stream goes
 through the row differ (engine/rowdiff/pydiffer.py), only the rows the destination does not hold are
 copied in, and the held rows no source row matched are deleted. A full refresh deletes and

@@ -1,9 +1,10 @@
-"""How syncd names and types what it creates in the data schema (landing v2).
+"""How syncd names and types what it creates in the data schema.
 
 A dataset `d` is the table `d`, HASH-partitioned into buckets `d__p00`, `d__p01`, ... with the
-indexes `d__rows` (the source column, with each row's hash included: landing v3 reads a
-municipality's hashes from it alone) and, for incremental datasets, `d__key`; landing v2's
-`d__source` (the source column alone) is what `d__rows` replaced. Dataset names
+indexes `d__rows` (the source column, with each row's hash included: a landing reads a
+municipality's hashes from it alone) and, for incremental datasets, `d__key`. `d__source` (the
+source column alone) is the index of a table without row hashes, which `upgrade.py` replaces
+with `d__rows`. Dataset names
 may not contain `__`, so no dataset can ever be named like another's relations, and no source id
 appears in any name: two (dataset, source) pairs can never map to one relation.
 """
@@ -15,7 +16,7 @@ import re
 from syncd.engine import quoting
 
 SOURCE_SETTING = "syncd.source_id"  # the transaction-local setting the source column defaults to
-ROW_HASH = "syncd_row_hash"  # landing v3: each row's hash (uuid), see engine/rowdiff/pydiffer.py
+ROW_HASH = "syncd_row_hash"  # each row's hash (uuid), see engine/rowdiff/pydiffer.py
 SRC_FP = "syncd_src_fp"  # delta transfer: each row's source fingerprint (engine/fingerprint.py)
 BUCKET_SEPARATOR = "__p"
 
@@ -54,7 +55,11 @@ def bucket_names(dataset: str, buckets: int) -> list[str]:
     return [f"{stem}{BUCKET_SEPARATOR}{n:0{width}d}" for n in range(buckets)]
 
 
-INDEXES = ("source", "key", "rows")  # v2's source index, the incremental key, v3's rows index
+INDEXES = (
+    "source",
+    "key",
+    "rows",
+)  # source column alone (before row hashes), incremental key, rows
 
 
 def index_name(dataset: str, kind: str) -> str:

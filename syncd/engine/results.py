@@ -25,7 +25,7 @@ class DatasetResult:
     ended_at: datetime | None = None
     mode: Mode | None = None
     watermark: str | None = None
-    inserted: int = 0  # rows written (landing v3 writes only what changed)
+    inserted: int = 0  # rows written (only what changed is written)
     deleted: int = 0
 
     def fail(self, reason: str, status: Status = Status.FAILED) -> None:

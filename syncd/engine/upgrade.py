@@ -1,16 +1,17 @@
-"""Dataset tables of earlier versions brought to this one's, on the first start of it
-(`upgrade_tables`): the first layout (one LIST partition per municipality) converted to landing
-v2 (a fixed number of HASH buckets); landing v3's row hashes and delta transfer's source
-fingerprints added as columns.
+"""Converting the dataset tables an older syncd made, on the first start that finds them
+(`upgrade_tables`): tables of one LIST partition per municipality become tables of a fixed
+number of HASH buckets (`upgrade_layout`), bucketed tables without row hashes gain them
+(`add_row_hashes`), and tables without source fingerprints gain that column
+(`add_source_fingerprints`).
 
-The conversion, per dataset, with readers querying throughout:
+Per partitioned dataset, with readers querying throughout:
 1. the new table is built beside the old one (`<dataset>__v2`), its rows copied from the old in
    one statement (a consistent snapshot; no sync writes meanwhile: this runs at start, under the
    destination's setup lock), with the old one's own indexes and grants;
 2. one short transaction under `timeouts.lock` renames the old table away and the new one into
    its place; readers wait at most the lock timeout, and it is retried until they let go;
 3. the old table is dropped (retried the same way; left for the next start if readers keep it).
-The staging tables a crashed v1 sync may have left are dropped too.
+The staging tables a crashed sync of that layout may have left are dropped too.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ OLD_SUFFIX = "__v1"
 NEW_SUFFIX = "__v2"
 SWAP_DEADLINE = 600.0  # seconds of retrying the rename before giving up (readers never let go)
 
-_V1_TABLES_SQL = r"""
+_PER_MUNICIPALITY_TABLES_SQL = r"""
 SELECT c.oid::int AS oid, c.relname::text AS name
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = $1 AND c.relkind = 'p' AND NOT c.relispartition
@@ -116,22 +117,25 @@ async def upgrade_layout(
     timeouts: config.Timeouts,
     observe: Observer,
 ) -> int:
-    """Convert every v1 dataset table of the data schema; returns how many were converted."""
+    """Convert every partition-per-municipality dataset table of the data schema to hash
+    buckets; returns how many were converted."""
     retry = RetryPolicy(None, 0.05, 2.0, jitter=False, observe=observe, level=logging.INFO)
     up = _Upgrade(settings.schema, settings.source_column, settings.buckets, timeouts, retry)
     converted = 0
     key = up.column
-    v1 = await conn.fetchval(f"SELECT EXISTS ({_V1_TABLES_SQL})", up.schema, key)
+    partitioned = await conn.fetchval(
+        f"SELECT EXISTS ({_PER_MUNICIPALITY_TABLES_SQL})", up.schema, key
+    )
     # or what an earlier conversion could not drop yet, readers holding it
     left = await conn.fetchval(f"SELECT EXISTS ({_LEFTOVERS_SQL})", up.schema)
-    if not v1 and not left:
+    if not partitioned and not left:
         return 0  # the common case: one cheap look, no lock
     # one instance converts; another starting meanwhile waits here, then finds nothing
     await conn.execute("SELECT pg_advisory_lock($1, 2)", ledger.LOCK_NAMESPACE)
     try:
         for name in [r["name"] for r in await conn.fetch(_LEFTOVERS_SQL, up.schema)]:
             await _drop_when_free(up, conn, name)
-        for row in await conn.fetch(_V1_TABLES_SQL, up.schema, key):
+        for row in await conn.fetch(_PER_MUNICIPALITY_TABLES_SQL, up.schema, key):
             await _convert(up, conn, row["name"], row["oid"])
             converted += 1
     finally:
@@ -196,7 +200,7 @@ async def _convert(up: _Upgrade, conn: asyncpg.Connection, name: str, oid: int) 
         option = " WITH GRANT OPTION" if row["is_grantable"] else ""
         statements.append(f"GRANT {row['privilege_type']} ON {new} TO {grantee}{option}")
     log.warning(
-        "converting %s.%s to hash buckets (landing v2)",
+        "converting %s.%s from one partition per municipality to hash buckets",
         schema,
         name,
         extra={"event": Event.TABLE_CONVERTING},
@@ -292,7 +296,7 @@ async def _when_free(
         )
 
 
-_V2_TABLES_SQL = r"""
+_UNHASHED_TABLES_SQL = r"""
 SELECT c.relname::text AS name,
        EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
                WHERE a.attrelid = c.oid AND a.attname = $3 AND NOT a.attisdropped) AS hashed,
@@ -313,15 +317,15 @@ async def add_row_hashes(
     timeouts: config.Timeouts,
     observe: Observer,
 ) -> int:
-    """Landing v3 on dataset tables landed by v2, on the first start of this version, with
-    readers querying throughout: each gains the `syncd_row_hash` column (NULL for its rows:
-    their municipality's next pass rewrites them, as v2 would have) and the rows index (the
-    source column with the hash included, built under SHARE, which readers do not wait for),
-    and loses v2's source index. Returns how many tables changed."""
+    """Row hashes for the bucketed dataset tables that have none, with readers querying
+    throughout: each gains the `syncd_row_hash` column (NULL for its rows: their
+    municipality's next pass rewrites them) and the rows index (the source column with the hash
+    included, built under SHARE, which readers do not wait for), and loses the source column's
+    own index (`<dataset>__source`). Returns how many tables changed."""
     retry = RetryPolicy(None, 0.05, 2.0, jitter=False, observe=observe, level=logging.INFO)
     up = _Upgrade(settings.schema, settings.source_column, settings.buckets, timeouts, retry)
     column = quoting.ident(up.column)
-    rows = await conn.fetch(_V2_TABLES_SQL, up.schema, up.column, ROW_HASH)
+    rows = await conn.fetch(_UNHASHED_TABLES_SQL, up.schema, up.column, ROW_HASH)
     todo = [
         r
         for r in rows
@@ -337,7 +341,7 @@ async def add_row_hashes(
             name = row["name"]
             table = quoting.qualified(up.schema, name)
             log.warning(
-                "adding row hashes to %s (landing v3)",
+                "adding row hashes to %s",
                 table,
                 extra={"event": Event.ROW_HASHES_ADDING},
             )
@@ -359,7 +363,7 @@ async def add_row_hashes(
                 up,
                 conn,
                 f"DROP INDEX IF EXISTS {quoting.qualified(up.schema, index_name(name, 'source'))}",
-                what=f"dropping the v2 index of {table}",
+                what=f"dropping the source index of {table}",
             )
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1, 2)", ledger.LOCK_NAMESPACE)

@@ -98,7 +98,7 @@ class Vacuum:
     async def flush(self) -> None:
         """Every bucket a fifth dead, however recently vacuumed: at the end of a `once` pass, or
         when the daemon is idle, no landing of ours holds back what VACUUM may remove. A bucket
-        less dead is left to autovacuum: landing v3 writes only what changed, and a pass over a
+        less dead is left to autovacuum: a landing writes only what changed, and a pass over a
         municipality with 2% of its rows changed would otherwise read its whole bucket again
         for 2% of dead rows. A bucket this process has not measured yet is sized by the
         catalog's estimate (a `once` knows only what it wrote itself)."""

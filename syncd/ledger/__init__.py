@@ -3,7 +3,7 @@
     states.py     Status and Mode: the strings the ledger stores
     rows.py       a pass's rows in syncd.ledger and syncd.latest, written and read back
     catalog.py    syncd.catalog: the configured (municipality, dataset) pairs, and since when
-    migrate.py    schema `syncd` brought to the current version (syncd/sql/migrations/)
+    migrate.py    schema `syncd` brought to the current version (`syncd/sql/migrations/`)
     lockkeys.py   the advisory lock keys syncd takes on the destination
 
 Every query is in `syncd/sql/ledger.sql`, under its name; the names below are the package's

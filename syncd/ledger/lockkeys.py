@@ -2,8 +2,8 @@
 
     n = 0                  migrating schema `syncd` (ledger.migrate)
     n = 1                  creating the data schema (engine.destination)
-    n = 2                  writing the catalog (ledger.catalog), converting the first layout
-                           (engine.upgrade)
+    n = 2                  writing the catalog (ledger.catalog), converting older dataset
+                           tables (engine.upgrade)
     n = hashtext(table)    DDL on one dataset table (engine.destination)
 
 The per-municipality sync locks are single-key ones of their own (engine.synclock).

@@ -7,7 +7,7 @@ its landing back and marks its ledger rows aborted: the destination is unchanged
 A side task that dies takes the daemon down with a clear log line and exit 1, so systemd restarts
 it instead of leaving a daemon that serves /healthz and syncs nothing.
 
-The parts: `dispatch` starts the syncs that are due, `reloader` applies SIGHUP, `views` answers
+The parts: `dispatch` starts the syncs that are due, `reloader` applies SIGHUP, `control` answers
 HTTP. The clock and the shutdown trigger are injected, so tests drive schedules and shutdown
 without real waiting or real signals.
 """
@@ -70,12 +70,12 @@ class Daemon:
         self.dispatcher = Dispatcher(
             config, clock, self.metrics, self.board, readiness, self.stopping
         )
-        self.views = DaemonControl(self.dispatcher, readiness, self.board, self.metrics, clock)
-        self._http = HttpServer(self.views.control())
+        self.control = DaemonControl(self.dispatcher, readiness, self.board, self.metrics, clock)
+        self._http = HttpServer(self.control.control())
         self.reloader = Reloader(
             Path(config_path),
             self.dispatcher,
-            self.views,
+            self.control,
             self._http,
             self.metrics,
             self.notifier,

@@ -31,7 +31,7 @@ class Reloader:
         self,
         config_path: Path,
         dispatcher: Dispatcher,
-        views: DaemonControl,
+        control: DaemonControl,
         http: HttpServer,
         metrics: Metrics,
         notifier: Notifier,
@@ -39,7 +39,7 @@ class Reloader:
     ) -> None:
         self.config_path = config_path
         self.dispatcher = dispatcher
-        self.views = views
+        self.control = control
         self.http = http
         self.metrics = metrics
         self.notifier = notifier
@@ -67,7 +67,7 @@ class Reloader:
             self.notifier.ready("reload rejected: running the previous config")
             return
         old = self.dispatcher.configure(new)
-        self.views.configure(new)
+        self.control.configure(new)
         if (new.http.host, new.http.port) != (old.http.host, old.http.port):
             try:
                 await self.http.start(new.http.host, new.http.port)

@@ -14,33 +14,6 @@ import anyio
 from syncd import config as config_module
 from syncd.logevents import Event
 
-# what every command exits with: done; something failed (named on stderr); the config is wrong
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
-
-# what each command's exit statuses mean: its --help (syncd.cli) and docs/reference/cli.md say
-# it (a test fails when a command has none); 130 after Ctrl-C, for every command
-EXIT_STATUS = {
-    "run": "0 after a clean SIGTERM/SIGINT, 2 bad config",
-    "once": "0 all succeeded (or nothing to sync), 1 any failed or skipped, 2 bad config",
-    "check-config": "0 valid (warnings allowed), 2 invalid",
-    "check": "0 all pass (warnings allowed), 1 any fails, 2 bad config",
-    "status": "0, 1 the destination cannot be reached, 2 bad config",
-    "verify": "0 all equal, 1 any differs or cannot be compared, 2 bad config",
-    "trigger": "0 all queued, 1 any refused or no daemon answers, 2 bad config",
-    "config print": "0, 2 bad config",
-    "reload": "0 applied, 1 rejected, 3 no answer",
-    "tunnel enroll": "0, 2 bad config or input",
-    "demo": "0, 1 the embedded PostgreSQL or the machine failed",
-    "completion": "0",
-    "man": "0",
-}
-
-
-def exit_status(command: str) -> str | None:
-    text = EXIT_STATUS.get(command)
-    return f"exit status: {text}" if text else None
-
-
 Args = TypeVarTuple("Args")
 
 log = logging.getLogger(__name__)

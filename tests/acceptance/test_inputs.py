@@ -11,9 +11,10 @@ import yaml
 
 from syncd.config import clean_query
 
-from tests.scenarios.test_inputs import INHERITANCE, ODD_ENDINGS, _admin
+from tests.scenarios.test_inputs import INHERITANCE, _admin
 from tests.support.daemonproc import DaemonProcess, free_port
 from tests.support.helpers import assert_dataset_exact, run_cli, run_pass
+from tests.unit.test_config_querytext import ODD_ENDINGS
 
 
 async def test_queries_ending_in_comments_or_starting_with_a_bom_land(

@@ -32,7 +32,8 @@ def test_a_dataset_named_like_a_relation_of_syncd_is_refused(tmp_path) -> None:
 async def test_sources_named_like_each_others_relations_keep_their_rows(
     make_sources, dest, write_config
 ):
-    """v1 repro: syncing `ok1` alone dropped the partition of source `ok1__staging`."""
+    """Syncing `ok1` alone leaves the rows of source `ok1__staging` as they were (no relation is
+    named after a source, so one source's name cannot reach another's rows)."""
     a, b = await make_sources(2, citizens=100)
     entries = [
         {"id": "ok1", "dsn": a.dsn},

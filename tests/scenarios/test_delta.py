@@ -16,7 +16,7 @@ from syncd import ledger
 
 from tests.conftest import READ_ROLE, TABLE_DATASETS, DestDb
 from tests.scenarios.test_landing import open_while_read
-from tests.scenarios.test_landing_v3 import last_writes, verify
+from tests.scenarios.test_landing_changes import last_writes, verify
 from tests.support.faultproxy import FaultProxy
 from tests.support.helpers import assert_dataset_exact, fingerprint, run_pass
 

@@ -1,4 +1,4 @@
-"""A mixed fleet lands (#29): municipal servers on PostgreSQL 10 and on the wheel's newest feed
+"""A mixed fleet lands: municipal servers on PostgreSQL 10 and on the wheel's newest feed
 one dataset whose column types differ between them."""
 
 from __future__ import annotations

@@ -219,7 +219,7 @@ async def test_limits_hold_measured_from_pg_stat_activity(
         entries.append(entry)
     slow = {  # each COPY takes a while, so the limits get tested under load: rows of more
         # than the server's 8 kB send buffer, one every 50 ms, so the destination's COPY (which
-        # starts with the first row: landing v3) runs as long as the source's
+        # starts with the first row that comes through the differ) runs as long as the source's
         "name": "equipes_lentas",
         "query": "SELECT e.*, repeat('x', 9000) AS folga FROM tb_dim_equipe e "
         # (the sleep refers to the row, so it runs once a row, not once)

@@ -89,7 +89,8 @@ async def fingerprint(
     conn: asyncpg.Connection, dataset: str, source_id: str | None = None
 ) -> tuple:
     """(rows, md5 of every row as text): equal fingerprints, equal contents. The row hashes
-    and source fingerprints syncd keeps beside each row are not contents."""
+    and source fingerprints syncd keeps beside each row (`syncd_row_hash`, `syncd_src_fp`) are
+    not contents."""
     where = f"WHERE {KEY} = $1" if source_id is not None else ""
     args = [source_id] if source_id is not None else []
     names = await conn.fetchval(

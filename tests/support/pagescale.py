@@ -124,7 +124,7 @@ def finish(status: StatusBoard, source_id: str, ok: bool) -> None:
 
 
 def board_control(status: StatusBoard, due: dict[str, datetime], at: datetime = AT) -> Control:
-    """The HTTP side of a daemon showing this board (as service.views.DaemonControl answers it)."""
+    """The HTTP side of a daemon showing this board (as service.control.DaemonControl answers it)."""
 
     async def ready() -> tuple[bool, str]:
         return True, "ok"

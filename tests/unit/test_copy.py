@@ -86,7 +86,7 @@ async def test_the_queue_is_bounded_so_a_waiting_destination_holds_the_source_ba
 
 
 async def test_no_destination_copy_runs_when_nothing_comes_through():
-    """Landing v3: a transform that lets nothing through (no row changed) writes nothing."""
+    """A transform that lets nothing through (no row changed) writes nothing."""
 
     class Nothing:
         rows = 0

@@ -1,9 +1,6 @@
-"""The destination side on a real database (engine/destination.py, landing.py, tables.py,
-vacuum.py): `Destination` makes the dataset tables, a `Landing` replaces or upserts one
-municipality's rows in one transaction, `Vacuum` reclaims what it deleted.
-
-(Not named test_landing.py: tests/scenarios/test_landing.py has that basename, and pytest's
-default import mode cannot collect two test modules of one name.)
+"""The destination side on a real database (engine/destination.py, landing.py, tables.py):
+`Destination` makes the dataset tables, a `Landing` replaces or upserts one municipality's rows
+in one transaction. The vacuum lane's test (test_vacuum.py) takes this module's fixtures.
 
 The rows come as binary COPY from a real PostgreSQL query (a VALUES list), so the bytes are what
 a municipal server would send. A second connection reads what other sessions would see.
@@ -312,8 +309,9 @@ async def test_a_window_upserted_again_in_the_same_landing_gives_the_same_result
     destination: Destination, reader: asyncpg.Connection
 ):
     """A dataset retried after its landing savepoint was released (the source's own RELEASE
-    timed out) upserts its window again in the same transaction. The delta table used to be
-    emptied only at commit: every key then came twice, and the dataset failed as not unique."""
+    timed out) upserts its window again in the same transaction: the delta table is emptied for
+    each upsert, not only at commit, or every key would come twice and the dataset fail as not
+    unique."""
     target = replace(await incremental_target(destination, "a"), watermark="0")
     async with destination.landing("a") as landing:
         for _ in range(2):
@@ -385,32 +383,3 @@ async def test_buckets_name_the_partition_that_holds_the_sources_rows(
         "1100015",
     )
     assert [r[0] for r in held] == [f"{SCHEMA}.{buckets['things']}"]
-
-
-async def test_vacuum_waits_for_older_landings_then_reclaims_the_bucket(
-    destination: Destination, reader: asyncpg.Connection
-):
-    vacuum = destination.vacuum
-
-    async def pass_of(source_id: str, *rows: tuple[int, str]) -> str:
-        async with destination.landing(source_id) as landing:
-            target = await destination.prepare(THINGS, source_id)
-            await landing.land(target, rows_from(reader, *rows), write=Write.DIFF, idle_timeout=30)
-            buckets = await landing.buckets()
-            await landing.commit()
-        landing.settled(buckets)
-        return buckets["things"]
-
-    bucket = await pass_of("a", (1, "x"), (2, "y"))
-    assert vacuum.due() == []  # nothing deleted yet
-    async with destination.landing("b"):
-        # a landing that began before the next pass deleted: its snapshot may still see the rows
-        await pass_of("a", (3, "z"))
-        assert vacuum.due() == []
-    assert vacuum.due() == [bucket]
-    counted = "SELECT reltuples FROM pg_class WHERE oid = $1::regclass"
-    assert await reader.fetchval(counted, f"{SCHEMA}.{bucket}") == -1  # never vacuumed
-    await vacuum.run_due()
-    assert vacuum.due() == []
-    # VACUUM ran: it counted the live rows of the bucket
-    assert await reader.fetchval(counted, f"{SCHEMA}.{bucket}") == 1

@@ -18,7 +18,7 @@ from syncd.engine.errors import (
 
 def test_a_protocol_cut_mid_operation_is_a_lost_connection_worth_retrying():
     """Seen when the destination restarted mid-COPY: asyncpg's protocol is left mid-operation
-    and the next call says so. It used to be classed final and failed the dataset."""
+    and the next call says so. Not final: a final class would fail the dataset."""
     exc = asyncpg.InternalClientError(
         "cannot switch to state 15; another operation (2) is in progress"
     )

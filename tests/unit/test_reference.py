@@ -203,12 +203,41 @@ def test_the_cli_page_has_every_command_and_option():
     for path, parser, _ in reference._commands(build_parser()):
         if path and not any(reference._is_subparsers(a) for a in parser._actions):
             assert f"### `syncd {' '.join(path)}`" in page
-            # each command says its exit statuses (syncd.cli.EXIT_STATUS), in --help too
+            # each command says its exit statuses (syncd.exitstatus.EXIT_STATUS), in --help too
             assert parser.epilog and parser.epilog.startswith("exit status: "), path
         for action in parser._actions:
             if not isinstance(action, argparse._HelpAction):
                 for option in action.option_strings:
                     assert f"`{option}`" in page
+
+
+# ---- the module maps: each package's docstring, CONTRIBUTING.md generated from them ----------
+
+
+@pytest.mark.parametrize("package", reference.packages(), ids=lambda p: p.name)
+def test_a_package_map_names_every_module_and_nothing_else(package: Path):
+    """`ls syncd/<package>` and the map in its docstring agree, both ways."""
+    modules = reference.package_modules(package)
+    named = set(reference.mapped_names(reference.module_map(package))) - {"__init__"}
+    assert modules <= named, f"not in the map of {package.name}/__init__.py: {modules - named}"
+    assert named <= modules, f"named in {package.name}/__init__.py, not there: {named - modules}"
+
+
+def test_the_map_reader_sees_each_entry_and_not_the_prose():
+    lines = [
+        "source.py    the municipal side;  shape.py  a dataset's columns",
+        "tables.py, layout.py   names (`upgrade.py` quoted is prose);  rowdiff/  the differ",
+        "check.py     --online (checkresult.py what it found), in prose syncd/sql/ or cli.py",
+    ]
+    names = reference.mapped_names(lines)
+    assert names == ["source", "shape", "tables", "layout", "rowdiff", "check", "checkresult"]
+
+
+def test_contributing_is_generated_from_the_package_docstrings():
+    assert (ROOT / "CONTRIBUTING.md").read_text() == reference.contributing(), (
+        "CONTRIBUTING.md's package tree or module maps are stale (or edited by hand): "
+        "edit the package docstrings and run `make reference`"
+    )
 
 
 # ---- the hand-written pages ----------------------------------------------------------------

@@ -15,17 +15,17 @@ from pathlib import Path
 import pytest
 
 from syncd.engine import rowdiff
-from syncd.engine.rowdiff import build as accel
+from syncd.engine.rowdiff import build
 
 from tests.support.helpers import ROOT
 
 ROW = b"\x00\x01\x00\x00\x00\x03abc"
-needs_cc = pytest.mark.skipif(not accel.system_compiler_works(), reason="no C compiler here")
+needs_cc = pytest.mark.skipif(not build.system_compiler_works(), reason="no C compiler here")
 
 
-def hashes_like_xxhash(path: Path, source: Path = accel.SOURCE) -> None:
-    lib = accel.load(path, source=source).lib
-    assert lib.rd_abi() == accel.ABI
+def hashes_like_xxhash(path: Path, source: Path = build.SOURCE) -> None:
+    lib = build.load(path, source=source).lib
+    assert lib.rd_abi() == build.ABI
     buffer = ctypes.create_string_buffer(16)
     lib.rd_hash(7, ROW, len(ROW), buffer)
     assert buffer.raw == rowdiff.py_row_hash(ROW, 7)
@@ -34,27 +34,27 @@ def hashes_like_xxhash(path: Path, source: Path = accel.SOURCE) -> None:
 def source_copy(tmp_path: Path, change: str = "") -> Path:
     """rowdiff.c and its header in a temporary tree, `change` appended to rowdiff.c."""
     tree = tmp_path / "src"
-    shutil.copytree(accel.HERE / "vendor", tree / "vendor")
+    shutil.copytree(build.HERE / "vendor", tree / "vendor")
     source = tree / "rowdiff.c"
-    source.write_text(accel.SOURCE.read_text() + change)
+    source.write_text(build.SOURCE.read_text() + change)
     return source
 
 
 @needs_cc
 def test_the_system_compiler_builds_it(tmp_path: Path) -> None:
-    target = accel.compile_library(tmp_path / "lib.so", compiler="system")
+    target = build.compile_library(tmp_path / "lib.so", compiler="system")
     hashes_like_xxhash(target)
     assert not (tmp_path / "lib.so.partial").exists()
-    assert accel.load(target).lib.rd_source() == accel.source_digest().encode()
+    assert build.load(target).lib.rd_source() == build.source_digest().encode()
 
 
 def test_no_compiler_is_said_plainly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing to run there
     monkeypatch.delenv("CC", raising=False)
-    if accel.zig_compiler() is not None:
+    if build.zig_compiler() is not None:
         pytest.skip("ziglang is installed here: there is a compiler")
     with pytest.raises(RuntimeError, match="no C compiler"):
-        accel.compile_library(tmp_path / "lib.so")
+        build.compile_library(tmp_path / "lib.so")
 
 
 @needs_cc
@@ -62,10 +62,10 @@ def test_a_library_built_from_another_rowdiff_c_is_not_loaded(tmp_path: Path) ->
     """What an upgrade may leave behind: a library that loads and answers, but was compiled
     from an older rowdiff.c than the one shipped beside it."""
     older = source_copy(tmp_path, "\n/* an older version */\n")
-    target = accel.compile_library(tmp_path / "old.so", source=older)
+    target = build.compile_library(tmp_path / "old.so", source=older)
     hashes_like_xxhash(target, source=older)  # a good library, of its own source
-    with pytest.raises(accel.NotLoaded, match=r"built from another rowdiff\.c"):
-        accel.load(target)
+    with pytest.raises(build.NotLoaded, match=r"built from another rowdiff\.c"):
+        build.load(target)
 
 
 @needs_cc
@@ -76,17 +76,17 @@ def test_a_library_from_before_the_digest_is_not_loaded(tmp_path: Path) -> None:
     line = "RD_EXPORT const char *rd_source(void) { return RD_SOURCE; }"
     assert line in text
     source.write_text(text.replace(line, ""))
-    target = accel.compile_library(tmp_path / "older.so", source=source)
-    with pytest.raises(accel.NotLoaded, match="not this syncd's row differ"):
-        accel.load(target)
+    target = build.compile_library(tmp_path / "older.so", source=source)
+    with pytest.raises(build.NotLoaded, match="not this syncd's row differ"):
+        build.load(target)
 
 
 def test_a_missing_or_broken_library_is_not_loaded(tmp_path: Path) -> None:
-    with pytest.raises(accel.NotLoaded, match="missing"):
-        accel.load(tmp_path / "missing.so")
+    with pytest.raises(build.NotLoaded, match="missing"):
+        build.load(tmp_path / "missing.so")
     (tmp_path / "junk.so").write_bytes(b"not a library")
-    with pytest.raises(accel.NotLoaded, match="does not load"):
-        accel.load(tmp_path / "junk.so")
+    with pytest.raises(build.NotLoaded, match="does not load"):
+        build.load(tmp_path / "junk.so")
 
 
 def _backend_asks_for(env: dict[str, str]) -> list[str]:
@@ -109,7 +109,7 @@ def test_the_build_asks_for_zig_only_where_no_c_compiler_works(tmp_path: Path) -
     # a `cc` that does not work counts as none
     assert "ziglang" in _backend_asks_for({**env, "CC": "false"})
     assert "ziglang" not in _backend_asks_for(
-        {**env, "PATH": str(tmp_path), accel.SKIP_VARIABLE: "1"}
+        {**env, "PATH": str(tmp_path), build.SKIP_VARIABLE: "1"}
     )
 
 
@@ -140,5 +140,5 @@ def test_a_machine_without_a_c_compiler_builds_the_wheel_with_zig(tmp_path: Path
     (wheel,) = tmp_path.glob("syncd-*.whl")
     shutil.unpack_archive(wheel, tmp_path / "unpacked", "zip")
     package = tmp_path / "unpacked" / "syncd" / "engine" / "rowdiff"
-    hashes_like_xxhash(package / accel.NAME, source=package / "rowdiff.c")
-    assert b"Linker: LLD" in (package / accel.NAME).read_bytes()  # Zig's clang made it, not gcc
+    hashes_like_xxhash(package / build.NAME, source=package / "rowdiff.c")
+    assert b"Linker: LLD" in (package / build.NAME).read_bytes()  # Zig's clang made it, not gcc

@@ -7,8 +7,7 @@ import anyio
 import pytest
 
 from syncd.engine import rowdiff
-from syncd.engine.rowdiff import HEADER, TRAILER
-from syncd.engine.rowdiff import transform as diffing
+from syncd.engine.rowdiff import HEADER, TRAILER, transform
 
 ROW = b"\x00\x01\x00\x00\x00\x03abc"
 
@@ -21,9 +20,9 @@ def landed(row: bytes) -> bytes:
 async def test_chunks_wait_past_the_shared_budget_and_flow_once_ready(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(diffing, "PENDING_LIMIT", len(HEADER) + len(ROW) + 5)
-    a = diffing.DiffTransform(rowdiff.differ(1))
-    b = diffing.DiffTransform(rowdiff.differ(1))
+    monkeypatch.setattr(transform, "PENDING_LIMIT", len(HEADER) + len(ROW) + 5)
+    a = transform.DiffTransform(rowdiff.differ(1))
+    b = transform.DiffTransform(rowdiff.differ(1))
     assert await a.feed(HEADER) == b""
     assert await a.feed(ROW) == b""  # kept: the budget is for both
     fed: list[bytes] = []
@@ -34,7 +33,7 @@ async def test_chunks_wait_past_the_shared_budget_and_flow_once_ready(
     async with anyio.create_task_group() as tg:
         tg.start_soon(feed_b)
         await anyio.wait_all_tasks_blocked()
-        assert fed == [] and diffing.DiffTransform.pending == len(HEADER) + len(ROW)
+        assert fed == [] and transform.DiffTransform.pending == len(HEADER) + len(ROW)
         b.differ.seal()
         b.ready.set()
     assert fed == [HEADER + landed(ROW)]
@@ -42,12 +41,12 @@ async def test_chunks_wait_past_the_shared_budget_and_flow_once_ready(
     a.ready.set()
     assert await a.feed(TRAILER) == HEADER + landed(ROW)  # a's kept bytes come out first
     assert await a.finish() == TRAILER
-    assert a.rows == 1 and diffing.DiffTransform.pending == 0
+    assert a.rows == 1 and transform.DiffTransform.pending == 0
 
 
 async def test_a_failed_landing_gives_its_kept_bytes_back() -> None:
-    t = diffing.DiffTransform(rowdiff.differ(1))
+    t = transform.DiffTransform(rowdiff.differ(1))
     await t.feed(HEADER + ROW)
-    assert diffing.DiffTransform.pending == len(HEADER + ROW)
+    assert transform.DiffTransform.pending == len(HEADER + ROW)
     t.release()  # the landing's finally
-    assert diffing.DiffTransform.pending == 0
+    assert transform.DiffTransform.pending == 0

@@ -22,11 +22,16 @@ tuple is, so a row changed by hand is seen whatever its stored hash says; with `
 nothing comes out and every held copy is matched one by one (an exact multiset comparison:
 `rows_new` source rows the destination lacks, `existing - rows_matched` it has in excess).
 
-The framing walk and the hashing run in C (`rowdiff.c`, compiled by the package's build through
-`build.py`, loaded through ctypes by `cdiffer.py`); `PyDiffer` (`pydiffer.py`) is the same thing
-in pure Python (several times slower), the reference, held to identical results by
-tests/unit/test_rowdiff.py. Which one runs, and why, is `choice.py`'s (`use`, `current`).
-`transform.py` is the byte pipe's transform that feeds a differ.
+The framing walk and the hashing run in C, compiled by the package's build; `PyDiffer` is the
+same thing in pure Python (several times slower), the reference, held to identical results by
+tests/unit/test_rowdiff.py.
+
+    pydiffer.py      `PyDiffer`, the specification: framing, hashing, matching in pure Python
+    cdiffer.py       `CDiffer`: the same through ctypes, from `rowdiff.c` (xxHash in `vendor/`)
+    build.py         `rowdiff.c` compiled by the package's build (the system's C compiler or
+                     Zig's), and the library loaded
+    choice.py        which differ runs, and why (`use`, `current`)
+    transform.py     the byte pipe's transform that feeds a differ
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""The byte pipe's transform for landing v3: source chunks in, only the tuples the destination
-does not hold out (engine/rowdiff/pydiffer.py does the framing and hashing). The source stream starts
-while the municipality's stored hashes are still being read: what arrives meanwhile is kept."""
+"""The byte pipe's transform that lands only what changed: source chunks in, only the tuples the
+destination does not hold out (the differ does the framing and hashing). The source stream
+starts while the municipality's stored hashes are still being read: what arrives meanwhile is
+kept."""
 
 from __future__ import annotations
 

@@ -1,18 +1,16 @@
-"""Landing v3 on real PostgreSQL: a pass writes only what changed (nothing when nothing did), rows
-are a multiset, a changed shape rewrites, nothing drifts past a full refresh, `syncd verify`
-sees a hand-changed row, and v2 tables are upgraded with readers querying."""
+"""Writing only what changed, on real PostgreSQL: a pass writes only what changed (nothing when
+nothing did), rows are a multiset, a changed shape rewrites, a source column may be named like
+a keyword, and DDL runs before the pass holds any dataset table. `syncd verify` after hand
+changes is test_compare.py; tables without row hashes gaining them, test_upgrade.py."""
 
 from __future__ import annotations
 
-import anyio
 import asyncpg
 
-from syncd import ledger
 from syncd.commands.verify import run_verify
 
 from tests.conftest import TABLE_DATASETS, DestDb
-from tests.scenarios.test_landing import open_while_read
-from tests.support.helpers import assert_dataset_exact, fingerprint, run_pass
+from tests.support.helpers import assert_dataset_exact, run_pass
 
 CIDADAOS = TABLE_DATASETS[0]
 SCHEMA = "syncd_data"
@@ -142,104 +140,6 @@ async def test_a_column_added_at_the_source_rewrites_with_the_new_shape(
         assert (await last_writes(dst, src.id))["cidadaos"][2:4] == (0, 0)
     finally:
         await admin.close()
-        await dst.close()
-
-
-async def test_hand_changes_are_seen_by_verify_and_undone_by_a_full_refresh(
-    make_sources, dest: DestDb, write_config
-):
-    sources = await make_sources(2, citizens=120)
-    # the landing's own trust in its row hashes: without delta transfer, whose round 1 would
-    # find the source unchanged and read no hash (tests/scenarios/test_delta.py has its twin)
-    plain = {**CIDADAOS, "delta": False}
-    _, config = write_config(dest, sources, [plain])
-    assert (await run_pass(config))[0] == 0
-    code, text = await verify(config)
-    assert code == 0 and "2 of 2 datasets equal" in text, text
-    dst = await dest.connect()
-    admin = await asyncpg.connect(sources[0].admin_dsn)
-    try:
-        one, two = sources[0].id, sources[1].id
-        # a row changed by hand (its hash kept), and a hash that no longer matches its row
-        await dst.execute(
-            f"UPDATE {SCHEMA}.cidadaos SET no_cidadao = 'mexido' WHERE municipio_id_sus = $1 "
-            "AND co_seq_fat_cidadao_pec = 5",
-            one,
-        )
-        await dst.execute(
-            f"UPDATE {SCHEMA}.cidadaos SET syncd_row_hash = gen_random_uuid() "
-            "WHERE municipio_id_sus = $1 AND co_seq_fat_cidadao_pec = 6",
-            two,
-        )
-        code, text = await verify(config)
-        assert code == 1, text
-        assert [line.split()[:3] for line in text.splitlines() if "differs" in line] == [
-            [one, "cidadaos", "differs"]
-        ], text  # the wrong hash is no difference in the rows
-        # the next pass trusts the hashes: the hand-changed row stays, the bad hash heals
-        assert (await run_pass(config))[0] == 0
-        assert (await last_writes(dst, two))["cidadaos"][2:4] == (1, 1)
-        assert (await verify(config))[0] == 1
-        # a full refresh trusts nothing
-        _, refresh = write_config(dest, sources, [{**plain, "full_refresh_every": "1s"}])
-        await anyio.sleep(1.1)
-        assert (await run_pass(refresh))[0] == 0
-        _, rows, inserted, deleted, mode = (await last_writes(dst, one))["cidadaos"]
-        assert (rows, inserted, deleted, mode) == (120, 120, 120, "snapshot")  # all rewritten
-        code, text = await verify(config)
-        assert code == 0, text
-        await assert_dataset_exact(admin, dst, one, "cidadaos", f"SELECT * FROM {TABLE}")
-    finally:
-        await admin.close()
-        await dst.close()
-
-
-async def _to_v2(dst: asyncpg.Connection, names: list[str]) -> None:
-    """What landing v2 left: no row hashes, the source column's own index, ledger at 5."""
-    for name in names:
-        await dst.execute(
-            f"DROP INDEX {SCHEMA}.{name}__rows; ALTER TABLE {SCHEMA}.{name} DROP COLUMN "
-            f"syncd_row_hash, DROP COLUMN syncd_src_fp; "
-            f"CREATE INDEX {name}__source ON {SCHEMA}.{name} (municipio_id_sus)"
-        )
-    await dst.execute(
-        "DROP TABLE syncd.fingerprints;"
-        "ALTER TABLE syncd.ledger DROP COLUMN inserted, DROP COLUMN deleted;"
-        "DELETE FROM syncd.schema_version WHERE version > 5"
-    )
-
-
-async def test_upgrade_from_v2_with_readers_querying(make_sources, dest: DestDb, write_config):
-    sources = await make_sources(3, citizens=200)
-    names = ["cidadaos", "atendimentos"]
-    _, config = write_config(dest, sources, TABLE_DATASETS[:2])
-    assert (await run_pass(config))[0] == 0
-    dst = await dest.connect()
-    try:
-        await _to_v2(dst, names)
-        before = {n: await fingerprint(dst, n) for n in names}
-        await open_while_read(dest, config, names)
-        assert {n: await fingerprint(dst, n) for n in names} == before  # no row lost
-        assert await dst.fetchval("SELECT max(version) FROM syncd.schema_version") == len(
-            ledger.MIGRATIONS
-        )
-        indexes = {
-            r[0]
-            for r in await dst.fetch(
-                "SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = ANY($2)",
-                SCHEMA,
-                names,
-            )
-        }
-        assert indexes == {"cidadaos__rows", "atendimentos__rows"}
-        # the first v3 pass rewrites what v2 landed (no hashes yet); the next writes nothing
-        assert (await run_pass(config))[0] == 0
-        writes = await last_writes(dst, sources[0].id)
-        assert writes["cidadaos"][2] == writes["cidadaos"][3] == 200
-        assert (await run_pass(config))[0] == 0
-        assert (await last_writes(dst, sources[0].id))["cidadaos"][2:4] == (0, 0)
-        assert (await verify(config))[0] == 0
-    finally:
         await dst.close()
 
 

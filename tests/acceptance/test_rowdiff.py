@@ -1,4 +1,4 @@
-"""Landing v3 through the real `syncd` subprocess: the pure-Python differ (no accelerator)
+"""Writing only what changed, through the real `syncd` subprocess: the pure-Python differ (no accelerator)
 lands what the C one does."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 
 from tests.conftest import DestDb
-from tests.scenarios.test_landing_v3 import CIDADAOS, TABLE, last_writes
+from tests.scenarios.test_landing_changes import CIDADAOS, TABLE, last_writes
 from tests.support.helpers import assert_dataset_exact, run_cli
 
 
