@@ -18,7 +18,7 @@ from tests.conftest import READ_ROLE, TABLE_DATASETS, DestDb
 from tests.scenarios.test_landing import open_while_read
 from tests.scenarios.test_landing_changes import last_writes, verify
 from tests.support.faultproxy import FaultProxy
-from tests.support.helpers import assert_dataset_exact, fingerprint, run_pass
+from tests.support.helpers import assert_dataset_exact, binary_copy, fingerprint, run_pass
 
 SCHEMA = "syncd_data"
 CIDADAOS = TABLE_DATASETS[0]
@@ -462,3 +462,64 @@ async def test_tables_landed_before_gain_fingerprints_online(
         assert (await verify(config))[0] == 0
     finally:
         await dst.close()
+
+
+async def _same_bytes(src: asyncpg.Connection, dst: asyncpg.Connection, source_id: str) -> None:
+    """The rows as binary COPY, in one order: what crosses versions (text forms of floats do
+    not: 10 prints 17 digits where 12 and later print the shortest exact form)."""
+    columns = "a, b, c, d, e, f"
+    order = f"ORDER BY {columns}"
+    assert await binary_copy(src, f"SELECT {columns} FROM muitas {order}") == await binary_copy(
+        dst,
+        f"SELECT {columns} FROM {SCHEMA}.muitas WHERE municipio_id_sus = '{source_id}' {order}",
+    )
+
+
+async def test_the_oldest_source_version(dest: DestDb, write_config, proxies, source_cluster_10):
+    """Every round's SQL on PostgreSQL 10: the totals, the groups by position, the rows by TID
+    and by fingerprint (a query), and md5 refused."""
+    cluster = source_cluster_10
+    admin = await asyncpg.connect(cluster.dsn())
+    dbname = "delta_oldest"
+    await admin.execute(f"DROP DATABASE IF EXISTS {dbname}")
+    await admin.execute(f"CREATE DATABASE {dbname}")
+    if not await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", READ_ROLE):
+        await admin.execute(f"CREATE ROLE {READ_ROLE} LOGIN")
+    src = await asyncpg.connect(cluster.dsn(dbname))
+    dst = await dest.connect()
+    try:
+        assert src.get_server_version().major == 10
+        await make_many(src)
+        proxy = await proxies(cluster)
+        entry = {"id": "100000", "dsn": proxy.dsn(dbname, user=READ_ROLE)}
+        lista = {"name": "lista", "query": "SELECT a, b FROM muitas", "delta": True}
+        _, config = write_config(dest, [entry], [MANY, lista])
+        full, _ = await metered(proxy, config)
+        quiet, _ = await metered(proxy, config)
+        assert quiet < full / 10, (quiet, full)
+        await src.execute(
+            "UPDATE muitas SET b = b || '!' WHERE a % 100 = 0;"
+            "DELETE FROM muitas WHERE a % 100 = 1;"
+            "INSERT INTO muitas VALUES (-1, 'dupla', 0.1, NULL, NULL, NULL)"
+        )
+        changed, _ = await metered(proxy, config)
+        assert changed < full / 4, (changed, full)
+        await _same_bytes(src, dst, "100000")
+        _, _rows, inserted, deleted, _ = (await last_writes(dst, "100000"))["lista"]
+        assert (inserted, deleted) == (30 + 3, 30 + 30 + 2)  # the row twice, now three times
+        await src.execute("REVOKE EXECUTE ON FUNCTION md5(text) FROM PUBLIC")
+        await src.execute("UPDATE muitas SET e = -e WHERE a % 100 = 2")
+        await metered(proxy, config)  # round 1 refused: everything, with hashtext
+        await src.execute("UPDATE muitas SET e = -e WHERE a % 100 = 3")
+        changed, _ = await metered(proxy, config)
+        assert changed < full / 4, (changed, full)
+        await _same_bytes(src, dst, "100000")
+        assert (await verify(config))[0] == 0
+    finally:
+        await src.close()
+        await dst.close()
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", dbname
+        )
+        await admin.execute(f"DROP DATABASE IF EXISTS {dbname}")
+        await admin.close()
