@@ -232,7 +232,12 @@ async def land(
     side = _Session(session, columns, source)
     stored = await fpstore.load(landing.conn, target)
     # a failure leaves the pins to the attempt's savepoint, whose rollback puts them back
-    outcome = await _reconcile(landing, side, shape, with_fp, write, stored, land_rows)
+    try:
+        outcome = await _reconcile(landing, side, shape, with_fp, write, stored, land_rows)
+    except RoundFailed as exc:
+        # refused again after the fallback (hashtext too): the server's own error, classified
+        # as any other
+        raise exc.cause from None
     await side.unpin()
     outcome.source_seconds = side.seconds
     outcome.landed.transfer.bytes += side.bytes
