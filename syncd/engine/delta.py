@@ -256,8 +256,10 @@ async def _reconcile(
     reason = "nothing stored from an earlier pass with fingerprints"
     if write != Write.DIFF:
         reason = "a rewrite (full refresh, or a first load)"
+    elif stored is not None and stored.context.get("version") != CONTEXT_VERSION:
+        reason = "the fingerprints were stored by another version of syncd"
     elif stored is not None:
-        function = Function(stored.context.get("function", Function.MD5))
+        function = Function(stored.context["function"])
         try:
             outcome = await _rounds(landing, side, shape, target, stored, function, land_rows)
         except RoundFailed as exc:

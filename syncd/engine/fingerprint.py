@@ -76,7 +76,7 @@ def _joined(names: Sequence[str]) -> str:
 
 def joined(settings: dict[str, str]) -> str:
     """The context's settings as `settings_sql` answers them (for round 1 to compare)."""
-    return SEPARATOR.join(settings[name] for name in CONTEXT_SETTINGS)
+    return SEPARATOR.join(settings.get(name, "") for name in CONTEXT_SETTINGS)
 
 
 def _pins() -> str:
