@@ -1,8 +1,8 @@
 """`make bench`: numbers and ratios, never pass/fail.
 
-python -m bench [--only single|landing|many|latency|tracing|incremental|brasil|bastion|
+python -m bench [--only single|landing|delta|many|latency|tracing|incremental|brasil|bastion|
                         compression|rss|soak]
-                [--rows N] [--rounds N] [--municipalities N] [--soak-minutes M]
+                [--rows N] [--delta-rows N] [--rounds N] [--municipalities N] [--soak-minutes M]
 
 Everything by default, the half-hour soak last.
 """
@@ -24,6 +24,7 @@ from . import (
     bastion,
     brasil,
     compression,
+    delta,
     incremental,
     landing,
     latency,
@@ -67,6 +68,7 @@ def main() -> None:
         choices=[
             "single",
             "landing",
+            "delta",
             "many",
             "latency",
             "tracing",
@@ -82,6 +84,11 @@ def main() -> None:
         "--brasil", default="100,1000,5570", help="municipality counts for (e), comma-separated"
     )
     parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument(
+        "--delta-rows", type=int, default=300_000, help="rows of (l)'s table behind the link"
+    )
+    parser.add_argument("--link-mbit", type=float, default=20.0, help="(l)'s link, each way")
+    parser.add_argument("--link-rtt-ms", type=float, default=60.0, help="(l)'s round trip")
     parser.add_argument(
         "--installed",
         action="store_true",
@@ -133,6 +140,17 @@ def main() -> None:
             r = landing.run(clusters, args.rows, args.rounds)
         results["landing"] = r
         lines += ["", *landing_report(r)]
+    if args.only in (None, "delta"):
+        with _clusters("syncd-bench-delta-") as clusters:
+            r = delta.run(
+                clusters,
+                args.delta_rows,
+                min(args.rounds, 2),
+                args.link_mbit,
+                args.link_rtt_ms / 1000,
+            )
+        results["delta"] = r
+        lines += ["", *delta.report(r)]
     if args.only in (None, "many"):
         with _clusters("syncd-bench-many-", source_fast=True) as clusters:
             r = many.run(clusters, args.municipalities, args.citizens, args.concurrency, LISTA)

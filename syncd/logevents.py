@@ -25,6 +25,7 @@ class Event(StrEnum):
     COLUMNS_DEFERRED = "columns_deferred"
     COLUMN_TYPE_CHANGED = "column_type_changed"
     COLUMN_TYPE_DEFERRED = "column_type_deferred"
+    DELTA_FALLBACK = "delta_fallback"
     VACUUM_FAILED = "vacuum_failed"
     # the destination's disk
     DISK_FULL = "disk_full"
@@ -37,6 +38,7 @@ class Event(StrEnum):
     RETIRED_TABLE_IN_USE = "retired_table_in_use"
     RETIRED_TABLE_KEPT = "retired_table_kept"
     ROW_HASHES_ADDING = "row_hashes_adding"
+    SOURCE_FINGERPRINTS_ADDING = "source_fingerprints_adding"
     # bastions
     BASTION_CONNECTED = "bastion_connected"
     BASTION_LOST = "bastion_lost"
@@ -78,6 +80,7 @@ MEANINGS: dict[Event, str] = {
     Event.COLUMNS_DEFERRED: "new source columns wait: readers hold the table; rows land without",
     Event.COLUMN_TYPE_CHANGED: "a dataset column took a wider type a municipality sends (both named)",
     Event.COLUMN_TYPE_DEFERRED: "a column's type change waits: readers hold the table; rows that fit land",
+    Event.DELTA_FALLBACK: "a delta transfer round failed at the source: the dataset streams whole",
     Event.VACUUM_FAILED: "a VACUUM after landing failed; autovacuum does it later",
     Event.DISK_FULL: "the analytical database is out of disk space: no landing starts (once)",
     Event.DISK_RESUMED: "a disk probe write succeeded (or could not tell): landing resumes",
@@ -88,6 +91,9 @@ MEANINGS: dict[Event, str] = {
     Event.RETIRED_TABLE_IN_USE: "a table retired by an upgrade is still read: dropped later",
     Event.RETIRED_TABLE_KEPT: "a table retired by an upgrade has dependents: drop it by hand",
     Event.ROW_HASHES_ADDING: "row hashes are being added to a dataset table that has none",
+    Event.SOURCE_FINGERPRINTS_ADDING: (
+        "source fingerprints (delta transfer) are being added to a dataset table"
+    ),
     Event.BASTION_CONNECTED: "an SSH connection to a bastion is open",
     Event.BASTION_LOST: "an SSH connection to a bastion was lost; reopened on next use",
     Event.HOST_KEY_MISMATCH: "a bastion's host key does not match: not tried until a reload",

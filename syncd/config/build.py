@@ -383,10 +383,20 @@ def _source(
                     params.append((key, str(value)))
     bastion = ssh_tunnel(sec, bastions)
     max_rate = sec.rate("max_rate")
+    delta = sec.boolean("delta")
     sec.check_unknown()
     if source_id is None or dsn is None:
         return None
-    return Source(source_id, dsn, name, password_file, tuple(params), bastion, max_rate=max_rate)
+    return Source(
+        source_id,
+        dsn,
+        name,
+        password_file,
+        tuple(params),
+        bastion,
+        delta=delta is not False,
+        max_rate=max_rate,
+    )
 
 
 def select(config: Config, source_ids: list[str], datasets: list[str]) -> Config:

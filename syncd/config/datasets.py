@@ -70,10 +70,13 @@ def _dataset(sec: Section, base: Path) -> Dataset | None:
         every = sec.duration("full_refresh_every", minimum=1.0)
     else:
         every = DEFAULT_FULL_REFRESH_EVERY
+    delta = sec.boolean("delta")
+    if delta and incremental is not None:
+        sec.problem("delta", "only for snapshot datasets (an incremental one moves its window)")
     sec.check_unknown()
     if name is None or not variants:
         return None
-    return Dataset(name, tuple(variants), incremental, every)
+    return Dataset(name, tuple(variants), incremental, every, delta)
 
 
 def _variant(sec: Section, base: Path, *, with_probe: bool) -> Variant | None:

@@ -150,6 +150,13 @@ class Source:
             kind="rate",
         ),
     )
+    delta: bool = field(
+        default=True,
+        metadata=doc(
+            "`false`: every dataset of this source streams whole each pass, no delta "
+            "transfer (a source on the central network, whose scans cost more than its link)"
+        ),
+    )
 
     @property
     def label(self) -> str:
@@ -282,6 +289,18 @@ class Dataset:
             "rewrite the municipality's rows whole this often, trusting nothing stored "
             "(otherwise a pass writes only what changed); incremental datasets: none unless "
             "given, and then also reload them whole, which catches updates and deletes"
+        ),
+    )
+
+    # None: by kind (tables on, queries off); see engine/delta.py
+    delta: bool | None = field(
+        default=None,
+        metadata=doc(
+            "delta transfer: only the rows the destination lacks cross the municipal link, "
+            "found by comparing row fingerprints the source computes (snapshot datasets). "
+            "Default: on for tables, off for queries (a query calling `now()` changes every "
+            "row each day); `true` or `false` to choose",
+            kind="true or false",
         ),
     )
 

@@ -139,6 +139,16 @@ class Section:
         )
         return None
 
+    def boolean(self, key: str) -> bool | None:
+        """true or false; None when absent or wrong (a problem then)."""
+        value = self.raw(key)
+        if value is None:
+            return None
+        if not isinstance(value, bool):
+            self.problem(key, "must be true or false")
+            return None
+        return value
+
     def integer(self, key: str, default: int, *, minimum: int = 1, maximum: int = 100_000) -> int:
         value = self.raw(key)
         if value is None:

@@ -16,6 +16,9 @@ municipality's sync, its retries and its failures. Knows nothing of daemons or p
     landing.py       one municipality's destination transaction: replace, upsert, commit;
                      txn.py  its transaction and savepoints
     rowdiff/         the row differ: only the changed rows cross into the destination
+    delta.py         delta transfer: only the rows the destination lacks cross the municipal
+                     link;  fingerprint.py  its SQL at the source;  fpstore.py  what the
+                     destination stores of it
     tables.py, layout.py, vacuum.py, upgrade.py   what syncd knows of its tables, their names,
                      the vacuum lane, the conversion of tables an older syncd made
     incremental.py   windows and watermarks;  downstream.py  the NOTIFY of a landed municipality

@@ -18,7 +18,7 @@ from opentelemetry import trace
 
 from syncd import ledger
 from syncd.config import Dataset, Source
-from syncd.engine import downstream, incremental, spans
+from syncd.engine import delta, downstream, fpstore, incremental, spans
 from syncd.engine.diskbudget import OutOfDisk, OverBudget, Share, Shares
 from syncd.engine.errors import Failure, FinalError, Kind, Side, classify, on_side
 from syncd.engine.landing import Landed, Landing, Write
@@ -426,18 +426,31 @@ async def _land(
     where = f"{destination.schema}.{target.dataset}"
     attributes = spans.db_attributes(destination.settings.dsn, "COPY", where)
     attributes["syncd.write"] = write
-    with spans.span(engine.tracer, spans.SpanName.COPY, attributes):
+    land_rows = partial(
+        landing.land,
+        idle_timeout=engine.config.timeouts.idle_stream,
+        on_bytes=on_bytes,
+    )
+    with spans.span(engine.tracer, spans.SpanName.COPY, attributes) as span:
         async with engine.limits.writers:
-            # the pipe names the side of its own failures; the rest of land() is the destination
+            # the pipe and the delta rounds name the side of their own failures; the rest of
+            # land() is the destination
             with on_side(Side.DESTINATION):
-                landed = await landing.land(
-                    target,
-                    partial(session.copy_out, shape, window=window),
-                    write=write,
-                    cap=window.cap if window else None,
-                    idle_timeout=engine.config.timeouts.idle_stream,
-                    on_bytes=on_bytes,
-                )
+                if spec is None and delta.enabled(dataset, session.source):
+                    outcome = await delta.land(
+                        landing, session, shape, target, write, land_rows=land_rows
+                    )
+                    landed = outcome.landed
+                    span.set_attribute("syncd.delta", outcome.plan)
+                else:
+                    landed = await land_rows(
+                        target,
+                        partial(session.copy_out, shape, window=window),
+                        write=write,
+                        cap=window.cap if window else None,
+                    )
+                    if spec is None:
+                        await fpstore.forget(landing.conn, source_id, dataset.name)
     if window is not None:
         target = replace(target, watermark=landed.watermark)
     if spec is not None or rewrite:  # the rows and their watermark (or refresh time), together

@@ -117,7 +117,8 @@ async def _verify(
     missing = counts["rows_new"]
     extra = counts["existing"] - counts["rows_matched"]
     note = None
-    if len(columns) < len(shape.columns) or len(have) - 2 > len(columns):
+    # syncd's own columns (the source column, the row hash, the source fingerprint) aside
+    if len(columns) < len(shape.columns) or len(have) - 3 > len(columns):
         note = "compared on the columns both sides have"
     return DatasetVerdict(
         source.id,

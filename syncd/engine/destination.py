@@ -40,6 +40,7 @@ from syncd.engine.layout import (
     COLUMNS_SQL,
     ROW_HASH,
     SOURCE_SETTING,
+    SRC_FP,
     base_type,
     bucket_names,
     index_name,
@@ -48,7 +49,7 @@ from syncd.engine.retry import Observer, RetryPolicy, unobserved
 from syncd.engine.shape import Shape
 from syncd.engine.tables import Table, Tables, Target
 from syncd.engine.txn import transaction
-from syncd.engine.upgrade import add_row_hashes, upgrade_layout
+from syncd.engine.upgrade import upgrade_tables
 from syncd.engine.vacuum import Vacuum
 from syncd.logevents import Event
 
@@ -125,8 +126,7 @@ class Destination:
                 async with conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock($1, 1)", ledger.LOCK_NAMESPACE)
                     await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quoting.ident(self.schema)}")
-                await upgrade_layout(conn, self.settings, self.timeouts, self._observe)
-                await add_row_hashes(conn, self.settings, self.timeouts, self._observe)
+                await upgrade_tables(conn, self.settings, self.timeouts, self._observe)
         except BaseException:
             await self.close()
             raise
@@ -195,10 +195,10 @@ class Destination:
                 f"the dataset has a column named {self.source_column!r}, which syncd fills with "
                 "the source id (destination.source_column); rename it in the query"
             )
-        if ROW_HASH in shape.column_names:
+        if reserved := {ROW_HASH, SRC_FP} & set(shape.column_names):
             raise FinalError(
-                f"the dataset has a column named {ROW_HASH!r}, which syncd keeps for each row's "
-                "hash; rename it in the query"
+                f"the dataset has a column named {min(reserved)!r}, which syncd keeps for each "
+                "row (its hash, its source fingerprint); rename it in the query"
             )
         table = self.tables.get(shape.dataset)
         if table is None or not self._fits(table, shape, key):
@@ -244,9 +244,9 @@ class Destination:
                 f"(partitioned by HASH ({self.source_column})); rename or drop it"
             )
         existing = {r["name"]: r["type"] for r in await conn.fetch(COLUMNS_SQL, rel["oid"])}
-        if ROW_HASH not in existing:
+        if lacking := {ROW_HASH, SRC_FP} - set(existing):
             raise FinalError(
-                f"{self.schema}.{shape.dataset} has no {ROW_HASH} column (landed by an older "
+                f"{self.schema}.{shape.dataset} has no {min(lacking)} column (landed by an older "
                 "syncd that is still running?); restart this syncd to upgrade it"
             )
         changes = widening.changes(
@@ -299,7 +299,7 @@ class Destination:
         statements = [
             f"CREATE TABLE {parent} ({columns}, {column} text NOT NULL "
             f"DEFAULT pg_catalog.current_setting({quoting.literal(SOURCE_SETTING)}), "
-            f"{ROW_HASH} uuid) PARTITION BY HASH ({column})",
+            f"{ROW_HASH} uuid, {SRC_FP} bigint) PARTITION BY HASH ({column})",
             *(
                 f"CREATE TABLE {quoting.qualified(self.schema, name)} PARTITION OF {parent} "
                 f"FOR VALUES WITH (MODULUS {buckets}, REMAINDER {n})"

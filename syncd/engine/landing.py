@@ -123,6 +123,7 @@ class Landing:
         cap: str | None = None,
         idle_timeout: float,
         on_bytes: Callable[[int], None] | None = None,
+        only: str | None = None,
     ) -> Landed:
         """This municipality's rows of the dataset as the source has them now.
 
@@ -131,7 +132,11 @@ class Landing:
         and copied in again, trusting nothing stored; WINDOW: the rows of an incremental
         window, upserted by key (rows whose hash is unchanged are not written again). A keyed
         dataset's new rows go through a temporary table when they may replace rows still there,
-        so those are deleted before they arrive (the key is unique)."""
+        so those are deleted before they arrive (the key is unique).
+
+        `only` (delta transfer, engine/delta.py): a condition on the municipality's stored rows;
+        the stream holds the source's rows of that part alone, so only the stored rows it
+        admits are diffed against it (and may be deleted)."""
         d = self.tables
         parent = d.parent(target.dataset)
         landed = Landed()
@@ -156,7 +161,7 @@ class Landing:
 
         async def existing() -> None:
             if write == Write.DIFF:
-                landed.deleted += await self._load_hashes(differ, parent)
+                landed.deleted += await self._load_hashes(differ, parent, only)
             else:
                 differ.seal()
             diff.ready.set()
@@ -189,12 +194,16 @@ class Landing:
         self.deleted[target.dataset] = landed.deleted
         return landed
 
-    async def _load_hashes(self, differ: rowdiff.RowDiffer, parent: str) -> int:
+    async def _load_hashes(
+        self, differ: rowdiff.RowDiffer, parent: str, only: str | None = None
+    ) -> int:
         """The municipality's stored row hashes into the differ (from the rows index alone);
         then the rows that can never match (no hash yet, or a hash held twice) are deleted
         before anything is written. Returns the rows deleted."""
         d = self.tables
         mine = f"{quoting.ident(d.source_column)} = pg_catalog.current_setting({quoting.literal(SOURCE_SETTING)})"
+        if only is not None:
+            mine = f"{mine} AND {only}"
 
         async def add(chunk: bytes) -> None:
             differ.add_stored(chunk)

@@ -17,6 +17,7 @@ from syncd.engine import quoting
 
 SOURCE_SETTING = "syncd.source_id"  # the transaction-local setting the source column defaults to
 ROW_HASH = "syncd_row_hash"  # each row's hash (uuid), see engine/rowdiff/pydiffer.py
+SRC_FP = "syncd_src_fp"  # delta transfer: each row's source fingerprint (engine/fingerprint.py)
 BUCKET_SEPARATOR = "__p"
 
 # a table's columns, in order, with their types as SQL (for the dataset tables and the upgrade)

@@ -1,6 +1,8 @@
-"""Converting the dataset tables an older syncd made, on the first start that finds them: tables
-of one LIST partition per municipality become tables of a fixed number of HASH buckets
-(`upgrade_layout`), and bucketed tables without row hashes gain them (`add_row_hashes`).
+"""Converting the dataset tables an older syncd made, on the first start that finds them
+(`upgrade_tables`): tables of one LIST partition per municipality become tables of a fixed
+number of HASH buckets (`upgrade_layout`), bucketed tables without row hashes gain them
+(`add_row_hashes`), and tables without source fingerprints gain that column
+(`add_source_fingerprints`).
 
 Per partitioned dataset, with readers querying throughout:
 1. the new table is built beside the old one (`<dataset>__v2`), its rows copied from the old in
@@ -28,6 +30,7 @@ from syncd.engine.layout import (
     COLUMNS_SQL,
     ROW_HASH,
     SOURCE_SETTING,
+    SRC_FP,
     base_type,
     bucket_names,
     index_name,
@@ -40,6 +43,18 @@ log = logging.getLogger(__name__)
 
 class UpgradeError(FinalError):
     """The layout cannot be converted as it is: the operator must act (one line, no retry)."""
+
+
+async def upgrade_tables(
+    conn: asyncpg.Connection,
+    settings: config.DestinationSettings,
+    timeouts: config.Timeouts,
+    observe: Observer,
+) -> None:
+    """At start: every dataset table brought to this version's layout, oldest step first."""
+    await upgrade_layout(conn, settings, timeouts, observe)
+    await add_row_hashes(conn, settings, timeouts, observe)
+    await add_source_fingerprints(conn, settings, timeouts, observe)
 
 
 OLD_SUFFIX = "__v1"
@@ -353,3 +368,52 @@ async def add_row_hashes(
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1, 2)", ledger.LOCK_NAMESPACE)
     return len(todo)
+
+
+_UNFINGERPRINTED_SQL = r"""
+SELECT c.relname::text AS name
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relkind = 'p' AND NOT c.relispartition
+  AND pg_catalog.pg_get_partkeydef(c.oid) = 'HASH (' || pg_catalog.quote_ident($2) || ')'
+  AND c.relname NOT LIKE '%\_\_%'
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                  WHERE a.attrelid = c.oid AND a.attname = $3 AND NOT a.attisdropped)
+ORDER BY c.relname
+"""
+
+
+async def add_source_fingerprints(
+    conn: asyncpg.Connection,
+    settings: config.DestinationSettings,
+    timeouts: config.Timeouts,
+    observe: Observer,
+) -> int:
+    """Delta transfer on dataset tables landed by an earlier version, on the first start of
+    this one, with readers querying throughout: each gains the `syncd_src_fp` column, NULL for
+    its rows (a nullable column without a default: a catalog change, no rewrite, a moment of
+    ACCESS EXCLUSIVE under `timeouts.lock`, retried until readers let it in). Nothing is
+    stored about those rows' fingerprints, so each municipality's next pass streams them whole
+    once, with fingerprints. Returns how many tables changed."""
+    retry = RetryPolicy(None, 0.05, 2.0, jitter=False, observe=observe, level=logging.INFO)
+    up = _Upgrade(settings.schema, settings.source_column, settings.buckets, timeouts, retry)
+    rows = await conn.fetch(_UNFINGERPRINTED_SQL, up.schema, up.column, SRC_FP)
+    if not rows:
+        return 0  # the common case: one cheap look, no lock
+    await conn.execute("SELECT pg_advisory_lock($1, 2)", ledger.LOCK_NAMESPACE)
+    try:
+        for row in rows:
+            table = quoting.qualified(up.schema, row["name"])
+            log.warning(
+                "adding source fingerprints to %s (delta transfer)",
+                table,
+                extra={"event": Event.SOURCE_FINGERPRINTS_ADDING},
+            )
+            await _when_free(
+                up,
+                conn,
+                f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {SRC_FP} bigint",
+                what=f"adding {SRC_FP} to {table}",
+            )
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1, 2)", ledger.LOCK_NAMESPACE)
+    return len(rows)

@@ -100,7 +100,9 @@ async def test_ready_first_pass_endpoints_and_clean_stop(
         "next_due",
         "last_run",
         "datasets",
+        "max_rate",
     }
+    assert entry["max_rate"] is None  # no cap in this config
     assert entry["datasets"]["cidadaos"]["rows"] == sources[0].citizens
     assert entry["last_error"] is None and entry["next_due"] > entry["last_success"]
     assert entry["last_run"]["status"] == "ok"

@@ -160,6 +160,7 @@ async def test_types_syncd_cannot_copy_fail_with_advice_and_enums_domains_work(
             "tags": "text[]",
             "municipio_id_sus": "text",
             "syncd_row_hash": "uuid",
+            "syncd_src_fp": "bigint",
         }
         # a table lands the domain's base type, unbounded like every column syncd creates
         assert dict(await dst.fetch(types("tabela_dominio"))) == {
@@ -168,6 +169,7 @@ async def test_types_syncd_cannot_copy_fail_with_advice_and_enums_domains_work(
             "c": "character varying",
             "municipio_id_sus": "text",
             "syncd_row_hash": "uuid",
+            "syncd_src_fp": "bigint",
         }
         rows = await dst.fetch("SELECT id, s, c, tags FROM syncd_data.tipos ORDER BY id")
         assert [tuple(r) for r in rows] == [

@@ -140,6 +140,7 @@ async def test_hostile_column_names_and_values_stay_data(make_sources, dest, wri
             "Maiúscula Com Espaço",
             "municipio_id_sus",
             "syncd_row_hash",
+            "syncd_src_fp",
         ]
         assert (
             await dst.fetchval("SELECT valor FROM syncd_data.hostil")

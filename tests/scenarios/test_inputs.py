@@ -169,12 +169,17 @@ async def test_char_and_bit_columns_of_queries_land_byte_identical(
             "meio": "numeric",
             "municipio_id_sus": "text",
             "syncd_row_hash": "uuid",
+            "syncd_src_fp": "bigint",
         }
         table_types = await dst.fetch(
             "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
             "'syncd_data.tabela_pessoas'::regclass AND attnum > 0 ORDER BY attnum"
         )
-        assert [t[0] for t in table_types] == [types[i][1] for i in range(7)] + ["text", "uuid"]
+        assert [t[0] for t in table_types] == [types[i][1] for i in range(7)] + [
+            "text",
+            "uuid",
+            "bigint",
+        ]
         assert (
             await assert_dataset_exact(
                 src, dst, db.id, "tabela_pessoas", "SELECT * FROM public.pessoas"

@@ -32,7 +32,9 @@ async def _to_partition_per_municipality(conn: asyncpg.Connection, datasets: lis
             "PARTITION BY LIST (municipio_id_sus)"
         )
         await conn.execute(f"ALTER TABLE {SCHEMA}.old_{name} ALTER municipio_id_sus DROP DEFAULT")
-        await conn.execute(f"ALTER TABLE {SCHEMA}.old_{name} DROP COLUMN syncd_row_hash")
+        await conn.execute(
+            f"ALTER TABLE {SCHEMA}.old_{name} DROP COLUMN syncd_row_hash, DROP COLUMN syncd_src_fp"
+        )
         for mid in ids:
             await conn.execute(
                 f"CREATE TABLE {SCHEMA}.{name}__{mid} PARTITION OF {SCHEMA}.old_{name} "
@@ -48,6 +50,7 @@ async def _to_partition_per_municipality(conn: asyncpg.Connection, datasets: lis
     await conn.execute("DROP ROLE IF EXISTS analistas; CREATE ROLE analistas")
     await conn.execute(f"GRANT SELECT ON {SCHEMA}.{datasets[0]} TO analistas")
     await conn.execute(
+        "DROP TABLE syncd.fingerprints;"
         "DROP TABLE syncd.layout_upgrades; ALTER TABLE syncd.catalog DROP COLUMN added_at;"
         "ALTER TABLE syncd.ledger DROP COLUMN inserted, DROP COLUMN deleted;"
         "DELETE FROM syncd.schema_version WHERE version > 3"
@@ -55,11 +58,12 @@ async def _to_partition_per_municipality(conn: asyncpg.Connection, datasets: lis
 
 
 async def _columns(conn: asyncpg.Connection, name: str) -> str:
-    """The dataset table's columns but its row hashes (what a table without row hashes has)."""
+    """The dataset table's columns but its row hashes and source fingerprints (what a table
+    without row hashes has)."""
     return await conn.fetchval(
         "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute "
         "WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped "
-        "AND attname <> 'syncd_row_hash'",
+        "AND attname NOT IN ('syncd_row_hash', 'syncd_src_fp')",
         f"{SCHEMA}.{name}",
     )
 
@@ -150,9 +154,11 @@ async def _without_row_hashes(dst: asyncpg.Connection, names: list[str]) -> None
     for name in names:
         await dst.execute(
             f"DROP INDEX {SCHEMA}.{name}__rows; ALTER TABLE {SCHEMA}.{name} DROP COLUMN "
-            f"syncd_row_hash; CREATE INDEX {name}__source ON {SCHEMA}.{name} (municipio_id_sus)"
+            f"syncd_row_hash, DROP COLUMN syncd_src_fp; "
+            f"CREATE INDEX {name}__source ON {SCHEMA}.{name} (municipio_id_sus)"
         )
     await dst.execute(
+        "DROP TABLE syncd.fingerprints;"
         "ALTER TABLE syncd.ledger DROP COLUMN inserted, DROP COLUMN deleted;"
         "DELETE FROM syncd.schema_version WHERE version > 5"
     )

@@ -11,6 +11,8 @@ open, and applies to the next chunk that crosses:
 - `reset()`: RST every open connection now;
 - `blackhole`: accept, never answer; open connections stop moving bytes;
 - `stall(conn, seconds)`: one open connection stops moving bytes for a while (the soak's).
+
+`moved` counts the bytes forwarded each way over every connection (delta transfer's tests).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class FaultProxy:
         self.accepted = 0
         self.cut_count = 0
         self.conns: list[_Conn] = []
+        self.moved = {"up": 0, "down": 0}  # bytes forwarded each way, every connection
         self._server: asyncio.base_events.Server | None = None
         self.port = 0
 
@@ -156,6 +159,7 @@ class FaultProxy:
                     writer.write(data)
                     await writer.drain()
                 conn.sent[direction] += len(data)
+                self.moved[direction] += len(data)
         except (ConnectionError, OSError, asyncio.IncompleteReadError):
             pass
         finally:

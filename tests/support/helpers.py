@@ -89,13 +89,14 @@ async def fingerprint(
     conn: asyncpg.Connection, dataset: str, source_id: str | None = None
 ) -> tuple:
     """(rows, md5 of every row as text): equal fingerprints, equal contents. The row hashes
-    syncd keeps beside each row (`syncd_row_hash`) are not contents."""
+    and source fingerprints syncd keeps beside each row (`syncd_row_hash`, `syncd_src_fp`) are
+    not contents."""
     where = f"WHERE {KEY} = $1" if source_id is not None else ""
     args = [source_id] if source_id is not None else []
     names = await conn.fetchval(
         "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute "
         "WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped "
-        "AND attname <> 'syncd_row_hash'",
+        "AND attname NOT IN ('syncd_row_hash', 'syncd_src_fp')",
         f'{SCHEMA}."{dataset}"',
     )
     row = f"ROW({names})::text"

@@ -161,6 +161,9 @@ TESTED_ELSEWHERE: dict[str, tuple[str, ...]] = {
     "syncd.commands.checkreport": ("scenarios/test_check.py", "acceptance/test_check.py"),
     "syncd.commands.checkresult": ("scenarios/test_check.py", "acceptance/test_check.py"),
     "syncd.commands.clidoc": ("acceptance/test_cli.py",),
+    # delta transfer's source SQL and destination side: through whole passes
+    "syncd.engine.fingerprint": ("scenarios/test_delta.py",),
+    "syncd.engine.fpstore": ("scenarios/test_delta.py",),
     "syncd.commands.enroll": ("acceptance/test_bastions.py", "acceptance/test_config_bastions.py"),
     "syncd.commands.reload": ("acceptance/test_daemon.py", "acceptance/test_systemd.py"),
     "syncd.commands.status": ("acceptance/test_cli_daemon.py", "scenarios/test_inputs.py"),

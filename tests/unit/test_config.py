@@ -298,3 +298,33 @@ def test_config_print_keeps_the_disk_budget_and_the_new_timeouts_exactly():
         again = config.loads(to_yaml(loaded))
         assert again.destination.max_size == loaded.destination.max_size, size
         assert again.timeouts == loaded.timeouts
+
+
+def test_delta_defaults_by_kind_and_can_be_chosen():
+    from syncd.engine import delta
+
+    c = config.loads(
+        MINIMAL.replace(
+            "    dsn: postgresql://esus_leitura@10.20.0.7:5433/esus\n",
+            "    dsn: postgresql://esus_leitura@10.20.0.7:5433/esus\n  - {id: central, dsn: postgresql://h/db, delta: false}\n",
+        )
+        + "  - {name: lista, query: SELECT 1 AS um}\n"
+        + "  - {name: estavel, query: SELECT 1 AS um, delta: true}\n"
+        + "  - {name: inteira, table: public.t, delta: false}\n"
+    )
+    municipal, central = c.sources
+    assert (municipal.delta, central.delta) == (True, False)
+    assert [d.delta for d in c.datasets] == [None, None, True, False]
+    assert [delta.enabled(d, municipal) for d in c.datasets] == [True, False, True, False]
+    assert not any(delta.enabled(d, central) for d in c.datasets)
+
+
+def test_delta_takes_true_or_false_and_no_incremental():
+    found = problems(
+        MINIMAL.replace(
+            "    table: public.tb_fat_cidadao_pec", "    table: public.t\n    delta: sim"
+        )
+        + "  - {name: b, table: public.b, mode: incremental, cursor: id, key: id, delta: true}\n"
+    )
+    assert "syncd.yaml:10: datasets[0].delta: must be true or false" in found, found
+    assert any(p.startswith("syncd.yaml:11: datasets[1].delta: only for snapshot") for p in found)

@@ -112,6 +112,7 @@ async def test_prepare_makes_a_table_hash_partitioned_by_source(
         "name": "text",
         SOURCE_COLUMN: "text",
         "syncd_row_hash": "uuid",
+        "syncd_src_fp": "bigint",
     }
 
 
