@@ -45,7 +45,7 @@ from syncd.engine.fingerprint import Function
 from syncd.engine.landing import Landed, Landing, Write
 from syncd.engine.layout import SRC_FP
 from syncd.engine.shape import Column, Shape
-from syncd.engine.source import SourceSession
+from syncd.engine.source import SAVEPOINT, SourceSession
 from syncd.engine.tables import Target
 from syncd.logevents import Event
 
@@ -121,7 +121,7 @@ class _Session:
         """After a round the server refused: back to the start of the dataset (the savepoint
         the attempt took, engine/source.py), which puts the settings back too."""
         with on_side(Side.SOURCE):
-            await self.conn.execute("ROLLBACK TO SAVEPOINT syncd_dataset")
+            await self.conn.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
         self.old = None
 
     async def unpin(self) -> None:
