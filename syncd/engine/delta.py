@@ -38,7 +38,7 @@ import anyio
 import asyncpg
 
 from syncd.config import Dataset, Source
-from syncd.engine import fingerprint, fpstore, rowdiff
+from syncd.engine import fingerprint, fpstore, rowdiff, survey
 from syncd.engine.copy import CopyOut, Sink, Transfer
 from syncd.engine.errors import Side, TransferError, classify, on_side
 from syncd.engine.fingerprint import Function
@@ -148,6 +148,23 @@ class _Session:
         self.bytes += sum(len(str(v)) if not isinstance(v, bytes) else len(v) for v in row)
         return row
 
+    async def fetch_once(self, query: str) -> dict[str, Any]:
+        """A round's one statement in one round trip (no prepare): its one row as JSON through
+        COPY. Failures as `fetchrow`'s."""
+        started = time.monotonic()
+        copy = f"SELECT pg_catalog.row_to_json(r) FROM ({query}) AS r"  # noqa: S608 (our SQL)
+        try:
+            row = await survey.copy_json(self.conn, copy, self.timeout)
+        except asyncpg.PostgresError as exc:
+            raise RoundFailed(exc) from exc
+        except Exception as exc:  # the link, a timeout: the source's, whoever catches it
+            raise TransferError(Side.SOURCE, exc) from exc
+        finally:
+            self.seconds += time.monotonic() - started
+        assert isinstance(row, dict)
+        self.bytes += sum(len(str(v)) for v in row.values())
+        return row
+
     async def probe(self) -> tuple[Function, dict[str, str]]:
         """The function this server computes (md5, unless it refuses it) and the settings of
         the context, without a scan; the settings pinned, if they are not yet."""
@@ -166,12 +183,15 @@ class _Session:
         self, function: Function, stored: fpstore.Stored
     ) -> tuple[dict[str, str], int, str]:
         """Round 1. Nothing changed: the statement put the settings back itself."""
-        row = await self.fetchrow(
-            fingerprint.totals_sql(function, self.columns, self.source),
+        query = fingerprint.totals_sql(
+            function,
+            self.columns,
+            self.source,
             stored.rows,
             stored.fp_sum,
             fingerprint.joined(stored.context["settings"]),
         )
+        row = await self.fetch_once(query)
         if row["restored"] is None:
             self.old = row["old"]
         return _settings(row), int(row["n"]), str(row["s"])
@@ -201,7 +221,7 @@ class _Session:
         return found
 
 
-def _settings(row: asyncpg.Record) -> dict[str, str]:
+def _settings(row: asyncpg.Record | dict[str, Any]) -> dict[str, str]:
     return fingerprint.parse_settings(str(row["c"]))
 
 

@@ -144,18 +144,28 @@ def relation(table: tuple[str, str] | None, select: str) -> str:
     return f"({select}\n) AS {ALIAS}"
 
 
-def totals_sql(function: Function, columns: Sequence[str], source: str) -> str:
+def totals_sql(
+    function: Function,
+    columns: Sequence[str],
+    source: str,
+    stored_rows: int,
+    stored_sum: str,
+    stored_settings: str,
+) -> str:
     """Round 1, one scan, one round trip: pins the settings, then answers the settings of the
-    context (`c`), the row count (`n`) and the sum of fingerprints (`s`, a numeric as text:
-    exact). $1, $2, $3: the row count, sum and settings stored; when all three are the same
-    (nothing changed), the statement puts the settings back itself (`restored`), so an
-    unchanged table costs this one statement and nothing after it."""
+        context (`c`), the row count (`n`) and the sum of fingerprints (`s`, a numeric as text:
+        exact). The row count, sum and settings stored are spliced as literals (syncd's own numbers,
+    the settings text a server reported, quoted): the round is read through COPY, which takes no
+    parameters, because a prepared statement would cost a second round trip. When all three are the same
+        (nothing changed), the statement puts the settings back itself (`restored`), so an
+        unchanged table costs this one statement and nothing after it."""
     inner = (
         f"SELECT count(*)::bigint AS n, coalesce(sum(f.fp), 0)::text AS s, {settings_sql()} "  # noqa: S608
         f"FROM (SELECT {expression(function, columns)} AS fp FROM {source} "
         "WHERE pin.p IS NOT NULL OFFSET 0) AS f"
     )
-    same = "t.n = $1::bigint AND t.s = $2::text AND t.c = $3::text"
+    rows, total = int(stored_rows), quoting.text_literal(stored_sum)
+    same = f"t.n = {rows}::bigint AND t.s = {total}::text AND t.c = {quoting.text_literal(stored_settings)}::text"
     return pinned(
         inner, f"t.n, t.s, t.c, CASE WHEN {same} THEN {restore_sql('o.old')} END AS restored"
     )

@@ -1,7 +1,10 @@
 """Quoting for the SQL syncd has to compose: DDL and COPY take no bind parameters.
 
-Identifiers are always double-quoted; the only literal ever spliced is a validated source id
-(letters, digits, _), and it is quoted too. Values everywhere else are bound parameters.
+Identifiers are always double-quoted. Literals are spliced only where a statement cannot take
+parameters (DDL, COPY) or where a parameter would cost a round trip on the municipal link (a
+prepared statement is a second one): a validated source id, a config table name, syncd's own
+numbers and the settings text a server reported; all quoted here. Values everywhere else are
+bound parameters.
 """
 
 from __future__ import annotations
@@ -26,6 +29,14 @@ def literal(value: str) -> str:
     if "\x00" in value:
         raise ValueError("literal contains NUL")
     return "'" + value.replace("'", "''") + "'"
+
+
+def text_literal(value: str) -> str:
+    """An escape-string literal: the same value whatever standard_conforming_strings says (for
+    the SQL sent to a server whose settings syncd does not own)."""
+    if "\x00" in value:
+        raise ValueError("literal contains NUL")
+    return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def table_ref(dotted: str) -> str:

@@ -90,14 +90,14 @@ async def survey(
     """Describe `tables` and answer `probes` in one round trip."""
     tables, probes = list(dict.fromkeys(tables)), list(dict.fromkeys(probes))
     generated = "AND a.attgenerated = ''" if conn.get_server_version().major >= 12 else ""
-    refs = ", ".join(_text(quoting.table_ref(t)) for t in tables) or "NULL"
+    refs = ", ".join(quoting.text_literal(quoting.table_ref(t)) for t in tables) or "NULL"
     columns = _COLUMNS.format(refs=refs, generated=generated)
     values = []
     for i, (table, column) in enumerate(probes, 1):
         schema, _, name = table.lower().rpartition(".")
         values.append(
-            f"({i}, {_text(schema) if schema else 'NULL::text'}, {_text(name)}, "
-            f"{_text(column.lower()) if column else 'NULL::text'})"
+            f"({i}, {quoting.text_literal(schema) if schema else 'NULL::text'}, {quoting.text_literal(name)}, "
+            f"{quoting.text_literal(column.lower()) if column else 'NULL::text'})"
         )
     found = _PROBES.format(probes=", ".join(values)) if values else "SELECT 0 AS i, false AS found"
     document = await copy_json(conn, _SURVEY.format(columns=columns, probes=found), timeout)
@@ -150,10 +150,3 @@ _ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 def _unescape(field: str) -> str:
     """A COPY text-format field as the value it stands for (output uses these escapes only)."""
     return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(1)), field, flags=re.S)
-
-
-def _text(value: str) -> str:
-    """An escape-string literal: the same value whatever standard_conforming_strings says."""
-    if "\x00" in value:
-        raise ValueError("literal contains NUL")
-    return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from syncd.engine import survey
+from syncd.engine import quoting, survey
 from syncd.lab import embedded
 
 DBNAME = "unit_survey"
@@ -91,6 +91,6 @@ async def test_built_in_types_are_named_once_per_process(source_cluster):
 
 def test_copy_text_escapes_read_back():
     assert survey._unescape(r"a\\b\tc\nd") == "a\\b\tc\nd"
-    assert survey._text("o'dd\\s") == "E'o''dd\\\\s'"
+    assert quoting.text_literal("o'dd\\s") == "E'o''dd\\\\s'"
     with pytest.raises(ValueError):
-        survey._text("nul\x00")
+        quoting.text_literal("nul\x00")
