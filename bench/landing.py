@@ -114,7 +114,13 @@ def run(clusters: Clusters, rows: int, rounds: int) -> dict:
             {
                 "destination": {"dsn": clusters.dest.dsn(database)},
                 "sources": [{"id": "351570", "dsn": clusters.source.dsn("esus")}],
-                "datasets": [{"name": "atendimentos", "table": f"public.{TABLE}"}],
+                # (f) is the landing's own cost on a free link: the whole stream, the row
+                # differ; delta transfer trades source scans for link bytes and is (l)'s
+                # (the older commit beside it knows no `delta` key)
+                "datasets": [
+                    {"name": "atendimentos", "table": f"public.{TABLE}"}
+                    | ({"delta": False} if name == "landing" else {})
+                ],
             },
         )
 
