@@ -38,7 +38,7 @@ import anyio
 import asyncpg
 
 from syncd.config import Dataset, Source
-from syncd.engine import fingerprint, fpstore, rowdiff, survey
+from syncd.engine import fingerprint, fpstore, quoting, rowdiff, survey
 from syncd.engine.copy import CopyOut, Sink, Transfer
 from syncd.engine.errors import Side, TransferError, classify, on_side
 from syncd.engine.fingerprint import Function
@@ -127,9 +127,11 @@ class _Session:
     async def unpin(self) -> None:
         """The server's own settings again, for the datasets that follow in the snapshot."""
         if self.old is not None:
-            restore = fingerprint.restore_sql("$1::text")
+            # spliced, not bound: a bound parameter is a prepared statement, a second round
+            # trip on the municipal link; the text is what this server reported, quoted
+            restore = fingerprint.restore_sql(quoting.text_literal(self.old))
             with on_side(Side.SOURCE):
-                await self.conn.execute(f"SELECT 1 WHERE ({restore}) IS NULL", self.old)
+                await self.conn.execute(f"SELECT 1 WHERE ({restore}) IS NULL")
             self.old = None
 
     async def fetchrow(self, query: str, *args: object) -> asyncpg.Record:
@@ -308,6 +310,9 @@ async def _reconcile(
             if outcome.plan != Plan.FULL:
                 return outcome
             reason = outcome.reason
+    # a large delta found by the rounds leaves round 2's plan settings (no sequential scans)
+    # pinned: the whole stream gets the server's own back, then the pins again from the probe
+    await side.unpin()
     function, settings = await side.probe()
     shape_fp = _full_shape(shape, function, side)
     landed = await land_rows(

@@ -33,7 +33,7 @@ import asyncpg
 from syncd import config, ledger
 from syncd.engine import quoting, widening
 from syncd.engine.connect import connect_password, enable_keepalive
-from syncd.engine.destsettings import pin_late, server_settings
+from syncd.engine.destsettings import pin_late, reset_pooled, server_settings
 from syncd.engine.errors import FinalError, RetryableError, Side, classify
 from syncd.engine.landing import Landing
 from syncd.engine.layout import (
@@ -116,6 +116,7 @@ class Destination:
             max_size=self.pool_size,
             max_inactive_connection_lifetime=60,
             init=_init_connection,
+            reset=reset_pooled,
             **self._connect_kwargs(),
         )
         if not setup:

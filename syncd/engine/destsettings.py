@@ -63,3 +63,11 @@ async def pin_late(conn: asyncpg.Connection) -> None:
     between passes must not be cut by the DBA's `idle_session_timeout`."""
     if conn.get_server_version().major >= IDLE_SESSION_TIMEOUT_FROM:
         await conn.execute("SET idle_session_timeout = 0")
+
+
+async def reset_pooled(conn: asyncpg.Connection) -> None:
+    """The pool's reset of a released connection: asyncpg's own (RESET ALL among it), then
+    `pin_late` again. What the startup packet set survives RESET ALL; a SET does not, and the
+    pool resets a connection every time it comes back."""
+    await conn.reset()
+    await pin_late(conn)

@@ -252,3 +252,27 @@ async def test_a_source_link_cut_is_named_a_source_failure(
     for failure in heard.failures:
         assert failure.side == Side.SOURCE, failure
         assert "destination" not in failure.reason, failure
+
+
+async def test_a_pooled_connection_keeps_its_pins_after_the_pool_resets_it(
+    make_sources, dest, write_config
+):
+    """asyncpg resets a connection as the pool takes it back (RESET ALL): what the startup
+    packet set survives, a SET does not, so the DBA's idle_session_timeout would cut the
+    connections idle between passes unless the pin is made again."""
+    dbs = await make_sources(1)
+    await alter_database(dest, "idle_session_timeout", "20ms")
+    _, config = write_config(dest, dbs, DATASETS)
+    engine = Engine.create(config, Limits(config.concurrency), Progress())
+    try:
+        await engine.destination.open(setup=False)
+        pids = set()
+        for _ in range(3):
+            async with engine.destination.acquire() as conn:
+                assert await conn.fetchval("SHOW idle_session_timeout") == "0"
+                pids.add(await conn.fetchval("SELECT pg_backend_pid()"))
+            await anyio.sleep(0.1)  # idle in the pool past the DBA's timeout
+        assert len(pids) == 1, "the pooled connection was cut while idle"
+    finally:
+        await engine.close()
+        await alter_database(dest, "idle_session_timeout", None)
