@@ -15,9 +15,9 @@ from typing import Any
 import asyncpg
 
 from syncd import sql
-from syncd.engine import fingerprint, quoting
+from syncd.engine import fingerprint
 from syncd.engine.landing import Landing
-from syncd.engine.layout import SOURCE_SETTING, SRC_FP
+from syncd.engine.layout import SRC_FP
 from syncd.engine.tables import Target
 
 SQL = sql.load("delta")
@@ -30,11 +30,6 @@ class Stored:
     context: dict[str, Any]
     rows: int
     fp_sum: str
-
-
-def _mine(landing: Landing) -> str:
-    column = quoting.ident(landing.tables.source_column)
-    return f"{column} = pg_catalog.current_setting({quoting.literal(SOURCE_SETTING)})"
 
 
 async def load(conn: asyncpg.Connection, target: Target) -> Stored | None:
@@ -67,7 +62,7 @@ async def totals(landing: Landing, target: Target) -> tuple[int, str]:
     parent = landing.tables.parent(target.dataset)
     row = await landing.conn.fetchrow(
         f"SELECT count(*)::bigint AS n, coalesce(sum({SRC_FP}), 0)::text AS s "  # noqa: S608
-        f"FROM {parent} WHERE {_mine(landing)}"
+        f"FROM {parent} WHERE {landing.tables.mine()}"
     )
     assert row is not None
     return int(row["n"]), str(row["s"])
@@ -78,7 +73,7 @@ async def fingerprints(landing: Landing, target: Target) -> list[int]:
     parent = landing.tables.parent(target.dataset)
     data: bytes | None = await landing.conn.fetchval(
         f"SELECT pg_catalog.string_agg(pg_catalog.int8send({SRC_FP}), ''::bytea) "  # noqa: S608
-        f"FROM {parent} WHERE {_mine(landing)} AND {SRC_FP} IS NOT NULL"
+        f"FROM {parent} WHERE {landing.tables.mine()} AND {SRC_FP} IS NOT NULL"
     )
     data = data or b""
     return list(struct.unpack(f">{len(data) // 8}q", data))

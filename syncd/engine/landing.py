@@ -201,7 +201,7 @@ class Landing:
         then the rows that can never match (no hash yet, or a hash held twice) are deleted
         before anything is written. Returns the rows deleted."""
         d = self.tables
-        mine = f"{quoting.ident(d.source_column)} = pg_catalog.current_setting({quoting.literal(SOURCE_SETTING)})"
+        mine = d.mine()
         if only is not None:
             mine = f"{mine} AND {only}"
 

@@ -35,7 +35,6 @@ from syncd.engine.ratelimit import TokenBucket, capped
 from syncd.engine.shape import Column, Shape
 from syncd.engine.tunnel import Tunnels
 
-FIRST_USER_OID = 16384  # below: built-in types, whose binary format every server shares
 SAVEPOINT = "syncd_dataset"
 
 
@@ -72,9 +71,9 @@ def destination_type(
     """The destination type for a source column whose binary COPY we pass through unchanged."""
     if typtype == "e":  # enum: binary form is its label, the same bytes as text
         return "text"
-    if typtype == "d" and 0 < base_oid < FIRST_USER_OID:  # domain: COPY sends the base type
+    if typtype == "d" and 0 < base_oid < survey.FIRST_USER_OID:  # domain: COPY sends the base type
         return base_type
-    if oid < FIRST_USER_OID:
+    if oid < survey.FIRST_USER_OID:
         return type_sql
     raise FinalError(
         f"column {column!r} has type {type_sql}, which is not built into PostgreSQL and cannot be "

@@ -110,7 +110,9 @@ async def survey(
     return result
 
 
-FIRST_USER_OID = 16384  # below: built-in types, the same on every server of a major version
+FIRST_USER_OID = (
+    16384  # below: built-in types, named and sent alike by every server of a major version
+)
 # built-in types as servers named them, by (major version, OID): a process asks each once
 _BUILT_IN: dict[tuple[int, int], dict[str, Any]] = {}
 

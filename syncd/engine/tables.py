@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from syncd.engine import quoting, rowdiff
+from syncd.engine.layout import SOURCE_SETTING
 from syncd.ledger import Mode
 
 
@@ -53,6 +54,12 @@ class Tables:
     def parent(self, dataset: str) -> str:
         """The dataset table's qualified name (its buckets are partitions of it)."""
         return quoting.qualified(self.schema, dataset)
+
+    def mine(self) -> str:
+        """The rows of the municipality this transaction lands (its id is the transaction's
+        SOURCE_SETTING, which the source column defaults to)."""
+        setting = quoting.literal(SOURCE_SETTING)
+        return f"{quoting.ident(self.source_column)} = pg_catalog.current_setting({setting})"
 
     def get(self, dataset: str) -> Table | None:
         return self.known.get(dataset)
