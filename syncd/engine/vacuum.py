@@ -93,7 +93,15 @@ class Vacuum:
         ]
 
     async def run_due(self) -> None:
-        await self._vacuum(self.due())
+        """The buckets due after a landing. One this process has not measured yet (its first
+        landing there since start) is sized by the catalog's estimate first: counted from
+        zero, the few rows a pass wrote would make the few it deleted look like a fifth, and
+        every such pass would vacuum its whole bucket."""
+        due = self.due()
+        if any(b not in self._last for b in due):
+            await self._measure([b for b in due if b not in self._last])
+            due = [b for b in due if self._dead_enough(b)]
+        await self._vacuum(due)
 
     async def flush(self) -> None:
         """Every bucket a fifth dead, however recently vacuumed: at the end of a `once` pass, or
@@ -105,17 +113,22 @@ class Vacuum:
         candidates = [b for b in self._dead if b not in self._running]
         unmeasured = [b for b in candidates if b not in self._last]
         if unmeasured:
-            async with self._acquire() as conn:
-                rows = await conn.fetch(
-                    "SELECT c.relname::text AS name, c.reltuples::bigint AS rows "
-                    "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-                    "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = ANY($2)",
-                    self.schema,
-                    unmeasured,
-                )
-            for r in rows:  # reltuples: -1 when never vacuumed nor analyzed
-                self._size[r["name"]] = max(self._size.get(r["name"], 0), int(r["rows"]))
+            await self._measure(unmeasured)
         await self._vacuum(sorted(b for b in candidates if self._dead_enough(b)))
+
+    async def _measure(self, buckets: Sequence[str]) -> None:
+        """Buckets not vacuumed by this process yet, sized by the catalog's estimate (at least
+        what this process wrote there)."""
+        async with self._acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT c.relname::text AS name, c.reltuples::bigint AS rows "
+                "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = ANY($2)",
+                self.schema,
+                list(buckets),
+            )
+        for r in rows:  # reltuples: -1 when never vacuumed nor analyzed
+            self._size[r["name"]] = max(self._size.get(r["name"], 0), int(r["rows"]))
 
     async def _vacuum(self, buckets: Sequence[str]) -> None:
         todo = [b for b in buckets if b not in self._running]

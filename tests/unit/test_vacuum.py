@@ -7,6 +7,7 @@ import asyncpg
 
 from syncd.engine.destination import Destination
 from syncd.engine.landing import Write
+from syncd.engine.vacuum import Vacuum
 
 from tests.unit import test_destination
 from tests.unit.test_destination import SCHEMA, THINGS, rows_from
@@ -43,3 +44,43 @@ async def test_vacuum_waits_for_older_landings_then_reclaims_the_bucket(
     assert vacuum.due() == []
     # VACUUM ran: it counted the live rows of the bucket
     assert await reader.fetchval(counted, f"{SCHEMA}.{bucket}") == 1
+
+
+async def test_a_new_process_sizes_a_bucket_before_vacuuming_it(
+    destination: Destination, reader: asyncpg.Connection
+):
+    """A process that has not vacuumed a bucket yet knows only the rows it wrote there: one row
+    changed in a 200-row bucket must not read as a fifth dead (every `once` pass would vacuum
+    its whole bucket); a hundred must."""
+
+    async def pass_of(source_id: str, rows: list[tuple[int, str]]) -> str:
+        async with destination.landing(source_id) as landing:
+            target = await destination.prepare(THINGS, source_id)
+            await landing.land(target, rows_from(reader, *rows), write=Write.DIFF, idle_timeout=30)
+            buckets = await landing.buckets()
+            await landing.commit()
+        landing.settled(buckets)
+        return buckets["things"]
+
+    async def vacuums(bucket: str) -> int:
+        await reader.execute("SELECT pg_stat_clear_snapshot()")
+        return await reader.fetchval(
+            "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = $1::regclass",
+            f"{SCHEMA}.{bucket}",
+        )
+
+    rows = [(i, f"row {i}") for i in range(200)]
+    bucket = await pass_of("a", rows)
+    await reader.execute(f"VACUUM {SCHEMA}.{bucket}")  # as any earlier vacuum leaves it
+    before = await vacuums(bucket)
+    assert before >= 1
+    # a new process: it has seen no landing yet
+    destination.vacuum = Vacuum(
+        destination.acquire, destination.vacuum.schema, destination.timeouts
+    )
+    await pass_of("a", [*rows[1:], (1000, "new")])
+    await destination.vacuum.run_due()
+    assert await vacuums(bucket) == before  # 1 dead of 200: autovacuum's
+    await pass_of("a", [*rows[1:100], (1000, "new")])
+    await destination.vacuum.run_due()
+    assert await vacuums(bucket) == before + 1  # 101 dead of 200: the lane's
