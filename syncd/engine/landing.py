@@ -26,7 +26,7 @@ import asyncpg
 from syncd import config
 from syncd.engine import quoting, rowdiff
 from syncd.engine.copy import CopyIn, CopyOut, Transfer, copy_row_count, first_failure, pipe
-from syncd.engine.errors import Failure, FinalError, Kind, Side, TransferError
+from syncd.engine.errors import Failure, FinalError, Kind, RetryableError, Side, TransferError
 from syncd.engine.incremental import ALIAS
 from syncd.engine.layout import ROW_HASH, SOURCE_SETTING
 from syncd.engine.rowdiff.transform import DiffTransform
@@ -34,7 +34,18 @@ from syncd.engine.tables import Tables, Target
 from syncd.engine.txn import Tx, rows_in_command_tag, transaction
 from syncd.engine.vacuum import Vacuum
 
-GONE = "pg_temp.syncd_gone"  # one per connection: the hashes of rows to delete
+GONE = "pg_temp.syncd_gone_rows"  # one per connection: the rows to delete (places or hashes)
+
+
+def located(only: str | None) -> bool:
+    """Are the stored hashes read with their rows' places, so the rows that vanished are
+    deleted where they are? For a delta part (`only`), yes: its stored rows are read from the
+    heap anyway (the part's condition is on a heap column), so their places cost nothing, and
+    a part is streamed because it changed. For a whole stream, the hashes alone come from an
+    index-only scan, about half the cost of reading the heap for the places, and most whole
+    streams of a day find little or nothing gone; the few rows that did go are deleted by
+    hash, one scan of the municipality's rows after the stream."""
+    return only is not None
 
 
 class Write(StrEnum):
@@ -161,7 +172,7 @@ class Landing:
 
         async def existing() -> None:
             if write == Write.DIFF:
-                landed.deleted += await self._load_hashes(differ, parent, only)
+                landed.deleted += await self._load_hashes(differ, parent, only, located(only))
             else:
                 differ.seal()
             diff.ready.set()
@@ -172,9 +183,7 @@ class Landing:
             )
         finally:
             diff.release()
-        gone = differ.gone()
-        if gone:
-            landed.deleted += await self._delete_hashes(parent, gone)
+        landed.deleted += await self._delete_gone(parent, differ)
         if delta is None:
             landed.inserted = landed.transfer.written
         elif landed.transfer.written == 0:  # nothing came: nothing to upsert, the same watermark
@@ -195,11 +204,16 @@ class Landing:
         return landed
 
     async def _load_hashes(
-        self, differ: rowdiff.RowDiffer, parent: str, only: str | None = None
+        self,
+        differ: rowdiff.RowDiffer,
+        parent: str,
+        only: str | None = None,
+        located: bool = False,
     ) -> int:
-        """The municipality's stored row hashes into the differ (from the rows index alone);
-        then the rows that can never match (no hash yet, or a hash held twice) are deleted
-        before anything is written. Returns the rows deleted."""
+        """The municipality's stored row hashes into the differ (`located`: each with its row's
+        place, its ctid, so the rows that vanished are deleted where they are); then the rows
+        that can never match (no hash yet, or a hash held twice) are deleted before anything is
+        written. Returns the rows deleted."""
         d = self.tables
         mine = d.mine()
         if only is not None:
@@ -209,7 +223,8 @@ class Landing:
             differ.add_stored(chunk)
 
         await self.conn.copy_from_query(
-            f"SELECT {ROW_HASH} FROM {parent} WHERE {mine}",  # noqa: S608
+            f"SELECT {'ctid, ' if located else ''}{ROW_HASH} FROM {parent} "  # noqa: S608
+            f"WHERE {mine}",
             output=add,
             format="binary",
             timeout=self._long(),
@@ -227,31 +242,49 @@ class Landing:
         )
         return rows_in_command_tag(status)
 
-    async def _delete_hashes(self, parent: str, keys: bytes) -> int:
-        """Delete the municipality's rows with these hashes (none of which a new row has)."""
+    async def _delete_gone(self, parent: str, differ: rowdiff.RowDiffer) -> int:
+        """Delete the municipality's held rows no source tuple matched (none of which a new row
+        has): where they are (their places: a TID scan of the bucket), else by hash (a scan of
+        the municipality's rows, once: the planner hashes the few gone hashes)."""
+        places = differ.gone_places()
+        keys = b"" if places else differ.gone()
+        if not places and not keys:
+            return 0
         d = self.tables
         if not self._gone_table:
             await self.conn.execute(
-                f"CREATE TEMP TABLE IF NOT EXISTS {GONE} (h uuid) ON COMMIT DELETE ROWS"
+                f"CREATE TEMP TABLE IF NOT EXISTS {GONE} (t tid, h uuid) ON COMMIT DELETE ROWS"
             )
             self._gone_table = True
         await self.conn.copy_to_table(
             GONE.split(".")[1],
             schema_name="pg_temp",
-            source=io.BytesIO(rowdiff.keys_copy(keys)),
+            columns=["t" if places else "h"],
+            source=io.BytesIO(rowdiff.places_copy(places) if places else rowdiff.keys_copy(keys)),
             format="binary",
             timeout=self._long(),
         )
-        # IN (a semi-join): the planner hashes the few gone hashes and scans the municipality's
-        # rows once; a plain join had it hash the 2 M rows instead (spilling, 1.7x slower)
+        # the source column prunes the parent to the municipality's bucket, where ctids are
+        # unique, and ctid = ANY(ARRAY(...)) is a TID scan there; by hash, IN (a semi-join), as
+        # a plain join had the planner hash the 2 M rows instead (spilling, 1.7x slower)
+        which = (
+            f"t.ctid = ANY(ARRAY(SELECT g.t FROM {GONE} AS g))"  # noqa: S608
+            if places
+            else f"t.{ROW_HASH} IN (SELECT g.h FROM {GONE} AS g)"  # noqa: S608
+        )
         deleted: int = await self.conn.fetchval(
             f"WITH d AS (DELETE FROM {parent} AS t "  # noqa: S608
             f"WHERE t.{quoting.ident(d.source_column)} = "
-            f"pg_catalog.current_setting({quoting.literal(SOURCE_SETTING)}) "
-            f"AND t.{ROW_HASH} IN (SELECT g.h FROM {GONE} AS g) RETURNING 1), "
-            f"e AS (DELETE FROM {GONE}) SELECT count(*) FROM d",
+            f"pg_catalog.current_setting({quoting.literal(SOURCE_SETTING)}) AND {which} "
+            f"RETURNING 1), e AS (DELETE FROM {GONE}) SELECT count(*) FROM d",
             timeout=self._long(),
         )
+        expected = len(places) // rowdiff.PLACE if places else len(keys) // rowdiff.KEY
+        if places and deleted != expected:
+            raise RetryableError(
+                f"{parent}: {deleted} of the {expected} vanished rows were where they had been "
+                "read; its rows changed under the landing, which is undone"
+            )
         return deleted
 
     async def _delta(self, target: Target) -> str:

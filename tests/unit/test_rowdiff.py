@@ -9,7 +9,17 @@ from collections import Counter
 import pytest
 
 from syncd.engine import rowdiff
-from syncd.engine.rowdiff import HEADER, KEY, TRAILER, PyDiffer, keys_copy, py_row_hash, pydiffer
+from syncd.engine.rowdiff import (
+    HEADER,
+    KEY,
+    PLACE,
+    TRAILER,
+    PyDiffer,
+    keys_copy,
+    places_copy,
+    py_row_hash,
+    pydiffer,
+)
 
 needs_c = pytest.mark.skipif(not rowdiff.ACCELERATED, reason="the C differ is not built here")
 SEED = rowdiff.shape_seed([("a", "integer"), ("b", "text"), ("c", "bytea")])
@@ -34,6 +44,17 @@ def stream(tuples: list[bytes], extension: bytes = b"") -> bytes:
 def stored(keys: list[bytes | None]) -> bytes:
     rows = [
         b"\x00\x01\xff\xff\xff\xff" if k is None else b"\x00\x01\x00\x00\x00\x10" + k for k in keys
+    ]
+    return stream(rows)
+
+
+def located(keys: list[bytes | None], places: list[bytes]) -> bytes:
+    """The stored hashes as the landing reads them: (ctid, hash) per row."""
+    rows = [
+        b"\x00\x02\x00\x00\x00\x06"
+        + place
+        + (b"\xff\xff\xff\xff" if k is None else b"\x00\x00\x00\x10" + k)
+        for k, place in zip(keys, places, strict=True)
     ]
     return stream(rows)
 
@@ -199,6 +220,65 @@ def test_a_stream_cut_short_is_refused(make) -> None:
     e.add_stored(HEADER + b"\x00\x01")
     with pytest.raises(ValueError, match="ended early"):
         e.seal()
+
+
+BOTH = [PyDiffer, rowdiff.CDiffer] if rowdiff.ACCELERATED else [PyDiffer]
+
+
+@pytest.mark.parametrize("make", BOTH)
+@pytest.mark.parametrize("case", range(30))
+def test_located_hashes_say_where_each_gone_row_is(make, case: int) -> None:
+    """Stored as (ctid, hash): the same difference as hashes alone, and gone_places() gives,
+    in gone()'s order, the place each gone hash was stored at."""
+    rng = random.Random(case)
+    held, _, plain, data = scenario(rng)
+    places = [rng.randbytes(PLACE) for _ in held]  # distinct: a ctid is a row's own
+    where = {k: p for k, p in zip(held, places, strict=True) if k is not None}
+    early = rng.randint(0, 3)
+    out, gone, dups, counts = run(make, SEED, located(held, places), data, rng, early=early)
+    d = make(SEED, True)
+    d.add_stored(located(held, places))
+    d.seal()
+    d.flush()
+    for piece in chunks(data, rng):
+        d.feed(piece)
+    d.finish()
+    gone_places = d.gone_places()
+    gone_keys = split_keys(d.gone())
+    located_at = [gone_places[i : i + PLACE] for i in range(0, len(gone_places), PLACE)]
+    assert [where[k] for k in gone_keys] == located_at
+    reference = run(PyDiffer, SEED, plain, data, random.Random(case), early=early)
+    assert out == reference[0]
+    assert sorted(split_keys(gone)) == sorted(split_keys(reference[1]))
+    assert sorted(split_keys(dups)) == sorted(split_keys(reference[2]))
+    assert counts == reference[3]
+
+
+@pytest.mark.parametrize("make", BOTH)
+def test_hashes_alone_have_no_places(make) -> None:
+    d = make(SEED, True)
+    d.add_stored(stored([bytes(range(16))]))
+    d.seal()
+    d.flush()
+    d.feed(stream([]))
+    d.finish()
+    assert (len(d.gone()), d.gone_places()) == (KEY, b"")
+
+
+@pytest.mark.parametrize("make", BOTH)
+def test_a_place_that_is_no_tid_is_refused(make) -> None:
+    d = make(SEED, True)
+    with pytest.raises(ValueError, match="places are not tids"):
+        d.add_stored(stream([b"\x00\x02\x00\x00\x00\x04abcd\x00\x00\x00\x10" + bytes(16)]))
+
+
+def test_places_copy_frames_tids() -> None:
+    places = [bytes(range(6)), bytes(range(6, 12))]
+    walk = pydiffer._Walk()
+    assert walk.tuples(places_copy(b"".join(places))) == [
+        b"\x00\x01\x00\x00\x00\x06" + p for p in places
+    ]
+    assert walk.complete
 
 
 def test_keys_copy_frames_uuids() -> None:

@@ -10,7 +10,9 @@ shape (column names and types, in order), so a row whose shape changed never mat
    other comes out as a destination tuple with its hash as one more field. What is fed before
    `flush()` is kept (`pending` bytes) and framed by it, so the source stream can start while
    the stored hashes still arrive;
-3. `gone()`: the held hashes no source tuple consumed, to delete.
+3. `gone()`: the held hashes no source tuple consumed, to delete; when the stored hashes came
+   located (a binary COPY of (ctid, hash)), `gone_places()` says where those rows are, so the
+   landing deletes them by ctid instead of searching the municipality's rows for their hashes.
 
 Rows are a multiset: a hash the destination holds more than once (a table without a key may hold
 one row twice) is never matched: `duplicates()` lists them, the landing deletes them before the
@@ -41,11 +43,13 @@ from syncd.engine.rowdiff.choice import DifferChoice, DifferRefused, choose, cur
 from syncd.engine.rowdiff.pydiffer import (
     HEADER,
     KEY,
+    PLACE,
     SIGNATURE,
     TRAILER,
     PyDiffer,
     RowDiffer,
     keys_copy,
+    places_copy,
     py_row_hash,
     shape_seed,
 )
@@ -54,6 +58,7 @@ __all__ = [
     "ACCELERATED",
     "HEADER",
     "KEY",
+    "PLACE",
     "SIGNATURE",
     "TRAILER",
     "CDiffer",
@@ -66,6 +71,7 @@ __all__ = [
     "current",
     "differ",
     "keys_copy",
+    "places_copy",
     "py_row_hash",
     "shape_seed",
     "use",

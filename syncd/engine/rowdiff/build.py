@@ -32,7 +32,7 @@ SOURCE = HERE / "rowdiff.c"
 HEADERS = (Path("vendor") / "xxhash.h",)  # relative to rowdiff.c
 NAME = "_rowdiff.dll" if sys.platform == "win32" else "_rowdiff.so"
 LIBRARY = HERE / NAME
-ABI = 1  # rowdiff.c's RD_ABI
+ABI = 2  # rowdiff.c's RD_ABI
 FLAGS = ["-O3", "-shared", "-fPIC", "-std=c99", "-fvisibility=hidden"]
 # the library another path than the one beside this file (a test's stale or broken copy)
 LIBRARY_VARIABLE = "SYNCD_ROWDIFF_LIBRARY"
@@ -180,6 +180,7 @@ def load(path: Path | None = None, *, source: Path = SOURCE) -> Library:
         "rd_out": ([vp, ctypes.POINTER(size)], ctypes.c_void_p),
         "rd_finish": ([vp], ctypes.c_int),
         "rd_keys": ([vp, ctypes.c_int, ctypes.c_void_p], size),
+        "rd_places": ([vp, ctypes.c_int, ctypes.c_void_p], size),
         "rd_counts": ([vp, ctypes.POINTER(ctypes.c_longlong)], None),
         "rd_hash": ([ctypes.c_uint64, u8, size, ctypes.c_char_p], None),
     }

@@ -85,14 +85,18 @@ class CDiffer:
         self._check(self._lib.rd_finish(self._d))
         return self._out()
 
-    def _keys(self, state: int) -> bytes:
-        size = self._lib.rd_keys(self._d, state, None)
+    def _keys(self, state: int, which: str = "rd_keys") -> bytes:
+        fn = getattr(self._lib, which)
+        size = fn(self._d, state, None)
         buffer = ctypes.create_string_buffer(size)
-        self._lib.rd_keys(self._d, state, buffer)
+        fn(self._d, state, buffer)
         return buffer.raw[:size]
 
     def gone(self) -> bytes:
         return self._keys(PRESENT)
+
+    def gone_places(self) -> bytes:
+        return self._keys(PRESENT, "rd_places")
 
     def duplicates(self) -> bytes:
         return self._keys(DUPLICATE)

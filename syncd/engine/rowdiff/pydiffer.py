@@ -10,6 +10,7 @@ from typing import Protocol
 import xxhash
 
 KEY = 16
+PLACE = 6  # a tid (ctid): block, then offset, as binary COPY sends it
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 HEADER = SIGNATURE + b"\x00" * 8  # no flags, no extension area
 TRAILER = b"\xff\xff"
@@ -36,6 +37,8 @@ class RowDiffer(Protocol):
     def finish(self) -> bytes: ...
 
     def gone(self) -> bytes: ...
+
+    def gone_places(self) -> bytes: ...
 
     def duplicates(self) -> bytes: ...
 
@@ -134,7 +137,10 @@ class PyDiffer:
         self._sealed = False
         self._flushed = False
         self._keys: list[bytes] = []
+        self._places: list[bytes] = []  # located: each stored key's row place (its ctid)
+        self._located: bool | None = None
         self._state: dict[bytes, int] = {}
+        self._place: dict[bytes, bytes] = {}
         self._copies: dict[bytes, int] = {}  # emit=False: copies held per key
         self._pending: list[bytes] = []
         self._pending_bytes = 0
@@ -156,12 +162,21 @@ class PyDiffer:
         for item in self._existing.tuples(chunk):
             if mode == 2:
                 self._keys.append(py_row_hash(item, self.seed))
-            elif item == b"\x00\x01\xff\xff\xff\xff":
+                continue
+            if self._located is None:
+                self._located = item[:2] == b"\x00\x02"
+            if self._located:
+                if item[:6] != b"\x00\x02\x00\x00\x00\x06":
+                    raise ValueError("the stored row places are not tids")
+                place, item = item[6:12], item[:2] + item[12:]
+            if item == b"\x00\x01\xff\xff\xff\xff" or item == b"\x00\x02\xff\xff\xff\xff":
                 self._counts["unhashed"] += 1
-            elif len(item) != 22 or item[:6] != b"\x00\x01\x00\x00\x00\x10":
+            elif len(item) != 22 or item[2:6] != b"\x00\x00\x00\x10":
                 raise ValueError("the stored row hashes are not 16-byte values")
             else:
                 self._keys.append(item[6:])
+                if self._located:
+                    self._places.append(place)
 
     def add_stored(self, chunk: bytes) -> None:
         self._add(chunk, 1)
@@ -176,17 +191,19 @@ class PyDiffer:
             raise ValueError("the existing rows' COPY stream ended early")
         self._sealed = True
         state = self._state
-        for key in self._keys:
+        places = self._places or [b""] * len(self._keys)
+        for key, place in zip(self._keys, places, strict=True):
             if not self.emit:
                 self._copies[key] = self._copies.get(key, 0) + 1
             if key not in state:
                 state[key] = PRESENT
+                self._place[key] = place
                 self._counts["distinct"] += 1
             elif state[key] == PRESENT:
                 state[key] = DUPLICATE
                 self._counts["duplicated"] += 1
         self._counts["existing"] = len(self._keys)
-        self._keys = []
+        self._keys, self._places = [], []
 
     def flush(self) -> bytes:
         if not self._sealed:
@@ -241,11 +258,27 @@ class PyDiffer:
     def gone(self) -> bytes:
         return b"".join(k for k, s in self._state.items() if s == PRESENT)
 
+    def gone_places(self) -> bytes:
+        """Where the gone rows are (their ctids, in `gone()`'s order), when the stored hashes
+        came located; else nothing."""
+        if not self._located:
+            return b""
+        return b"".join(self._place[k] for k, s in self._state.items() if s == PRESENT)
+
     def duplicates(self) -> bytes:
         return b"".join(k for k, s in self._state.items() if s == DUPLICATE)
 
     def counts(self) -> dict[str, int]:
         return {"existing": len(self._keys), **self._counts}
+
+
+def places_copy(places: bytes) -> bytes:
+    """Concatenated 6-byte row places as a binary COPY stream of one tid column."""
+    rows = [HEADER]
+    for at in range(0, len(places), PLACE):
+        rows.append(b"\x00\x01\x00\x00\x00\x06" + places[at : at + PLACE])
+    rows.append(TRAILER)
+    return b"".join(rows)
 
 
 def keys_copy(keys: bytes) -> bytes:

@@ -17,7 +17,7 @@
 #define XXH_INLINE_ALL
 #include "vendor/xxhash.h"
 
-#define RD_ABI 1 /* build.py's load() refuses a library of another version */
+#define RD_ABI 2 /* build.py's load() refuses a library of another version */
 /* the digest of the rowdiff.c and xxhash.h it was built from (build.py's source_digest(), passed
  * by the build as -DRD_SOURCE=...): load() refuses a library built from other sources */
 #ifndef RD_SOURCE
@@ -29,6 +29,7 @@
 #define RD_EXPORT __attribute__((visibility("default")))
 #endif
 #define KEY 16
+#define PLACE 6 /* a tid: block (int32), then offset (int16), as binary COPY sends it */
 #define HEADER 19
 #define EMPTY 0
 #define PRESENT 1
@@ -59,12 +60,16 @@ typedef struct {
     int sealed;
     Walk existing, source;
     int existing_mode; /* 0: not started, 1: stored hashes, 2: rows to hash */
-    /* the existing rows' keys, appended, then sealed into the table */
+    /* the existing rows' keys (and, located, their places), appended, then sealed into the
+     * table */
     uint8_t *keys;
+    uint8_t *places;
     Py_ssize_t nkeys, keys_cap;
+    int located; /* -1 until the first stored tuple: 1 when it came as (ctid, hash) */
     /* open addressing, linear probing, slot = fastrange of the key's first 8 bytes */
     uint8_t *slot_keys;
     uint8_t *slot_state;
+    uint8_t *slot_place; /* located: the place of the row each key came from */
     uint32_t *slot_count; /* emit=0 (verify): copies held per key, matched one by one */
     Py_ssize_t slots;
     Out out; /* what the last rd_feed or rd_finish let through */
@@ -172,13 +177,25 @@ static Py_ssize_t slot_of(const Differ *d, const uint8_t *key) {
 /* handlers: 0 ok, -1 error (d->error says why) */
 static int on_existing(Differ *d, const uint8_t *p, Py_ssize_t len) {
     uint8_t key[KEY];
+    const uint8_t *place = NULL;
     if (d->existing_mode == 1) {
-        /* one field: the stored hash (uuid), NULL for rows an older syncd landed */
+        /* the stored hash (uuid), NULL for rows an older syncd landed; located: after the
+         * row's place (its ctid) */
+        if (d->located < 0) d->located = be16(p) == 2;
+        if (d->located) {
+            if (len < 2 + 4 + PLACE || be16(p) != 2 || be32(p + 2) != PLACE) {
+                d->error = "the stored row places are not tids";
+                return -1;
+            }
+            place = p + 6;
+            p += 4 + PLACE; /* the hash field, as if it were alone */
+            len -= 4 + PLACE;
+        }
         if (len == 6 && (int32_t)be32(p + 2) == -1) {
             d->unhashed++;
             return 0;
         }
-        if (len != 2 + 4 + KEY || be16(p) != 1 || be32(p + 2) != KEY) {
+        if (len != 2 + 4 + KEY || be32(p + 2) != KEY) {
             d->error = "the stored row hashes are not 16-byte values";
             return -1;
         }
@@ -194,9 +211,18 @@ static int on_existing(Differ *d, const uint8_t *p, Py_ssize_t len) {
             return -1;
         }
         d->keys = grown;
+        if (place != NULL) {
+            grown = realloc(d->places, (size_t)cap * PLACE);
+            if (grown == NULL) {
+                d->error = "out of memory";
+                return -1;
+            }
+            d->places = grown;
+        }
         d->keys_cap = cap;
     }
     memcpy(d->keys + d->nkeys * KEY, key, KEY);
+    if (place != NULL) memcpy(d->places + d->nkeys * PLACE, place, PLACE);
     d->nkeys++;
     return 0;
 }
@@ -314,7 +340,9 @@ static int build_table(Differ *d) {
     d->slot_keys = malloc((size_t)d->slots * KEY);
     d->slot_state = calloc((size_t)d->slots, 1);
     if (!d->emit) d->slot_count = calloc((size_t)d->slots, sizeof(uint32_t));
-    if (d->slot_keys == NULL || d->slot_state == NULL || (!d->emit && d->slot_count == NULL)) {
+    if (d->places != NULL) d->slot_place = malloc((size_t)d->slots * PLACE);
+    if (d->slot_keys == NULL || d->slot_state == NULL || (!d->emit && d->slot_count == NULL) ||
+        (d->places != NULL && d->slot_place == NULL)) {
         d->error = "out of memory";
         return -1;
     }
@@ -323,6 +351,8 @@ static int build_table(Differ *d) {
         for (Py_ssize_t i = slot_of(d, key);; i = (i + 1 == d->slots) ? 0 : i + 1) {
             if (d->slot_state[i] == EMPTY) {
                 memcpy(d->slot_keys + i * KEY, key, KEY);
+                if (d->slot_place != NULL)
+                    memcpy(d->slot_place + i * PLACE, d->places + k * PLACE, PLACE);
                 d->slot_state[i] = PRESENT;
                 d->distinct++;
                 if (d->slot_count != NULL) d->slot_count[i] = 1;
@@ -339,7 +369,9 @@ static int build_table(Differ *d) {
         }
     }
     free(d->keys);
+    free(d->places);
     d->keys = NULL;
+    d->places = NULL;
     d->keys_cap = 0;
     return 0;
 }
@@ -358,6 +390,7 @@ RD_EXPORT Differ *rd_new(uint64_t seed, int emit) {
     d->emit = emit;
     d->existing.fields = -1;
     d->source.fields = -1;
+    d->located = -1;
     return d;
 }
 
@@ -366,7 +399,9 @@ RD_EXPORT void rd_free(Differ *d) {
     free(d->existing.carry);
     free(d->source.carry);
     free(d->keys);
+    free(d->places);
     free(d->slot_keys);
+    free(d->slot_place);
     free(d->slot_state);
     free(d->slot_count);
     free(d->out.data);
@@ -375,7 +410,8 @@ RD_EXPORT void rd_free(Differ *d) {
 
 RD_EXPORT const char *rd_error(Differ *d) { return d->error ? d->error : "rowdiff failed"; }
 
-/* mode 1: a binary COPY of the stored hashes (one uuid column); 2: of rows, hashed here */
+/* mode 1: a binary COPY of the stored hashes (one uuid column, or (ctid, uuid): located);
+ * 2: of rows, hashed here */
 RD_EXPORT int rd_add(Differ *d, int mode, const uint8_t *p, Py_ssize_t n) {
     if (d->sealed) {
         d->error = "the existing rows are sealed already";
@@ -447,6 +483,20 @@ RD_EXPORT Py_ssize_t rd_keys(Differ *d, int state, uint8_t *dst) {
         }
     }
     return count * KEY;
+}
+
+/* The places of the rows whose keys are in `state`, in rd_keys' order (NULL: how many bytes it
+ * needs); none unless the stored hashes came located. */
+RD_EXPORT Py_ssize_t rd_places(Differ *d, int state, uint8_t *dst) {
+    Py_ssize_t count = 0;
+    if (d->slot_place == NULL) return 0;
+    for (Py_ssize_t i = 0; i < d->slots; i++) {
+        if (d->slot_state[i] == state) {
+            if (dst != NULL) memcpy(dst + count * PLACE, d->slot_place + i * PLACE, PLACE);
+            count++;
+        }
+    }
+    return count * PLACE;
 }
 
 /* rows_in, rows_new, rows_matched, distinct, duplicated, unhashed, existing */
