@@ -79,7 +79,8 @@ async def test_the_queue_is_bounded_so_a_waiting_destination_holds_the_source_ba
         queued_before_reading.append(sent)
         return sum([1 async for _ in chunks])
 
-    transfer = await piped(copy_out, copy_in, queue_chunks=3)
+    # no coalescing wait: a waiting source would count as blocked too
+    transfer = await piped(copy_out, copy_in, queue_chunks=3, coalesce_wait=0)
     # the queue's 3, and the first chunk, which the destination COPY waits for before it starts
     assert queued_before_reading == [3 + 1]
     assert transfer.rows == 100
