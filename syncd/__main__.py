@@ -1,5 +1,3 @@
-import sys
+from syncd.cli import entry
 
-from syncd.cli import main
-
-sys.exit(main())
+entry()

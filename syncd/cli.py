@@ -8,9 +8,12 @@ the command name: `syncd --log-level debug run` and `syncd run --log-level debug
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from syncd import __version__
 from syncd import config as config_module
@@ -435,5 +438,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry() -> NoReturn:
+    """The `syncd` command: `main`, then out at once. Everything syncd writes is flushed (the
+    telemetry is shut down by the command itself, the log handlers and the standard streams
+    here), so the interpreter's own teardown, freeing every module and object one by one
+    (about 0.1 s, a tenth of a small `once`), is skipped."""
+    code = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # a reader that went away, a closed stream
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()
