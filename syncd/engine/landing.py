@@ -39,12 +39,14 @@ GONE = "pg_temp.syncd_gone_rows"  # one per connection: the rows to delete (plac
 
 def located(only: str | None) -> bool:
     """Are the stored hashes read with their rows' places, so the rows that vanished are
-    deleted where they are? For a delta part (`only`), yes: its stored rows are read from the
-    heap anyway (the part's condition is on a heap column), so their places cost nothing, and
-    a part is streamed because it changed. For a whole stream, the hashes alone come from an
-    index-only scan, about half the cost of reading the heap for the places, and most whole
-    streams of a day find little or nothing gone; the few rows that did go are deleted by
-    hash, one scan of the municipality's rows after the stream."""
+    deleted where they are (a TID scan) rather than searched for by hash (a scan of every row
+    of the municipality, after the stream)? For a delta part (`only`), yes: its stored rows are
+    read from the heap anyway (the part's condition is on a heap column), so their places cost
+    nothing, and a part is streamed because it changed. A whole stream reads the hashes alone,
+    by an index-only scan of half the cost, as most whole streams of a day find nothing
+    changed; once a changed row shows up, the places are read beside the rest of the stream
+    (`Landing._locate`), before the destination's COPY starts on that connection. A pass that
+    only lost rows (no new row ever shows up) deletes them by hash."""
     return only is not None
 
 
@@ -159,7 +161,10 @@ class Landing:
             )
             landed.deleted += rows_in_command_tag(status)
         differ = rowdiff.differ(target.seed)
-        diff = DiffTransform(differ)
+        # a whole stream reads the stored hashes alone, and where their rows are only once a
+        # changed row shows up: the new rows wait for that read (see `located`)
+        locate_later = write == Write.DIFF and not located(only)
+        diff = DiffTransform(differ, hold_until_located=locate_later)
         # a keyed dataset's new rows wait in the delta table for the rows they replace to go
         # (the key is unique), unless every row went already (a rewrite)
         delta = await self._delta(target) if target.key and write != Write.REWRITE else None
@@ -176,6 +181,10 @@ class Landing:
             else:
                 differ.seal()
             diff.ready.set()
+            if locate_later:
+                await diff.changed.wait()
+                await self._locate(differ, parent)
+                diff.located.set()
 
         try:
             landed.transfer = await self._pipe(
@@ -241,6 +250,20 @@ class Landing:
             timeout=self._long(),
         )
         return rows_in_command_tag(status)
+
+    async def _locate(self, differ: rowdiff.RowDiffer, parent: str) -> None:
+        """Where the municipality's stored rows are (their ctids, beside their hashes), read
+        from the heap while the rest of the stream goes by."""
+
+        async def add(chunk: bytes) -> None:
+            differ.locate(chunk)
+
+        await self.conn.copy_from_query(
+            f"SELECT ctid, {ROW_HASH} FROM {parent} WHERE {self.tables.mine()}",  # noqa: S608
+            output=add,
+            format="binary",
+            timeout=self._long(),
+        )
 
     async def _delete_gone(self, parent: str, differ: rowdiff.RowDiffer) -> int:
         """Delete the municipality's held rows no source tuple matched (none of which a new row

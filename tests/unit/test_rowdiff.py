@@ -255,6 +255,47 @@ def test_located_hashes_say_where_each_gone_row_is(make, case: int) -> None:
 
 
 @pytest.mark.parametrize("make", BOTH)
+@pytest.mark.parametrize("case", range(20))
+def test_hashes_located_during_the_stream_say_where_gone_rows_are(make, case: int) -> None:
+    """Stored as hashes alone, then located while the source is fed (as the landing does once
+    the stream shows a change): the same places as if they had come located."""
+    rng = random.Random(case)
+    held, _, plain, data = scenario(rng)
+    places = [rng.randbytes(PLACE) for _ in held]
+    where = {k: p for k, p in zip(held, places, strict=True) if k is not None}
+    d = make(SEED, True)
+    d.add_stored(plain)
+    d.seal()
+    d.flush()
+    pieces = chunks(data, rng)
+    half = len(pieces) // 2
+    for piece in pieces[:half]:
+        d.feed(piece)
+    for piece in chunks(located(held, places), rng):
+        d.locate(piece)
+    for piece in pieces[half:]:
+        d.feed(piece)
+    d.finish()
+    gone_places = d.gone_places()
+    located_at = [gone_places[i : i + PLACE] for i in range(0, len(gone_places), PLACE)]
+    assert [where[k] for k in split_keys(d.gone())] == located_at
+
+
+@pytest.mark.parametrize("make", BOTH)
+def test_a_gone_row_whose_place_is_not_known_leaves_no_places(make) -> None:
+    a, b = bytes(range(16)), bytes(range(16, 32))
+    d = make(SEED, True)
+    d.add_stored(stored([a, b]))
+    d.seal()
+    d.flush()
+    d.locate(located([a], [b"\x00\x00\x00\x07\x00\x01"]))  # b's row was not read
+    d.feed(stream([]))
+    d.finish()
+    assert sorted(split_keys(d.gone())) == [a, b]
+    assert d.gone_places() == b""
+
+
+@pytest.mark.parametrize("make", BOTH)
 def test_hashes_alone_have_no_places(make) -> None:
     d = make(SEED, True)
     d.add_stored(stored([bytes(range(16))]))

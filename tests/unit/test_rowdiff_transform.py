@@ -50,3 +50,47 @@ async def test_a_failed_landing_gives_its_kept_bytes_back() -> None:
     assert transform.DiffTransform.pending == len(HEADER + ROW)
     t.release()  # the landing's finally
     assert transform.DiffTransform.pending == 0
+
+
+ROW2 = b"\x00\x01\x00\x00\x00\x03xyz"
+
+
+async def test_new_rows_wait_for_the_places_read_and_come_out_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hold_until_located: the first new row says `changed`; new rows are held (within the
+    budget, then waited for) until `located`, and finish waits for it too."""
+    monkeypatch.setattr(transform, "PENDING_LIMIT", len(HEADER) + len(landed(ROW)) + 5)
+    t = transform.DiffTransform(rowdiff.differ(1), hold_until_located=True)
+    t.differ.seal()
+    t.ready.set()
+    assert await t.feed(HEADER) == b""
+    assert not t.changed.is_set()
+    assert await t.feed(ROW) == b""  # held: the landing reads the places first
+    assert t.changed.is_set()
+    out: list[bytes] = []
+
+    async def rest() -> None:
+        out.append(await t.feed(ROW2))  # over the budget: waits for the places
+        out.append(await t.feed(TRAILER))
+        out.append(await t.finish())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(rest)
+        await anyio.wait_all_tasks_blocked()
+        assert out == [] and transform.DiffTransform.pending == len(HEADER + landed(ROW))
+        t.located.set()
+    assert b"".join(out) == HEADER + landed(ROW) + landed(ROW2) + TRAILER
+    assert t.rows == 2 and transform.DiffTransform.pending == 0
+
+
+async def test_no_new_row_never_asks_for_the_places() -> None:
+    differ = rowdiff.differ(1)
+    differ.add_stored(rowdiff.keys_copy(rowdiff.py_row_hash(ROW, 1)))
+    differ.seal()
+    t = transform.DiffTransform(differ, hold_until_located=True)
+    t.ready.set()
+    assert await t.feed(HEADER + ROW + TRAILER) == b""
+    with anyio.fail_after(5):
+        assert await t.finish() == b""  # nothing to write: no wait for the places
+    assert not t.changed.is_set() and t.rows == 0

@@ -181,6 +181,7 @@ def load(path: Path | None = None, *, source: Path = SOURCE) -> Library:
         "rd_finish": ([vp], ctypes.c_int),
         "rd_keys": ([vp, ctypes.c_int, ctypes.c_void_p], size),
         "rd_places": ([vp, ctypes.c_int, ctypes.c_void_p], size),
+        "rd_locate": ([vp, u8, size], ctypes.c_int),
         "rd_counts": ([vp, ctypes.POINTER(ctypes.c_longlong)], None),
         "rd_hash": ([ctypes.c_uint64, u8, size, ctypes.c_char_p], None),
     }

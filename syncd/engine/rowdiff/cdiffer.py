@@ -95,6 +95,10 @@ class CDiffer:
     def gone(self) -> bytes:
         return self._keys(PRESENT)
 
+    def locate(self, chunk: bytes) -> None:
+        data = bytes(chunk)
+        self._check(self._lib.rd_locate(self._d, data, len(data)))
+
     def gone_places(self) -> bytes:
         return self._keys(PRESENT, "rd_places")
 

@@ -38,6 +38,8 @@ class RowDiffer(Protocol):
 
     def gone(self) -> bytes: ...
 
+    def locate(self, chunk: bytes) -> None: ...
+
     def gone_places(self) -> bytes: ...
 
     def duplicates(self) -> bytes: ...
@@ -133,6 +135,7 @@ class PyDiffer:
         self.emit = emit
         self._existing = _Walk()
         self._source = _Walk()
+        self._locating = _Walk()
         self._mode = 0
         self._sealed = False
         self._flushed = False
@@ -197,7 +200,8 @@ class PyDiffer:
                 self._copies[key] = self._copies.get(key, 0) + 1
             if key not in state:
                 state[key] = PRESENT
-                self._place[key] = place
+                if place:
+                    self._place[key] = place
                 self._counts["distinct"] += 1
             elif state[key] == PRESENT:
                 state[key] = DUPLICATE
@@ -258,12 +262,26 @@ class PyDiffer:
     def gone(self) -> bytes:
         return b"".join(k for k, s in self._state.items() if s == PRESENT)
 
+    def locate(self, chunk: bytes) -> None:
+        """After seal: a binary COPY of the stored rows' (ctid, hash), giving each held hash
+        its row's place (the landing reads it once the source shows a change)."""
+        if not self._sealed:
+            raise RuntimeError("seal() the existing rows first")
+        for item in self._locating.tuples(chunk):
+            if item[:6] != b"\x00\x02\x00\x00\x00\x06" or len(item) < 16:
+                raise ValueError("the stored row places are not tids")
+            if len(item) == 16 and item[12:16] == b"\xff\xff\xff\xff":
+                continue  # no hash yet
+            if len(item) != 32 or item[12:16] != b"\x00\x00\x00\x10":
+                raise ValueError("the stored row hashes are not 16-byte values")
+            if item[16:] in self._state:
+                self._place[item[16:]] = item[6:12]
+
     def gone_places(self) -> bytes:
-        """Where the gone rows are (their ctids, in `gone()`'s order), when the stored hashes
-        came located; else nothing."""
-        if not self._located:
-            return b""
-        return b"".join(self._place[k] for k, s in self._state.items() if s == PRESENT)
+        """Where the gone rows are (their ctids, in `gone()`'s order), when the place of every
+        one is known (the stored hashes came located, or were located since); else nothing."""
+        places = [self._place.get(k, b"") for k, s in self._state.items() if s == PRESENT]
+        return b"".join(places) if all(places) else b""
 
     def duplicates(self) -> bytes:
         return b"".join(k for k, s in self._state.items() if s == DUPLICATE)

@@ -30,6 +30,7 @@
 #endif
 #define KEY 16
 #define PLACE 6 /* a tid: block (int32), then offset (int16), as binary COPY sends it */
+#define NO_PLACE 0xff /* every byte of a place not known: block 0xffffffff is no block */
 #define HEADER 19
 #define EMPTY 0
 #define PRESENT 1
@@ -58,7 +59,7 @@ typedef struct {
     uint64_t seed;
     int emit;
     int sealed;
-    Walk existing, source;
+    Walk existing, source, locating;
     int existing_mode; /* 0: not started, 1: stored hashes, 2: rows to hash */
     /* the existing rows' keys (and, located, their places), appended, then sealed into the
      * table */
@@ -69,7 +70,7 @@ typedef struct {
     /* open addressing, linear probing, slot = fastrange of the key's first 8 bytes */
     uint8_t *slot_keys;
     uint8_t *slot_state;
-    uint8_t *slot_place; /* located: the place of the row each key came from */
+    uint8_t *slot_place; /* the place of the row each key came from (NO_PLACE: not known) */
     uint32_t *slot_count; /* emit=0 (verify): copies held per key, matched one by one */
     Py_ssize_t slots;
     Out out; /* what the last rd_feed or rd_finish let through */
@@ -279,8 +280,34 @@ static int on_source(Differ *d, const uint8_t *p, Py_ssize_t len, Out *out) {
     return 0;
 }
 
+static Py_ssize_t find_slot(const Differ *d, const uint8_t *key) {
+    if (!d->slots) return -1;
+    for (Py_ssize_t i = slot_of(d, key);; i = (i + 1 == d->slots) ? 0 : i + 1) {
+        if (d->slot_state[i] == EMPTY) return -1;
+        if (memcmp(d->slot_keys + i * KEY, key, KEY) == 0) return i;
+    }
+}
+
+/* A (ctid, hash) of the stored rows, read after the hashes: the place of that key's row. */
+static int on_locate(Differ *d, const uint8_t *p, Py_ssize_t len) {
+    if (len < 2 + 4 + PLACE + 4 || be16(p) != 2 || be32(p + 2) != PLACE) {
+        d->error = "the stored row places are not tids";
+        return -1;
+    }
+    const uint8_t *hash = p + 2 + 4 + PLACE;
+    if (len == 2 + 4 + PLACE + 4 && (int32_t)be32(hash) == -1) return 0; /* no hash yet */
+    if (len != 2 + 4 + PLACE + 4 + KEY || be32(hash) != KEY) {
+        d->error = "the stored row hashes are not 16-byte values";
+        return -1;
+    }
+    Py_ssize_t i = find_slot(d, hash + 4);
+    if (i >= 0) memcpy(d->slot_place + i * PLACE, p + 6, PLACE);
+    return 0;
+}
+
 /* Frame a chunk of stream w, calling the handler for every complete tuple. */
-static int walk(Differ *d, Walk *w, const uint8_t *p, Py_ssize_t n, int source, Out *out) {
+/* what: 0 the stored rows, 1 the source's, 2 the stored rows' places */
+static int walk(Differ *d, Walk *w, const uint8_t *p, Py_ssize_t n, int what, Out *out) {
     Py_ssize_t pos = 0, len = 0;
     const char *error = NULL;
     while (1) {
@@ -323,7 +350,9 @@ static int walk(Differ *d, Walk *w, const uint8_t *p, Py_ssize_t n, int source, 
             w->phase = 2;
         } else {
             if (w->fields < 0) w->fields = be16(at);
-            int rc = source ? on_source(d, at, len, out) : on_existing(d, at, len);
+            int rc = what == 1   ? on_source(d, at, len, out)
+                     : what == 2 ? on_locate(d, at, len)
+                                 : on_existing(d, at, len);
             if (rc < 0) return -1;
         }
         if (carried) {
@@ -340,7 +369,10 @@ static int build_table(Differ *d) {
     d->slot_keys = malloc((size_t)d->slots * KEY);
     d->slot_state = calloc((size_t)d->slots, 1);
     if (!d->emit) d->slot_count = calloc((size_t)d->slots, sizeof(uint32_t));
-    if (d->places != NULL) d->slot_place = malloc((size_t)d->slots * PLACE);
+    if (d->places != NULL) {
+        d->slot_place = malloc((size_t)d->slots * PLACE);
+        if (d->slot_place != NULL) memset(d->slot_place, NO_PLACE, (size_t)d->slots * PLACE);
+    }
     if (d->slot_keys == NULL || d->slot_state == NULL || (!d->emit && d->slot_count == NULL) ||
         (d->places != NULL && d->slot_place == NULL)) {
         d->error = "out of memory";
@@ -390,6 +422,7 @@ RD_EXPORT Differ *rd_new(uint64_t seed, int emit) {
     d->emit = emit;
     d->existing.fields = -1;
     d->source.fields = -1;
+    d->locating.fields = -1;
     d->located = -1;
     return d;
 }
@@ -398,6 +431,7 @@ RD_EXPORT void rd_free(Differ *d) {
     if (d == NULL) return;
     free(d->existing.carry);
     free(d->source.carry);
+    free(d->locating.carry);
     free(d->keys);
     free(d->places);
     free(d->slot_keys);
@@ -485,14 +519,40 @@ RD_EXPORT Py_ssize_t rd_keys(Differ *d, int state, uint8_t *dst) {
     return count * KEY;
 }
 
+/* After seal: a binary COPY of the stored rows' (ctid, hash), giving each held key its row's
+ * place, while the source is fed or after. */
+RD_EXPORT int rd_locate(Differ *d, const uint8_t *p, Py_ssize_t n) {
+    if (!d->sealed) {
+        d->error = "seal the existing rows first";
+        return -1;
+    }
+    if (d->slot_place == NULL && d->slots) {
+        d->slot_place = malloc((size_t)d->slots * PLACE);
+        if (d->slot_place == NULL) {
+            d->error = "out of memory";
+            return -1;
+        }
+        memset(d->slot_place, NO_PLACE, (size_t)d->slots * PLACE);
+    }
+    return walk(d, &d->locating, p, n, 2, NULL);
+}
+
+static int place_known(const uint8_t *place) {
+    for (int b = 0; b < PLACE; b++)
+        if (place[b] != NO_PLACE) return 1;
+    return 0;
+}
+
 /* The places of the rows whose keys are in `state`, in rd_keys' order (NULL: how many bytes it
- * needs); none unless the stored hashes came located. */
+ * needs); 0 unless the place of every one of them is known. */
 RD_EXPORT Py_ssize_t rd_places(Differ *d, int state, uint8_t *dst) {
     Py_ssize_t count = 0;
     if (d->slot_place == NULL) return 0;
     for (Py_ssize_t i = 0; i < d->slots; i++) {
         if (d->slot_state[i] == state) {
-            if (dst != NULL) memcpy(dst + count * PLACE, d->slot_place + i * PLACE, PLACE);
+            const uint8_t *place = d->slot_place + i * PLACE;
+            if (!place_known(place)) return 0;
+            if (dst != NULL) memcpy(dst + count * PLACE, place, PLACE);
             count++;
         }
     }
