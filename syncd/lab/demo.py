@@ -108,6 +108,7 @@ def run_demo(
 ) -> int:
     from syncd.commands.once import run_once
     from syncd.config import parse_listen
+    from syncd.service.differ import start_differ
     from syncd.service.runtime import load_config, run_async
 
     if not (LISTAS / "hipertensos.sql").is_file():
@@ -142,7 +143,8 @@ def run_demo(
             flush=True,
         )
         config = load_config(str(config_path))
-        if once:
+        if once:  # the daemon says which row differ runs itself
+            start_differ(config.differ)
             code = run_async(run_once, config)
             _show_landing(cluster)
             return code

@@ -170,3 +170,20 @@ async def test_the_daemon_with_the_library_says_compiled(
         assert '<span id="differ">compiled row differ</span>' in daemon.get("/")[1]
     finally:
         daemon.stop()
+
+
+def test_the_demo_says_which_differ_runs_too(pg_base: Path, broken: dict[str, str]) -> None:
+    result = run_cli(
+        "demo",
+        "--once",
+        "--municipalities",
+        "1",
+        "--citizens",
+        "20",
+        "--data-dir",
+        str(pg_base / "demo-differ"),
+        env=broken,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "the pure-Python row differ runs" in result.stderr
+    assert broken["SYNCD_ROWDIFF_LIBRARY"] in result.stderr
