@@ -99,6 +99,7 @@ class SourceSession:
         self._survey: survey.Survey | None = None
         self._survey_refused = False
         self.caps = caps  # what each COPY's bytes pay for (max_rate): its own, its bastion's
+        self._local: frozenset[str] = frozenset()  # what the last reading set for itself
 
     @classmethod
     async def open(
@@ -278,8 +279,9 @@ class SourceSession:
 
         The server's statement_timeout bounds a COPY; our own timer (a little longer) is there
         for when the server's cancel cannot reach us through a slow or stuck link."""
+        settings: tuple[tuple[str, str], ...] = ()
         if window is not None:
-            await self._settings(window.settings)
+            settings = window.settings
             shape = replace(
                 shape,
                 table=None,
@@ -287,7 +289,7 @@ class SourceSession:
             )
         try:
             return await self._copy_out(
-                shape, sink, self.timeouts.statement + self.timeouts.idle_stream
+                shape, sink, self.timeouts.statement + self.timeouts.idle_stream, settings
             )
         except TimeoutError:
             raise NoAnswer(
@@ -295,8 +297,10 @@ class SourceSession:
                 f"({self.timeouts.statement:g}s)"
             ) from None
 
-    async def _copy_out(self, shape: Shape, sink: Sink, timeout: float) -> int:
-        await self._settings(shape.settings)
+    async def _copy_out(
+        self, shape: Shape, sink: Sink, timeout: float, settings: tuple[tuple[str, str], ...] = ()
+    ) -> int:
+        await self._settings((*settings, *shape.settings))
         sink = capped(sink, self.caps)  # asyncpg reads no more until the cap lets this through
         if shape.table is not None:
             status = await self.conn.copy_from_table(
@@ -341,13 +345,28 @@ class SourceSession:
         return top
 
     async def _settings(self, settings: tuple[tuple[str, str], ...]) -> None:
-        """Transaction-local settings, all in one statement (names ours, values bound)."""
-        if not settings:
+        """Transaction-local settings for one reading, all in one statement (names ours, values
+        bound). What an earlier reading of the snapshot set and this one does not goes back to
+        the session's value (pg_settings.reset_val) in the same statement: a reading's
+        settings are its own (the float conversion's extra_float_digits would otherwise change
+        how a later dataset's query writes floats as text on a server before 12)."""
+        names = {name for name, _ in settings}
+        back = sorted(self._local - names)
+        if not settings and not back:
             return
-        calls = ", ".join(
+        calls = [
             f"pg_catalog.set_config(${2 * i + 1}, ${2 * i + 2}, true)" for i in range(len(settings))
+        ]
+        at = 2 * len(settings)
+        calls += [
+            f"pg_catalog.set_config(${at + i}, (SELECT s.reset_val FROM pg_catalog.pg_settings "  # noqa: S608
+            f"AS s WHERE s.name = ${at + i}), true)"
+            for i in range(1, len(back) + 1)
+        ]
+        await self.conn.execute(
+            f"SELECT {', '.join(calls)}", *(part for pair in settings for part in pair), *back
         )
-        await self.conn.execute(f"SELECT {calls}", *(part for pair in settings for part in pair))
+        self._local = frozenset(names)
 
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:

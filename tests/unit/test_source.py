@@ -8,6 +8,7 @@ session itself, not from grants.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import asyncpg
 import pytest
@@ -16,7 +17,7 @@ from syncd.config import Dataset, Incremental, Source, Timeouts, Variant
 from syncd.config.dsn import Dsn
 from syncd.engine import incremental
 from syncd.engine.errors import FinalError
-from syncd.engine.shape import Column
+from syncd.engine.shape import Column, Shape
 from syncd.engine.source import SourceSession
 from syncd.lab import embedded
 
@@ -99,12 +100,15 @@ def query(name: str, text: str) -> Dataset:
 
 
 async def copied(session: SourceSession, dataset: Dataset, **kwargs) -> tuple[int, bytes]:
+    return await copied_shape(session, await session.describe(dataset), **kwargs)
+
+
+async def copied_shape(session: SourceSession, shape: Shape, **kwargs) -> tuple[int, bytes]:
     chunks: list[bytes] = []
 
     async def sink(chunk: bytes) -> None:
         chunks.append(chunk)
 
-    shape = await session.describe(dataset)
     rows = await session.copy_out(shape, sink, **kwargs)
     return rows, b"".join(chunks)
 
@@ -263,3 +267,22 @@ async def test_sessions_have_tcp_keepalives(session: SourceSession) -> None:
     sock = transport.get_extra_info("socket")
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE
+
+
+async def test_a_readings_settings_are_its_own(session: SourceSession):
+    """A reading that sets something for itself (a float converted on a server before 12 reads
+    with extra_float_digits = 3) leaves the next dataset's reading as the server has it."""
+
+    async def setting_seen(dataset: Dataset, **settings: str) -> str:
+        shape = await session.describe(dataset)
+        shape = replace(shape, settings=tuple(settings.items()))
+        _, data = await copied_shape(session, shape)
+        size = int.from_bytes(data[21:25], "big")  # header, field count, the one field
+        return data[25 : 25 + size].decode()
+
+    default = await session.conn.fetchval("SHOW extra_float_digits")
+    seen = query("e", "SELECT pg_catalog.current_setting('extra_float_digits') AS e")
+    assert await setting_seen(seen, extra_float_digits="3") == "3"
+    assert await setting_seen(seen) == default
+    assert await setting_seen(seen, extra_float_digits="2") == "2"
+    assert await setting_seen(seen, DateStyle="SQL, DMY") == default
