@@ -28,8 +28,10 @@ QUEUE_CHUNKS = 8  # asyncpg hands over whatever one socket read gave: up to 256 
 # link a 2M-row table came in 40,000 chunks of ~8 kB, 3,000 of ~200 kB with the wait, and the
 # pass used 27% less CPU, which on a server whose cores the database also needs is wall time.
 # A slow link loses nothing (the wait ends long before the buffer could fill), and what waits
-# is syncd, not the source: the kernel keeps receiving.
+# is syncd, not the source: the kernel keeps receiving. Only a stream past its first megabyte
+# waits: a small dataset (most of them) is over before it would gain anything.
 COALESCE_BELOW = 128 * 1024
+COALESCE_AFTER = 1024 * 1024
 COALESCE_WAIT = 0.001  # seconds: one tick of the event loop's timer
 
 Sink = Callable[[bytes], Coroutine[Any, Any, None]]  # what asyncpg's COPY TO output calls
@@ -79,7 +81,7 @@ async def pipe(
 
     async def sink(chunk: bytes) -> None:
         nonlocal last_progress, queue_full
-        if coalesce_wait and len(chunk) < COALESCE_BELOW:
+        if coalesce_wait and transfer.bytes >= COALESCE_AFTER and len(chunk) < COALESCE_BELOW:
             await anyio.sleep(coalesce_wait)  # the next chunk gathers meanwhile
         transfer.bytes += len(chunk)
         last_progress = time.monotonic()
