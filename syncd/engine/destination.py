@@ -20,24 +20,25 @@ reclaims what landings deleted.
 
 from __future__ import annotations
 
+import enum
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any, cast
 
 import asyncpg
 
 from syncd import config, ledger
-from syncd.engine import quoting, widening
+from syncd.engine import quoting, retype, widening
 from syncd.engine.connect import connect_password, enable_keepalive
 from syncd.engine.destsettings import pin_late, reset_pooled, server_settings
 from syncd.engine.errors import FinalError, RetryableError, Side, classify
 from syncd.engine.landing import Landing
 from syncd.engine.layout import (
     COLUMNS_SQL,
+    RETYPE_PREFIX,
     ROW_HASH,
     SOURCE_SETTING,
     SRC_FP,
@@ -107,6 +108,15 @@ class Destination:
         self._pool: asyncpg.Pool | None = None
         self.tables = Tables(settings.schema, settings.source_column)
         self.vacuum = Vacuum(self.acquire, settings.schema, timeouts)
+        self._landings = 0  # landings of this syncd open now
+        self.retypes = retype.Retypes(
+            self.connect,
+            self.tables,
+            settings,
+            timeouts,
+            lambda conn, dataset, ddl: self._try_ddl(conn, dataset, ddl),
+            lambda: self._landings,
+        )
 
     async def open(self, *, setup: bool = True) -> None:
         """The pool; with `setup`, the ledger migrated and the dataset tables upgraded too
@@ -201,6 +211,13 @@ class Destination:
                 f"the dataset has a column named {min(reserved)!r}, which syncd keeps for each "
                 "row (its hash, its source fingerprint); rename it in the query"
             )
+        if hidden := [c for c in shape.column_names if c.startswith(RETYPE_PREFIX)]:
+            raise FinalError(
+                f"the dataset has a column named {hidden[0]!r}: names starting with "
+                f"{RETYPE_PREFIX} are syncd's (a column type changing online); rename it in "
+                "the query"
+            )
+        await self.retypes.settled(shape.dataset)
         table = self.tables.get(shape.dataset)
         if table is None or not self._fits(table, shape, key):
             # a connection of its own, not the pool's: the caller holds a pooled one in its
@@ -214,7 +231,12 @@ class Destination:
         missing = tuple(c.name for c in shape.columns if c.name not in table.columns)
         landed = [c for c in shape.columns if c.name in table.columns]
         where, pairs = f"{self.schema}.{shape.dataset}", widening.pairs(landed, table.columns)
-        conversions = widening.conversions(pairs, where, self.timeouts.lock, DDL_RETRY_SECONDS)
+        why = (
+            "its change is being made online"
+            if self.retypes.pending(shape.dataset)
+            else f"readers held the table past timeouts.lock ({self.timeouts.lock:g}s)"
+        )
+        conversions = widening.conversions(pairs, where, why, DDL_RETRY_SECONDS)
         return Target(
             shape.dataset,
             source_id,
@@ -254,9 +276,14 @@ class Destination:
             widening.pairs(shape.columns, existing), self.tables, shape.dataset
         )
         table = Table(existing, await self._buckets(conn, rel["oid"]))
-        # under timeouts.lock; while readers hold the table, the rows that fit land (prepare)
-        ddl = partial(self._try_ddl, conn, shape.dataset, timeout=self.timeouts.statement)
-        if changes and not await widening.widen(ddl, self.tables, table, source_id, changes):
+        # a change made online (by us, a syncd that died, another instance) is carried on
+        ongoing = await self.retypes.find(conn, shape.dataset, rel["oid"], existing)
+        # under timeouts.lock; while readers hold the table, or while the change is made
+        # online, the rows that fit land (prepare)
+        if changes and (
+            ongoing is not None
+            or not await self._widen(conn, rel["oid"], table, source_id, changes)
+        ):
             table.ddl_blocked_until = time.monotonic() + DDL_RETRY_SECONDS
         adds = [c for c in shape.columns if c.name not in existing]
         if adds:
@@ -282,6 +309,50 @@ class Destination:
             await self._ensure_key(conn, shape.dataset, rel["oid"], key, existing)
             table.keys.add(key)
         return table
+
+    async def _widen(
+        self,
+        conn: asyncpg.Connection,
+        oid: int,
+        table: Table,
+        source_id: str,
+        changes: list[widening.Change],
+    ) -> bool:
+        """The columns changed to their common types now (True), or not yet: readers hold the
+        table, or the change goes online (engine/retype.py) because the table is large or the
+        ALTER's rewrite took longer than timeouts.lock (cancelled, no harm done)."""
+        dataset = changes[0].dataset
+        if not await self.retypes.online(conn, oid, changes):
+            statement = widening.alter(self.tables, changes)
+            outcome = await self._alter(conn, dataset, statement)
+            if outcome is not _Outcome.SLOW:
+                done = outcome is _Outcome.DONE
+                if done:
+                    table.columns.update({change.column: change.to for change in changes})
+                widening.log_changes(dataset, source_id, changes, done=done)
+                return done
+        if not await self.retypes.start(conn, dataset, oid, changes, source_id):
+            widening.log_changes(dataset, source_id, changes, done=False)
+        return False
+
+    async def _alter(self, conn: asyncpg.Connection, dataset: str, statement: str) -> _Outcome:
+        """One ALTER that rewrites the table, readers queued behind it for at most
+        timeouts.lock in all: the lock waited for (lock_timeout), then the rewrite bounded by
+        what is left of it (statement_timeout; cancelled, it rolls back)."""
+        parent = self.parent(dataset)
+
+        async def work() -> None:
+            asked = time.monotonic()
+            await conn.execute(f"LOCK TABLE {parent} IN ACCESS EXCLUSIVE MODE")
+            left = self.timeouts.lock - (time.monotonic() - asked)
+            await conn.execute(f"SET LOCAL statement_timeout = {max(1, int(left * 1000))}")
+            await conn.execute(statement, timeout=self.timeouts.destination_statement)
+
+        try:
+            done = await self._try_ddl(conn, dataset, work)
+        except asyncpg.QueryCanceledError:
+            return _Outcome.SLOW
+        return _Outcome.DONE if done else _Outcome.HELD
 
     async def _buckets(self, conn: asyncpg.Connection, oid: int) -> list[str]:
         rows = await conn.fetch(_BUCKETS_SQL, oid)
@@ -371,7 +442,11 @@ class Destination:
         )
 
     async def _try_ddl(
-        self, conn: asyncpg.Connection, dataset: str, statements: str, timeout: float | None = None
+        self,
+        conn: asyncpg.Connection,
+        dataset: str,
+        statements: str | Callable[[], Awaitable[None]],
+        timeout: float | None = None,
     ) -> bool:
         """DDL under lock_timeout: True if done, False if others held the table meanwhile.
 
@@ -384,7 +459,10 @@ class Destination:
         async def attempt() -> None:
             async with conn.transaction():
                 await self._ddl_locks(conn, dataset)
-                await conn.execute(statements, timeout=timeout)
+                if isinstance(statements, str):
+                    await conn.execute(statements, timeout=timeout)
+                else:
+                    await statements()
 
         try:
             await self._ddl_retry.call(
@@ -403,6 +481,7 @@ class Destination:
     async def landing(self, source_id: str) -> AsyncIterator[Landing]:
         """One municipality's transaction: everything it lands commits together, or nothing."""
         seq = self.vacuum.opened()
+        self._landings += 1
         try:
             async with self.acquire() as conn, transaction(conn) as tr:
                 await conn.execute(
@@ -421,7 +500,14 @@ class Destination:
                     vacuum=self.vacuum,
                 )
         finally:
+            self._landings -= 1
             self.vacuum.closed(seq)
+
+
+class _Outcome(enum.Enum):
+    DONE = "done"
+    HELD = "held"  # readers held the table past timeouts.lock
+    SLOW = "slow"  # the rewrite would have held it longer: cancelled
 
 
 async def _close(conn: asyncpg.Connection) -> None:

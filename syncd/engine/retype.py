@@ -1,0 +1,627 @@
+"""Changing a dataset column's type online: however large the table, no statement of syncd
+holds a lock a reader waits for longer than `timeouts.lock` (docs/design/landing.md, "Changing
+a type online").
+
+A column `c` whose change rewrites the table gets a hidden column (`syncd_retype_<hash>`, of the
+new type, its COMMENT naming `c` and the municipality that caused the change) and, on each
+bucket, a BEFORE INSERT OR UPDATE trigger filling it from `c` with the conversion a source would
+use: one transaction of catalog-only DDL under timeouts.lock (`Retypes.start`). Then, outside
+any landing (after a municipality's pass: `Retypes.run_due`):
+
+1. backfill: each municipality's rows not filled yet, in batches, each batch a short transaction
+   holding that municipality's sync lock, so no landing of it runs meanwhile (no row lock to
+   wait for, no deadlock); a municipality syncing now is filled on a later run. Its rows'
+   addresses are listed once (a WITH HOLD cursor) and each batch updates by address: the rows
+   index is keyed on the source column alone (the hash is only INCLUDEd), so paging by hash
+   would read all of a large municipality's rows per batch. A row that moved since was
+   written by a landing, and the trigger filled it;
+2. the indexes on `c` are built on the hidden column: CREATE INDEX CONCURRENTLY on each bucket
+   (writers and readers go on), attached to an index ON ONLY the parent;
+3. the swap, catalog only, under timeouts.lock: DROP COLUMN c (its old indexes with it), RENAME
+   the hidden column to c, the new indexes take the old names, the trigger function and its
+   triggers dropped. Never while a landing of this syncd is open: one that read the old type
+   would send its bytes (`Destination.prepare` waits for a swap under way).
+
+Every step is idempotent and found again in the catalog: a syncd killed mid-way, or another
+instance, carries on where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+import asyncpg
+
+from syncd import config
+from syncd.engine import quoting, widening
+from syncd.engine.errors import classify
+from syncd.engine.layout import COLUMNS_SQL, RETYPE_PREFIX, base_type
+from syncd.engine.tables import Tables
+from syncd.ledger.lockkeys import source_key
+from syncd.logevents import Event
+
+log = logging.getLogger(__name__)
+
+FUNCTION_SCHEMA = "syncd"  # the ledger's schema: syncd's own objects, not the analysts'
+TRIGGER = "syncd_retype"
+BATCH = 5000  # rows per backfill transaction
+_CURSOR = "syncd_retype_rows"
+
+Connect = Callable[[], Awaitable[asyncpg.Connection]]
+# DDL statements, or work to do in the DDL transaction (its locks taken)
+Ddl = str | Callable[[], Awaitable[None]]
+# DDL under timeouts.lock: True if done, False if readers held the table (Destination._try_ddl)
+TryDdl = Callable[[asyncpg.Connection, str, Ddl], Awaitable[bool]]
+
+_HIDDEN_SQL = """
+SELECT a.attname::text AS hidden, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
+       pg_catalog.col_description(a.attrelid, a.attnum) AS note
+FROM pg_catalog.pg_attribute a
+WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped
+  AND a.attname::text LIKE 'syncd!_retype!_%' ESCAPE '!'
+ORDER BY a.attnum
+"""
+
+_ANY_HIDDEN_SQL = """
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+               WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped
+                 AND a.attname::text LIKE 'syncd!_retype!_%' ESCAPE '!')
+"""
+
+_BUCKETS_SQL = """
+SELECT c.oid::int AS oid, c.relname::text AS name
+FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = $1::oid
+ORDER BY c.relname
+"""
+
+_SIZE_SQL = """
+SELECT coalesce(sum(pg_catalog.pg_total_relation_size(i.inhrelid)), 0)::bigint
+FROM pg_catalog.pg_inherits i WHERE i.inhparent = $1::oid
+"""
+
+# the parent's indexes using any of the columns (attnums): their columns, in order, when plain
+_INDEXES_SQL = """
+SELECT c.relname::text AS name, i.indisunique AS is_unique, i.indnkeyatts::int AS nkey,
+       i.indexprs IS NOT NULL OR i.indpred IS NOT NULL AS special,
+       ARRAY(SELECT a.attname::text
+             FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+             ORDER BY k.n) AS columns
+FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+WHERE i.indrelid = $1::oid
+  AND EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+              WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = i.indexrelid
+                AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid = i.indrelid
+                AND d.refobjsubid = ANY(
+                    SELECT a.attnum FROM pg_catalog.pg_attribute a
+                    WHERE a.attrelid = i.indrelid AND a.attname = ANY($2::text[])))
+ORDER BY c.relname
+"""
+
+_INDEX_STATE_SQL = """
+SELECT c.relname::text AS name, i.indisvalid AS valid
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relname = ANY($2::text[])
+"""
+
+
+def hidden_name(column: str) -> str:
+    """The hidden column a change of `column` fills (the same name on every instance)."""
+    return RETYPE_PREFIX + hashlib.sha256(column.encode()).hexdigest()[:16]
+
+
+def function_name(schema: str, dataset: str) -> str:
+    digest = hashlib.sha256(f"{schema}.{dataset}".encode()).hexdigest()[:16]
+    return quoting.qualified(FUNCTION_SCHEMA, f"retype_{digest}")
+
+
+def rewrites(change: widening.Change) -> bool:
+    """Does ALTER TABLE rewrite every row for this change? Not varchar into text (the same
+    bytes, and the catalog says so); every other change converts each value."""
+    name = quoting.ident(change.column)
+    return not (
+        widening.same_bytes(change.table, change.to)
+        and widening.convert(name, change.table, change.to) == name
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column being changed: its hidden column, its types, and who caused it."""
+
+    name: str
+    old: str  # its type in the table now
+    new: str  # the type it takes
+    source: str  # the municipality that caused the change
+    sent: str  # what that municipality sends
+
+    @property
+    def hidden(self) -> str:
+        return hidden_name(self.name)
+
+    def note(self) -> str:
+        return json.dumps({"column": self.name, "source": self.source, "sent": self.sent})
+
+
+@dataclass(slots=True)
+class Job:
+    """A dataset table whose columns are being changed online."""
+
+    dataset: str
+    oid: int
+    columns: tuple[Column, ...]
+    orphans: tuple[str, ...] = ()  # hidden columns whose column is gone: dropped at the swap
+    done: set[str] = field(default_factory=set)  # municipalities filled (the trigger keeps them)
+    filled: bool = False  # every row checked filled
+    logged_backfill: bool = False
+
+    def unfilled(self, alias: str = "") -> str:
+        """SQL: the row has a value not yet in its hidden column."""
+        return " OR ".join(
+            f"({alias}{quoting.ident(c.hidden)} IS NULL AND {alias}{quoting.ident(c.name)} "
+            "IS NOT NULL)"
+            for c in self.columns
+        )
+
+    def sets(self) -> str:
+        return ", ".join(
+            f"{quoting.ident(c.hidden)} = {widening.convert(quoting.ident(c.name), c.old, c.new)}"
+            for c in self.columns
+        )
+
+
+class Retypes:
+    """The online type changes of one destination: started by `Destination.prepare`, carried on
+    by `run_due` after each municipality's pass (and `flush` at the end of a `once` pass)."""
+
+    def __init__(
+        self,
+        connect: Connect,
+        tables: Tables,
+        settings: config.DestinationSettings,
+        timeouts: config.Timeouts,
+        try_ddl: TryDdl,
+        landings_open: Callable[[], int],
+    ):
+        self._connect = connect
+        self.tables = tables
+        self.settings = settings
+        self.timeouts = timeouts
+        self._try_ddl = try_ddl
+        self._landings_open = landings_open
+        self._jobs: dict[str, Job] = {}
+        self._lock = anyio.Lock()
+        self._swapping: dict[str, anyio.Event] = {}
+
+    @property
+    def schema(self) -> str:
+        return self.settings.schema
+
+    def pending(self, dataset: str) -> bool:
+        return dataset in self._jobs
+
+    async def settled(self, dataset: str) -> None:
+        """Wait for a swap of this dataset's columns under way (a landing must not read the
+        old types while it happens)."""
+        event = self._swapping.get(dataset)
+        if event is not None:
+            await event.wait()
+
+    async def online(
+        self, conn: asyncpg.Connection, oid: int, changes: Sequence[widening.Change]
+    ) -> bool:
+        """Should these changes be made online rather than by one ALTER? Those that rewrite
+        the table, on a table larger than `destination.retype_online_above` (0: any table)."""
+        if not any(rewrites(c) for c in changes):
+            return False
+        above = self.settings.retype_online_above
+        return above == 0 or int(await conn.fetchval(_SIZE_SQL, oid)) > above
+
+    async def find(
+        self, conn: asyncpg.Connection, dataset: str, oid: int, existing: dict[str, str]
+    ) -> Job | None:
+        """A change under way on this table (started by us, by a syncd that died, by another
+        instance): known from the catalog, and carried on by `run_due` from now on."""
+        rows = await conn.fetch(_HIDDEN_SQL, oid)
+        if not rows:
+            self._jobs.pop(dataset, None)
+            return None
+        known = self._jobs.get(dataset)
+        if known is not None and known.oid == oid:
+            return known
+        columns, orphans = [], []
+        for row in rows:
+            try:
+                note = json.loads(row["note"] or "")
+                column = Column(
+                    note["column"],
+                    base_type(existing[note["column"]]),
+                    base_type(row["type"]),
+                    str(note.get("source", "")),
+                    str(note.get("sent", "")),
+                )
+            except (ValueError, KeyError, TypeError):
+                orphans.append(row["hidden"])
+                continue
+            if column.hidden == row["hidden"]:
+                columns.append(column)
+            else:
+                orphans.append(row["hidden"])
+        job = Job(dataset, oid, tuple(columns), tuple(orphans))
+        self._jobs[dataset] = job
+        return job
+
+    async def start(
+        self,
+        conn: asyncpg.Connection,
+        dataset: str,
+        oid: int,
+        changes: Sequence[widening.Change],
+        source_id: str,
+    ) -> bool:
+        """The hidden columns and their triggers, in one transaction under timeouts.lock;
+        False when readers held the table (tried again later)."""
+        columns = tuple(Column(c.column, c.table, c.to, source_id, c.sent) for c in changes)
+        job = Job(dataset, oid, columns)
+        parent = self.tables.parent(dataset)
+        function = function_name(self.schema, dataset)
+        body = (
+            "BEGIN "
+            + " ".join(
+                f"NEW.{quoting.ident(c.hidden)} := "
+                f"{widening.convert('NEW.' + quoting.ident(c.name), c.old, c.new)};"
+                for c in columns
+            )
+            + " RETURN NEW; END"
+        )
+        buckets = [r["name"] for r in await conn.fetch(_BUCKETS_SQL, oid)]
+        statements = [
+            f"ALTER TABLE {parent} "
+            + ", ".join(
+                f"ADD COLUMN IF NOT EXISTS {quoting.ident(c.hidden)} {c.new}" for c in columns
+            ),
+            *(
+                f"COMMENT ON COLUMN {parent}.{quoting.ident(c.hidden)} IS "
+                + quoting.literal(c.note())
+                for c in columns
+            ),
+            # float -> numeric reads the float's exact text (widening.FLOAT_TEXT_SETTINGS)
+            f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql "
+            f"SET extra_float_digits = 3 AS {quoting.literal(body)}",
+            # on each bucket: PostgreSQL 12 has no BEFORE row triggers on a partitioned table
+            *(
+                f"DROP TRIGGER IF EXISTS {TRIGGER} ON {quoting.qualified(self.schema, b)}; "
+                f"CREATE TRIGGER {TRIGGER} BEFORE INSERT OR UPDATE ON "
+                f"{quoting.qualified(self.schema, b)} FOR EACH ROW EXECUTE PROCEDURE {function}()"
+                for b in buckets
+            ),
+        ]
+        if not await self._try_ddl(conn, dataset, ";".join(statements)):
+            return False
+        self._jobs[dataset] = job
+        for c in columns:
+            _log(
+                "dataset %s: column %s changes from %s to %s online (source %s sends %s): a "
+                "hidden column is filled meanwhile, and rows that fit land as before",
+                Event.COLUMN_RETYPE_STARTED,
+                dataset,
+                c,
+                stage="started",
+            )
+        return True
+
+    async def run_due(self) -> None:
+        """Carry on every change under way, unless a run is under way already. Never raises: a
+        step that failed is tried again after the next pass."""
+        if self._jobs and not self._lock.locked():
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Carry on every change under way (waiting for a run under way to end first)."""
+        async with self._lock:
+            for job in list(self._jobs.values()):
+                try:
+                    await self._advance(job)
+                except Exception as exc:
+                    failure = classify(exc)
+                    log.warning(
+                        "dataset %s: changing column(s) %s online: %s (tried again after the "
+                        "next pass)",
+                        job.dataset,
+                        ", ".join(c.name for c in job.columns),
+                        failure.reason,
+                        extra={"event": Event.COLUMN_RETYPE_FAILED, "dataset": job.dataset},
+                    )
+
+    async def _advance(self, job: Job) -> None:
+        conn = await self._connect()
+        try:
+            # each wait for a lock (a bucket's index build waits for its writers) is bounded
+            await conn.execute(f"SET lock_timeout = {int(self.timeouts.lock * 1000)}")
+            if not await conn.fetchval(_ANY_HIDDEN_SQL, job.oid):
+                self._finished(job)  # another instance swapped it
+                return
+            if job.columns and not job.filled and not await self._backfill(conn, job):
+                return
+            if job.columns and not await self._indexes(conn, job):
+                return
+            await self._swap(conn, job)
+        finally:
+            try:
+                await conn.close(timeout=5)
+            except Exception:
+                conn.terminate()
+
+    def _finished(self, job: Job) -> None:
+        self._jobs.pop(job.dataset, None)
+        self.tables.forget(job.dataset)
+
+    # -- 1. backfill ----------------------------------------------------------------------
+
+    async def _backfill(self, conn: asyncpg.Connection, job: Job) -> bool:
+        """Every municipality's rows filled; False when some syncing now wait for a later run."""
+        parent, src = self.tables.parent(job.dataset), quoting.ident(self.settings.source_column)
+        municipalities = [
+            r["id"]
+            for r in await conn.fetch(
+                f"WITH RECURSIVE m(id) AS ((SELECT {src} FROM {parent} ORDER BY 1 LIMIT 1) "  # noqa: S608
+                f"UNION ALL SELECT (SELECT {src} FROM {parent} WHERE {src} > m.id ORDER BY 1 "
+                "LIMIT 1) FROM m WHERE m.id IS NOT NULL) SELECT id FROM m WHERE id IS NOT NULL"
+            )
+        ]
+        buckets = {r["oid"]: r["name"] for r in await conn.fetch(_BUCKETS_SQL, job.oid)}
+        busy = []
+        for municipality in municipalities:
+            if municipality in job.done:
+                continue
+            if await self._fill(conn, job, municipality, buckets):
+                job.done.add(municipality)
+            else:
+                busy.append(municipality)
+        if busy:
+            log.info(
+                "dataset %s: %d municipalities syncing now are filled after their pass (%s)",
+                job.dataset,
+                len(busy),
+                ", ".join(busy[:5]),
+                extra={
+                    "event": Event.COLUMN_TYPE_DEFERRED,
+                    "dataset": job.dataset,
+                    "stage": "backfill",
+                },
+            )
+            return False
+        # every row filled: the trigger keeps them so (checked once, a scan readers never wait for)
+        if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {parent} WHERE {job.unfilled()})"):  # noqa: S608
+            job.done.clear()
+            return False
+        job.filled = True
+        for c in job.columns:
+            _log(
+                "dataset %s: column %s: every stored value is filled in from %s to %s (source "
+                "%s sends %s); the swap is next",
+                Event.COLUMN_RETYPE_BACKFILLED,
+                job.dataset,
+                c,
+                stage="backfilled",
+            )
+        return True
+
+    async def _fill(
+        self, conn: asyncpg.Connection, job: Job, municipality: str, buckets: dict[int, str]
+    ) -> bool:
+        """One municipality's rows, a batch per transaction under its sync lock; False when it
+        is syncing now."""
+        key = source_key(municipality)
+        parent, src = self.tables.parent(job.dataset), quoting.ident(self.settings.source_column)
+        async with conn.transaction():
+            if not await conn.fetchval("SELECT pg_catalog.pg_try_advisory_xact_lock($1)", key):
+                return False
+            oid = await conn.fetchval(
+                f"SELECT tableoid::int FROM {parent} WHERE {src} = $1 LIMIT 1",  # noqa: S608
+                municipality,
+            )
+            if oid not in buckets:
+                return True  # gone meanwhile
+            bucket = quoting.qualified(self.schema, buckets[oid])
+            await conn.execute(
+                f"DECLARE {_CURSOR} NO SCROLL CURSOR WITH HOLD FOR SELECT ctid FROM {bucket} "  # noqa: S608
+                f"WHERE {src} = {quoting.literal(municipality)} AND ({job.unfilled()})"
+            )
+        update = (
+            f"UPDATE {bucket} SET {job.sets()} WHERE ctid = ANY($1::tid[]) AND {src} = $2 "  # noqa: S608
+            f"AND ({job.unfilled()})"
+        )
+        try:
+            while True:
+                rows = await conn.fetch(f"FETCH {BATCH} FROM {_CURSOR}")
+                if not rows:
+                    return True
+                async with conn.transaction():
+                    if not await conn.fetchval(
+                        "SELECT pg_catalog.pg_try_advisory_xact_lock($1)", key
+                    ):
+                        return False
+                    await conn.execute("SET LOCAL extra_float_digits = 3")
+                    tids = [r["ctid"] for r in rows]
+                    await conn.execute(update, tids, municipality)
+        finally:
+            if not conn.is_closed():
+                await conn.execute(f"CLOSE {_CURSOR}")
+
+    # -- 2. the indexes -------------------------------------------------------------------
+
+    async def _indexes(self, conn: asyncpg.Connection, job: Job) -> bool:
+        """Each index using a changed column built again on the hidden columns, valid; False
+        when writers held a bucket past timeouts.lock (tried again later)."""
+        names = [c.name for c in job.columns]
+        hidden = {c.name: c.hidden for c in job.columns}
+        buckets = [r["name"] for r in await conn.fetch(_BUCKETS_SQL, job.oid)]
+        for index in await conn.fetch(_INDEXES_SQL, job.oid, names):
+            if index["special"]:
+                raise RuntimeError(
+                    f"index {index['name']} uses column(s) {', '.join(names)} in an expression or "
+                    "predicate: drop it (and build it again after the change) to let it happen"
+                )
+            new = [hidden.get(c, c) for c in index["columns"]]
+            keys = ", ".join(quoting.ident(c) for c in new[: index["nkey"]])
+            include = new[index["nkey"] :]
+            spec = f"({keys})" + (
+                f" INCLUDE ({', '.join(quoting.ident(c) for c in include)})" if include else ""
+            )
+            unique = "UNIQUE " if index["is_unique"] else ""
+            parent_index = _renamed(index["name"])
+            parts = {b: _renamed(f"{b}_{index['name']}") for b in buckets}
+            state = {
+                r["name"]: r["valid"]
+                for r in await conn.fetch(
+                    _INDEX_STATE_SQL, self.schema, [parent_index, *parts.values()]
+                )
+            }
+            for bucket, name in parts.items():
+                if state.get(name):
+                    continue
+                if name in state:  # an interrupted or failed build: invalid, of no use
+                    await conn.execute(
+                        f"DROP INDEX CONCURRENTLY IF EXISTS {quoting.qualified(self.schema, name)}"
+                    )
+                try:
+                    await conn.execute(
+                        f"CREATE {unique}INDEX CONCURRENTLY {quoting.ident(name)} ON "
+                        f"{quoting.qualified(self.schema, bucket)} {spec}",
+                        timeout=self.timeouts.destination_statement,
+                    )
+                except asyncpg.LockNotAvailableError:
+                    log.info(
+                        "dataset %s: landings held bucket %s, its index is built after a pass",
+                        job.dataset,
+                        bucket,
+                        extra={
+                            "event": Event.COLUMN_TYPE_DEFERRED,
+                            "dataset": job.dataset,
+                            "stage": "index",
+                        },
+                    )
+                    return False
+            attach = [
+                f"CREATE {unique}INDEX IF NOT EXISTS {quoting.ident(parent_index)} ON ONLY "
+                f"{self.tables.parent(job.dataset)} {spec}",
+                *(
+                    f"ALTER INDEX {quoting.qualified(self.schema, parent_index)} ATTACH "
+                    f"PARTITION {quoting.qualified(self.schema, name)}"
+                    for name in parts.values()
+                ),
+            ]
+            if not await self._try_ddl(conn, job.dataset, ";".join(attach)):
+                return False
+        return True
+
+    # -- 3. the swap ----------------------------------------------------------------------
+
+    async def _swap(self, conn: asyncpg.Connection, job: Job) -> None:
+        if self._landings_open():
+            return  # after the last landing of this pass: none may hold the old types
+        self._swapping[job.dataset] = event = anyio.Event()
+        try:
+            swapped = await self._try_ddl(conn, job.dataset, lambda: self._swap_in(conn, job))
+        finally:
+            del self._swapping[job.dataset]
+            event.set()
+        if not swapped:
+            for c in job.columns:
+                _log(
+                    "dataset %s: readers hold the table, so column %s stays %s a while longer "
+                    "(its values are ready in %s; source %s sends %s); tried again after a pass",
+                    Event.COLUMN_TYPE_DEFERRED,
+                    job.dataset,
+                    c,
+                    stage="swap",
+                )
+            return
+        self._finished(job)
+        for c in job.columns:
+            log.warning(
+                "dataset %s: column %s changed from %s to %s online: source %s sends %s",
+                job.dataset,
+                c.name,
+                c.old,
+                c.new,
+                c.source,
+                c.sent,
+                extra={
+                    "event": Event.COLUMN_TYPE_CHANGED,
+                    "dataset": job.dataset,
+                    "column": c.name,
+                    "source": c.source,
+                    "from_type": c.old,
+                    "to_type": c.new,
+                    "source_type": c.sent,
+                    "stage": "swapped",
+                },
+            )
+
+    async def _swap_in(self, conn: asyncpg.Connection, job: Job) -> None:
+        """In the DDL transaction (its locks taken): catalog only."""
+        parent = self.tables.parent(job.dataset)
+        hidden = {r["hidden"] for r in await conn.fetch(_HIDDEN_SQL, job.oid)}
+        columns = [c for c in job.columns if c.hidden in hidden]
+        indexes = await conn.fetch(_INDEXES_SQL, job.oid, [c.name for c in columns])
+        statements = []
+        drops = [f"DROP COLUMN {quoting.ident(c.name)}" for c in columns]
+        drops += [f"DROP COLUMN {quoting.ident(h)}" for h in job.orphans if h in hidden]
+        if drops:
+            statements.append(f"ALTER TABLE {parent} {', '.join(drops)}")
+        for c in columns:
+            statements.append(
+                f"ALTER TABLE {parent} RENAME COLUMN {quoting.ident(c.hidden)} TO "
+                f"{quoting.ident(c.name)}"
+            )
+            statements.append(f"COMMENT ON COLUMN {parent}.{quoting.ident(c.name)} IS NULL")
+        for index in indexes:
+            statements.append(
+                f"ALTER INDEX {quoting.qualified(self.schema, _renamed(index['name']))} "
+                f"RENAME TO {quoting.ident(index['name'])}"
+            )
+        statements.append(
+            f"DROP FUNCTION IF EXISTS {function_name(self.schema, job.dataset)}() CASCADE"
+        )
+        await conn.execute(";".join(statements))
+        # what the table is now, as a check: the columns are there, in their new types
+        now = {r["name"]: base_type(r["type"]) for r in await conn.fetch(COLUMNS_SQL, job.oid)}
+        wrong = [c.name for c in columns if now.get(c.name) != c.new]
+        if wrong:
+            raise RuntimeError(f"after the swap, column(s) {', '.join(wrong)} are not as planned")
+
+
+def _renamed(name: str) -> str:
+    """The name an index built on the hidden columns has until the swap."""
+    return quoting.shorten(f"{name}_rt")
+
+
+def _log(message: str, event: Event, dataset: str, c: Column, *, stage: str) -> None:
+    log.warning(
+        message,
+        dataset,
+        c.name,
+        c.old,
+        c.new,
+        c.source,
+        c.sent,
+        extra={
+            "event": event,
+            "dataset": dataset,
+            "column": c.name,
+            "source": c.source,
+            "from_type": c.old,
+            "to_type": c.new,
+            "source_type": c.sent,
+            "stage": stage,
+        },
+    )
