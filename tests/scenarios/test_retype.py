@@ -20,15 +20,11 @@ from syncd.lab import embedded
 from syncd.ledger.lockkeys import source_key
 
 from tests.conftest import DestDb
-from tests.scenarios.test_mixed_fleet import (  # noqa: F401 (fleet, dest12: fixtures)
+from tests.scenarios.test_mixed_fleet import (
     DOSES,
     SCHEMA,
-    VACINADOS,
     LightReaders,
-    assert_landed_as_sent,
     column_types,
-    dest12,
-    fleet,
     municipality,
 )
 from tests.support.helpers import run_pass
@@ -371,38 +367,5 @@ async def test_a_change_cut_off_mid_backfill_is_finished_by_the_next_syncd(
         assert await hidden_columns(dst, "doses") == []
         assert await retype_objects(dst) == (0, 0)
         await _assert_ids_as_sent(dst, [old, new])
-    finally:
-        await dst.close()
-
-
-async def test_a_postgresql_12_destination_changes_types_online_and_numeric_waits_for_it(
-    request: pytest.FixtureRequest, write_config: Callable
-) -> None:
-    """No BEFORE row trigger on a partitioned table in PostgreSQL 12: one on each bucket. The
-    numeric a newer server sends cannot land in double precision meanwhile: that dataset waits
-    for the swap (said so), the rest lands; the next pass lands it, every value as sent."""
-    mixed: dict[str, dict] = request.getfixturevalue("fleet")  # test_mixed_fleet's fixtures
-    on12: DestDb = request.getfixturevalue("dest12")
-    _, alone = write_config(on12, [mixed["old"]], [VACINADOS, DOSES], destination=ONLINE)
-    _, both = write_config(
-        on12, [mixed["old"], mixed["new"]], [VACINADOS, DOSES], destination=ONLINE
-    )
-    code, out, err = await run_pass(alone)
-    assert code == 0, out + err
-    code, out, err = await run_pass(both)
-    assert code != 0  # the newer server's vacinados waited for the change
-    assert "its change to numeric waits" in out + err, out + err
-    assert "being made online" in out + err, out + err
-    code, out, err = await run_pass(both)
-    assert code == 0, out + err
-    dst = await on12.connect()
-    try:
-        assert await dst.fetchval("SHOW server_version_num") < "130000"
-        types = await column_types(dst, "vacinados")
-        assert [types[c] for c in ("idade_meses", "segundos", "meio")] == ["numeric"] * 3
-        assert (await column_types(dst, "doses"))["id"] == "bigint"
-        assert await hidden_columns(dst, "vacinados") == []
-        assert await retype_objects(dst) == (0, 0)
-        await assert_landed_as_sent(dst, list(mixed.values()))
     finally:
         await dst.close()
