@@ -33,6 +33,14 @@ WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
 
+# a dataset table's buckets (partitions): their oids and names
+BUCKETS_SQL = """
+SELECT c.oid::int AS oid, c.relname::text AS name
+FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = $1::oid
+ORDER BY c.relname
+"""
+
 _TYPMOD = re.compile(r"\(\d+(?:\s*,\s*-?\d+)?\)")
 
 

@@ -8,15 +8,9 @@ bucket, a BEFORE INSERT OR UPDATE trigger filling it from `c` with the conversio
 use: one transaction of catalog-only DDL under timeouts.lock (`Retypes.start`). Then, outside
 any landing (after a municipality's pass: `Retypes.run_due`):
 
-1. backfill: each municipality's rows not filled yet, in batches, each batch a short transaction
-   holding that municipality's sync lock, so no landing of it runs meanwhile (no row lock to
-   wait for, no deadlock); a municipality syncing now is filled on a later run. Its rows'
-   addresses are listed once (a WITH HOLD cursor) and each batch updates by address: the rows
-   index is keyed on the source column alone (the hash is only INCLUDEd), so paging by hash
-   would read all of a large municipality's rows per batch. A row that moved since was
-   written by a landing, and the trigger filled it;
-2. the indexes on `c` are built on the hidden column: CREATE INDEX CONCURRENTLY on each bucket
-   (writers and readers go on), attached to an index ON ONLY the parent;
+1. backfill (engine/backfill.py): each municipality's rows, in batches, each a short transaction
+   under that municipality's sync lock; a municipality syncing now is filled on a later run;
+2. the indexes on `c` built on the hidden column (engine/reindex.py): concurrently, per bucket;
 3. the swap, catalog only, under timeouts.lock: DROP COLUMN c (its old indexes with it), RENAME
    the hidden column to c, the new indexes take the old names, the trigger function and its
    triggers dropped. Never while a landing of this syncd is open: one that read the old type
@@ -33,24 +27,22 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import anyio
 import asyncpg
 
 from syncd import config
-from syncd.engine import quoting, widening
+from syncd.engine import backfill, quoting, reindex, widening
 from syncd.engine.errors import classify
-from syncd.engine.layout import COLUMNS_SQL, RETYPE_PREFIX, base_type
+from syncd.engine.layout import BUCKETS_SQL, COLUMNS_SQL, RETYPE_PREFIX, base_type
 from syncd.engine.tables import Tables
-from syncd.ledger.lockkeys import source_key
 from syncd.logevents import Event
 
 log = logging.getLogger(__name__)
 
 FUNCTION_SCHEMA = "syncd"  # the ledger's schema: syncd's own objects, not the analysts'
 TRIGGER = "syncd_retype"
-BATCH = 5000  # rows per backfill transaction
-_CURSOR = "syncd_retype_rows"
 
 Connect = Callable[[], Awaitable[asyncpg.Connection]]
 # DDL statements, or work to do in the DDL transaction (its locks taken)
@@ -73,42 +65,9 @@ SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
                  AND a.attname::text LIKE 'syncd!_retype!_%' ESCAPE '!')
 """
 
-_BUCKETS_SQL = """
-SELECT c.oid::int AS oid, c.relname::text AS name
-FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
-WHERE i.inhparent = $1::oid
-ORDER BY c.relname
-"""
-
 _SIZE_SQL = """
 SELECT coalesce(sum(pg_catalog.pg_total_relation_size(i.inhrelid)), 0)::bigint
 FROM pg_catalog.pg_inherits i WHERE i.inhparent = $1::oid
-"""
-
-# the parent's indexes using any of the columns (attnums): their columns, in order, when plain
-_INDEXES_SQL = """
-SELECT c.relname::text AS name, i.indisunique AS is_unique, i.indnkeyatts::int AS nkey,
-       i.indexprs IS NOT NULL OR i.indpred IS NOT NULL AS special,
-       ARRAY(SELECT a.attname::text
-             FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
-             JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-             ORDER BY k.n) AS columns
-FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
-WHERE i.indrelid = $1::oid
-  AND EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-              WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = i.indexrelid
-                AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid = i.indrelid
-                AND d.refobjsubid = ANY(
-                    SELECT a.attnum FROM pg_catalog.pg_attribute a
-                    WHERE a.attrelid = i.indrelid AND a.attname = ANY($2::text[])))
-ORDER BY c.relname
-"""
-
-_INDEX_STATE_SQL = """
-SELECT c.relname::text AS name, i.indisvalid AS valid
-FROM pg_catalog.pg_class c JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = $1 AND c.relname = ANY($2::text[])
 """
 
 
@@ -281,7 +240,7 @@ class Retypes:
             )
             + " RETURN NEW; END"
         )
-        buckets = [r["name"] for r in await conn.fetch(_BUCKETS_SQL, oid)]
+        buckets = [r["name"] for r in await conn.fetch(BUCKETS_SQL, oid)]
         statements = [
             f"ALTER TABLE {parent} "
             + ", ".join(
@@ -350,7 +309,11 @@ class Retypes:
                 return
             if job.columns and not job.filled and not await self._backfill(conn, job):
                 return
-            if job.columns and not await self._indexes(conn, job):
+            hidden = {c.name: c.hidden for c in job.columns}
+            ddl = partial(self._try_ddl, conn, job.dataset)
+            if job.columns and not await reindex.rebuild(
+                conn, self.tables, job.dataset, job.oid, hidden, ddl, self.timeouts
+            ):
                 return
             await self._swap(conn, job)
         finally:
@@ -363,28 +326,11 @@ class Retypes:
         self._jobs.pop(job.dataset, None)
         self.tables.forget(job.dataset)
 
-    # -- 1. backfill ----------------------------------------------------------------------
-
     async def _backfill(self, conn: asyncpg.Connection, job: Job) -> bool:
         """Every municipality's rows filled; False when some syncing now wait for a later run."""
-        parent, src = self.tables.parent(job.dataset), quoting.ident(self.settings.source_column)
-        municipalities = [
-            r["id"]
-            for r in await conn.fetch(
-                f"WITH RECURSIVE m(id) AS ((SELECT {src} FROM {parent} ORDER BY 1 LIMIT 1) "  # noqa: S608
-                f"UNION ALL SELECT (SELECT {src} FROM {parent} WHERE {src} > m.id ORDER BY 1 "
-                "LIMIT 1) FROM m WHERE m.id IS NOT NULL) SELECT id FROM m WHERE id IS NOT NULL"
-            )
-        ]
-        buckets = {r["oid"]: r["name"] for r in await conn.fetch(_BUCKETS_SQL, job.oid)}
-        busy = []
-        for municipality in municipalities:
-            if municipality in job.done:
-                continue
-            if await self._fill(conn, job, municipality, buckets):
-                job.done.add(municipality)
-            else:
-                busy.append(municipality)
+        busy = await backfill.fill_all(
+            conn, self.tables, job.dataset, job.oid, job.sets(), job.unfilled(), job.done
+        )
         if busy:
             log.info(
                 "dataset %s: %d municipalities syncing now are filled after their pass (%s)",
@@ -398,10 +344,6 @@ class Retypes:
                 },
             )
             return False
-        # every row filled: the trigger keeps them so (checked once, a scan readers never wait for)
-        if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {parent} WHERE {job.unfilled()})"):  # noqa: S608
-            job.done.clear()
-            return False
         job.filled = True
         for c in job.columns:
             _log(
@@ -412,115 +354,6 @@ class Retypes:
                 c,
                 stage="backfilled",
             )
-        return True
-
-    async def _fill(
-        self, conn: asyncpg.Connection, job: Job, municipality: str, buckets: dict[int, str]
-    ) -> bool:
-        """One municipality's rows, a batch per transaction under its sync lock; False when it
-        is syncing now."""
-        key = source_key(municipality)
-        parent, src = self.tables.parent(job.dataset), quoting.ident(self.settings.source_column)
-        async with conn.transaction():
-            if not await conn.fetchval("SELECT pg_catalog.pg_try_advisory_xact_lock($1)", key):
-                return False
-            oid = await conn.fetchval(
-                f"SELECT tableoid::int FROM {parent} WHERE {src} = $1 LIMIT 1",  # noqa: S608
-                municipality,
-            )
-            if oid not in buckets:
-                return True  # gone meanwhile
-            bucket = quoting.qualified(self.schema, buckets[oid])
-            await conn.execute(
-                f"DECLARE {_CURSOR} NO SCROLL CURSOR WITH HOLD FOR SELECT ctid FROM {bucket} "  # noqa: S608
-                f"WHERE {src} = {quoting.literal(municipality)} AND ({job.unfilled()})"
-            )
-        update = (
-            f"UPDATE {bucket} SET {job.sets()} WHERE ctid = ANY($1::tid[]) AND {src} = $2 "  # noqa: S608
-            f"AND ({job.unfilled()})"
-        )
-        try:
-            while True:
-                rows = await conn.fetch(f"FETCH {BATCH} FROM {_CURSOR}")
-                if not rows:
-                    return True
-                async with conn.transaction():
-                    if not await conn.fetchval(
-                        "SELECT pg_catalog.pg_try_advisory_xact_lock($1)", key
-                    ):
-                        return False
-                    await conn.execute("SET LOCAL extra_float_digits = 3")
-                    tids = [r["ctid"] for r in rows]
-                    await conn.execute(update, tids, municipality)
-        finally:
-            if not conn.is_closed():
-                await conn.execute(f"CLOSE {_CURSOR}")
-
-    # -- 2. the indexes -------------------------------------------------------------------
-
-    async def _indexes(self, conn: asyncpg.Connection, job: Job) -> bool:
-        """Each index using a changed column built again on the hidden columns, valid; False
-        when writers held a bucket past timeouts.lock (tried again later)."""
-        names = [c.name for c in job.columns]
-        hidden = {c.name: c.hidden for c in job.columns}
-        buckets = [r["name"] for r in await conn.fetch(_BUCKETS_SQL, job.oid)]
-        for index in await conn.fetch(_INDEXES_SQL, job.oid, names):
-            if index["special"]:
-                raise RuntimeError(
-                    f"index {index['name']} uses column(s) {', '.join(names)} in an expression or "
-                    "predicate: drop it (and build it again after the change) to let it happen"
-                )
-            new = [hidden.get(c, c) for c in index["columns"]]
-            keys = ", ".join(quoting.ident(c) for c in new[: index["nkey"]])
-            include = new[index["nkey"] :]
-            spec = f"({keys})" + (
-                f" INCLUDE ({', '.join(quoting.ident(c) for c in include)})" if include else ""
-            )
-            unique = "UNIQUE " if index["is_unique"] else ""
-            parent_index = _renamed(index["name"])
-            parts = {b: _renamed(f"{b}_{index['name']}") for b in buckets}
-            state = {
-                r["name"]: r["valid"]
-                for r in await conn.fetch(
-                    _INDEX_STATE_SQL, self.schema, [parent_index, *parts.values()]
-                )
-            }
-            for bucket, name in parts.items():
-                if state.get(name):
-                    continue
-                if name in state:  # an interrupted or failed build: invalid, of no use
-                    await conn.execute(
-                        f"DROP INDEX CONCURRENTLY IF EXISTS {quoting.qualified(self.schema, name)}"
-                    )
-                try:
-                    await conn.execute(
-                        f"CREATE {unique}INDEX CONCURRENTLY {quoting.ident(name)} ON "
-                        f"{quoting.qualified(self.schema, bucket)} {spec}",
-                        timeout=self.timeouts.destination_statement,
-                    )
-                except asyncpg.LockNotAvailableError:
-                    log.info(
-                        "dataset %s: landings held bucket %s, its index is built after a pass",
-                        job.dataset,
-                        bucket,
-                        extra={
-                            "event": Event.COLUMN_TYPE_DEFERRED,
-                            "dataset": job.dataset,
-                            "stage": "index",
-                        },
-                    )
-                    return False
-            attach = [
-                f"CREATE {unique}INDEX IF NOT EXISTS {quoting.ident(parent_index)} ON ONLY "
-                f"{self.tables.parent(job.dataset)} {spec}",
-                *(
-                    f"ALTER INDEX {quoting.qualified(self.schema, parent_index)} ATTACH "
-                    f"PARTITION {quoting.qualified(self.schema, name)}"
-                    for name in parts.values()
-                ),
-            ]
-            if not await self._try_ddl(conn, job.dataset, ";".join(attach)):
-                return False
         return True
 
     # -- 3. the swap ----------------------------------------------------------------------
@@ -547,24 +380,12 @@ class Retypes:
             return
         self._finished(job)
         for c in job.columns:
-            log.warning(
+            _log(
                 "dataset %s: column %s changed from %s to %s online: source %s sends %s",
+                Event.COLUMN_TYPE_CHANGED,
                 job.dataset,
-                c.name,
-                c.old,
-                c.new,
-                c.source,
-                c.sent,
-                extra={
-                    "event": Event.COLUMN_TYPE_CHANGED,
-                    "dataset": job.dataset,
-                    "column": c.name,
-                    "source": c.source,
-                    "from_type": c.old,
-                    "to_type": c.new,
-                    "source_type": c.sent,
-                    "stage": "swapped",
-                },
+                c,
+                stage="swapped",
             )
 
     async def _swap_in(self, conn: asyncpg.Connection, job: Job) -> None:
@@ -572,7 +393,7 @@ class Retypes:
         parent = self.tables.parent(job.dataset)
         hidden = {r["hidden"] for r in await conn.fetch(_HIDDEN_SQL, job.oid)}
         columns = [c for c in job.columns if c.hidden in hidden]
-        indexes = await conn.fetch(_INDEXES_SQL, job.oid, [c.name for c in columns])
+        indexes = await reindex.using(conn, job.oid, [c.name for c in columns])
         statements = []
         drops = [f"DROP COLUMN {quoting.ident(c.name)}" for c in columns]
         drops += [f"DROP COLUMN {quoting.ident(h)}" for h in job.orphans if h in hidden]
@@ -586,7 +407,7 @@ class Retypes:
             statements.append(f"COMMENT ON COLUMN {parent}.{quoting.ident(c.name)} IS NULL")
         for index in indexes:
             statements.append(
-                f"ALTER INDEX {quoting.qualified(self.schema, _renamed(index['name']))} "
+                f"ALTER INDEX {quoting.qualified(self.schema, reindex.renamed(index['name']))} "
                 f"RENAME TO {quoting.ident(index['name'])}"
             )
         statements.append(
@@ -598,11 +419,6 @@ class Retypes:
         wrong = [c.name for c in columns if now.get(c.name) != c.new]
         if wrong:
             raise RuntimeError(f"after the swap, column(s) {', '.join(wrong)} are not as planned")
-
-
-def _renamed(name: str) -> str:
-    """The name an index built on the hidden columns has until the swap."""
-    return quoting.shorten(f"{name}_rt")
 
 
 def _log(message: str, event: Event, dataset: str, c: Column, *, stage: str) -> None:
