@@ -216,7 +216,9 @@ def _destination(
     buckets = sec.integer("buckets", DEFAULT_BUCKETS, maximum=256)
     channel = _notify_channel(sec)
     max_size = sec.size("max_size", minimum=1024**2)
-    online = sec.size("retype_online_above", minimum=0)
+    # `0` (every table) is no unit question
+    raw = sec.raw("retype_online_above")
+    online = 0 if type(raw) is int and raw == 0 else sec.size("retype_online_above", minimum=0)
     sec.check_unknown()
     if dsn is None:
         return None

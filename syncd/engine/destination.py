@@ -20,18 +20,18 @@ reclaims what landings deleted.
 
 from __future__ import annotations
 
-import enum
 import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, cast
 
 import asyncpg
 
 from syncd import config, ledger
-from syncd.engine import quoting, retype, widening
+from syncd.engine import quoting, retype, typechange, widening
 from syncd.engine.connect import connect_password, enable_keepalive
 from syncd.engine.destsettings import pin_late, reset_pooled, server_settings
 from syncd.engine.errors import FinalError, RetryableError, Side, classify
@@ -282,7 +282,16 @@ class Destination:
         # online, the rows that fit land (prepare)
         if changes and (
             ongoing is not None
-            or not await self._widen(conn, rel["oid"], table, source_id, changes)
+            or not await typechange.make(
+                conn,
+                self.retypes,
+                partial(self._try_ddl, conn),
+                self.timeouts,
+                rel["oid"],
+                table,
+                source_id,
+                changes,
+            )
         ):
             table.ddl_blocked_until = time.monotonic() + DDL_RETRY_SECONDS
         adds = [c for c in shape.columns if c.name not in existing]
@@ -309,50 +318,6 @@ class Destination:
             await self._ensure_key(conn, shape.dataset, rel["oid"], key, existing)
             table.keys.add(key)
         return table
-
-    async def _widen(
-        self,
-        conn: asyncpg.Connection,
-        oid: int,
-        table: Table,
-        source_id: str,
-        changes: list[widening.Change],
-    ) -> bool:
-        """The columns changed to their common types now (True), or not yet: readers hold the
-        table, or the change goes online (engine/retype.py) because the table is large or the
-        ALTER's rewrite took longer than timeouts.lock (cancelled, no harm done)."""
-        dataset = changes[0].dataset
-        if not await self.retypes.online(conn, oid, changes):
-            statement = widening.alter(self.tables, changes)
-            outcome = await self._alter(conn, dataset, statement)
-            if outcome is not _Outcome.SLOW:
-                done = outcome is _Outcome.DONE
-                if done:
-                    table.columns.update({change.column: change.to for change in changes})
-                widening.log_changes(dataset, source_id, changes, done=done)
-                return done
-        if not await self.retypes.start(conn, dataset, oid, changes, source_id):
-            widening.log_changes(dataset, source_id, changes, done=False)
-        return False
-
-    async def _alter(self, conn: asyncpg.Connection, dataset: str, statement: str) -> _Outcome:
-        """One ALTER that rewrites the table, readers queued behind it for at most
-        timeouts.lock in all: the lock waited for (lock_timeout), then the rewrite bounded by
-        what is left of it (statement_timeout; cancelled, it rolls back)."""
-        parent = self.parent(dataset)
-
-        async def work() -> None:
-            asked = time.monotonic()
-            await conn.execute(f"LOCK TABLE {parent} IN ACCESS EXCLUSIVE MODE")
-            left = self.timeouts.lock - (time.monotonic() - asked)
-            await conn.execute(f"SET LOCAL statement_timeout = {max(1, int(left * 1000))}")
-            await conn.execute(statement, timeout=self.timeouts.destination_statement)
-
-        try:
-            done = await self._try_ddl(conn, dataset, work)
-        except asyncpg.QueryCanceledError:
-            return _Outcome.SLOW
-        return _Outcome.DONE if done else _Outcome.HELD
 
     async def _buckets(self, conn: asyncpg.Connection, oid: int) -> list[str]:
         rows = await conn.fetch(_BUCKETS_SQL, oid)
@@ -502,12 +467,6 @@ class Destination:
         finally:
             self._landings -= 1
             self.vacuum.closed(seq)
-
-
-class _Outcome(enum.Enum):
-    DONE = "done"
-    HELD = "held"  # readers held the table past timeouts.lock
-    SLOW = "slow"  # the rewrite would have held it longer: cancelled
 
 
 async def _close(conn: asyncpg.Connection) -> None:
