@@ -267,7 +267,7 @@ def test_destination_max_size_reads_sizes():
 
 def test_destination_retype_online_above_reads_sizes_and_zero():
     dsn = "  dsn: postgresql://syncd@analytics.internal:5432/impulso\n"
-    assert config.loads(MINIMAL).destination.retype_online_above == 64 * 1024**2
+    assert config.loads(MINIMAL).destination.retype_online_above == 16 * 1024**2
     for text, size in (("0", 0), ('"0"', 0), ("0B", 0), ("1GB", 1024**3), ("512kb", 512 * 1024)):
         loaded = config.loads(MINIMAL.replace(dsn, dsn + f"  retype_online_above: {text}\n"))
         assert loaded.destination.retype_online_above == size, text
