@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncpg
 
 from syncd.engine import quoting
+from syncd.engine.errors import RetryableError
 from syncd.engine.layout import BUCKETS_SQL
 from syncd.engine.tables import Tables
 from syncd.ledger.lockkeys import source_key
@@ -61,7 +62,7 @@ async def fill_all(
     # row is checked all the same (a scan, which readers never wait for)
     if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {parent} WHERE {unfilled})"):  # noqa: S608
         done.clear()
-        raise RuntimeError("rows were left unfilled; every municipality is looked at again")
+        raise RetryableError("rows were left unfilled; every municipality is looked at again")
     return []
 
 

@@ -16,6 +16,7 @@ import asyncpg
 
 from syncd import config
 from syncd.engine import quoting
+from syncd.engine.errors import FinalError
 from syncd.engine.layout import BUCKETS_SQL
 from syncd.engine.tables import Tables
 from syncd.logevents import Event
@@ -75,7 +76,7 @@ async def rebuild(
     buckets = [r["name"] for r in await conn.fetch(BUCKETS_SQL, oid)]
     for index in await using(conn, oid, list(replaced)):
         if index["special"]:
-            raise RuntimeError(
+            raise FinalError(
                 f"index {index['name']} uses column(s) {', '.join(replaced)} in an expression "
                 "or a predicate: drop it (and build it again after the change) to let it happen"
             )

@@ -34,7 +34,7 @@ import asyncpg
 
 from syncd import config
 from syncd.engine import backfill, quoting, reindex, widening
-from syncd.engine.errors import classify
+from syncd.engine.errors import FinalError, classify
 from syncd.engine.layout import BUCKETS_SQL, COLUMNS_SQL, RETYPE_PREFIX, base_type
 from syncd.engine.tables import Tables
 from syncd.logevents import Event
@@ -57,12 +57,6 @@ FROM pg_catalog.pg_attribute a
 WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped
   AND a.attname::text LIKE 'syncd!_retype!_%' ESCAPE '!'
 ORDER BY a.attnum
-"""
-
-_ANY_HIDDEN_SQL = """
-SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
-               WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped
-                 AND a.attname::text LIKE 'syncd!_retype!_%' ESCAPE '!')
 """
 
 _SIZE_SQL = """
@@ -119,13 +113,11 @@ class Job:
     orphans: tuple[str, ...] = ()  # hidden columns whose column is gone: dropped at the swap
     done: set[str] = field(default_factory=set)  # municipalities filled (the trigger keeps them)
     filled: bool = False  # every row checked filled
-    logged_backfill: bool = False
 
-    def unfilled(self, alias: str = "") -> str:
+    def unfilled(self) -> str:
         """SQL: the row has a value not yet in its hidden column."""
         return " OR ".join(
-            f"({alias}{quoting.ident(c.hidden)} IS NULL AND {alias}{quoting.ident(c.name)} "
-            "IS NOT NULL)"
+            f"({quoting.ident(c.hidden)} IS NULL AND {quoting.ident(c.name)} IS NOT NULL)"
             for c in self.columns
         )
 
@@ -158,10 +150,6 @@ class Retypes:
         self._jobs: dict[str, Job] = {}
         self._lock = anyio.Lock()
         self._swapping: dict[str, anyio.Event] = {}
-
-    @property
-    def schema(self) -> str:
-        return self.settings.schema
 
     def pending(self, dataset: str) -> bool:
         return dataset in self._jobs
@@ -230,7 +218,7 @@ class Retypes:
         columns = tuple(Column(c.column, c.table, c.to, source_id, c.sent) for c in changes)
         job = Job(dataset, oid, columns)
         parent = self.tables.parent(dataset)
-        function = function_name(self.schema, dataset)
+        function = function_name(self.tables.schema, dataset)
         body = (
             "BEGIN "
             + " ".join(
@@ -256,23 +244,34 @@ class Retypes:
             f"SET extra_float_digits = 3 AS {quoting.literal(body)}",
             # on each bucket: PostgreSQL 12 has no BEFORE row triggers on a partitioned table
             *(
-                f"DROP TRIGGER IF EXISTS {TRIGGER} ON {quoting.qualified(self.schema, b)}; "
+                f"DROP TRIGGER IF EXISTS {TRIGGER} ON {quoting.qualified(self.tables.schema, b)}; "
                 f"CREATE TRIGGER {TRIGGER} BEFORE INSERT OR UPDATE ON "
-                f"{quoting.qualified(self.schema, b)} FOR EACH ROW EXECUTE PROCEDURE {function}()"
+                f"{quoting.qualified(self.tables.schema, b)} FOR EACH ROW EXECUTE PROCEDURE {function}()"
                 for b in buckets
             ),
         ]
-        if not await self._try_ddl(conn, dataset, ";".join(statements)):
+        ours = {c.hidden for c in columns}
+
+        async def work() -> None:
+            # another instance's change of other columns, started meanwhile: this one waits
+            # (the trigger function would no longer fill theirs)
+            present = {r["hidden"] for r in await conn.fetch(_HIDDEN_SQL, oid)}
+            if present - ours:
+                raise _Busy
+            await conn.execute(";".join(statements))
+
+        try:
+            if not await self._try_ddl(conn, dataset, work):
+                return False
+        except _Busy:
             return False
         self._jobs[dataset] = job
         for c in columns:
-            _log(
+            log.warning(
                 "dataset %s: column %s changes from %s to %s online (source %s sends %s): a "
                 "hidden column is filled meanwhile, and rows that fit land as before",
-                Event.COLUMN_RETYPE_STARTED,
-                dataset,
-                c,
-                stage="started",
+                *_args(dataset, c),
+                extra={"event": Event.COLUMN_RETYPE_STARTED, **_fields(dataset, c, "started")},
             )
         return True
 
@@ -304,7 +303,7 @@ class Retypes:
         try:
             # each wait for a lock (a bucket's index build waits for its writers) is bounded
             await conn.execute(f"SET lock_timeout = {int(self.timeouts.lock * 1000)}")
-            if not await conn.fetchval(_ANY_HIDDEN_SQL, job.oid):
+            if not await conn.fetch(_HIDDEN_SQL, job.oid):
                 self._finished(job)  # another instance swapped it
                 return
             if job.columns and not job.filled and not await self._backfill(conn, job):
@@ -346,13 +345,14 @@ class Retypes:
             return False
         job.filled = True
         for c in job.columns:
-            _log(
+            log.warning(
                 "dataset %s: column %s: every stored value is filled in from %s to %s (source "
                 "%s sends %s); the swap is next",
-                Event.COLUMN_RETYPE_BACKFILLED,
-                job.dataset,
-                c,
-                stage="backfilled",
+                *_args(job.dataset, c),
+                extra={
+                    "event": Event.COLUMN_RETYPE_BACKFILLED,
+                    **_fields(job.dataset, c, "backfilled"),
+                },
             )
         return True
 
@@ -369,23 +369,19 @@ class Retypes:
             event.set()
         if not swapped:
             for c in job.columns:
-                _log(
+                log.warning(
                     "dataset %s: readers hold the table, so column %s stays %s a while longer "
                     "(its values are ready in %s; source %s sends %s); tried again after a pass",
-                    Event.COLUMN_TYPE_DEFERRED,
-                    job.dataset,
-                    c,
-                    stage="swap",
+                    *_args(job.dataset, c),
+                    extra={"event": Event.COLUMN_TYPE_DEFERRED, **_fields(job.dataset, c, "swap")},
                 )
             return
         self._finished(job)
         for c in job.columns:
-            _log(
+            log.warning(
                 "dataset %s: column %s changed from %s to %s online: source %s sends %s",
-                Event.COLUMN_TYPE_CHANGED,
-                job.dataset,
-                c,
-                stage="swapped",
+                *_args(job.dataset, c),
+                extra={"event": Event.COLUMN_TYPE_CHANGED, **_fields(job.dataset, c, "swapped")},
             )
 
     async def _swap_in(self, conn: asyncpg.Connection, job: Job) -> None:
@@ -407,37 +403,36 @@ class Retypes:
             statements.append(f"COMMENT ON COLUMN {parent}.{quoting.ident(c.name)} IS NULL")
         for index in indexes:
             statements.append(
-                f"ALTER INDEX {quoting.qualified(self.schema, reindex.renamed(index['name']))} "
+                f"ALTER INDEX {quoting.qualified(self.tables.schema, reindex.renamed(index['name']))} "
                 f"RENAME TO {quoting.ident(index['name'])}"
             )
         statements.append(
-            f"DROP FUNCTION IF EXISTS {function_name(self.schema, job.dataset)}() CASCADE"
+            f"DROP FUNCTION IF EXISTS {function_name(self.tables.schema, job.dataset)}() CASCADE"
         )
         await conn.execute(";".join(statements))
         # what the table is now, as a check: the columns are there, in their new types
         now = {r["name"]: base_type(r["type"]) for r in await conn.fetch(COLUMNS_SQL, job.oid)}
         wrong = [c.name for c in columns if now.get(c.name) != c.new]
         if wrong:
-            raise RuntimeError(f"after the swap, column(s) {', '.join(wrong)} are not as planned")
+            raise FinalError(f"after the swap, column(s) {', '.join(wrong)} are not as planned")
 
 
-def _log(message: str, event: Event, dataset: str, c: Column, *, stage: str) -> None:
-    log.warning(
-        message,
-        dataset,
-        c.name,
-        c.old,
-        c.new,
-        c.source,
-        c.sent,
-        extra={
-            "event": event,
-            "dataset": dataset,
-            "column": c.name,
-            "source": c.source,
-            "from_type": c.old,
-            "to_type": c.new,
-            "source_type": c.sent,
-            "stage": stage,
-        },
-    )
+class _Busy(Exception):
+    """Another change of this table is under way."""
+
+
+def _args(dataset: str, c: Column) -> tuple[str, ...]:
+    """A log line's arguments: dataset, column, both types, the municipality, what it sends."""
+    return dataset, c.name, c.old, c.new, c.source, c.sent
+
+
+def _fields(dataset: str, c: Column, stage: str) -> dict[str, str]:
+    return {
+        "dataset": dataset,
+        "column": c.name,
+        "source": c.source,
+        "from_type": c.old,
+        "to_type": c.new,
+        "source_type": c.sent,
+        "stage": stage,
+    }
