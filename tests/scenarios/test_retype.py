@@ -340,7 +340,11 @@ async def test_a_change_cut_off_mid_backfill_is_finished_by_the_next_syncd(
     assert code == 0, out + err
     proxy = await proxies(dest.cluster)
     _, cut = write_config(
-        dest, [old, new], [DOSES], destination={"dsn": proxy.dsn(dest.dbname), **ONLINE}
+        dest,
+        [old, new],
+        [DOSES],
+        destination={"dsn": proxy.dsn(dest.dbname), **ONLINE},
+        timeouts={"connect": "2s"},  # once cut off, the pass gives up soon
     )
     dst = await dest.connect()
     try:
@@ -359,6 +363,7 @@ async def test_a_change_cut_off_mid_backfill_is_finished_by_the_next_syncd(
             async with anyio.create_task_group() as tg:
                 tg.start_soon(cut_mid_backfill)
                 await run_pass(cut)  # its outcome is the fault's: the state is what counts
+                tg.cancel_scope.cancel()  # (had the cut not come, the checks below say so)
         assert (await column_types(dst, "doses"))["id"] == "integer"
         assert await hidden_columns(dst, "doses") == [hidden_name("id")]
         assert 0 < await unfilled(dst, "doses", "id") < rows  # cut off half way
