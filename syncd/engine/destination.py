@@ -11,8 +11,9 @@ A municipality's pass is one destination transaction (`Landing`: only what chang
 written), its ledger rows and notification in it, then COMMIT: readers see all of its
 previous rows or all of its new ones, and only row locks and ROW EXCLUSIVE are taken, so they
 never wait. DDL is rare (a new dataset, a column a newer PEC added, a column retyped to the
-common type of a mixed fleet: engine/widening.py), runs before the landing opens, on a
-connection of its own, under `timeouts.lock`. Types are created without modifiers (`varchar`,
+common type of a mixed fleet: engine/widening.py, engine/typechange.py, online on a large table:
+engine/retype.py), runs before the landing opens, on a connection of its own, under
+`timeouts.lock`. Types are created without modifiers (`varchar`,
 `numeric`), so a widened varchar needs no DDL. DDL readers hold off fails no sync: the rows land
 without the new column, or converted to the current type, until the table is free. `Vacuum`
 reclaims what landings deleted.
