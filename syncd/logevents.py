@@ -25,6 +25,9 @@ class Event(StrEnum):
     COLUMNS_DEFERRED = "columns_deferred"
     COLUMN_TYPE_CHANGED = "column_type_changed"
     COLUMN_TYPE_DEFERRED = "column_type_deferred"
+    COLUMN_RETYPE_STARTED = "column_retype_started"
+    COLUMN_RETYPE_BACKFILLED = "column_retype_backfilled"
+    COLUMN_RETYPE_FAILED = "column_retype_failed"
     DELTA_FALLBACK = "delta_fallback"
     VACUUM_FAILED = "vacuum_failed"
     # the destination's disk
@@ -80,6 +83,9 @@ MEANINGS: dict[Event, str] = {
     Event.COLUMNS_DEFERRED: "new source columns wait: readers hold the table; rows land without",
     Event.COLUMN_TYPE_CHANGED: "a dataset column took a wider type a municipality sends (both named)",
     Event.COLUMN_TYPE_DEFERRED: "a column's type change waits: readers hold the table; rows that fit land",
+    Event.COLUMN_RETYPE_STARTED: "a column's type change began online (a hidden column, filled)",
+    Event.COLUMN_RETYPE_BACKFILLED: "an online type change filled every stored row; the swap is next",
+    Event.COLUMN_RETYPE_FAILED: "a step of an online type change failed; tried again after a pass",
     Event.DELTA_FALLBACK: "a delta transfer round failed at the source: the dataset streams whole",
     Event.VACUUM_FAILED: "a VACUUM after landing failed; autovacuum does it later",
     Event.DISK_FULL: "the analytical database is out of disk space: no landing starts (once)",

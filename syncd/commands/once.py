@@ -124,6 +124,8 @@ async def run_once(
             tg.start_soon(progress.run)
             tg.start_soon(_cancel_on_signal, tg.cancel_scope)
             results = await sync_many(engine, config.sources, config.datasets)
+            # every landing of the pass is over: a column type changing online can finish
+            await destination.retypes.flush()
             await _vacuum(destination)
             tg.cancel_scope.cancel()
     finally:

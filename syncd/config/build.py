@@ -14,6 +14,7 @@ from syncd.config.dsn import Dsn, DsnError, world_readable
 from syncd.config.model import (
     DEFAULT_BUCKETS,
     DEFAULT_NOTIFY_CHANNEL,
+    DEFAULT_RETYPE_ONLINE_ABOVE,
     DEFAULT_SCHEMA,
     DEFAULT_SOURCE_COLUMN,
     Bastion,
@@ -192,7 +193,8 @@ def _destination(
         root.problem("destination", "is required")
         return None
     if not sec.is_mapping(
-        "with dsn, password_file, schema, source_column, buckets, notify_channel, max_size"
+        "with dsn, password_file, schema, source_column, buckets, notify_channel, max_size, "
+        "retype_online_above"
     ):
         return None
     dsn = _dsn(sec, "dsn", found.warnings)
@@ -214,10 +216,22 @@ def _destination(
     buckets = sec.integer("buckets", DEFAULT_BUCKETS, maximum=256)
     channel = _notify_channel(sec)
     max_size = sec.size("max_size", minimum=1024**2)
+    # `0` (every table) is no unit question
+    raw = sec.raw("retype_online_above")
+    online = 0 if type(raw) is int and raw == 0 else sec.size("retype_online_above", minimum=0)
     sec.check_unknown()
     if dsn is None:
         return None
-    return DestinationSettings(dsn, password_file, schema, column, buckets, channel, max_size)
+    return DestinationSettings(
+        dsn,
+        password_file,
+        schema,
+        column,
+        buckets,
+        channel,
+        max_size,
+        DEFAULT_RETYPE_ONLINE_ABOVE if online is None else online,
+    )
 
 
 def _notify_channel(sec: Section) -> str | None:

@@ -22,6 +22,7 @@ from syncd.config.keydoc import KeyDoc, doc, flattened, internal, part_of
 from syncd.config.problem import Notice
 from syncd.config.settings import DEFAULT_BUCKETS as DEFAULT_BUCKETS
 from syncd.config.settings import DEFAULT_NOTIFY_CHANNEL as DEFAULT_NOTIFY_CHANNEL
+from syncd.config.settings import DEFAULT_RETYPE_ONLINE_ABOVE as DEFAULT_RETYPE_ONLINE_ABOVE
 from syncd.config.settings import DEFAULT_SCHEMA as DEFAULT_SCHEMA
 from syncd.config.settings import DEFAULT_SOURCE_COLUMN as DEFAULT_SOURCE_COLUMN
 from syncd.config.settings import Concurrency as Concurrency

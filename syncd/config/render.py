@@ -82,6 +82,7 @@ def document(config: Config) -> dict[str, Any]:
             "buckets": d.buckets,
             "notify_channel": d.notify_channel,
             "max_size": format_size(d.max_size) if d.max_size is not None else None,
+            "retype_online_above": format_size(d.retype_online_above),
         },
         "concurrency": asdict(config.concurrency),
         "schedule": {

@@ -15,6 +15,7 @@ DEFAULT_SCHEMA = "syncd_data"
 DEFAULT_SOURCE_COLUMN = "municipio_id_sus"
 DEFAULT_BUCKETS = 16
 DEFAULT_NOTIFY_CHANNEL = "syncd"
+DEFAULT_RETYPE_ONLINE_ABOVE = 16 * 1024**2
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,17 @@ class DestinationSettings:
             "take the database past it is not started, and one that crosses it while streaming "
             "is rolled back; other municipalities go on "
             "([the disk budget](../operate/disk.md)). Unset: no budget",
+            kind="size",
+        ),
+    )
+    retype_online_above: int = field(
+        default=DEFAULT_RETYPE_ONLINE_ABOVE,
+        metadata=doc(
+            "a dataset table larger than this (`16MB`; `0`: every table) changes a column's "
+            "type online, filling a new column in small batches, rather than with one ALTER "
+            "that rewrites it ([online](../design/landing.md#changing-a-columns-type-online)); "
+            "a smaller one is ALTERed, and goes online too when that takes longer than "
+            "`timeouts.lock`",
             kind="size",
         ),
     )
@@ -168,8 +180,8 @@ class Timeouts:
         default=0.5,
         metadata=doc(
             "destination `lock_timeout` for the rare DDL (a new dataset table, an added "
-            "column): the longest a reader can wait on syncd. Landings take no lock a reader "
-            "waits for"
+            "column, a column's type change): the longest a reader can wait on syncd. Landings "
+            "take no lock a reader waits for"
         ),
     )
     shutdown_grace: float = field(

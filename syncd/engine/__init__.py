@@ -11,7 +11,9 @@ municipality's sync, its retries and its failures. Knows nothing of daemons or p
     copy.py          the byte pipe: COPY out -> bounded queue -> COPY in
     destination.py   the analytical side: pool, dataset tables, DDL under timeouts.lock;
                      destsettings.py  the settings its sessions pin, whatever the DBA's defaults
-    widening.py      a mixed fleet: a column's common type, its conversion on the source
+    widening.py      a mixed fleet: a column's common type, its conversion on the source;
+                     typechange.py  how the table takes it: one bounded ALTER, or online:
+                     retype.py  (backfill.py  filling the new column,  reindex.py  its indexes)
     diskbudget.py    the analytical database's disk: the budget, and a full disk as a state
     landing.py       one municipality's destination transaction: replace, upsert, commit;
                      txn.py  its transaction and savepoints

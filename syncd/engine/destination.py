@@ -11,8 +11,9 @@ A municipality's pass is one destination transaction (`Landing`: only what chang
 written), its ledger rows and notification in it, then COMMIT: readers see all of its
 previous rows or all of its new ones, and only row locks and ROW EXCLUSIVE are taken, so they
 never wait. DDL is rare (a new dataset, a column a newer PEC added, a column retyped to the
-common type of a mixed fleet: engine/widening.py), runs before the landing opens, on a
-connection of its own, under `timeouts.lock`. Types are created without modifiers (`varchar`,
+common type of a mixed fleet: engine/widening.py, engine/typechange.py, online on a large table:
+engine/retype.py), runs before the landing opens, on a connection of its own, under
+`timeouts.lock`. Types are created without modifiers (`varchar`,
 `numeric`), so a widened varchar needs no DDL. DDL readers hold off fails no sync: the rows land
 without the new column, or converted to the current type, until the table is free. `Vacuum`
 reclaims what landings deleted.
@@ -23,7 +24,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, cast
@@ -31,13 +32,14 @@ from typing import Any, cast
 import asyncpg
 
 from syncd import config, ledger
-from syncd.engine import quoting, widening
+from syncd.engine import quoting, retype, typechange, widening
 from syncd.engine.connect import connect_password, enable_keepalive
 from syncd.engine.destsettings import pin_late, reset_pooled, server_settings
 from syncd.engine.errors import FinalError, RetryableError, Side, classify
 from syncd.engine.landing import Landing
 from syncd.engine.layout import (
     COLUMNS_SQL,
+    RETYPE_PREFIX,
     ROW_HASH,
     SOURCE_SETTING,
     SRC_FP,
@@ -107,6 +109,15 @@ class Destination:
         self._pool: asyncpg.Pool | None = None
         self.tables = Tables(settings.schema, settings.source_column)
         self.vacuum = Vacuum(self.acquire, settings.schema, timeouts)
+        self._landings = 0  # landings of this syncd open now
+        self.retypes = retype.Retypes(
+            self.connect,
+            self.tables,
+            settings,
+            timeouts,
+            lambda conn, dataset, ddl: self._try_ddl(conn, dataset, ddl),
+            lambda: self._landings,
+        )
 
     async def open(self, *, setup: bool = True) -> None:
         """The pool; with `setup`, the ledger migrated and the dataset tables upgraded too
@@ -201,6 +212,13 @@ class Destination:
                 f"the dataset has a column named {min(reserved)!r}, which syncd keeps for each "
                 "row (its hash, its source fingerprint); rename it in the query"
             )
+        if hidden := [c for c in shape.column_names if c.startswith(RETYPE_PREFIX)]:
+            raise FinalError(
+                f"the dataset has a column named {hidden[0]!r}: names starting with "
+                f"{RETYPE_PREFIX} are syncd's (a column type changing online); rename it in "
+                "the query"
+            )
+        await self.retypes.settled(shape.dataset)
         table = self.tables.get(shape.dataset)
         if table is None or not self._fits(table, shape, key):
             # a connection of its own, not the pool's: the caller holds a pooled one in its
@@ -214,7 +232,12 @@ class Destination:
         missing = tuple(c.name for c in shape.columns if c.name not in table.columns)
         landed = [c for c in shape.columns if c.name in table.columns]
         where, pairs = f"{self.schema}.{shape.dataset}", widening.pairs(landed, table.columns)
-        conversions = widening.conversions(pairs, where, self.timeouts.lock, DDL_RETRY_SECONDS)
+        why = (
+            "its change is being made online"
+            if self.retypes.pending(shape.dataset)
+            else f"readers held the table past timeouts.lock ({self.timeouts.lock:g}s)"
+        )
+        conversions = widening.conversions(pairs, where, why, DDL_RETRY_SECONDS)
         return Target(
             shape.dataset,
             source_id,
@@ -254,9 +277,23 @@ class Destination:
             widening.pairs(shape.columns, existing), self.tables, shape.dataset
         )
         table = Table(existing, await self._buckets(conn, rel["oid"]))
-        # under timeouts.lock; while readers hold the table, the rows that fit land (prepare)
-        ddl = partial(self._try_ddl, conn, shape.dataset, timeout=self.timeouts.statement)
-        if changes and not await widening.widen(ddl, self.tables, table, source_id, changes):
+        # a change made online (by us, a syncd that died, another instance) is carried on
+        ongoing = await self.retypes.find(conn, shape.dataset, rel["oid"], existing)
+        # under timeouts.lock; while readers hold the table, or while the change is made
+        # online, the rows that fit land (prepare)
+        if changes and (
+            ongoing is not None
+            or not await typechange.make(
+                conn,
+                self.retypes,
+                partial(self._try_ddl, conn),
+                self.timeouts,
+                rel["oid"],
+                table,
+                source_id,
+                changes,
+            )
+        ):
             table.ddl_blocked_until = time.monotonic() + DDL_RETRY_SECONDS
         adds = [c for c in shape.columns if c.name not in existing]
         if adds:
@@ -371,7 +408,11 @@ class Destination:
         )
 
     async def _try_ddl(
-        self, conn: asyncpg.Connection, dataset: str, statements: str, timeout: float | None = None
+        self,
+        conn: asyncpg.Connection,
+        dataset: str,
+        statements: str | Callable[[], Awaitable[None]],
+        timeout: float | None = None,
     ) -> bool:
         """DDL under lock_timeout: True if done, False if others held the table meanwhile.
 
@@ -384,7 +425,10 @@ class Destination:
         async def attempt() -> None:
             async with conn.transaction():
                 await self._ddl_locks(conn, dataset)
-                await conn.execute(statements, timeout=timeout)
+                if isinstance(statements, str):
+                    await conn.execute(statements, timeout=timeout)
+                else:
+                    await statements()
 
         try:
             await self._ddl_retry.call(
@@ -403,6 +447,7 @@ class Destination:
     async def landing(self, source_id: str) -> AsyncIterator[Landing]:
         """One municipality's transaction: everything it lands commits together, or nothing."""
         seq = self.vacuum.opened()
+        self._landings += 1
         try:
             async with self.acquire() as conn, transaction(conn) as tr:
                 await conn.execute(
@@ -421,6 +466,7 @@ class Destination:
                     vacuum=self.vacuum,
                 )
         finally:
+            self._landings -= 1
             self.vacuum.closed(seq)
 
 

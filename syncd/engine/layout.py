@@ -19,13 +19,26 @@ SOURCE_SETTING = "syncd.source_id"  # the transaction-local setting the source c
 ROW_HASH = "syncd_row_hash"  # each row's hash (uuid), see engine/rowdiff/pydiffer.py
 SRC_FP = "syncd_src_fp"  # delta transfer: each row's source fingerprint (engine/fingerprint.py)
 BUCKET_SEPARATOR = "__p"
+# the column a type being changed online fills before it takes the column's place
+# (engine/retype.py): never a dataset column
+RETYPE_PREFIX = "syncd_retype_"
 
-# a table's columns, in order, with their types as SQL (for the dataset tables and the upgrade)
+# a table's columns, in order, with their types as SQL (for the dataset tables and the upgrade);
+# without a column type change's hidden columns
 COLUMNS_SQL = """
 SELECT a.attname::text AS name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type
 FROM pg_catalog.pg_attribute a
 WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped
+  AND a.attname::text NOT LIKE 'syncd!_retype!_%' ESCAPE '!'
 ORDER BY a.attnum
+"""
+
+# a dataset table's buckets (partitions): their oids and names
+BUCKETS_SQL = """
+SELECT c.oid::int AS oid, c.relname::text AS name
+FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = $1::oid
+ORDER BY c.relname
 """
 
 _TYPMOD = re.compile(r"\(\d+(?:\s*,\s*-?\d+)?\)")

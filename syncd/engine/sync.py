@@ -88,6 +88,8 @@ async def sync_source(
         await engine.destination.vacuum.run_due()
     except Exception as exc:  # never fails a sync: autovacuum does the same, later
         log.warning("vacuum: %s", classify(exc).reason, extra={"event": Event.VACUUM_FAILED})
+    # a column type changing online goes on outside any landing (logs its own failures)
+    await engine.destination.retypes.run_due()
     return result
 
 

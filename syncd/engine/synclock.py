@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
 import anyio
 import asyncpg
 
 from syncd.engine.destination import Destination
+from syncd.ledger.lockkeys import source_key
 from syncd.logevents import Event
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,7 @@ class SourceLocks:
 
     @staticmethod
     def key(source_id: str) -> int:
-        digest = hashlib.sha256(b"syncd-source:" + source_id.encode()).digest()
-        return int.from_bytes(digest[:8], "big", signed=True)
+        return source_key(source_id)
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():

@@ -16,14 +16,14 @@ municipality whose values did not change keeps matching its stored hashes pass a
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from syncd.engine import quoting
 from syncd.engine.errors import FinalError
 from syncd.engine.layout import base_type
-from syncd.engine.tables import Table, Tables
+from syncd.engine.tables import Tables
 from syncd.logevents import Event
 
 log = logging.getLogger(__name__)
@@ -170,27 +170,13 @@ def fits(columns: Sequence[tuple[str, str, str]], *, retry_ddl: bool) -> bool:
     return True
 
 
-async def widen(
-    try_ddl: Callable[[str], Awaitable[bool]],
-    tables: Tables,
-    table: Table,
-    source_id: str,
-    changes: Sequence[Change],
-) -> bool:
-    """ALTER the columns of a dataset table to their common types (try_ddl: under
-    timeouts.lock, False when readers held the table), logged either way; `table` knows the
-    new types once done."""
-    dataset = changes[0].dataset
-    statement = (
+def alter(tables: Tables, changes: Sequence[Change]) -> str:
+    """The ALTER TABLE changing these columns of one dataset table in one rewrite."""
+    return (
         # the float -> numeric conversion of the stored values reads their exact text
-        f"SET LOCAL extra_float_digits = 3;ALTER TABLE {tables.parent(dataset)} "
+        f"SET LOCAL extra_float_digits = 3;ALTER TABLE {tables.parent(changes[0].dataset)} "
         + ", ".join(change.alter() for change in changes)
     )
-    done = await try_ddl(statement)
-    if done:
-        table.columns.update({change.column: change.to for change in changes})
-    log_changes(dataset, source_id, changes, done=done)
-    return done
 
 
 def changes(columns: Sequence[tuple[str, str, str]], tables: Tables, dataset: str) -> list[Change]:
@@ -209,13 +195,14 @@ def changes(columns: Sequence[tuple[str, str, str]], tables: Tables, dataset: st
 
 
 def conversions(
-    columns: Sequence[tuple[str, str, str]], where: str, lock: float, retry: float
+    columns: Sequence[tuple[str, str, str]], where: str, why: str, retry: float
 ) -> tuple[tuple[str, str, str], ...]:
     """What the source converts in its COPY, (name, sent type, table type) each, for its
     (name, table type, sent type) columns: into the common type once the table has it, into
-    the table's current type while readers keep the change from being made (`lands_meanwhile`). A
-    column with no exact way into the current type fails the dataset until the change is
-    made (FinalError, saying when it is tried again)."""
+    the table's current type while the change is not made yet (`why`: readers keep it from
+    being made, or it is made online; `lands_meanwhile`). A column with no exact way into the
+    current type fails the dataset until the change is made (FinalError, saying when it is
+    tried again)."""
     found = []
     for name, table, sent in columns:
         if table == sent:
@@ -224,9 +211,8 @@ def conversions(
         if common != table and not lands_meanwhile(sent, table):
             raise FinalError(
                 f"column {name!r} is {sent} on this source, which {where}'s {table} cannot "
-                f"hold exactly; readers held the table past timeouts.lock ({lock:g}s), so its "
-                f"change to {common} waits (tried again within {retry:g}s) and this "
-                "municipality's rows land then"
+                f"hold exactly; {why}, so its change to {common} waits (tried again within "
+                f"{retry:g}s) and this municipality's rows land then"
             )
         if not same_bytes(sent, table):
             found.append((name, sent, table))

@@ -227,7 +227,9 @@ class Dispatcher:
             else:
                 self._record_added(result, only)
             if list(self.in_flight) == [source.id]:
-                # the last sync in flight: no landing of ours holds back what VACUUM may remove
+                # the last sync in flight: no landing of ours holds back what VACUUM may remove,
+                # nor the swap of a column type changing online
+                await engine.destination.retypes.flush()
                 try:
                     await engine.destination.vacuum.flush()
                 except Exception as exc:  # autovacuum does the same, later

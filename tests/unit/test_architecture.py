@@ -164,6 +164,10 @@ TESTED_ELSEWHERE: dict[str, tuple[str, ...]] = {
     # delta transfer's source SQL and destination side: through whole passes
     "syncd.engine.fingerprint": ("scenarios/test_delta.py",),
     "syncd.engine.fpstore": ("scenarios/test_delta.py",),
+    # an online column type change's steps: through whole passes (tests/scenarios/test_retype.py)
+    "syncd.engine.backfill": ("scenarios/test_retype.py",),
+    "syncd.engine.reindex": ("scenarios/test_retype.py",),
+    "syncd.engine.typechange": ("scenarios/test_retype.py", "scenarios/test_mixed_fleet.py"),
     "syncd.commands.enroll": ("acceptance/test_bastions.py", "acceptance/test_config_bastions.py"),
     "syncd.commands.reload": ("acceptance/test_daemon.py", "acceptance/test_systemd.py"),
     "syncd.commands.status": ("acceptance/test_cli_daemon.py", "scenarios/test_inputs.py"),

@@ -265,6 +265,20 @@ def test_destination_max_size_reads_sizes():
         assert problems(text) == [f"syncd.yaml:3: destination.max_size: {message}"], bad
 
 
+def test_destination_retype_online_above_reads_sizes_and_zero():
+    dsn = "  dsn: postgresql://syncd@analytics.internal:5432/impulso\n"
+    assert config.loads(MINIMAL).destination.retype_online_above == 16 * 1024**2
+    for text, size in (("0", 0), ('"0"', 0), ("0B", 0), ("1GB", 1024**3), ("512kb", 512 * 1024)):
+        loaded = config.loads(MINIMAL.replace(dsn, dsn + f"  retype_online_above: {text}\n"))
+        assert loaded.destination.retype_online_above == size, text
+    for bad, message in (
+        ("some", "'some' is not a size (like 500MB, 400GB, 2TB)"),
+        ("400", "400 is not a size (like 500MB, 400GB, 2TB)"),  # bytes? megabytes? say so
+    ):
+        text = MINIMAL.replace(dsn, dsn + f"  retype_online_above: {bad}\n")
+        assert problems(text) == [f"syncd.yaml:3: destination.retype_online_above: {message}"]
+
+
 def test_destination_statement_timeout_and_disk_probe():
     loaded = config.loads(MINIMAL + "timeouts: {destination_statement: 2h, disk_probe: 30s}\n")
     assert loaded.timeouts.destination_statement == 7200.0

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from syncd.engine import widening
+from syncd.engine import retype, widening
 from syncd.engine.errors import FinalError
-from syncd.engine.tables import Table, Tables
+from syncd.engine.tables import Tables
 
 TS, TSTZ = "timestamp without time zone", "timestamp with time zone"
 
@@ -43,7 +43,7 @@ def test_conversions_cast_on_the_source_except_where_the_bytes_are_the_same() ->
         ("idade", "numeric", "double precision"),
         ("same", "date", "date"),
     ]
-    assert widening.conversions(columns, "d.t", 0.5, 30) == (
+    assert widening.conversions(columns, "d.t", "readers held it", 30) == (
         ("id", "integer", "bigint"),
         ("idade", "double precision", "numeric"),
     )
@@ -51,13 +51,15 @@ def test_conversions_cast_on_the_source_except_where_the_bytes_are_the_same() ->
 
 def test_while_the_table_is_not_widened_integers_narrow_exactly_and_numeric_waits() -> None:
     # the table is still integer; a newer PEC sends bigint: cast down, failing on overflow
-    assert widening.conversions([("id", "integer", "bigint")], "d.t", 0.5, 30) == (
+    assert widening.conversions([("id", "integer", "bigint")], "d.t", "readers held it", 30) == (
         ("id", "bigint", "integer"),
     )
     assert widening.convert("x", "bigint", "integer") == "x::integer"
     # numeric into double precision has no exact way: that municipality waits, told why
     with pytest.raises(FinalError, match=r"'idade' is numeric .* waits \(tried again within 30s"):
-        widening.conversions([("idade", "double precision", "numeric")], "d.t", 0.5, 30)
+        widening.conversions(
+            [("idade", "double precision", "numeric")], "d.t", "readers held it", 30
+        )
 
 
 def test_conflicts_name_both_types_and_a_cast() -> None:
@@ -89,25 +91,17 @@ def test_a_change_alters_with_the_same_conversion_a_source_would_apply() -> None
     assert not widening.fits([("c", "integer", "text")], retry_ddl=False)  # say so
 
 
-async def test_widen_updates_the_table_only_when_the_alter_was_made() -> None:
+def test_one_alter_changes_the_columns_and_which_changes_rewrite_the_table() -> None:
     tables = Tables("syncd_data", "municipio_id_sus")
-    changes = widening.changes([("id", "integer", "bigint")], tables, "doses")
-    sent: list[str] = []
-
-    async def blocked(statement: str) -> bool:
-        sent.append(statement)
-        return False
-
-    table = Table({"id": "integer"})
-    assert not await widening.widen(blocked, tables, table, "4200000", changes)
-    assert table.columns == {"id": "integer"}
-    assert sent == [
+    changes = widening.changes(
+        [("id", "integer", "bigint"), ("nome", "character varying", "text")], tables, "doses"
+    )
+    assert widening.alter(tables, changes) == (
         'SET LOCAL extra_float_digits = 3;ALTER TABLE "syncd_data"."doses" '
-        'ALTER COLUMN "id" TYPE bigint USING "id"::bigint'
-    ]
-
-    async def done(statement: str) -> bool:
-        return True
-
-    assert await widening.widen(done, tables, table, "4200000", changes)
-    assert table.columns == {"id": "bigint"}
+        'ALTER COLUMN "id" TYPE bigint USING "id"::bigint, ALTER COLUMN "nome" TYPE text'
+    )
+    # varchar into text is the catalog's alone; everything else converts each stored value
+    assert [retype.rewrites(c) for c in changes] == [True, False]
+    padded = widening.changes([("c", "bpchar", "text")], tables, "doses")
+    floats = widening.changes([("x", "double precision", "numeric")], tables, "doses")
+    assert retype.rewrites(padded[0]) and retype.rewrites(floats[0])
