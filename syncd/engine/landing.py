@@ -86,6 +86,7 @@ class Landing:
         self.source_id = source_id
         self._transaction = transaction
         self._gone_table = False
+        self._bucket_of: dict[str, str] = {}  # dataset -> the bucket of its rows, once asked
         self.deleted: dict[str, int] = {}  # dataset -> rows this pass removed
         self.landed: dict[str, int] = {}  # dataset -> rows this pass wrote
 
@@ -172,7 +173,7 @@ class Landing:
         copy_in = (
             self._copy_in(delta, None, columns)  # a temp table: no schema
             if delta
-            else self._copy_in(target.dataset, d.schema, columns)
+            else self._copy_in(target.dataset, d.schema, columns, into_bucket=True)
         )
 
         async def existing() -> None:
@@ -371,12 +372,22 @@ class Landing:
         assert row is not None
         return int(row["inserted"]), int(row["updated"])
 
-    def _copy_in(self, table: str, schema: str | None, columns: tuple[str, ...]) -> CopyIn:
-        """The destination end of the pipe: binary COPY of the chunks into `table`."""
+    def _copy_in(
+        self,
+        table: str,
+        schema: str | None,
+        columns: tuple[str, ...],
+        *,
+        into_bucket: bool = False,
+    ) -> CopyIn:
+        """The destination end of the pipe: binary COPY of the chunks into `table`; a dataset
+        table's straight into the bucket that holds the municipality's rows (`into_bucket`:
+        PostgreSQL then routes no row, which was a tenth of a first load's COPY)."""
 
         async def copy_in(chunks: AsyncIterable[bytes]) -> int:
+            bucket = await self._bucket(table) if into_bucket else None
             status = await self.conn.copy_to_table(
-                table,
+                bucket or table,
                 schema_name=schema,
                 columns=list(columns),
                 source=chunks,
@@ -466,28 +477,39 @@ class Landing:
 
     async def buckets(self) -> dict[str, str]:
         """dataset -> the bucket this municipality's rows live in (for the vacuum lane)."""
-        d = self.tables
         found: dict[str, str] = {}
         # only what this pass wrote: a dataset that did not change has nothing to reclaim, and
         # looking up its bucket would cost a round trip per municipality for nothing
         written = {name for name, n in (*self.deleted.items(), *self.landed.items()) if n}
         for dataset in sorted(written):
-            name = self.vacuum.bucket_of(dataset, self.source_id)
-            table = d.get(dataset)
-            if name is None and table is not None and table.buckets:
-                remainder = await self.conn.fetchval(
-                    "SELECT r FROM generate_series(0, $2 - 1) AS r "
-                    "WHERE pg_catalog.satisfies_hash_partition($1::text::regclass::oid, $2, r, "
-                    "$3::text)",
-                    d.parent(dataset),
-                    len(table.buckets),
-                    self.source_id,
-                )
-                if remainder is not None:
-                    name = table.buckets[remainder]
+            name = await self._bucket(dataset)
             if name is not None:
                 found[dataset] = name
         return found
+
+    async def _bucket(self, dataset: str) -> str | None:
+        """The bucket holding this municipality's rows of the dataset: known from an earlier
+        landing of this process, else asked (one query); None for a table without buckets."""
+        d = self.tables
+        table = d.get(dataset)
+        if table is None or not table.buckets:
+            return None
+        name = self._bucket_of.get(dataset) or self.vacuum.bucket_of(dataset, self.source_id)
+        if name in table.buckets:
+            return name
+        remainder = await self.conn.fetchval(
+            "SELECT r FROM generate_series(0, $2 - 1) AS r "
+            "WHERE pg_catalog.satisfies_hash_partition($1::text::regclass::oid, $2, r, "
+            "$3::text)",
+            d.parent(dataset),
+            len(table.buckets),
+            self.source_id,
+        )
+        if remainder is None:
+            return None
+        bucket: str = table.buckets[remainder]
+        self._bucket_of[dataset] = bucket
+        return bucket
 
     def settled(self, buckets: dict[str, str]) -> None:
         """The landing committed: what it deleted is the vacuum lane's to reclaim."""
