@@ -13,6 +13,8 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
+from typing import Protocol
 
 import anyio
 import asyncpg
@@ -128,6 +130,27 @@ class LightReaders:
             await conn.close()
 
 
+class Readers(Protocol):
+    queries: int
+    errors: list[str]
+    stop: anyio.Event
+
+    async def run(self) -> None: ...
+
+
+async def pass_beside(readers: Readers, config: Path, warmup: float = 0.2) -> None:
+    """One pass while `readers` query throughout: it succeeds, and not one of their queries
+    failed (each may wait for a lock only as long as the contract says)."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(readers.run)
+        await anyio.sleep(warmup)
+        code, out, err = await run_pass(config)
+        readers.stop.set()
+    assert code == 0, out + err
+    assert readers.errors == [], readers.errors[:3]
+    assert readers.queries > 0
+
+
 async def _source_rows(source: dict, query: str) -> dict:
     conn = await asyncpg.connect(source["dsn"])
     try:
@@ -191,16 +214,8 @@ async def test_postgresql_10_and_18_land_one_dataset_in_either_order(
     _, alone = write_config(dest, [fleet[first]], datasets)
     code, out, err = await run_pass(alone)
     assert code == 0, out + err
-    readers = LightReaders(dest.dsn, ["vacinados", "doses"])
     _, both = write_config(dest, [fleet[first], fleet[second]], datasets)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(readers.run)
-        await anyio.sleep(0.2)
-        code, out, err = await run_pass(both)
-        readers.stop.set()
-    assert code == 0, out + err
-    assert readers.errors == [], readers.errors[:3]
-    assert readers.queries > 0
+    await pass_beside(LightReaders(dest.dsn, ["vacinados", "doses"]), both)
     dst = await dest.connect()
     try:
         types = await column_types(dst, "vacinados")
@@ -413,15 +428,8 @@ async def test_widening_under_a_held_reader_lock_lands_what_fits_and_changes_lat
     readers = LightReaders(dest.dsn, ["doses"])  # and other analysts, querying throughout
     try:
         with caplog.at_level("WARNING", logger="syncd"):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(readers.run)
-                await anyio.sleep(0.2)
-                code, out, err = await run_pass(both)
-                readers.stop.set()
-        assert code == 0, out + err
-        # each waited at most timeouts.lock behind the ALTER's queued request, never failed
-        assert readers.errors == [], readers.errors[:3]
-        assert readers.queries > 0
+            # each waits at most timeouts.lock behind the ALTER's queued request, never fails
+            await pass_beside(readers, both)
         # the report was never blocked: it reads on, and sees the new municipality's rows
         assert await report.fetchval(f"SELECT count(*) FROM {SCHEMA}.doses") == 4
     finally:

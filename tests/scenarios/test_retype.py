@@ -26,6 +26,7 @@ from tests.scenarios.test_mixed_fleet import (
     LightReaders,
     column_types,
     municipality,
+    pass_beside,
 )
 from tests.support.helpers import run_pass
 
@@ -106,17 +107,9 @@ async def test_a_held_reader_never_waits_the_backfill_completes_and_the_swap_wai
         # the report holds the table (ACCESS SHARE) from now on; the old municipality is free
         await report.execute(f"BEGIN; SELECT count(*) FROM {SCHEMA}.doses")
         await holder.execute("SELECT pg_advisory_unlock_all()")
-        readers = LightReaders(dest.dsn, ["doses"])
         caplog.clear()
         with caplog.at_level("INFO", logger="syncd"):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(readers.run)
-                await anyio.sleep(0.2)
-                code, out, err = await run_pass(both)
-                readers.stop.set()
-        assert code == 0, out + err
-        assert readers.errors == [], readers.errors[:3]
-        assert readers.queries > 0
+            await pass_beside(LightReaders(dest.dsn, ["doses"]), both)
         # the backfill completed under the held lock; the swap waits for the report
         assert await unfilled(dst, "doses", "id") == 0
         assert [r.column for r in events(caplog, "column_retype_backfilled")] == ["id"]  # type: ignore[attr-defined]
@@ -242,16 +235,8 @@ async def test_readers_never_wait_a_second_while_a_large_table_changes_type(
     # table (ROW EXCLUSIVE) and the change would wait for a later pass
     _, only_new = write_config(dest, [new], [DOSES], destination=sized)
     _, both = write_config(dest, [old, new], [DOSES], destination=sized)
-    readers = StrictReaders(dest.dsn)
     with caplog.at_level("INFO", logger="syncd"):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(readers.run)
-            await anyio.sleep(0.3)
-            code, out, err = await run_pass(only_new)
-            readers.stop.set()
-    assert code == 0, out + err
-    assert readers.errors == [], readers.errors[:3]
-    assert readers.queries > 0
+        await pass_beside(StrictReaders(dest.dsn), only_new, warmup=0.3)
     # it went online (the ALTER's rewrite was cancelled) and finished within the pass
     assert [r.column for r in events(caplog, "column_retype_started")] == ["id"]  # type: ignore[attr-defined]
     assert [r.column for r in events(caplog, "column_type_changed")] == ["id"]  # type: ignore[attr-defined]

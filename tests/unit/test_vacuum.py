@@ -17,19 +17,29 @@ destination = test_destination.destination
 reader = test_destination.reader
 
 
+async def landed(
+    destination: Destination,
+    reader: asyncpg.Connection,
+    source_id: str,
+    rows: list[tuple[int, str]],
+) -> str:
+    """One committed pass of the municipality with these rows; the bucket of its rows."""
+    async with destination.landing(source_id) as landing:
+        target = await destination.prepare(THINGS, source_id)
+        await landing.land(target, rows_from(reader, *rows), write=Write.DIFF, idle_timeout=30)
+        buckets = await landing.buckets()
+        await landing.commit()
+    landing.settled(buckets)
+    return buckets["things"]
+
+
 async def test_vacuum_waits_for_older_landings_then_reclaims_the_bucket(
     destination: Destination, reader: asyncpg.Connection
 ):
     vacuum = destination.vacuum
 
     async def pass_of(source_id: str, *rows: tuple[int, str]) -> str:
-        async with destination.landing(source_id) as landing:
-            target = await destination.prepare(THINGS, source_id)
-            await landing.land(target, rows_from(reader, *rows), write=Write.DIFF, idle_timeout=30)
-            buckets = await landing.buckets()
-            await landing.commit()
-        landing.settled(buckets)
-        return buckets["things"]
+        return await landed(destination, reader, source_id, list(rows))
 
     bucket = await pass_of("a", (1, "x"), (2, "y"))
     assert vacuum.due() == []  # nothing deleted yet
@@ -54,13 +64,7 @@ async def test_a_new_process_sizes_a_bucket_before_vacuuming_it(
     its whole bucket); a hundred must."""
 
     async def pass_of(source_id: str, rows: list[tuple[int, str]]) -> str:
-        async with destination.landing(source_id) as landing:
-            target = await destination.prepare(THINGS, source_id)
-            await landing.land(target, rows_from(reader, *rows), write=Write.DIFF, idle_timeout=30)
-            buckets = await landing.buckets()
-            await landing.commit()
-        landing.settled(buckets)
-        return buckets["things"]
+        return await landed(destination, reader, source_id, rows)
 
     async def vacuums(bucket: str) -> int:
         await reader.execute("SELECT pg_stat_clear_snapshot()")

@@ -290,19 +290,18 @@ class PyDiffer:
         return {"existing": len(self._keys), **self._counts}
 
 
+def _one_column_copy(values: bytes, size: int) -> bytes:
+    """Concatenated fixed-size values as a binary COPY stream of one column."""
+    field = b"\x00\x01" + size.to_bytes(4, "big")
+    rows = [field + values[at : at + size] for at in range(0, len(values), size)]
+    return b"".join((HEADER, *rows, TRAILER))
+
+
 def places_copy(places: bytes) -> bytes:
     """Concatenated 6-byte row places as a binary COPY stream of one tid column."""
-    rows = [HEADER]
-    for at in range(0, len(places), PLACE):
-        rows.append(b"\x00\x01\x00\x00\x00\x06" + places[at : at + PLACE])
-    rows.append(TRAILER)
-    return b"".join(rows)
+    return _one_column_copy(places, PLACE)
 
 
 def keys_copy(keys: bytes) -> bytes:
     """Concatenated 16-byte hashes as a binary COPY stream of one uuid column."""
-    rows = [HEADER]
-    for at in range(0, len(keys), KEY):
-        rows.append(b"\x00\x01\x00\x00\x00\x10" + keys[at : at + KEY])
-    rows.append(TRAILER)
-    return b"".join(rows)
+    return _one_column_copy(keys, KEY)
