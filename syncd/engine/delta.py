@@ -24,11 +24,12 @@ only what changed, as it does without delta transfer.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import partial
@@ -134,35 +135,35 @@ class _Session:
                 await self.conn.execute(f"SELECT 1 WHERE ({restore}) IS NULL")
             self.old = None
 
-    async def fetchrow(self, query: str, *args: object) -> asyncpg.Record:
-        """A round's one statement. The server's refusal (md5 refused, a statement timeout)
-        is a `RoundFailed`: the caller streams everything instead; a lost link is not."""
+    @contextlib.contextmanager
+    def _round(self) -> Iterator[None]:
+        """A round's one statement, timed. The server's refusal (md5 refused, a statement
+        timeout) is a `RoundFailed`: the caller streams everything instead; a lost link is
+        not."""
         started = time.monotonic()
         try:
-            row = await self.conn.fetchrow(query, *args, timeout=self.timeout)
+            yield
         except asyncpg.PostgresError as exc:
             raise RoundFailed(exc) from exc
         except Exception as exc:  # the link, a timeout: the source's, whoever catches it
             raise TransferError(Side.SOURCE, exc) from exc
         finally:
             self.seconds += time.monotonic() - started
+
+    async def fetchrow(self, query: str, *args: object) -> asyncpg.Record:
+        """A round's one statement (`_round`), prepared."""
+        with self._round():
+            row = await self.conn.fetchrow(query, *args, timeout=self.timeout)
         assert row is not None
         self.bytes += sum(len(str(v)) if not isinstance(v, bytes) else len(v) for v in row)
         return row
 
     async def fetch_once(self, query: str) -> dict[str, Any]:
-        """A round's one statement in one round trip (no prepare): its one row as JSON through
-        COPY. Failures as `fetchrow`'s."""
-        started = time.monotonic()
+        """A round's one statement (`_round`) in one round trip (no prepare): its one row as
+        JSON through COPY."""
         copy = f"SELECT pg_catalog.row_to_json(r) FROM ({query}) AS r"  # noqa: S608 (our SQL)
-        try:
+        with self._round():
             row = await survey.copy_json(self.conn, copy, self.timeout)
-        except asyncpg.PostgresError as exc:
-            raise RoundFailed(exc) from exc
-        except Exception as exc:  # the link, a timeout: the source's, whoever catches it
-            raise TransferError(Side.SOURCE, exc) from exc
-        finally:
-            self.seconds += time.monotonic() - started
         assert isinstance(row, dict)
         self.bytes += sum(len(str(v)) for v in row.values())
         return row

@@ -16,8 +16,10 @@ The staging tables a crashed sync of that layout may have left are dropped too.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import anyio
@@ -101,6 +103,16 @@ WHERE c.oid = $1::oid AND a.grantee <> c.relowner
 _INDEX_HEAD = re.compile(r"^CREATE (UNIQUE )?INDEX \S+ ON (?:ONLY )?\S+ USING ")
 
 
+@contextlib.asynccontextmanager
+async def _upgrading(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """One instance upgrades; another starting meanwhile waits here, then finds nothing to do."""
+    await conn.execute("SELECT pg_advisory_lock($1, 2)", ledger.LOCK_NAMESPACE)
+    try:
+        yield
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1, 2)", ledger.LOCK_NAMESPACE)
+
+
 @dataclass(frozen=True, slots=True)
 class _Upgrade:
     schema: str
@@ -130,16 +142,12 @@ async def upgrade_layout(
     left = await conn.fetchval(f"SELECT EXISTS ({_LEFTOVERS_SQL})", up.schema)
     if not partitioned and not left:
         return 0  # the common case: one cheap look, no lock
-    # one instance converts; another starting meanwhile waits here, then finds nothing
-    await conn.execute("SELECT pg_advisory_lock($1, 2)", ledger.LOCK_NAMESPACE)
-    try:
+    async with _upgrading(conn):
         for name in [r["name"] for r in await conn.fetch(_LEFTOVERS_SQL, up.schema)]:
             await _drop_when_free(up, conn, name)
         for row in await conn.fetch(_PER_MUNICIPALITY_TABLES_SQL, up.schema, key):
             await _convert(up, conn, row["name"], row["oid"])
             converted += 1
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1, 2)", ledger.LOCK_NAMESPACE)
     return converted
 
 
@@ -335,8 +343,7 @@ async def add_row_hashes(
     ]
     if not todo:
         return 0  # the common case: one cheap look, no lock
-    await conn.execute("SELECT pg_advisory_lock($1, 2)", ledger.LOCK_NAMESPACE)
-    try:
+    async with _upgrading(conn):
         for row in todo:
             name = row["name"]
             table = quoting.qualified(up.schema, name)
@@ -365,8 +372,6 @@ async def add_row_hashes(
                 f"DROP INDEX IF EXISTS {quoting.qualified(up.schema, index_name(name, 'source'))}",
                 what=f"dropping the source index of {table}",
             )
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1, 2)", ledger.LOCK_NAMESPACE)
     return len(todo)
 
 
@@ -399,8 +404,7 @@ async def add_source_fingerprints(
     rows = await conn.fetch(_UNFINGERPRINTED_SQL, up.schema, up.column, SRC_FP)
     if not rows:
         return 0  # the common case: one cheap look, no lock
-    await conn.execute("SELECT pg_advisory_lock($1, 2)", ledger.LOCK_NAMESPACE)
-    try:
+    async with _upgrading(conn):
         for row in rows:
             table = quoting.qualified(up.schema, row["name"])
             log.warning(
@@ -414,6 +418,4 @@ async def add_source_fingerprints(
                 f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {SRC_FP} bigint",
                 what=f"adding {SRC_FP} to {table}",
             )
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1, 2)", ledger.LOCK_NAMESPACE)
     return len(rows)
