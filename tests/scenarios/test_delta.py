@@ -7,14 +7,18 @@ before delta transfer gain its column online."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
 
 import anyio
 import asyncpg
 import pytest
 
 from syncd import ledger
+from syncd.config import Config
 
-from tests.conftest import READ_ROLE, TABLE_DATASETS, DestDb
+from tests.conftest import READ_ROLE, TABLE_DATASETS, DestDb, SourceDb
 from tests.scenarios.test_landing import open_while_read
 from tests.scenarios.test_landing_changes import last_writes, verify
 from tests.support.faultproxy import FaultProxy
@@ -65,80 +69,87 @@ async def make_many(admin: asyncpg.Connection) -> None:
     )
 
 
+@dataclass
+class Muitas:
+    """One municipality with its table `muitas` made; sessions on its server and on the
+    destination."""
+
+    src: SourceDb
+    admin: asyncpg.Connection
+    dst: asyncpg.Connection
+
+
+@pytest.fixture
+async def muitas(make_sources, dest: DestDb) -> AsyncIterator[Muitas]:
+    (src,) = await make_sources(1)
+    admin = await asyncpg.connect(src.admin_dsn)
+    dst = await dest.connect()
+    try:
+        await make_many(admin)
+        yield Muitas(src, admin, dst)
+    finally:
+        await admin.close()
+        await dst.close()
+
+
 async def test_unchanged_costs_a_few_hundred_bytes_and_changes_about_their_rows(
-    make_sources, dest: DestDb, write_config, proxies
+    muitas: Muitas, dest: DestDb, write_config, proxies
 ):
-    (src,) = await make_sources(1)
-    admin = await asyncpg.connect(src.admin_dsn)
-    dst = await dest.connect()
-    try:
-        await make_many(admin)
-        proxy, entry = await through(proxies, src)
-        _, config = write_config(dest, [entry], [MANY])
-        _, plain = write_config(dest, [entry], [{**MANY, "delta": False}])
-        full, _ = await metered(proxy, config)  # the first pass streams everything
-        await assert_dataset_exact(admin, dst, src.id, "muitas", "SELECT * FROM muitas")
-        # the same pass without delta transfer: what every pass cost before
-        baseline, _ = await metered(proxy, plain)
-        await metered(proxy, config)  # its fingerprints again (delta: false forgot them)
-        down, up = await metered(proxy, config)
-        steady, steady_up = await metered(proxy, config)
-        assert steady < baseline / 10, (steady, baseline, full)
-        # what a pass costs besides the rounds (connecting, describing the table) is the same
-        # for both: the unchanged table itself is a few hundred bytes
-        empty = {"name": "vazia", "table": "public.vazia"}
-        await admin.execute(
-            f"CREATE TABLE vazia (LIKE muitas); GRANT SELECT ON vazia TO {READ_ROLE}"
-        )
-        _, none = write_config(dest, [entry], [{**empty, "delta": False}])
-        floor, floor_up = await metered(proxy, none)
-        assert steady - floor < 600, (steady, floor)
-        assert (await last_writes(dst, src.id))["muitas"][1:4] == (FILLER + 4, 0, 0)
-        # ~2% of the rows updated, deleted or inserted, spread over the table
-        await admin.execute(
-            "UPDATE muitas SET b = b || ' (nova)' WHERE a % 150 = 1;"
-            "DELETE FROM muitas WHERE a % 150 = 2;"
-            "INSERT INTO muitas SELECT a + 100000, b, c, d, e, f FROM muitas WHERE a % 150 = 3"
-        )
-        changed, _ = await metered(proxy, config)
-        await assert_dataset_exact(admin, dst, src.id, "muitas", "SELECT * FROM muitas")
-        _, rows, inserted, deleted, _ = (await last_writes(dst, src.id))["muitas"]
-        assert (rows, inserted, deleted) == (FILLER + 4, 20 + 20, 20 + 20)
-        assert changed < baseline / 4, (changed, baseline)
-        code, text = await verify(config)
-        assert code == 0, text
-        del down, up, steady_up, floor_up
-    finally:
-        await admin.close()
-        await dst.close()
+    src, admin, dst = muitas.src, muitas.admin, muitas.dst
+    proxy, entry = await through(proxies, src)
+    _, config = write_config(dest, [entry], [MANY])
+    _, plain = write_config(dest, [entry], [{**MANY, "delta": False}])
+    full, _ = await metered(proxy, config)  # the first pass streams everything
+    await assert_dataset_exact(admin, dst, src.id, "muitas", "SELECT * FROM muitas")
+    # the same pass without delta transfer: what every pass cost before
+    baseline, _ = await metered(proxy, plain)
+    await metered(proxy, config)  # its fingerprints again (delta: false forgot them)
+    down, up = await metered(proxy, config)
+    steady, steady_up = await metered(proxy, config)
+    assert steady < baseline / 10, (steady, baseline, full)
+    # what a pass costs besides the rounds (connecting, describing the table) is the same
+    # for both: the unchanged table itself is a few hundred bytes
+    empty = {"name": "vazia", "table": "public.vazia"}
+    await admin.execute(f"CREATE TABLE vazia (LIKE muitas); GRANT SELECT ON vazia TO {READ_ROLE}")
+    _, none = write_config(dest, [entry], [{**empty, "delta": False}])
+    floor, floor_up = await metered(proxy, none)
+    assert steady - floor < 600, (steady, floor)
+    assert (await last_writes(dst, src.id))["muitas"][1:4] == (FILLER + 4, 0, 0)
+    # ~2% of the rows updated, deleted or inserted, spread over the table
+    await admin.execute(
+        "UPDATE muitas SET b = b || ' (nova)' WHERE a % 150 = 1;"
+        "DELETE FROM muitas WHERE a % 150 = 2;"
+        "INSERT INTO muitas SELECT a + 100000, b, c, d, e, f FROM muitas WHERE a % 150 = 3"
+    )
+    changed, _ = await metered(proxy, config)
+    await assert_dataset_exact(admin, dst, src.id, "muitas", "SELECT * FROM muitas")
+    _, rows, inserted, deleted, _ = (await last_writes(dst, src.id))["muitas"]
+    assert (rows, inserted, deleted) == (FILLER + 4, 20 + 20, 20 + 20)
+    assert changed < baseline / 4, (changed, baseline)
+    code, text = await verify(config)
+    assert code == 0, text
+    del down, up, steady_up, floor_up
 
 
-async def test_duplicates_nulls_and_a_multiset(make_sources, dest: DestDb, write_config):
-    (src,) = await make_sources(1)
-    admin = await asyncpg.connect(src.admin_dsn)
-    dst = await dest.connect()
-    try:
-        await make_many(admin)
-        _, config = write_config(dest, [src], [MANY])
-        for change in (
-            # a row twice, then three times, then once, then gone; NULL rows alike
-            "INSERT INTO muitas VALUES (-1, 'dupla', 0.1, NULL, NULL, NULL)",
-            "DELETE FROM muitas WHERE ctid IN (SELECT ctid FROM muitas WHERE a = -1 LIMIT 2)",
-            "INSERT INTO muitas VALUES (NULL, NULL, NULL, NULL, NULL, NULL),"
-            "(NULL, NULL, NULL, NULL, NULL, NULL)",
-            "DELETE FROM muitas WHERE a = -1 OR a IS NULL",
-            "INSERT INTO muitas SELECT * FROM muitas WHERE a < 5",  # every copy doubled
-            None,
-        ):
-            code, out, err = await run_pass(config)
-            assert code == 0, out + err
-            await assert_dataset_exact(admin, dst, src.id, "muitas", "SELECT * FROM muitas")
-            if change:
-                await admin.execute(change)
-        assert (await verify(config))[0] == 0
-    finally:
-        await admin.close()
-        await dst.close()
+async def test_duplicates_nulls_and_a_multiset(muitas: Muitas, dest: DestDb, write_config):
+    src, admin, dst = muitas.src, muitas.admin, muitas.dst
+    _, config = write_config(dest, [src], [MANY])
+    for change in (
+        # a row twice, then three times, then once, then gone; NULL rows alike
+        "INSERT INTO muitas VALUES (-1, 'dupla', 0.1, NULL, NULL, NULL)",
+        "DELETE FROM muitas WHERE ctid IN (SELECT ctid FROM muitas WHERE a = -1 LIMIT 2)",
+        "INSERT INTO muitas VALUES (NULL, NULL, NULL, NULL, NULL, NULL),"
+        "(NULL, NULL, NULL, NULL, NULL, NULL)",
+        "DELETE FROM muitas WHERE a = -1 OR a IS NULL",
+        "INSERT INTO muitas SELECT * FROM muitas WHERE a < 5",  # every copy doubled
+        None,
+    ):
+        code, out, err = await run_pass(config)
+        assert code == 0, out + err
+        await assert_dataset_exact(admin, dst, src.id, "muitas", "SELECT * FROM muitas")
+        if change:
+            await admin.execute(change)
+    assert (await verify(config))[0] == 0
 
 
 async def test_awkward_values_on_each_source_version(
@@ -180,70 +191,72 @@ async def test_awkward_values_on_each_source_version(
 
 
 async def test_a_settings_change_streams_everything_and_stays_equal(
-    make_sources, dest: DestDb, write_config, proxies
+    muitas: Muitas, dest: DestDb, write_config, proxies
 ):
-    (src,) = await make_sources(1)
-    admin = await asyncpg.connect(src.admin_dsn)
-    dst = await dest.connect()
-    try:
-        await make_many(admin)
-        proxy, entry = await through(proxies, src)
-        # a query after the table, in the same snapshot: it sees the server's own settings
-        ajustes = {
-            "name": "ajustes",
-            "query": "SELECT current_setting('TimeZone') AS tz, "
-            "current_setting('extra_float_digits') AS efd, current_setting('DateStyle') AS ds",
-        }
-        _, config = write_config(dest, [entry], [MANY, ajustes])
-        full, _ = await metered(proxy, config)
-        # the server's own float output changes: the rounds pin theirs, nothing to stream
-        await admin.execute(f'ALTER DATABASE "{src.dbname}" SET extra_float_digits = 0')
-        await admin.execute(f"ALTER DATABASE \"{src.dbname}\" SET TimeZone = 'America/Sao_Paulo'")
-        quiet, _ = await metered(proxy, config)
-        assert quiet < full / 10, (quiet, full)
-        await assert_dataset_exact(admin, dst, src.id, "muitas", "SELECT * FROM muitas")
-        server = ("America/Sao_Paulo", "0", "ISO, MDY")
-        assert tuple(await dst.fetchrow(f"SELECT tz, efd, ds FROM {SCHEMA}.ajustes")) == server
-        # fingerprints made under another float setting than the one pinned now (as when the
-        # server's major version changes float output): compare nothing, stream everything
-        await dst.execute(
-            "UPDATE syncd.fingerprints SET context = jsonb_set(context, "
-            "'{settings,extra_float_digits}', '\"0\"')"
-        )
-        await admin.execute("UPDATE muitas SET c = c * 3 WHERE a % 500 = 0")
-        again, _ = await metered(proxy, config)
-        assert again > full / 2, (again, full)
-        await assert_dataset_exact(admin, dst, src.id, "muitas", "SELECT * FROM muitas")
-        assert tuple(await dst.fetchrow(f"SELECT tz, efd, ds FROM {SCHEMA}.ajustes")) == server
-        await admin.execute("UPDATE muitas SET c = -c WHERE a % 700 = 0")  # a delta: 3 rounds
-        assert (await run_pass(config))[0] == 0
-        assert tuple(await dst.fetchrow(f"SELECT tz, efd, ds FROM {SCHEMA}.ajustes")) == server
-        context = json.loads(await dst.fetchval("SELECT context::text FROM syncd.fingerprints"))
-        assert context["settings"]["extra_float_digits"] == "3"
-        # the dataset queries that follow in the same snapshot see the server's own settings
-        assert (await verify(config))[0] == 0
-    finally:
-        await admin.close()
-        await dst.close()
+    src, admin, dst = muitas.src, muitas.admin, muitas.dst
+    proxy, entry = await through(proxies, src)
+    # a query after the table, in the same snapshot: it sees the server's own settings
+    ajustes = {
+        "name": "ajustes",
+        "query": "SELECT current_setting('TimeZone') AS tz, "
+        "current_setting('extra_float_digits') AS efd, current_setting('DateStyle') AS ds",
+    }
+    _, config = write_config(dest, [entry], [MANY, ajustes])
+    full, _ = await metered(proxy, config)
+    # the server's own float output changes: the rounds pin theirs, nothing to stream
+    await admin.execute(f'ALTER DATABASE "{src.dbname}" SET extra_float_digits = 0')
+    await admin.execute(f"ALTER DATABASE \"{src.dbname}\" SET TimeZone = 'America/Sao_Paulo'")
+    quiet, _ = await metered(proxy, config)
+    assert quiet < full / 10, (quiet, full)
+    await assert_dataset_exact(admin, dst, src.id, "muitas", "SELECT * FROM muitas")
+    server = ("America/Sao_Paulo", "0", "ISO, MDY")
+    assert tuple(await dst.fetchrow(f"SELECT tz, efd, ds FROM {SCHEMA}.ajustes")) == server
+    # fingerprints made under another float setting than the one pinned now (as when the
+    # server's major version changes float output): compare nothing, stream everything
+    await dst.execute(
+        "UPDATE syncd.fingerprints SET context = jsonb_set(context, "
+        "'{settings,extra_float_digits}', '\"0\"')"
+    )
+    await admin.execute("UPDATE muitas SET c = c * 3 WHERE a % 500 = 0")
+    again, _ = await metered(proxy, config)
+    assert again > full / 2, (again, full)
+    await assert_dataset_exact(admin, dst, src.id, "muitas", "SELECT * FROM muitas")
+    assert tuple(await dst.fetchrow(f"SELECT tz, efd, ds FROM {SCHEMA}.ajustes")) == server
+    await admin.execute("UPDATE muitas SET c = -c WHERE a % 700 = 0")  # a delta: 3 rounds
+    assert (await run_pass(config))[0] == 0
+    assert tuple(await dst.fetchrow(f"SELECT tz, efd, ds FROM {SCHEMA}.ajustes")) == server
+    context = json.loads(await dst.fetchval("SELECT context::text FROM syncd.fingerprints"))
+    assert context["settings"]["extra_float_digits"] == "3"
+    # the dataset queries that follow in the same snapshot see the server's own settings
+    assert (await verify(config))[0] == 0
 
 
-async def test_vacuum_full_at_the_source(make_sources, dest: DestDb, write_config):
-    (src,) = await make_sources(1)
-    admin = await asyncpg.connect(src.admin_dsn)
-    dst = await dest.connect()
-    try:
-        await make_many(admin)
-        _, config = write_config(dest, [src], [MANY])
-        assert (await run_pass(config))[0] == 0
-        await admin.execute("DELETE FROM muitas WHERE a % 3 = 0 AND a < 300")
-        await admin.execute("VACUUM FULL muitas")  # every row moves
-        await admin.execute("UPDATE muitas SET e = -e WHERE a % 200 = 1")
-        assert (await run_pass(config))[0] == 0
-        await assert_dataset_exact(admin, dst, src.id, "muitas", "SELECT * FROM muitas")
-        assert (await verify(config))[0] == 0
-    finally:
-        await admin.close()
-        await dst.close()
+async def test_vacuum_full_at_the_source(muitas: Muitas, dest: DestDb, write_config):
+    src, admin, dst = muitas.src, muitas.admin, muitas.dst
+    _, config = write_config(dest, [src], [MANY])
+    assert (await run_pass(config))[0] == 0
+    await admin.execute("DELETE FROM muitas WHERE a % 3 = 0 AND a < 300")
+    await admin.execute("VACUUM FULL muitas")  # every row moves
+    await admin.execute("UPDATE muitas SET e = -e WHERE a % 200 = 1")
+    assert (await run_pass(config))[0] == 0
+    await assert_dataset_exact(admin, dst, src.id, "muitas", "SELECT * FROM muitas")
+    assert (await verify(config))[0] == 0
+
+
+async def _pass_during_round_2(
+    config: Config, admin: asyncpg.Connection, meanwhile: Callable[[], Awaitable[object]]
+) -> tuple[int, str, str]:
+    """A pass, and `meanwhile` done as its round 2 runs at the source; the pass's result."""
+    result: list[tuple[int, str, str]] = []
+
+    async def sync() -> None:
+        result.append(await run_pass(config))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sync)
+        await _wait_for_round_2(admin)
+        await meanwhile()
+    return result[0]
 
 
 async def _wait_for_round_2(admin: asyncpg.Connection) -> None:
@@ -257,165 +270,123 @@ async def _wait_for_round_2(admin: asyncpg.Connection) -> None:
 
 
 async def test_every_round_reads_the_same_snapshot(
-    make_sources, dest: DestDb, write_config, proxies
+    muitas: Muitas, dest: DestDb, write_config, proxies
 ):
-    (src,) = await make_sources(1)
-    admin = await asyncpg.connect(src.admin_dsn)
-    dst = await dest.connect()
-    try:
-        await make_many(admin)
-        proxy, entry = await through(proxies, src)
-        _, config = write_config(dest, [entry], [MANY])
-        assert (await run_pass(config))[0] == 0
-        await admin.execute("UPDATE muitas SET b = 'antes' WHERE a % 100 = 5")
-        await admin.execute("CREATE TABLE antes AS SELECT * FROM muitas")
-        proxy.latency = 0.05
-        async with anyio.create_task_group() as tg:
-            result: list = []
-
-            async def sync() -> None:
-                result.append(await run_pass(config))
-
-            tg.start_soon(sync)
-            await _wait_for_round_2(admin)
-            # while the rounds run: rows updated (moved), deleted and added, committed
-            await admin.execute(
-                "UPDATE muitas SET b = 'durante' WHERE a % 100 IN (5, 6);"
-                "DELETE FROM muitas WHERE a % 100 = 7;"
-                "INSERT INTO muitas SELECT a + 500000, b, c, d, e, f FROM muitas WHERE a < 50"
-            )
-        assert result[0][0] == 0, result
-        # the pass landed the snapshot it began with, not a mix
-        await assert_dataset_exact(admin, dst, src.id, "muitas", "SELECT * FROM antes")
-        proxy.latency = 0
-        assert (await run_pass(config))[0] == 0
-        await assert_dataset_exact(admin, dst, src.id, "muitas", "SELECT * FROM muitas")
-    finally:
-        await admin.close()
-        await dst.close()
+    src, admin, dst = muitas.src, muitas.admin, muitas.dst
+    proxy, entry = await through(proxies, src)
+    _, config = write_config(dest, [entry], [MANY])
+    assert (await run_pass(config))[0] == 0
+    await admin.execute("UPDATE muitas SET b = 'antes' WHERE a % 100 = 5")
+    await admin.execute("CREATE TABLE antes AS SELECT * FROM muitas")
+    proxy.latency = 0.05
+    # while the rounds run: rows updated (moved), deleted and added, committed
+    result = await _pass_during_round_2(
+        config,
+        admin,
+        partial(
+            admin.execute,
+            "UPDATE muitas SET b = 'durante' WHERE a % 100 IN (5, 6);"
+            "DELETE FROM muitas WHERE a % 100 = 7;"
+            "INSERT INTO muitas SELECT a + 500000, b, c, d, e, f FROM muitas WHERE a < 50",
+        ),
+    )
+    assert result[0] == 0, result
+    # the pass landed the snapshot it began with, not a mix
+    await assert_dataset_exact(admin, dst, src.id, "muitas", "SELECT * FROM antes")
+    proxy.latency = 0
+    assert (await run_pass(config))[0] == 0
+    await assert_dataset_exact(admin, dst, src.id, "muitas", "SELECT * FROM muitas")
 
 
 async def test_a_round_cut_by_the_link_retries_and_stays_equal(
-    make_sources, dest: DestDb, write_config, proxies
+    muitas: Muitas, dest: DestDb, write_config, proxies
 ):
-    (src,) = await make_sources(1)
-    admin = await asyncpg.connect(src.admin_dsn)
-    dst = await dest.connect()
-    try:
-        await make_many(admin)
-        proxy, entry = await through(proxies, src)
-        _, config = write_config(dest, [entry], [MANY])
-        assert (await run_pass(config))[0] == 0
-        await admin.execute("UPDATE muitas SET b = b || '!' WHERE a % 120 = 0")
-        proxy.latency = 0.05
-        async with anyio.create_task_group() as tg:
-            result: list = []
+    src, admin, dst = muitas.src, muitas.admin, muitas.dst
+    proxy, entry = await through(proxies, src)
+    _, config = write_config(dest, [entry], [MANY])
+    assert (await run_pass(config))[0] == 0
+    await admin.execute("UPDATE muitas SET b = b || '!' WHERE a % 120 = 0")
+    proxy.latency = 0.05
 
-            async def sync() -> None:
-                result.append(await run_pass(config))
+    async def cut() -> None:  # the link drops in the middle of round 2
+        proxy.reset()
+        proxy.latency = 0
 
-            tg.start_soon(sync)
-            await _wait_for_round_2(admin)
-            proxy.reset()  # the link drops in the middle of round 2
-            proxy.latency = 0
-        assert result[0][0] == 0, result
-        assert proxy.accepted >= 2  # a new session, a new snapshot
-        await assert_dataset_exact(admin, dst, src.id, "muitas", "SELECT * FROM muitas")
-        status, _rows, _ins, _del, _mode = (await last_writes(dst, src.id))["muitas"]
-        assert status == "ok"
-        assert (await verify(config))[0] == 0
-    finally:
-        await admin.close()
-        await dst.close()
+    result = await _pass_during_round_2(config, admin, cut)
+    assert result[0] == 0, result
+    assert proxy.accepted >= 2  # a new session, a new snapshot
+    await assert_dataset_exact(admin, dst, src.id, "muitas", "SELECT * FROM muitas")
+    status, _rows, _ins, _del, _mode = (await last_writes(dst, src.id))["muitas"]
+    assert status == "ok"
+    assert (await verify(config))[0] == 0
 
 
-async def test_md5_refused_uses_hashtext(make_sources, dest: DestDb, write_config, proxies):
-    (src,) = await make_sources(1)
-    admin = await asyncpg.connect(src.admin_dsn)
-    dst = await dest.connect()
-    try:
-        await make_many(admin)
-        proxy, entry = await through(proxies, src)
-        _, config = write_config(dest, [entry], [MANY])
-        # fingerprints made with md5, then md5 refused (as a FIPS build refuses it): round 1
-        # fails, the pass streams everything with the other function, nothing fails
-        full, _ = await metered(proxy, config)
-        await admin.execute("REVOKE EXECUTE ON FUNCTION md5(text) FROM PUBLIC")
-        with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            reader = await asyncpg.connect(src.dsn)
-            try:
-                await reader.fetchval("SELECT md5('x')")
-            finally:
-                await reader.close()
-        await admin.execute("UPDATE muitas SET b = 'sem md5' WHERE a % 300 = 0")
-        fallback, _ = await metered(proxy, config)
-        assert fallback > full / 2
-        await assert_dataset_exact(admin, dst, src.id, "muitas", "SELECT * FROM muitas")
-        context = json.loads(await dst.fetchval("SELECT context::text FROM syncd.fingerprints"))
-        assert context["function"] == "hashtext"
-        # from then on, the rounds use hashtext: changes cost their rows
-        await admin.execute("UPDATE muitas SET b = 'de novo' WHERE a % 300 = 1")
-        changed, _ = await metered(proxy, config)
-        assert changed < full / 4, (changed, full)
-        await assert_dataset_exact(admin, dst, src.id, "muitas", "SELECT * FROM muitas")
-        quiet, _ = await metered(proxy, config)
-        assert quiet < full / 10
-        assert (await verify(config))[0] == 0
-    finally:
-        await admin.close()
-        await dst.close()
+async def test_md5_refused_uses_hashtext(muitas: Muitas, dest: DestDb, write_config, proxies):
+    src, admin, dst = muitas.src, muitas.admin, muitas.dst
+    proxy, entry = await through(proxies, src)
+    _, config = write_config(dest, [entry], [MANY])
+    # fingerprints made with md5, then md5 refused (as a FIPS build refuses it): round 1
+    # fails, the pass streams everything with the other function, nothing fails
+    full, _ = await metered(proxy, config)
+    await admin.execute("REVOKE EXECUTE ON FUNCTION md5(text) FROM PUBLIC")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        reader = await asyncpg.connect(src.dsn)
+        try:
+            await reader.fetchval("SELECT md5('x')")
+        finally:
+            await reader.close()
+    await admin.execute("UPDATE muitas SET b = 'sem md5' WHERE a % 300 = 0")
+    fallback, _ = await metered(proxy, config)
+    assert fallback > full / 2
+    await assert_dataset_exact(admin, dst, src.id, "muitas", "SELECT * FROM muitas")
+    context = json.loads(await dst.fetchval("SELECT context::text FROM syncd.fingerprints"))
+    assert context["function"] == "hashtext"
+    # from then on, the rounds use hashtext: changes cost their rows
+    await admin.execute("UPDATE muitas SET b = 'de novo' WHERE a % 300 = 1")
+    changed, _ = await metered(proxy, config)
+    assert changed < full / 4, (changed, full)
+    await assert_dataset_exact(admin, dst, src.id, "muitas", "SELECT * FROM muitas")
+    quiet, _ = await metered(proxy, config)
+    assert quiet < full / 10
+    assert (await verify(config))[0] == 0
 
 
-async def test_verify_and_full_refresh_with_delta(make_sources, dest: DestDb, write_config):
-    (src,) = await make_sources(1)
-    admin = await asyncpg.connect(src.admin_dsn)
-    dst = await dest.connect()
-    try:
-        await make_many(admin)
-        _, config = write_config(dest, [src], [MANY])
-        assert (await run_pass(config))[0] == 0
-        await dst.execute(f"UPDATE {SCHEMA}.muitas SET b = 'mexida' WHERE a = 10")
-        code, text = await verify(config)
-        assert code == 1 and "differs" in text, text
-        # the stored fingerprints are trusted: an unchanged source writes nothing
-        assert (await run_pass(config))[0] == 0
-        assert (await last_writes(dst, src.id))["muitas"][2:4] == (0, 0)
-        assert (await verify(config))[0] == 1
-        # a full refresh trusts nothing: every row rewritten, with its fingerprint
-        _, refresh = write_config(dest, [src], [{**MANY, "full_refresh_every": "1s"}])
-        await anyio.sleep(1.1)
-        assert (await run_pass(refresh))[0] == 0
-        assert (await last_writes(dst, src.id))["muitas"][2] == FILLER + 4
-        code, text = await verify(config)
-        assert code == 0 and "compared on the columns" not in text, text  # syncd's own aside
-        await admin.execute("DELETE FROM muitas WHERE a = 11")
-        assert (await run_pass(config))[0] == 0
-        assert (await last_writes(dst, src.id))["muitas"][2:4] == (0, 1)
-        await assert_dataset_exact(admin, dst, src.id, "muitas", "SELECT * FROM muitas")
-    finally:
-        await admin.close()
-        await dst.close()
+async def test_verify_and_full_refresh_with_delta(muitas: Muitas, dest: DestDb, write_config):
+    src, admin, dst = muitas.src, muitas.admin, muitas.dst
+    _, config = write_config(dest, [src], [MANY])
+    assert (await run_pass(config))[0] == 0
+    await dst.execute(f"UPDATE {SCHEMA}.muitas SET b = 'mexida' WHERE a = 10")
+    code, text = await verify(config)
+    assert code == 1 and "differs" in text, text
+    # the stored fingerprints are trusted: an unchanged source writes nothing
+    assert (await run_pass(config))[0] == 0
+    assert (await last_writes(dst, src.id))["muitas"][2:4] == (0, 0)
+    assert (await verify(config))[0] == 1
+    # a full refresh trusts nothing: every row rewritten, with its fingerprint
+    _, refresh = write_config(dest, [src], [{**MANY, "full_refresh_every": "1s"}])
+    await anyio.sleep(1.1)
+    assert (await run_pass(refresh))[0] == 0
+    assert (await last_writes(dst, src.id))["muitas"][2] == FILLER + 4
+    code, text = await verify(config)
+    assert code == 0 and "compared on the columns" not in text, text  # syncd's own aside
+    await admin.execute("DELETE FROM muitas WHERE a = 11")
+    assert (await run_pass(config))[0] == 0
+    assert (await last_writes(dst, src.id))["muitas"][2:4] == (0, 1)
+    await assert_dataset_exact(admin, dst, src.id, "muitas", "SELECT * FROM muitas")
 
 
-async def test_a_query_dataset_may_opt_in(make_sources, dest: DestDb, write_config):
-    (src,) = await make_sources(1)
-    admin = await asyncpg.connect(src.admin_dsn)
-    dst = await dest.connect()
-    try:
-        await make_many(admin)
-        query = "SELECT a, b, c FROM muitas WHERE a IS DISTINCT FROM 7"
-        lista = {"name": "lista", "query": query, "delta": True}
-        _, config = write_config(dest, [src], [lista])
-        assert (await run_pass(config))[0] == 0
-        await admin.execute("UPDATE muitas SET b = 'q' WHERE a % 250 = 0")
-        assert (await run_pass(config))[0] == 0
-        _, _rows, inserted, deleted, _ = (await last_writes(dst, src.id))["lista"]
-        assert (inserted, deleted) == (12, 12)
-        await assert_dataset_exact(admin, dst, src.id, "lista", query)
-        assert await dst.fetchval("SELECT count(*) FROM syncd.fingerprints") == 1
-    finally:
-        await admin.close()
-        await dst.close()
+async def test_a_query_dataset_may_opt_in(muitas: Muitas, dest: DestDb, write_config):
+    src, admin, dst = muitas.src, muitas.admin, muitas.dst
+    query = "SELECT a, b, c FROM muitas WHERE a IS DISTINCT FROM 7"
+    lista = {"name": "lista", "query": query, "delta": True}
+    _, config = write_config(dest, [src], [lista])
+    assert (await run_pass(config))[0] == 0
+    await admin.execute("UPDATE muitas SET b = 'q' WHERE a % 250 = 0")
+    assert (await run_pass(config))[0] == 0
+    _, _rows, inserted, deleted, _ = (await last_writes(dst, src.id))["lista"]
+    assert (inserted, deleted) == (12, 12)
+    await assert_dataset_exact(admin, dst, src.id, "lista", query)
+    assert await dst.fetchval("SELECT count(*) FROM syncd.fingerprints") == 1
 
 
 async def test_tables_landed_before_gain_fingerprints_online(
