@@ -20,6 +20,7 @@ from syncd.ledger import Status
 
 from tests.conftest import ATENDIMENTOS_INCREMENTAL, TABLE_DATASETS
 from tests.scenarios.test_faults import assert_exact, via
+from tests.scenarios.test_landing import kill_destination_copy
 from tests.support.helpers import run_pass
 
 CIDADAOS = {"name": "cidadaos", "table": "public.tb_fat_cidadao_pec"}
@@ -191,18 +192,7 @@ async def test_a_destination_backend_killed_is_named_a_destination_failure(
     killed: list[int] = []
 
     async def kill_copy() -> None:
-        with anyio.fail_after(60):
-            while True:
-                pid = await admin.fetchval(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'syncd' "
-                    "AND datname = $1 AND query LIKE 'COPY %' AND state = 'active' LIMIT 1",
-                    dest.dbname,
-                )
-                if pid:
-                    await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
-                    killed.append(pid)
-                    return
-                await anyio.sleep(0.005)
+        killed.append(await kill_destination_copy(admin, dest.dbname))
 
     heard = Heard()
     try:

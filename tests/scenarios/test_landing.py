@@ -75,6 +75,21 @@ async def open_while_read(dest: DestDb, config, names: list[str]) -> None:
     assert readers.queries > 0
 
 
+async def kill_destination_copy(admin: asyncpg.Connection, dbname: str) -> int:
+    """Terminate syncd's destination backend as soon as it runs a COPY; its pid."""
+    with anyio.fail_after(60):
+        while True:
+            pid = await admin.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'syncd' "
+                "AND datname = $1 AND query LIKE 'COPY %' AND state = 'active' LIMIT 1",
+                dbname,
+            )
+            if pid:
+                await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+                return int(pid)
+            await anyio.sleep(0.005)
+
+
 async def test_continuous_readers_never_fail_a_sync_nor_wait(make_sources, dest, write_config):
     sources = await make_sources(12, citizens=300)
     datasets = [CIDADAOS, TABLE_DATASETS[2]]
@@ -235,18 +250,7 @@ async def test_destination_backend_killed_mid_copy_is_seen_at_once(
     killed: list[int] = []
 
     async def kill_copy() -> None:
-        with anyio.fail_after(60):
-            while True:
-                pid = await admin.fetchval(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'syncd' "
-                    "AND datname = $1 AND query LIKE 'COPY %' AND state = 'active' LIMIT 1",
-                    dest.dbname,
-                )
-                if pid:
-                    await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
-                    killed.append(pid)
-                    return
-                await anyio.sleep(0.005)
+        killed.append(await kill_destination_copy(admin, dest.dbname))
 
     with anyio.fail_after(120):
         async with anyio.create_task_group() as tg:
