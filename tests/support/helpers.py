@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 
 from syncd.commands.once import run_once
 from syncd.config import Config
+from syncd.lab import embedded
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = "syncd_data"
@@ -144,8 +147,6 @@ def tls_cluster(base: Path, ca, *, listen: str, auth: str, names: tuple[str, ...
     it (.ci/run installs it)."""
     import pytest
 
-    from syncd.lab import embedded
-
     bin_dir = embedded.debian_bin_dir(15)
     if bin_dir is None:
         pytest.skip("no PostgreSQL with OpenSSL here (Debian's postgresql-15)")
@@ -170,3 +171,30 @@ def tls_cluster(base: Path, ca, *, listen: str, auth: str, names: tuple[str, ...
     )
     cluster.start()
     return cluster
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(
+    cluster: embedded.Cluster, name: str, schema_sql: str
+) -> AsyncIterator[str]:
+    """A database made afresh on `cluster` with `schema_sql` run in it,
+    dropped afterwards; its DSN."""
+    admin = await asyncpg.connect(cluster.dsn())
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(cluster.dsn(name))
+    try:
+        await conn.execute(schema_sql)
+    finally:
+        await conn.close()
+    try:
+        yield cluster.dsn(name)
+    finally:
+        admin = await asyncpg.connect(cluster.dsn())
+        try:
+            await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        finally:
+            await admin.close()

@@ -21,7 +21,7 @@ from syncd.engine.shape import Column, Shape
 from syncd.engine.source import SourceSession
 from syncd.lab import embedded
 
-from tests.support.helpers import binary_copy
+from tests.support.helpers import binary_copy, scratch_database
 
 DBNAME = "unit_source"
 SCHEMA_SQL = """
@@ -49,23 +49,8 @@ PESSOA = "public.pessoa"
 
 @pytest.fixture(scope="module")
 async def source_db(source_cluster: embedded.Cluster) -> AsyncIterator[str]:
-    admin = await asyncpg.connect(source_cluster.dsn())
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {DBNAME}")
-        await admin.execute(f"CREATE DATABASE {DBNAME}")
-    finally:
-        await admin.close()
-    conn = await asyncpg.connect(source_cluster.dsn(DBNAME))
-    try:
-        await conn.execute(SCHEMA_SQL)
-    finally:
-        await conn.close()
-    yield source_cluster.dsn(DBNAME)
-    admin = await asyncpg.connect(source_cluster.dsn())
-    try:
-        await admin.execute(f"DROP DATABASE {DBNAME} WITH (FORCE)")
-    finally:
-        await admin.close()
+    async with scratch_database(source_cluster, DBNAME, SCHEMA_SQL) as dsn:
+        yield dsn
 
 
 @pytest.fixture

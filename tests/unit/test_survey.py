@@ -12,6 +12,8 @@ import pytest
 from syncd.engine import quoting, survey
 from syncd.lab import embedded
 
+from tests.support.helpers import scratch_database
+
 DBNAME = "unit_survey"
 SCHEMA_SQL = r"""
 CREATE SCHEMA "o'dd\s";
@@ -26,21 +28,12 @@ CREATE TABLE public.filho () INHERITS (public.pai);
 
 @pytest.fixture(scope="module")
 async def conn(source_cluster: embedded.Cluster) -> AsyncIterator[asyncpg.Connection]:
-    admin = await asyncpg.connect(source_cluster.dsn())
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {DBNAME}")
-        await admin.execute(f"CREATE DATABASE {DBNAME}")
-    finally:
-        await admin.close()
-    connection = await asyncpg.connect(source_cluster.dsn(DBNAME))
-    await connection.execute(SCHEMA_SQL)
-    yield connection
-    await connection.close()
-    admin = await asyncpg.connect(source_cluster.dsn())
-    try:
-        await admin.execute(f"DROP DATABASE {DBNAME} WITH (FORCE)")
-    finally:
-        await admin.close()
+    async with scratch_database(source_cluster, DBNAME, SCHEMA_SQL) as dsn:
+        connection = await asyncpg.connect(dsn)
+        try:
+            yield connection
+        finally:
+            await connection.close()
 
 
 async def test_every_table_and_probe_in_one_answer(conn):
