@@ -86,7 +86,6 @@ class Landing:
         self.source_id = source_id
         self._transaction = transaction
         self._gone_table = False
-        self._bucket_of: dict[str, str] = {}  # dataset -> the bucket of its rows, once asked
         self.deleted: dict[str, int] = {}  # dataset -> rows this pass removed
         self.landed: dict[str, int] = {}  # dataset -> rows this pass wrote
 
@@ -488,13 +487,14 @@ class Landing:
         return found
 
     async def _bucket(self, dataset: str) -> str | None:
-        """The bucket holding this municipality's rows of the dataset: known from an earlier
-        landing of this process, else asked (one query); None for a table without buckets."""
+        """The bucket holding this municipality's rows of the dataset: known from this or an
+        earlier landing of the process, else asked (one query); None for a table without
+        buckets."""
         d = self.tables
         table = d.get(dataset)
         if table is None or not table.buckets:
             return None
-        name = self._bucket_of.get(dataset) or self.vacuum.bucket_of(dataset, self.source_id)
+        name = self.vacuum.bucket_of(dataset, self.source_id)
         if name in table.buckets:
             return name
         remainder = await self.conn.fetchval(
@@ -508,7 +508,7 @@ class Landing:
         if remainder is None:
             return None
         bucket: str = table.buckets[remainder]
-        self._bucket_of[dataset] = bucket
+        self.vacuum.found_bucket(dataset, self.source_id, bucket)
         return bucket
 
     def settled(self, buckets: dict[str, str]) -> None:

@@ -51,6 +51,10 @@ class Vacuum:
     def bucket_of(self, dataset: str, source_id: str) -> str | None:
         return self._bucket.get((dataset, source_id))
 
+    def found_bucket(self, dataset: str, source_id: str, bucket: str) -> None:
+        """Where a municipality's rows of a dataset live, as a landing found it out."""
+        self._bucket[(dataset, source_id)] = bucket
+
     def opened(self) -> int:
         seq = next(self._seq)
         self._open.add(seq)
